@@ -1,0 +1,68 @@
+"""panechat's headless core: a batched executor over one llama.cpp context.
+
+Modelled on LLamaSharp's ``BatchedExecutor``: the executor owns the model's context;
+``executor.create()`` opens a :class:`Conversation`; conversations are prompted, one
+``infer()`` decodes all their queued tokens in one batch, and each samples its own next token.
+"""
+
+from core.cancellation import CancellationToken
+from core.chat_template import ChatMessage, ChatTemplate, template_for
+from core.conversation import Conversation
+from core.conversation_state import ConversationState
+from core.decode_result import DecodeResult
+from core.errors import (
+    AlreadyPromptedError,
+    ConversationDisposedError,
+    ExecutorBusyError,
+    ExecutorDisposedError,
+    ForkPendingTokensError,
+    InvalidParamsError,
+    KvShiftError,
+    ModelLoadError,
+    NoLogitsError,
+    PanechatError,
+    RequiresInferenceError,
+    RewindError,
+    SequencePoolExhaustedError,
+    StateError,
+    TemplateError,
+)
+from core.executor import BatchedExecutor, DecodeStats
+from core.model_path import embedded_model_path, resolve_model_path
+from core.params import ContextParams
+from core.reply_stream import ReplyStream
+from core.sampling import SamplingParams
+from core.weights import LlamaWeights
+
+__all__ = [
+    "AlreadyPromptedError",
+    "BatchedExecutor",
+    "CancellationToken",
+    "ChatMessage",
+    "ChatTemplate",
+    "ContextParams",
+    "Conversation",
+    "ConversationDisposedError",
+    "ConversationState",
+    "DecodeResult",
+    "DecodeStats",
+    "ExecutorBusyError",
+    "ExecutorDisposedError",
+    "ForkPendingTokensError",
+    "InvalidParamsError",
+    "KvShiftError",
+    "LlamaWeights",
+    "ModelLoadError",
+    "NoLogitsError",
+    "PanechatError",
+    "ReplyStream",
+    "RequiresInferenceError",
+    "RewindError",
+    "SamplingParams",
+    "SequencePoolExhaustedError",
+    "StateError",
+    "TemplateError",
+    "embedded_model_path",
+    "resolve_model_path",
+    "template_for",
+]

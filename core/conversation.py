@@ -1,0 +1,281 @@
+"""One conversation: a llama.cpp sequence in the executor's shared context."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+
+from core.conversation_state import ConversationState
+from core.errors import (
+    AlreadyPromptedError,
+    ConversationDisposedError,
+    ForkPendingTokensError,
+    InvalidParamsError,
+    NoLogitsError,
+    RequiresInferenceError,
+    RewindError,
+)
+from core.kv_accessor import KvAccessor
+from core.sampling import SamplerChain, SamplingParams
+
+if TYPE_CHECKING:
+    from core.executor import BatchedExecutor
+
+
+class Conversation:
+    """A sequence of tokens in the shared KV cache, with its own sampler.
+
+    Life cycle (as in LLamaSharp): :meth:`prompt` queues tokens (``requires_inference``), the
+    executor's ``infer()`` decodes them with every other conversation's, after which the logits
+    of the last token are fresh (``requires_sampling``) until the next ``infer()``. Create
+    conversations with ``executor.create()``, never directly.
+    """
+
+    def __init__(
+        self,
+        executor: BatchedExecutor,
+        sequence_id: int,
+        sampler: SamplerChain,
+        tokens: Sequence[int] = (),
+    ) -> None:
+        self._executor = executor
+        self._seq_id = sequence_id
+        self._sampler = sampler
+        self._tokens: list[int] = list(tokens)  # decoded: KV positions 0..len-1
+        self._pending: list[int] = []  # queued for the next infer()
+        self._logits_index: int | None = None  # batch row holding our last token's logits
+        self._logits_epoch = -1
+        self._shared_upto = 0  # KV positions below this may be shared with a fork
+        self._disposed = False
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def executor(self) -> BatchedExecutor:
+        return self._executor
+
+    @property
+    def sequence_id(self) -> int:
+        return self._seq_id
+
+    @property
+    def is_disposed(self) -> bool:
+        return self._disposed
+
+    @property
+    def token_count(self) -> int:
+        """Tokens decoded into the KV cache (queued tokens not included)."""
+        return len(self._tokens)
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """Decoded tokens, oldest first."""
+        return tuple(self._tokens)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def requires_inference(self) -> bool:
+        """Tokens are queued and waiting for ``infer()``."""
+        return bool(self._pending)
+
+    @property
+    def requires_sampling(self) -> bool:
+        """The last ``infer()`` produced this conversation's logits; sample them now."""
+        return (
+            not self._disposed
+            and not self._pending
+            and self._logits_index is not None
+            and self._logits_epoch == self._executor.epoch
+        )
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return self._sampler.params
+
+    @sampling.setter
+    def sampling(self, params: SamplingParams) -> None:
+        """Replace the sampler chain (its history and random state start afresh)."""
+        self._check_alive()
+        old, self._sampler = self._sampler, SamplerChain(params, self._executor.model.n_vocab)
+        old.free()
+
+    # -- operations -----------------------------------------------------------------------
+
+    def prompt(
+        self, prompt: str | Sequence[int], *, add_bos: bool | None = None, special: bool = True
+    ) -> int:
+        """Queue text or token ids at the next positions; return how many tokens were queued.
+
+        Text is tokenized here; ``add_bos`` defaults to the model's wish for the first prompt of
+        an empty conversation. ``special`` parses template markers into their special tokens.
+        """
+        self._check_alive()
+        if self._pending:
+            raise AlreadyPromptedError(
+                f"conversation {self._seq_id} already has {len(self._pending)} queued tokens — "
+                "call infer() before prompting again"
+            )
+        if isinstance(prompt, str):
+            model = self._executor.model
+            if add_bos is None:
+                add_bos = not self._tokens and model.add_bos
+            tokens = model.tokenize(prompt, add_special=add_bos, parse_special=special)
+        else:
+            tokens = [int(t) for t in prompt]
+            n_vocab = self._executor.model.n_vocab
+            bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+            if bad is not None:
+                raise InvalidParamsError(
+                    f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})"
+                )
+        if not tokens:
+            raise InvalidParamsError("cannot prompt with nothing: the prompt has no tokens")
+        self._pending = tokens
+        self._logits_index = None
+        return len(tokens)
+
+    def discard_pending(self) -> int:
+        """Drop tokens queued but not decoded yet (a stopped reply); return how many."""
+        self._check_alive()
+        dropped, self._pending = len(self._pending), []
+        return dropped
+
+    def sample(self) -> int:
+        """Pick the next token from the fresh logits with this conversation's sampler chain."""
+        index = self._fresh_logits_index()
+        self._executor._check_idle()
+        return self._sampler.sample(self._executor.context, index)
+
+    def logits(self) -> npt.NDArray[np.float32]:
+        """A copy of the fresh logits (one float per vocabulary entry)."""
+        index = self._fresh_logits_index()
+        self._executor._check_idle()
+        ptr = llama_cpp.llama_get_logits_ith(self._executor.context, index)
+        if not ptr:
+            raise NoLogitsError(f"llama.cpp has no logits at batch row {index}")
+        n_vocab = self._executor.model.n_vocab
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+
+    def accept(self, token: int) -> None:
+        """Feed a token chosen outside :meth:`sample` into the sampler's penalty history."""
+        self._check_alive()
+        self._sampler.accept(token)
+
+    def fork(self, sampling: SamplingParams | None = None) -> Conversation:
+        """A new conversation that shares this one's KV prefix: nothing is decoded again.
+
+        The fork gets a clone of the sampler (same history and random state) unless new
+        ``sampling`` is given. If this conversation has fresh logits, so does the fork.
+        """
+        self._check_alive()
+        if self._pending:
+            raise ForkPendingTokensError(
+                f"conversation {self._seq_id} has {len(self._pending)} undecoded tokens — "
+                "call infer() before fork()"
+            )
+        executor = self._executor
+        sampler = (
+            self._sampler.clone()
+            if sampling is None
+            else SamplerChain(sampling, executor.model.n_vocab)
+        )
+        child = executor._adopt(sampler, self._tokens)
+        executor._copy_sequence(self._seq_id, child._seq_id)
+        child._logits_index, child._logits_epoch = self._logits_index, self._logits_epoch
+        self._shared_upto = child._shared_upto = len(self._tokens)
+        return child
+
+    def rewind(self, n_tokens: int) -> None:
+        """Forget the last ``n_tokens`` decoded tokens; prompt again before sampling."""
+        self._check_alive()
+        if self._pending:
+            raise RequiresInferenceError(
+                f"conversation {self._seq_id} has queued tokens — call infer() before rewind()"
+            )
+        if not 0 <= n_tokens <= len(self._tokens):
+            raise RewindError(
+                f"cannot rewind {n_tokens} tokens: conversation {self._seq_id} holds "
+                f"{len(self._tokens)}"
+            )
+        if n_tokens == 0:
+            return
+        keep = len(self._tokens) - n_tokens
+        self._executor._remove_positions(self._seq_id, keep, -1)
+        del self._tokens[keep:]
+        self._logits_index = None
+
+    @property
+    def kv(self) -> KvAccessor:
+        """Edits of this conversation's KV cache that keep positions consecutive."""
+        self._check_alive()
+        return KvAccessor(self)
+
+    def shift_left(self, discard: int, keep: int = 0) -> None:
+        """Context shift: drop ``discard`` tokens after the first ``keep`` and slide the rest."""
+        self.kv.remove(keep, discard)
+
+    def save(self, path: str | Path | None = None) -> ConversationState:
+        """Snapshot tokens and KV data (and write them to ``path`` if given)."""
+        self._check_alive()
+        if self._pending:
+            raise RequiresInferenceError(
+                f"conversation {self._seq_id} has queued tokens — call infer() before save()"
+            )
+        state = ConversationState(
+            tokens=tuple(self._tokens),
+            kv_data=self._executor._read_sequence(self._seq_id),
+            fingerprint=self._executor.model.fingerprint,
+        )
+        if path is not None:
+            state.write(path)
+        return state
+
+    def dispose(self) -> None:
+        """Free the KV cells and the sequence id; queued tokens are dropped. Idempotent."""
+        if self._disposed:
+            return
+        self._executor._release(self)
+        self._pending = []
+        self._logits_index = None
+        self._sampler.free()
+        self._disposed = True
+
+    def __enter__(self) -> Conversation:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.dispose()
+
+    def __repr__(self) -> str:
+        state = "disposed" if self._disposed else f"{len(self._tokens)} tokens"
+        return f"<Conversation seq={self._seq_id} {state}, {len(self._pending)} queued>"
+
+    # -- internals used by the executor and the KV accessor --------------------------------
+
+    def _check_alive(self) -> None:
+        if self._disposed:
+            raise ConversationDisposedError(
+                f"conversation {self._seq_id} was disposed — create a new one"
+            )
+        self._executor._check_open()
+
+    def _fresh_logits_index(self) -> int:
+        self._check_alive()
+        if self._pending:
+            raise RequiresInferenceError(
+                f"conversation {self._seq_id} has queued tokens — call infer() before sampling"
+            )
+        if not self.requires_sampling or self._logits_index is None:
+            raise NoLogitsError(
+                f"conversation {self._seq_id} has no fresh logits — prompt it and call infer() "
+                "first (logits last only until the next infer())"
+            )
+        return self._logits_index

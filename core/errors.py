@@ -1,0 +1,67 @@
+"""Every error panechat raises on purpose derives from one base class.
+
+Callers (the app, the demo, scripts) catch ``PanechatError`` to turn a known failure into one
+clear line for the user; anything else is a bug and should surface as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PanechatError(Exception):
+    """Base class of every deliberate panechat error; its message is fit to show a user."""
+
+
+class ModelLoadError(PanechatError):
+    """The model file is missing, unreadable, not a GGUF, or llama.cpp refused it."""
+
+
+class InvalidParamsError(PanechatError, ValueError):
+    """Context or sampling parameters are out of range."""
+
+
+class ExecutorDisposedError(PanechatError):
+    """The executor was closed; nothing can be created, prompted or decoded any more."""
+
+
+class ExecutorBusyError(PanechatError):
+    """A decode is running; the context cannot be touched until ``infer()`` returns."""
+
+
+class ConversationDisposedError(PanechatError):
+    """The conversation was disposed; its sequence id may already belong to another one."""
+
+
+class AlreadyPromptedError(PanechatError):
+    """The conversation already has tokens waiting for ``infer()``; prompt again after it."""
+
+
+class RequiresInferenceError(PanechatError):
+    """The operation needs the queued tokens decoded first: call ``infer()``."""
+
+
+class NoLogitsError(PanechatError):
+    """There are no fresh logits to sample: prompt, then ``infer()``, then sample."""
+
+
+class ForkPendingTokensError(PanechatError):
+    """A conversation with undecoded tokens cannot be forked: its KV is not complete yet."""
+
+
+class SequencePoolExhaustedError(PanechatError):
+    """All ``n_seq_max`` sequence ids are in use: dispose a conversation or raise n_seq_max."""
+
+
+class RewindError(PanechatError, ValueError):
+    """A rewind asked for more tokens than the conversation holds."""
+
+
+class KvShiftError(PanechatError):
+    """The KV cache of this model or context cannot be shifted, or the range is invalid."""
+
+
+class StateError(PanechatError):
+    """A saved conversation state is corrupt, of another version, or from another model."""
+
+
+class TemplateError(PanechatError):
+    """The chat template could not render the messages."""

@@ -1,0 +1,382 @@
+"""The batched executor: one llama.cpp context, many conversations, one decode per step."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from core.cancellation import CancellationToken, native_abort_callback
+from core.conversation import Conversation
+from core.conversation_state import ConversationState
+from core.decode_result import DecodeResult
+from core.errors import (
+    ExecutorBusyError,
+    ExecutorDisposedError,
+    InvalidParamsError,
+    StateError,
+)
+from core.native_batch import NativeBatch
+from core.params import ContextParams
+from core.sampling import SamplerChain, SamplingParams
+from core.sequence_pool import SequenceIdPool
+from core.weights import LlamaWeights
+
+_FLASH = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+#: Failures after which llama.cpp has already reset its output buffer (old logits are gone).
+_LOGITS_LOST = {
+    DecodeResult.COMPUTE_ABORTED,
+    DecodeResult.ALLOCATION_FAILED,
+    DecodeResult.DECODE_FAILED,
+}
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One conversation's share of the batch being decoded."""
+
+    conversation: Conversation
+    count: int
+    last_row: int
+    completes: bool
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """Counters for benchmarks, status bars and tests (all since the executor was created)."""
+
+    decode_calls: int = 0
+    tokens_decoded: int = 0
+    decode_seconds: float = 0.0
+    last_batch_tokens: int = 0
+    last_decode_seconds: float = 0.0
+
+
+class BatchedExecutor:
+    """Owns one llama.cpp context and decodes every conversation's queued tokens together.
+
+    Each :meth:`infer` decodes at most one batch of ``n_batch`` tokens: first the single queued
+    token of every generating conversation, then chunks of longer prompts, so one long prompt
+    never holds back the others' next token. Anything but ``DecodeResult.OK`` leaves every
+    conversation as it was, so the call can simply be retried (after disposing one on
+    ``NO_KV_SLOT``). The executor is not thread-safe: drive it from one thread or event loop.
+    """
+
+    def __init__(self, weights: LlamaWeights, params: ContextParams | None = None) -> None:
+        self._weights = weights
+        self._params = params = params or ContextParams()
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = params.n_ctx
+        cparams.n_batch = params.n_batch
+        cparams.n_ubatch = params.physical_batch
+        cparams.n_seq_max = params.n_seq_max
+        cparams.n_threads = params.threads
+        cparams.n_threads_batch = params.threads_batch
+        cparams.kv_unified = params.kv_unified
+        cparams.flash_attn_type = _FLASH[params.flash_attention]
+        cparams.offload_kqv = params.offload_kqv
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(weights.model, cparams)
+        if not ctx:
+            raise InvalidParamsError(
+                f"llama.cpp could not create a context with n_ctx={params.n_ctx}, "
+                f"n_seq_max={params.n_seq_max} — lower them or free memory"
+            )
+        self._ctx: llama_cpp.llama_context_p | None = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(ctx))
+        self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
+        self._batch = NativeBatch(params.n_batch)
+        self._pool = SequenceIdPool(params.n_seq_max)
+        self._conversations: dict[int, Conversation] = {}
+        self._epoch = 0
+        self._busy = False
+        self.stats = DecodeStats()
+        self._abort_callback = native_abort_callback()
+        self._never_cancelled = CancellationToken()
+        llama_cpp.llama_set_abort_callback(
+            ctx, self._abort_callback, ctypes.c_void_p(self._never_cancelled.address)
+        )
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def model(self) -> LlamaWeights:
+        return self._weights
+
+    @property
+    def params(self) -> ContextParams:
+        return self._params
+
+    @property
+    def context(self) -> llama_cpp.llama_context_p:
+        self._check_open()
+        assert self._ctx is not None
+        return self._ctx
+
+    @property
+    def epoch(self) -> int:
+        """Bumped by every successful decode; logits are valid for one epoch."""
+        return self._epoch
+
+    @property
+    def is_disposed(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def batched_token_count(self) -> int:
+        """Tokens queued by all conversations, waiting for ``infer()``."""
+        return sum(len(c._pending) for c in self._conversations.values())
+
+    @property
+    def conversations(self) -> tuple[Conversation, ...]:
+        return tuple(self._conversations.values())
+
+    @property
+    def tokens_in_kv(self) -> int:
+        """Decoded tokens over all conversations. A fork's shared prefix counts once per
+        conversation, so this is an upper bound on the KV cells in use."""
+        return sum(len(c._tokens) for c in self._conversations.values())
+
+    @property
+    def free_sequences(self) -> int:
+        return self._pool.available
+
+    # -- conversations --------------------------------------------------------------------
+
+    def create(self, sampling: SamplingParams | None = None) -> Conversation:
+        """Open an empty conversation on a free sequence id."""
+        self._check_open()
+        return self._adopt(SamplerChain(sampling or SamplingParams(), self._weights.n_vocab), ())
+
+    def prompt(self, text: str) -> Conversation:
+        """Deprecated: use ``create()`` and then ``conversation.prompt(text)``."""
+        warnings.warn(
+            "BatchedExecutor.prompt() is deprecated; use create() then conversation.prompt()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        conversation = self.create()
+        conversation.prompt(text)
+        return conversation
+
+    def load(
+        self,
+        state: ConversationState | str | Path,
+        sampling: SamplingParams | None = None,
+    ) -> Conversation:
+        """Rebuild a saved conversation on a free sequence id without decoding its tokens.
+
+        Raises :class:`StateError` when the state is corrupt, from other weights, or does not
+        fit; the caller can then fall back to prompting ``state.tokens`` again.
+        """
+        self._check_idle()
+        if not isinstance(state, ConversationState):
+            state = ConversationState.read(state)
+        if state.fingerprint != self._weights.fingerprint:
+            raise StateError(
+                f"saved conversation belongs to other weights ({state.fingerprint}), not "
+                f"{self._weights.fingerprint} — re-prompt its tokens instead"
+            )
+        conversation = self.create(sampling)
+        seq = conversation.sequence_id
+        data = (ctypes.c_uint8 * len(state.kv_data)).from_buffer_copy(state.kv_data)
+        read = llama_cpp.llama_state_seq_set_data(self.context, data, len(state.kv_data), seq)
+        pos_max = llama_cpp.llama_memory_seq_pos_max(self._mem, seq)
+        if read == 0 or pos_max != len(state.tokens) - 1:
+            conversation.dispose()
+            raise StateError(
+                "saved KV data does not fit this context (corrupt, other settings, or too few "
+                "free cells) — re-prompt its tokens instead"
+            )
+        conversation._tokens = list(state.tokens)
+        return conversation
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def infer_sync(self, cancel: CancellationToken | None = None) -> DecodeResult:
+        """Decode one batch in the calling thread (llama.cpp releases the GIL meanwhile)."""
+        entries = self._begin()
+        if not entries:
+            return DecodeResult.OK
+        try:
+            result = self._decode(cancel)
+        finally:
+            self._busy = False
+        return self._commit(entries, result)
+
+    async def infer(self, cancel: CancellationToken | None = None) -> DecodeResult:
+        """Decode one batch in a worker thread so the event loop keeps running."""
+        entries = self._begin()
+        if not entries:
+            return DecodeResult.OK
+        try:
+            result = await asyncio.to_thread(self._decode, cancel)
+        finally:
+            self._busy = False
+        return self._commit(entries, result)
+
+    def _begin(self) -> list[_Entry]:
+        self._check_idle()
+        entries = self._plan()
+        if entries:
+            self._busy = True
+        return entries
+
+    def _plan(self) -> list[_Entry]:
+        """Fill the batch: every single queued token first, then chunks of longer prompts."""
+        batch = self._batch
+        batch.clear()
+        entries: list[_Entry] = []
+        convs = list(self._conversations.values())
+        # n_batch >= n_seq_max (ContextParams checks it), so every single token fits.
+        for conv in (c for c in convs if len(c._pending) == 1):
+            row = batch.add(conv._seq_id, conv._pending, len(conv._tokens), True)
+            entries.append(_Entry(conv, 1, row, True))
+        for conv in convs:
+            if batch.free == 0:
+                break
+            if len(conv._pending) > 1:
+                n = min(len(conv._pending), batch.free)
+                completes = n == len(conv._pending)
+                row = batch.add(conv._seq_id, conv._pending[:n], len(conv._tokens), completes)
+                entries.append(_Entry(conv, n, row, completes))
+        return entries
+
+    def _decode(self, cancel: CancellationToken | None) -> DecodeResult:
+        token = cancel or self._never_cancelled
+        if token.cancelled:
+            return DecodeResult.COMPUTE_ABORTED
+        ctx = self.context
+        llama_cpp.llama_set_abort_callback(
+            ctx, self._abort_callback, ctypes.c_void_p(token.address)
+        )
+        started = time.perf_counter()
+        code = llama_cpp.llama_decode(ctx, self._batch.as_struct())
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.decode_calls += 1
+        stats.decode_seconds += elapsed
+        stats.last_decode_seconds = elapsed
+        stats.last_batch_tokens = self._batch.n_tokens
+        if code == 0:
+            stats.tokens_decoded += self._batch.n_tokens
+        return DecodeResult.from_code(code)
+
+    def _commit(self, entries: list[_Entry], result: DecodeResult) -> DecodeResult:
+        if result is DecodeResult.OK:
+            self._epoch += 1
+            for e in entries:
+                conv = e.conversation
+                conv._tokens.extend(conv._pending[: e.count])
+                del conv._pending[: e.count]
+                if e.completes:
+                    conv._logits_index = e.last_row
+                    conv._logits_epoch = self._epoch
+            return result
+        # Undo whatever ubatches llama.cpp kept before failing.
+        for e in entries:
+            if not e.conversation.is_disposed:
+                self._remove_positions(e.conversation._seq_id, len(e.conversation._tokens), -1)
+        if result in _LOGITS_LOST:
+            # llama.cpp already reset its outputs: give conversations that were waiting to
+            # sample their last token back, so the retry recomputes their logits.
+            for conv in self._conversations.values():
+                if conv.requires_sampling and conv._tokens:
+                    last = conv._tokens.pop()
+                    self._remove_positions(conv._seq_id, len(conv._tokens), -1)
+                    conv._pending = [last]
+                    conv._logits_index = None
+        return result
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose every conversation and free the context. Idempotent."""
+        if self._ctx is None:
+            return
+        if self._busy:
+            raise ExecutorBusyError("cannot close the executor while infer() is running")
+        for conv in list(self._conversations.values()):
+            conv.dispose()
+        llama_cpp.llama_free(self._ctx)
+        self._ctx = None
+
+    dispose = close
+
+    def __enter__(self) -> BatchedExecutor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Conversation]:
+        return iter(self.conversations)
+
+    # -- helpers for Conversation and KvAccessor -------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._ctx is None:
+            raise ExecutorDisposedError("the executor was closed — create a new one")
+
+    def _check_idle(self) -> None:
+        self._check_open()
+        if self._busy:
+            raise ExecutorBusyError(
+                "a decode is running — wait for infer() to return before touching the context"
+            )
+
+    def _adopt(self, sampler: SamplerChain, tokens: list[int] | tuple[int, ...]) -> Conversation:
+        self._check_idle()
+        try:
+            seq = self._pool.acquire()
+        except Exception:
+            sampler.free()
+            raise
+        conv = Conversation(self, seq, sampler, tokens)
+        self._conversations[seq] = conv
+        return conv
+
+    def _release(self, conv: Conversation) -> None:
+        """Purge a conversation: its queued tokens leave the queue before its id is reused."""
+        if self._ctx is not None:
+            self._check_idle()
+            self._remove_positions(conv._seq_id, -1, -1)
+        self._conversations.pop(conv._seq_id, None)
+        self._pool.release(conv._seq_id)
+
+    def _copy_sequence(self, src: int, dst: int) -> None:
+        self._check_idle()
+        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    def _remove_positions(self, seq: int, start: int, end: int) -> None:
+        self._check_idle()
+        llama_cpp.llama_memory_seq_rm(self._mem, seq, start, end)
+
+    def _shift_positions(self, seq: int, start: int, end: int, delta: int) -> None:
+        self._check_idle()
+        llama_cpp.llama_memory_seq_add(self._mem, seq, start, end, delta)
+
+    def _read_sequence(self, seq: int) -> bytes:
+        self._check_idle()
+        ctx = self.context
+        size = llama_cpp.llama_state_seq_get_size(ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq)
+        return ctypes.string_at(buf, written)
+
+    def seq_pos_max(self, seq: int) -> int:
+        """Highest KV position held by a sequence id (-1 when it holds none)."""
+        self._check_open()
+        return int(llama_cpp.llama_memory_seq_pos_max(self._mem, seq))

@@ -1,0 +1,91 @@
+"""One reply as it streams: tokens in, visible text out, and where the reply really ended."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from core.detokenizer import IncrementalDetokenizer
+from core.stop_strings import StopStringMatcher
+from core.weights import LlamaWeights
+
+
+class StopReason(Enum):
+    END_OF_GENERATION = "eog"
+    STOP_STRING = "stop"
+    MAX_TOKENS = "length"
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class ReplyStream:
+    """Turns sampled tokens into display text, stopping at end-of-generation tokens, stop
+    strings, or ``max_tokens``.
+
+    When a stop string ends the reply, the tokens that spelled it may already be in the KV
+    cache; :meth:`settle` says how many to rewind and which text to prompt back with the next
+    turn, so that the KV holds exactly the text the user saw.
+    """
+
+    weights: LlamaWeights
+    stop_strings: Iterable[str] = ()
+    max_tokens: int = 512
+    text: str = ""
+    token_count: int = 0
+    stop_reason: StopReason | None = None
+    _detok: IncrementalDetokenizer = field(init=False)
+    _stops: StopStringMatcher = field(init=False)
+    _raw_len_after: list[int] = field(init=False, default_factory=list)
+    _raw_len: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._detok = IncrementalDetokenizer(self.weights.token_piece)
+        self._stops = StopStringMatcher(self.stop_strings)
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None
+
+    def feed(self, token: int) -> str:
+        """Add one sampled token; return the newly visible text. After it, check :attr:`done`:
+        a finished reply's last token (EOG or stop) must not be prompted back."""
+        if self.done:
+            return ""
+        if self.weights.is_eog(token):
+            return self._finish(StopReason.END_OF_GENERATION)
+        self.token_count += 1
+        raw = self._detok.feed(token)
+        self._raw_len += len(raw)
+        self._raw_len_after.append(self._raw_len)
+        shown = self._stops.feed(raw)
+        self.text += shown
+        if self._stops.stopped:
+            return shown + self._finish(StopReason.STOP_STRING)
+        if self.token_count >= self.max_tokens:
+            return shown + self._finish(StopReason.MAX_TOKENS)
+        return shown
+
+    def cancel(self) -> str:
+        """The user stopped the reply; flush what is held back."""
+        return "" if self.done else self._finish(StopReason.CANCELLED)
+
+    def _finish(self, reason: StopReason) -> str:
+        self.stop_reason = reason
+        tail = ""
+        if reason is not StopReason.STOP_STRING:
+            tail = self._stops.feed(self._detok.flush()) + self._stops.flush()
+            self.text += tail
+        return tail
+
+    def settle(self, tokens_in_kv: int) -> tuple[int, str]:
+        """After the reply ended, with ``tokens_in_kv`` of its tokens decoded: return how many
+        of them to rewind (they spell text the user never saw, like a stop string) and the
+        shown text that lies after the kept tokens, to prompt again with the next turn."""
+        shown = len(self.text)
+        keep = 0
+        limit = min(tokens_in_kv, len(self._raw_len_after))
+        while keep < limit and self._raw_len_after[keep] <= shown:
+            keep += 1
+        kept_chars = self._raw_len_after[keep - 1] if keep else 0
+        return tokens_in_kv - keep, self.text[kept_chars:]

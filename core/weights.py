@@ -1,0 +1,186 @@
+"""Model weights loaded once, shared by every context: vocabulary, tokenizer, template."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+from typing import cast
+
+import llama_cpp
+
+from core import native_log
+from core.errors import ModelLoadError, PanechatError
+from core.model_path import check_gguf
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            native_log.install()
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+class LlamaWeights:
+    """A loaded GGUF model. Load with :meth:`load`; free with :meth:`close` or ``with``.
+
+    Token pieces are cached per token id: detokenizing the streamed tokens of many
+    conversations then costs a dict lookup instead of a native call per token.
+    """
+
+    def __init__(self, model: llama_cpp.llama_model_p, path: Path, n_gpu_layers: int) -> None:
+        self._model: llama_cpp.llama_model_p | None = model
+        self.path = path
+        self.n_gpu_layers = n_gpu_layers
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._eog: dict[int, bool] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], n_gpu_layers: int = -1) -> LlamaWeights:
+        """Load a GGUF. ``n_gpu_layers=-1`` offloads every layer (a no-op on a CPU build)."""
+        model_path = check_gguf(path)
+        _init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+        if not model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {model_path} — the file may be truncated or of an "
+                "unsupported architecture; try another GGUF"
+            )
+        return cls(model, model_path, n_gpu_layers)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    @property
+    def model(self) -> llama_cpp.llama_model_p:
+        if self._model is None:
+            raise PanechatError("the model weights were closed")
+        return self._model
+
+    @property
+    def vocab(self) -> llama_cpp.llama_vocab_p:
+        self.model  # noqa: B018 - raises once closed
+        return cast("llama_cpp.llama_vocab_p", self._vocab)
+
+    def close(self) -> None:
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> LlamaWeights:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - depends on GC timing
+        if getattr(self, "_model", None) is not None:
+            self.close()
+
+    # -- facts ----------------------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self.model, buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    @property
+    def name(self) -> str:
+        """The model's own name from its metadata, else the file name."""
+        return self.metadata("general.name") or self.path.name
+
+    @property
+    def n_params(self) -> int:
+        return int(llama_cpp.llama_model_n_params(self.model))
+
+    @property
+    def n_ctx_train(self) -> int:
+        return int(llama_cpp.llama_model_n_ctx_train(self.model))
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template stored in the GGUF, if any."""
+        raw = llama_cpp.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the weights for saved states: same file name, size, and shape."""
+        return f"{self.path.name}:{self.path.stat().st_size}:{self.n_params}:{self.n_vocab}"
+
+    def metadata(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(512)
+        n = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    @staticmethod
+    def gpu_offload_supported() -> bool:
+        return bool(llama_cpp.llama_supports_gpu_offload())
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def tokenize(
+        self, text: str, add_special: bool = False, parse_special: bool = True
+    ) -> list[int]:
+        """Text to token ids. ``parse_special`` turns ``<start_of_turn>``-style markers in
+        templated text into their special tokens; user text should be rendered through a
+        template rather than relying on this."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(
+            self.vocab, data, len(data), buf, capacity, add_special, parse_special
+        )
+        if n < 0:  # buffer too small: -n is the size needed
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buf, capacity, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    def token_piece(self, token: int) -> bytes:
+        """The raw bytes of one token (special tokens render as nothing)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            n = llama_cpp.llama_token_to_piece(
+                self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False
+            )
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self.vocab, token, big, len(big), 0, False)
+                piece = big.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._pieces[token] = piece
+        return piece
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.token_piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        """End of generation: EOS, EOT and the model's other end markers."""
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+            self._eog[token] = eog
+        return eog
+
+    @property
+    def bos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(self.vocab))
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))

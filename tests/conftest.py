@@ -1,0 +1,37 @@
+"""Shared fixtures: the real embedded model, loaded once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from core import BatchedExecutor, ContextParams, LlamaWeights, resolve_model_path
+
+
+@pytest.fixture(scope="session")
+def weights() -> Iterator[LlamaWeights]:
+    with LlamaWeights.load(resolve_model_path(None)) as w:
+        yield w
+
+
+@pytest.fixture
+def make_executor(weights: LlamaWeights) -> Iterator[object]:
+    """Factory for executors that are closed after the test."""
+    made: list[BatchedExecutor] = []
+
+    def make(**overrides: object) -> BatchedExecutor:
+        defaults: dict[str, object] = {
+            "n_ctx": 1024,
+            "n_batch": 256,
+            "n_ubatch": 256,
+            "n_seq_max": 4,
+        }
+        defaults.update(overrides)
+        executor = BatchedExecutor(weights, ContextParams(**defaults))  # type: ignore[arg-type]
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.close()

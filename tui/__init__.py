@@ -1,0 +1,1 @@
+"""panechat's terminal app: side-by-side chat panes served by one batched decode loop."""
