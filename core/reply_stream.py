@@ -38,6 +38,7 @@ class ReplyStream:
     _stops: StopStringMatcher = field(init=False)
     _raw_len_after: list[int] = field(init=False, default_factory=list)
     _raw_len: int = field(init=False, default=0)
+    _lead: str = field(init=False, default="")  # whitespace before the first visible character
 
     def __post_init__(self) -> None:
         self._detok = IncrementalDetokenizer(self.weights.token_piece)
@@ -58,6 +59,11 @@ class ReplyStream:
         raw = self._detok.feed(token)
         self._raw_len += len(raw)
         self._raw_len_after.append(self._raw_len)
+        if not self.text and not self._stops.pending:
+            # Leading whitespace is not part of the answer, and must not trip a "\n\n" stop.
+            stripped = raw.lstrip()
+            self._lead += raw[: len(raw) - len(stripped)]
+            raw = stripped
         shown = self._stops.feed(raw)
         self.text += shown
         if self._stops.stopped:
@@ -82,10 +88,11 @@ class ReplyStream:
         """After the reply ended, with ``tokens_in_kv`` of its tokens decoded: return how many
         of them to rewind (they spell text the user never saw, like a stop string) and the
         shown text that lies after the kept tokens, to prompt again with the next turn."""
-        shown = len(self.text)
+        full = self._lead + self.text
+        shown = len(full)
         keep = 0
         limit = min(tokens_in_kv, len(self._raw_len_after))
         while keep < limit and self._raw_len_after[keep] <= shown:
             keep += 1
         kept_chars = self._raw_len_after[keep - 1] if keep else 0
-        return tokens_in_kv - keep, self.text[kept_chars:]
+        return tokens_in_kv - keep, full[kept_chars:]

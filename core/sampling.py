@@ -57,17 +57,13 @@ class SamplingParams:
         )
 
     def summary(self) -> str:
-        """A short label for a pane title, e.g. ``T0.7 k40 p0.95``."""
+        """A short label for a pane title, e.g. ``T0.7 k40 rep1.1``."""
         if self.greedy:
             parts = ["greedy"]
         else:
             parts = [f"T{self.temperature:g}"]
             if self.top_k:
                 parts.append(f"k{self.top_k}")
-            if self.top_p < 1.0:
-                parts.append(f"p{self.top_p:g}")
-            if self.min_p > 0.0:
-                parts.append(f"minp{self.min_p:g}")
         if self.repeat_penalty != 1.0:
             parts.append(f"rep{self.repeat_penalty:g}")
         return " ".join(parts)

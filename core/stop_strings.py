@@ -35,6 +35,11 @@ class StopStringMatcher:
         self._held = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep]
 
+    @property
+    def pending(self) -> bool:
+        """Text is held back (it may be the start of a stop string)."""
+        return bool(self._held)
+
     def flush(self) -> str:
         """End of stream: the held-back tail was not a stop string after all."""
         held, self._held = self._held, ""

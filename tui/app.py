@@ -1,0 +1,253 @@
+"""The panechat app: side-by-side chat panes served by one shared decode loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Protocol
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tui.config import AppConfig, PaneConfig, save_theme_choice
+from tui.decode_loop import ClearPane, ClosePane, Command, OpenPane, SendTurn, StopPane
+from tui.messages import EngineFailed, FrameUpdate
+from tui.screens.help_screen import HelpScreen
+from tui.themes import load_themes
+from tui.widgets.chat_pane import ChatPane
+from tui.widgets.status_bar import StatusBar
+
+
+class DecodeSource(Protocol):
+    """What the app needs from the decode loop (a scripted fake in layout tests)."""
+
+    def start(self) -> None: ...
+    def submit(self, command: Command) -> None: ...
+    def shutdown(self, timeout: float = 5.0) -> None: ...
+
+
+class PanechatApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "panechat"
+    BINDINGS = [
+        Binding("ctrl+right", "focus_pane(1)", "Next pane", id="pane.next", priority=True),
+        Binding("ctrl+left", "focus_pane(-1)", "Prev pane", id="pane.previous", priority=True),
+        Binding("ctrl+n", "new_pane", "New pane", id="pane.new", priority=True),
+        Binding("ctrl+w", "close_pane", "Close pane", id="pane.close", priority=True),
+        Binding("escape", "stop", "Stop", id="pane.stop"),
+        Binding("ctrl+k", "stop_all", "Stop all", id="pane.stop_all", priority=True),
+        Binding("ctrl+b", "broadcast", "Broadcast", id="input.broadcast", priority=True),
+        Binding("ctrl+o", "toggle_maximize", "Maximize", id="pane.maximize", priority=True),
+        Binding("ctrl+l", "clear_pane", "Clear", id="pane.clear", priority=True),
+        Binding("ctrl+y", "copy_reply", "Copy reply", id="pane.copy", priority=True),
+        Binding("f1", "help", "Help", id="app.help"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        config: AppConfig,
+        source: DecodeSource,
+        *,
+        model_name: str = "",
+        backend: str = "CPU",
+        panes: int | None = None,
+        persist_theme: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.source = source
+        self.model_name = model_name
+        self.backend = backend
+        self.initial_panes = self._initial_panes(panes)
+        self.persist_theme = persist_theme
+        self._pane_counter = 0
+        self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
+        for theme in load_themes():
+            self.register_theme(theme)
+
+    def _initial_panes(self, count: int | None) -> list[PaneConfig]:
+        panes = list(self.config.panes) or [self.config.pane_defaults]
+        if count is None:
+            return panes
+        return [self._pane_config(i, panes) for i in range(count)]
+
+    def _pane_config(self, index: int, panes: list[PaneConfig] | None = None) -> PaneConfig:
+        panes = panes if panes is not None else list(self.config.panes)
+        if index < len(panes):
+            return panes[index]
+        return replace(self.config.pane_defaults, name=f"Pane {index + 1}")
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Horizontal(id="panes")
+        status = StatusBar(id="status")
+        status.model_name = self.model_name
+        status.backend = self.backend
+        yield status
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        if self.config.keys:
+            self.set_keymap(self.config.keys)
+        self.theme = self.config.theme
+        self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        for pane_config in self.initial_panes:
+            await self.add_pane(pane_config)
+        self.source.start()
+        self.panes[0].input.focus()
+
+    def _on_theme_changed(self, theme: object) -> None:
+        name = getattr(theme, "name", None)
+        if self.persist_theme and isinstance(name, str):
+            save_theme_choice(name)
+
+    @property
+    def panes(self) -> list[ChatPane]:
+        return list(self.query(ChatPane))
+
+    def focused_pane(self) -> ChatPane | None:
+        node = self.focused
+        while node is not None:
+            if isinstance(node, ChatPane):
+                return node
+            node = node.parent  # type: ignore[assignment]
+        panes = self.panes
+        return panes[0] if panes else None
+
+    async def add_pane(self, pane_config: PaneConfig) -> ChatPane | None:
+        if len(self.panes) >= self.config.context.n_seq_max:
+            self.notify(
+                f"at most {self.config.context.n_seq_max} panes — raise n_seq_max in "
+                "[context] of config.toml",
+                severity="warning",
+            )
+            return None
+        self._pane_counter += 1
+        pane = ChatPane(f"pane-{self._pane_counter}", pane_config, self.config.context.n_ctx)
+        await self.query_one("#panes").mount(pane)
+        self.source.submit(OpenPane(pane.pane_id, pane_config))
+        return pane
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def on_chat_pane_sent(self, event: ChatPane.Sent) -> None:
+        await self.send_to(event.pane, event.text)
+
+    async def send_to(self, pane: ChatPane, text: str) -> None:
+        await pane.add_user_message(text)
+        self.source.submit(SendTurn(pane.pane_id, text))
+
+    async def on_frame_update(self, event: FrameUpdate) -> None:
+        self.frames_seen = [*self.frames_seen[-63:], event]
+        for pane_id, delta in event.deltas.items():
+            panes = self.query(f"#{pane_id}").results(ChatPane)
+            for pane in panes:
+                await pane.apply(delta)
+        self.query_one(StatusBar).stats = event.stats
+
+    def on_engine_failed(self, event: EngineFailed) -> None:
+        self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_focus_pane(self, step: int) -> None:
+        panes = self.panes
+        current = self.focused_pane()
+        if not panes or current is None:
+            return
+        index = (panes.index(current) + step) % len(panes)
+        panes[index].input.focus()
+
+    async def action_new_pane(self) -> None:
+        pane = await self.add_pane(self._pane_config(self._pane_counter))
+        if pane is not None:
+            pane.input.focus()
+
+    async def action_close_pane(self) -> None:
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        if len(self.panes) == 1:
+            self.notify("the last pane stays open — quit with ctrl+q", severity="warning")
+            return
+        self.source.submit(ClosePane(pane.pane_id))
+        self.action_focus_pane(1)
+        await pane.remove()
+
+    def action_stop(self) -> None:
+        """Esc: stop the focused pane's reply, else leave the maximized view."""
+        pane = self.focused_pane()
+        if pane is not None and pane.generating:
+            self.source.submit(StopPane(pane.pane_id))
+        elif self.screen.maximized is not None:
+            self.screen.minimize()
+
+    def action_stop_all(self) -> None:
+        for pane in self.panes:
+            self.source.submit(StopPane(pane.pane_id))
+
+    async def action_broadcast(self) -> None:
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        text = pane.input.text.strip()
+        if not text:
+            self.notify("type a message first, then broadcast it with ctrl+b")
+            return
+        pane.input.clear()
+        for target in self.panes:
+            await self.send_to(target, text)
+
+    def action_toggle_maximize(self) -> None:
+        pane = self.focused_pane()
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        elif pane is not None:
+            self.screen.maximize(pane)
+
+    async def action_clear_pane(self) -> None:
+        pane = self.focused_pane()
+        if pane is not None:
+            self.source.submit(ClearPane(pane.pane_id))
+            await pane.clear_transcript()
+
+    def action_copy_reply(self) -> None:
+        pane = self.focused_pane()
+        if pane is None or not pane.last_reply:
+            self.notify("no reply to copy yet")
+            return
+        self.copy_to_clipboard(pane.last_reply)  # OSC 52: works over SSH too
+        self.notify("copied the last reply")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.key_rows()))
+
+    def key_rows(self) -> list[tuple[str, str]]:
+        rows = []
+        for _key, binding in self._bindings:
+            rows.append((binding.key, binding.description or binding.action))
+        seen: dict[str, tuple[str, str]] = {}
+        for key, description in rows:
+            seen.setdefault(description, (key, description))
+        return list(seen.values())
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.id in ("app.quit", "app.help"):
+                continue
+            yield SystemCommand(
+                binding.description,
+                f"{binding.description} ({binding.key})",
+                lambda action=binding.action: self.run_action(action),
+            )
+        yield SystemCommand("Keys", "Show every key binding", self.action_help)
+
+    async def on_unmount(self) -> None:
+        self.source.shutdown()

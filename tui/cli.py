@@ -1,0 +1,124 @@
+"""``panechat`` command line: parse, validate everything up front, then start the app.
+
+Anything wrong before the app starts (config, model, theme) is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from core import (
+    BatchedExecutor,
+    ChatTemplate,
+    LlamaWeights,
+    PanechatError,
+    resolve_model_path,
+    template_for,
+)
+from tui.config import AppConfig, load_config
+
+if TYPE_CHECKING:
+    from tui.app import PanechatApp
+
+
+def package_version() -> str:
+    try:
+        return version("panechat")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="panechat",
+        description="Several chats with one local model, side by side, decoded in one batch.",
+    )
+    parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: embedded)")
+    parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
+    parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
+    parser.add_argument("--theme", metavar="NAME", help="theme name (see themes/)")
+    parser.add_argument("--version", action="version", version=f"panechat {package_version()}")
+    return parser
+
+
+def known_themes() -> set[str]:
+    from textual.theme import BUILTIN_THEMES
+
+    from tui.themes import load_themes
+
+    return set(BUILTIN_THEMES) | {t.name for t in load_themes()}
+
+
+def prepare(args: argparse.Namespace) -> AppConfig:
+    config = load_config(args.config)
+    theme = args.theme or config.theme
+    if theme not in known_themes():
+        names = ", ".join(sorted(known_themes()))
+        raise PanechatError(f"unknown theme {theme!r} — pick one of: {names}")
+    if args.panes is not None and not 1 <= args.panes <= config.context.n_seq_max:
+        raise PanechatError(
+            f"--panes must be between 1 and {config.context.n_seq_max} (n_seq_max in [context])"
+        )
+    model_path = args.model or config.model_path
+    return replace(config, theme=theme, model_path=model_path)
+
+
+def create_app(
+    config: AppConfig,
+    executor: BatchedExecutor,
+    template: ChatTemplate,
+    *,
+    model_name: str = "",
+    backend: str = "CPU",
+    panes: int | None = None,
+    persist_theme: bool = True,
+) -> PanechatApp:
+    """Wire the decode loop (worker thread) to the app it posts its frames to."""
+    from tui.app import PanechatApp
+    from tui.decode_loop import DecodeLoop
+
+    holder: list[PanechatApp] = []
+    loop = DecodeLoop(executor, template, lambda message: holder[0].post_message(message))
+    app = PanechatApp(
+        config,
+        loop,
+        model_name=model_name,
+        backend=backend,
+        panes=panes,
+        persist_theme=persist_theme,
+    )
+    holder.append(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.getLogger("panechat").addHandler(logging.NullHandler())
+    try:
+        config = prepare(args)
+        weights = LlamaWeights.load(resolve_model_path(config.model_path), config.n_gpu_layers)
+        template = template_for(weights.chat_template, config.template)
+        executor = BatchedExecutor(weights, config.context)
+    except PanechatError as e:
+        print(f"panechat: error: {e}", file=sys.stderr)
+        return 2
+    backend = "GPU" if weights.gpu_offload_supported() and config.n_gpu_layers != 0 else "CPU"
+    app = create_app(
+        config, executor, template, model_name=weights.name, backend=backend, panes=args.panes
+    )
+    try:
+        app.run()
+    finally:
+        app.source.shutdown()
+        executor.close()
+        weights.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

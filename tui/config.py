@@ -1,0 +1,238 @@
+"""Loading ``config.toml``: repo defaults, the user's XDG file, then ``--config``; validated."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+from core import ContextParams, InvalidParamsError, PanechatError, SamplingParams
+
+APP_NAME = "panechat"
+_PANE_ONLY_KEYS = {"name", "system"}
+_REPLY_KEYS = {"max_tokens", "stop"}
+_SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
+_PANE_KEYS = _PANE_ONLY_KEYS | _REPLY_KEYS | _SAMPLING_KEYS
+_CONTEXT_KEYS = {"n_ctx", "n_batch", "n_seq_max", "n_threads", "flash_attention"}
+_MODEL_KEYS = {"path", "template", "n_gpu_layers"}
+_TOP_KEYS = {"theme", "model", "context", "pane_defaults", "panes", "keys"}
+
+
+class ConfigError(PanechatError):
+    """An invalid config file; the message names the file, the key and the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaneConfig:
+    name: str
+    system: str
+    sampling: SamplingParams
+    max_tokens: int = 200
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    theme: str
+    model_path: str | None
+    template: str
+    n_gpu_layers: int
+    context: ContextParams
+    pane_defaults: PaneConfig
+    panes: tuple[PaneConfig, ...]
+    keys: dict[str, str] = field(default_factory=dict)
+    sources: tuple[Path, ...] = ()
+
+
+def default_config_path() -> Path:
+    """The repo's ``config.toml`` (a source checkout), else the copy installed with the app."""
+    beside = Path(__file__).resolve().parent.parent / "config.toml"
+    if beside.is_file():
+        return beside
+    import sys
+
+    return Path(sys.prefix) / "share" / APP_NAME / "config.toml"
+
+
+def user_config_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def load_config(extra: str | os.PathLike[str] | None = None) -> AppConfig:
+    """Defaults, overridden by the user file (if any), overridden by ``extra`` (if given)."""
+    sources = [default_config_path()]
+    user = user_config_path()
+    if user.is_file():
+        sources.append(user)
+    if extra is not None:
+        path = Path(extra).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} — check the --config path")
+        sources.append(path)
+    merged: dict[str, Any] = {}
+    texts: dict[Path, str] = {}
+    origin: dict[str, Path] = {}
+    for path in sources:
+        text, data = _read(path)
+        texts[path] = text
+        _check_keys(data, path, text)
+        for key, value in data.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+            origin[key] = path
+    return _build(merged, texts, origin, tuple(sources))
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    try:
+        return text, tomli.loads(text)
+    except tomli.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+
+
+def _line_of(text: str, key: str, occurrence: int = 0) -> int | None:
+    matches = [m for m in re.finditer(rf"(?m)^\s*{re.escape(key)}\s*=", text)]
+    if len(matches) > occurrence:
+        return text.count("\n", 0, matches[occurrence].start()) + 1
+    return None
+
+
+def _where(path: Path, text: str, key: str, occurrence: int = 0) -> str:
+    line = _line_of(text, key, occurrence)
+    return f"{path}, line {line}" if line else str(path)
+
+
+def _check_keys(data: dict[str, Any], path: Path, text: str) -> None:
+    allowed = {
+        "model": _MODEL_KEYS,
+        "context": _CONTEXT_KEYS,
+        "pane_defaults": _PANE_KEYS - _PANE_ONLY_KEYS,
+    }
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{_where(path, text, key)}: unknown key {key!r}")
+    for table, keys in allowed.items():
+        section = data.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{_where(path, text, table)}: [{table}] must be a table")
+        for key in section:
+            if key not in keys:
+                known = ", ".join(sorted(keys))
+                raise ConfigError(
+                    f"{_where(path, text, key)}: unknown key {key!r} in [{table}] (known: {known})"
+                )
+    panes = data.get("panes", [])
+    if not isinstance(panes, list):
+        raise ConfigError(f"{path}: panes must be a list of [[panes]] tables")
+    seen: dict[str, int] = {}
+    for pane in panes:
+        if not isinstance(pane, dict):
+            raise ConfigError(f"{path}: every [[panes]] entry must be a table")
+        for key in pane:
+            if key not in _PANE_KEYS:
+                line = _where(path, text, key, seen.get(key, 0))
+                raise ConfigError(f"{line}: unknown key {key!r} in [[panes]]")
+            seen[key] = seen.get(key, 0) + 1
+
+
+def _build(
+    data: dict[str, Any], texts: dict[Path, str], origin: dict[str, Path], sources: tuple[Path, ...]
+) -> AppConfig:
+    def fail(section: str, key: str, problem: str, occurrence: int = 0) -> ConfigError:
+        path = origin.get(section, sources[-1])
+        return ConfigError(f"{_where(path, texts[path], key, occurrence)}: {key}: {problem}")
+
+    model = data.get("model", {})
+    context = data.get("context", {})
+    try:
+        params = ContextParams(**{k: v for k, v in context.items()})
+    except (InvalidParamsError, TypeError) as e:
+        key = next((k for k in context if k in str(e)), "context")
+        raise fail("context", key, str(e)) from e
+    n_gpu_layers = model.get("n_gpu_layers", -1)
+    if not isinstance(n_gpu_layers, int):
+        raise fail("model", "n_gpu_layers", "must be an integer")
+    path = model.get("path", "")
+    if not isinstance(path, str):
+        raise fail("model", "path", "must be a string")
+    template = model.get("template", "auto")
+    if not isinstance(template, str):
+        raise fail("model", "template", "must be a string")
+    theme = data.get("theme", "textual-dark")
+    if not isinstance(theme, str):
+        raise fail("theme", "theme", "must be a string")
+    keys = data.get("keys", {})
+    if not all(isinstance(v, str) for v in keys.values()):
+        raise fail("keys", next(iter(keys)), 'key bindings must be strings like "ctrl+n"')
+
+    defaults_raw = dict(data.get("pane_defaults", {}))
+    defaults = _pane({"name": "Pane", "system": "", **defaults_raw}, fail, "pane_defaults", 0)
+    panes = tuple(
+        _pane({**defaults_raw, **raw}, fail, "panes", i)
+        for i, raw in enumerate(data.get("panes", []))
+    )
+    return AppConfig(
+        theme=theme,
+        model_path=path or None,
+        template=template,
+        n_gpu_layers=n_gpu_layers,
+        context=params,
+        pane_defaults=defaults,
+        panes=panes,
+        keys=dict(keys),
+        sources=sources,
+    )
+
+
+def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> PaneConfig:
+    name = raw.get("name", f"Pane {index + 1}")
+    system = raw.get("system", "")
+    if not isinstance(name, str) or not name.strip():
+        raise fail(section, "name", "must be a non-empty string", index)
+    if not isinstance(system, str):
+        raise fail(section, "system", "must be a string", index)
+    max_tokens = raw.get("max_tokens", 200)
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise fail(section, "max_tokens", "must be a positive integer", index)
+    stop = raw.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise fail(section, "stop", "must be a list of strings", index)
+    sampling_raw = {k: v for k, v in raw.items() if k in _SAMPLING_KEYS}
+    for key, value in sampling_raw.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise fail(section, key, f"must be a number, got {value!r}", index)
+    try:
+        sampling = SamplingParams(**sampling_raw)
+    except InvalidParamsError as e:
+        key = next((k for k in sampling_raw if str(e).startswith(k)), "temperature")
+        raise fail(section, key, str(e), index) from e
+    return PaneConfig(name.strip(), system, sampling, max_tokens, tuple(stop))
+
+
+def save_theme_choice(theme: str, path: Path | None = None) -> Path:
+    """Persist the chosen theme in the user config, keeping the rest of the file as it is."""
+    target = path or user_config_path()
+    line = f'theme = "{theme}"'
+    text = target.read_text(encoding="utf-8") if target.is_file() else ""
+    first_table = re.search(r"(?m)^\s*\[", text)
+    head_end = first_table.start() if first_table else len(text)
+    head, rest = text[:head_end], text[head_end:]
+    if re.search(r"(?m)^\s*theme\s*=.*$", head):
+        head = re.sub(r"(?m)^\s*theme\s*=.*$", line, head, count=1)
+    else:
+        head = line + "\n" + head
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(head + rest, encoding="utf-8")
+    return target

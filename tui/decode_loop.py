@@ -1,0 +1,268 @@
+"""One worker thread owns the executor and serves every pane with one batch per frame.
+
+The UI never touches llama.cpp: it sends commands through a queue, and the loop posts one
+:class:`FrameUpdate` per frame with every pane's new text (``post_message`` is thread-safe and
+does not block). ``llama_decode`` releases the GIL, so the UI stays responsive while it runs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from core import (
+    BatchedExecutor,
+    CancellationToken,
+    ChatTemplate,
+    DecodeResult,
+    PanechatError,
+)
+from tui.config import PaneConfig
+from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
+from tui.pane_session import PaneSession
+
+CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPane:
+    pane_id: str
+    config: PaneConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePane:
+    pane_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendTurn:
+    pane_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopPane:
+    pane_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPane:
+    pane_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+Command = OpenPane | ClosePane | SendTurn | StopPane | ClearPane | Shutdown
+
+
+class DecodeLoop:
+    """Runs frames: take commands, start queued turns, one ``infer()``, sample, post."""
+
+    def __init__(
+        self,
+        executor: BatchedExecutor,
+        template: ChatTemplate,
+        post: Callable[[Message], object],
+    ) -> None:
+        self.executor = executor
+        self.template = template
+        self._post = post
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._sessions: dict[str, PaneSession] = {}
+        self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
+        self._cancel = CancellationToken()
+        self._running = False
+        self._rate = 0.0
+        self.frames = 0
+
+    # -- UI thread API ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._thread.start()
+
+    def submit(self, command: Command) -> None:
+        if isinstance(command, StopPane | ClearPane | ClosePane):
+            self._cancel.cancel()  # interrupt a long prefill so the command applies at once
+        self._commands.put(command)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        if self._running:
+            self._cancel.cancel()
+            self._commands.put(Shutdown())
+            self._thread.join(timeout)
+
+    # -- worker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._running:
+                self._frame()
+        except Exception as e:  # keep the app alive and say what broke
+            self._post(EngineFailed(f"the decode loop stopped: {type(e).__name__}: {e}"))
+        finally:
+            self._running = False
+
+    def _busy(self) -> bool:
+        return any(s.generating or s.turns for s in self._sessions.values()) or bool(
+            self.executor.batched_token_count
+        )
+
+    def _drain(self, deltas: dict[str, PaneDelta]) -> None:
+        block = not self._busy()
+        while True:
+            try:
+                command = self._commands.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                if block and self._running and not self._busy():
+                    continue
+                return
+            block = False
+            self._apply(command, deltas)
+
+    def _delta(self, deltas: dict[str, PaneDelta], pane_id: str) -> PaneDelta:
+        return deltas.setdefault(pane_id, PaneDelta())
+
+    def _apply(self, command: Command, deltas: dict[str, PaneDelta]) -> None:
+        if isinstance(command, Shutdown):
+            self._running = False
+            return
+        if isinstance(command, OpenPane):
+            try:
+                conv = self.executor.create(command.config.sampling)
+            except PanechatError as e:
+                self._delta(deltas, command.pane_id).notice = str(e)
+                return
+            self._sessions[command.pane_id] = PaneSession(
+                command.pane_id, command.config, conv, self.template
+            )
+            return
+        session = self._sessions.get(command.pane_id)
+        if session is None:
+            return
+        delta = self._delta(deltas, command.pane_id)
+        if isinstance(command, SendTurn):
+            session.turns.append(command.text)
+        elif isinstance(command, StopPane):
+            session.turns.clear()
+            if session.generating:
+                delta.text += session.end_reply()
+                delta.finished = "cancelled"
+        elif isinstance(command, ClearPane | ClosePane):
+            if session.generating:
+                session.end_reply()
+                delta.finished = "cancelled"
+            session.conversation.dispose()
+            if isinstance(command, ClosePane):
+                del self._sessions[command.pane_id]
+            else:
+                session.reset(self.executor.create(session.config.sampling))
+
+    def _frame(self) -> None:
+        deltas: dict[str, PaneDelta] = {}
+        self._drain(deltas)
+        if not self._running:
+            return
+        self._cancel.reset()
+        for session in self._sessions.values():
+            if not session.generating and session.turns:
+                self._start_turn(session, deltas)
+        started = time.perf_counter()
+        decode_before = self.executor.stats.decode_seconds
+        if self.executor.batched_token_count:
+            result = self.executor.infer_sync(self._cancel)
+            if result is DecodeResult.NO_KV_SLOT:
+                self._evict_one(deltas)
+            elif not result.ok and result is not DecodeResult.COMPUTE_ABORTED:
+                raise PanechatError(f"llama_decode failed: {result.name}")
+        sampled = self._sample_all(deltas)
+        elapsed = time.perf_counter() - started
+        self.frames += 1
+        if elapsed > 0 and sampled:
+            rate = sampled / elapsed
+            self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
+        generating = sum(1 for s in self._sessions.values() if s.generating)
+        if not generating and not sampled:
+            self._rate = 0.0
+        for pane_id, session in self._sessions.items():
+            if session.generating or pane_id in deltas:
+                d = self._delta(deltas, pane_id)
+                d.generating = session.generating
+                d.tokens_per_second = session.tokens_per_second
+                d.context_used = session.conversation.token_count
+        if deltas:
+            decode = self.executor.stats.decode_seconds - decode_before
+            stats = FrameStats(
+                frame=self.frames,
+                batch_tokens=self.executor.stats.last_batch_tokens if sampled else 0,
+                generating=generating,
+                tokens_per_second=self._rate,
+                kv_used=self.executor.tokens_in_kv,
+                kv_total=self.executor.n_ctx,
+                decode_share=decode / elapsed if elapsed > 0 else 0.0,
+            )
+            self._post(FrameUpdate(deltas, stats))
+
+    def _start_turn(self, session: PaneSession, deltas: dict[str, PaneDelta]) -> None:
+        text = session.turns.popleft()
+        delta = self._delta(deltas, session.pane_id)
+        try:
+            session.begin_reply(text)
+        except PanechatError as e:
+            delta.notice = str(e)
+            return
+        conv = session.conversation
+        if conv.token_count + conv.pending_count >= self.executor.n_ctx_seq:
+            conv.discard_pending()
+            session.reply = None
+            delta.notice = CONTEXT_FULL
+            return
+        delta.started = True
+
+    def _sample_all(self, deltas: dict[str, PaneDelta]) -> int:
+        sampled = 0
+        limit = self.executor.n_ctx_seq - 1
+        for session in self._sessions.values():
+            conv = session.conversation
+            if session.reply is None or not conv.requires_sampling:
+                continue
+            token = conv.sample()
+            sampled += 1
+            delta = self._delta(deltas, session.pane_id)
+            delta.text += session.feed(token)
+            reply = session.reply
+            if reply.done:
+                delta.text += session.end_reply()
+                delta.finished = reply.stop_reason.value if reply.stop_reason else "stop"
+            elif conv.token_count >= limit:
+                delta.text += session.end_reply()
+                delta.finished = "length"
+                delta.notice = CONTEXT_FULL
+            else:
+                conv.prompt([token])
+        return sampled
+
+    def _evict_one(self, deltas: dict[str, PaneDelta]) -> None:
+        """The shared KV cache is full: stop the pane holding the most, tell it; others go on."""
+        candidates = [s for s in self._sessions.values() if s.conversation.requires_inference]
+        if not candidates:
+            return
+        victim = max(
+            candidates, key=lambda s: s.conversation.token_count + s.conversation.pending_count
+        )
+        delta = self._delta(deltas, victim.pane_id)
+        if victim.generating:
+            delta.text += victim.end_reply()
+            delta.finished = "length"
+        victim.conversation.discard_pending()
+        victim.turns.clear()
+        delta.notice = CONTEXT_FULL

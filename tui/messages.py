@@ -1,0 +1,48 @@
+"""Messages from the decode loop to the UI: one per frame, carrying every pane's new text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass(slots=True)
+class PaneDelta:
+    """What happened to one pane during one frame."""
+
+    text: str = ""
+    started: bool = False  # a new reply began (the UI opens a new message block)
+    finished: str | None = None  # stop reason when the reply ended this frame
+    notice: str | None = None  # something to tell the user (context full, error)
+    tokens_per_second: float = 0.0
+    context_used: int = 0
+    generating: bool = False
+
+
+@dataclass(slots=True)
+class FrameStats:
+    frame: int = 0
+    batch_tokens: int = 0
+    generating: int = 0
+    tokens_per_second: float = 0.0  # aggregate over panes, smoothed
+    kv_used: int = 0
+    kv_total: int = 0
+    decode_share: float = 0.0  # share of the frame spent inside llama_decode
+
+
+class FrameUpdate(Message):
+    """One decode frame: new text for every pane that produced some, plus frame stats."""
+
+    def __init__(self, deltas: dict[str, PaneDelta], stats: FrameStats) -> None:
+        super().__init__()
+        self.deltas = deltas
+        self.stats = stats
+
+
+class EngineFailed(Message):
+    """The decode loop hit an unexpected error and stopped; the message says what."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error

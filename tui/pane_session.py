@@ -1,0 +1,93 @@
+"""The decode loop's side of one pane: its conversation, queued turns and the reply in flight."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from core import ChatMessage, ChatTemplate, Conversation, ReplyStream
+from tui.config import PaneConfig
+
+
+@dataclass(slots=True)
+class PaneSession:
+    pane_id: str
+    config: PaneConfig
+    conversation: Conversation
+    template: ChatTemplate
+    turns: deque[str] = field(default_factory=deque)
+    reply: ReplyStream | None = None
+    carry: str = ""  # shown reply text that is not in the KV cache yet
+    replied_before: bool = False
+    reply_base: int = 0  # token count where the current reply starts
+    first_token_at: float = 0.0
+    last_rate: float = 0.0
+
+    @property
+    def generating(self) -> bool:
+        return self.reply is not None
+
+    def turn_text(self, user_text: str) -> str:
+        """The prompt text for the next user turn, continuing what the KV cache holds."""
+        if self.conversation.token_count == 0 and not self.conversation.requires_inference:
+            messages = []
+            if self.config.system.strip():
+                messages.append(ChatMessage("system", self.config.system))
+            messages.append(ChatMessage("user", user_text))
+            return self.template.render(messages)
+        return self.carry + self.template.next_turn(user_text, after_reply=self.replied_before)
+
+    def begin_reply(self, user_text: str) -> None:
+        text = self.turn_text(user_text)
+        self.conversation.prompt(text)
+        self.carry = ""
+        self.reply_base = self.conversation.token_count + self.conversation.pending_count
+        self.reply = ReplyStream(
+            self.conversation.executor.model,
+            self.template.with_stops(self.config.stop),
+            self.config.max_tokens,
+        )
+        self.first_token_at = 0.0
+
+    def feed(self, token: int) -> str:
+        assert self.reply is not None
+        if not self.first_token_at:
+            self.first_token_at = time.perf_counter()
+        return self.reply.feed(token)
+
+    @property
+    def tokens_per_second(self) -> float:
+        if self.reply is None or not self.first_token_at:
+            return self.last_rate
+        elapsed = time.perf_counter() - self.first_token_at
+        return self.reply.token_count / elapsed if elapsed > 0 else 0.0
+
+    def end_reply(self) -> str:
+        """Close the reply: drop undecoded tokens, rewind what the user never saw, and keep the
+        rest of the shown text to prompt with the next turn. Returns any last text to show."""
+        assert self.reply is not None
+        conv = self.conversation
+        tail = self.reply.cancel()  # no-op if the reply already ended by itself
+        self.last_rate = self.tokens_per_second
+        if conv.token_count < self.reply_base:
+            # The turn's prompt is still being decoded: let it finish, with an empty reply.
+            self.replied_before = True
+            self.reply = None
+            return tail
+        conv.discard_pending()
+        rewind, carry = self.reply.settle(conv.token_count - self.reply_base)
+        conv.rewind(rewind)
+        self.carry = carry
+        self.replied_before = True
+        self.reply = None
+        return tail
+
+    def reset(self, conversation: Conversation) -> None:
+        """Start over on a fresh conversation (clear)."""
+        self.conversation = conversation
+        self.turns.clear()
+        self.reply = None
+        self.carry = ""
+        self.replied_before = False
+        self.last_rate = 0.0

@@ -1,0 +1,22 @@
+"""A pane's title bar: name, sampler summary, live tokens/s and context use."""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual.widgets import Static
+
+
+class PaneTitle(Static):
+    pane_name: reactive[str] = reactive("")
+    sampler: reactive[str] = reactive("")
+    tokens_per_second: reactive[float] = reactive(0.0)
+    context_used: reactive[int] = reactive(0)
+    context_size: reactive[int] = reactive(0)
+    generating: reactive[bool] = reactive(False)
+
+    def render(self) -> str:
+        marker = "● " if self.generating else ""
+        return (
+            f"{marker}[b]{self.pane_name}[/b] · [dim]{self.sampler}[/dim] · "
+            f"{self.tokens_per_second:.0f} tok/s · ctx {self.context_used}/{self.context_size}"
+        )

@@ -1,0 +1,22 @@
+"""The app's status line: model, backend, panes generating, batch and speed, KV use."""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from tui.messages import FrameStats
+
+
+class StatusBar(Static):
+    model_name: reactive[str] = reactive("")
+    backend: reactive[str] = reactive("CPU")
+    stats: reactive[FrameStats] = reactive(FrameStats, always_update=True)
+
+    def render(self) -> str:
+        s = self.stats
+        return (
+            f"{self.model_name} · {self.backend} · generating {s.generating} · "
+            f"batch {s.batch_tokens} tok · {s.tokens_per_second:.1f} tok/s · "
+            f"KV {s.kv_used}/{s.kv_total}"
+        )
