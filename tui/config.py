@@ -102,15 +102,39 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
 
 
-def _line_of(text: str, key: str, occurrence: int = 0) -> int | None:
-    matches = [m for m in re.finditer(rf"(?m)^\s*{re.escape(key)}\s*=", text)]
-    if len(matches) > occurrence:
-        return text.count("\n", 0, matches[occurrence].start()) + 1
+def _blocks(text: str, header: str) -> list[tuple[int, int]]:
+    """Spans of the text under each ``[header]`` / ``[[header]]`` (``""``: before any table)."""
+    starts = [m.start() for m in re.finditer(r"(?m)^\s*\[", text)]
+    if header == "":
+        return [(0, starts[0] if starts else len(text))]
+    spans = []
+    pattern = re.compile(rf"^\s*\[\[?\s*{re.escape(header)}\s*\]\]?\s*(#.*)?$")
+    for n, start in enumerate(starts):
+        line_end = text.find("\n", start)
+        line = text[start : line_end if line_end >= 0 else len(text)]
+        if pattern.match(line):
+            spans.append((start, starts[n + 1] if n + 1 < len(starts) else len(text)))
+    return spans
+
+
+def _line_of(text: str, section: str, key: str, index: int = 0) -> int | None:
+    """Line of ``key`` in the ``index``-th block of ``section`` (then in [pane_defaults] for
+    pane keys, then anywhere): TOML parsers keep no positions, so look it up in the text."""
+    candidates = _blocks(text, section)
+    spans = candidates[index : index + 1] if section == "panes" else candidates
+    if section == "panes":
+        spans += _blocks(text, "pane_defaults")
+    spans.append((0, len(text)))
+    key_re = re.compile(rf"(?m)^\s*{re.escape(key)}\s*=")
+    for start, end in spans:
+        match = key_re.search(text, start, end)
+        if match:
+            return text.count("\n", 0, match.start()) + 1
     return None
 
 
-def _where(path: Path, text: str, key: str, occurrence: int = 0) -> str:
-    line = _line_of(text, key, occurrence)
+def _where(path: Path, text: str, section: str, key: str, index: int = 0) -> str:
+    line = _line_of(text, section, key, index)
     return f"{path}, line {line}" if line else str(path)
 
 
@@ -122,37 +146,35 @@ def _check_keys(data: dict[str, Any], path: Path, text: str) -> None:
     }
     for key in data:
         if key not in _TOP_KEYS:
-            raise ConfigError(f"{_where(path, text, key)}: unknown key {key!r}")
+            raise ConfigError(f"{_where(path, text, '', key)}: unknown key {key!r}")
     for table, keys in allowed.items():
         section = data.get(table, {})
         if not isinstance(section, dict):
-            raise ConfigError(f"{_where(path, text, table)}: [{table}] must be a table")
+            raise ConfigError(f"{_where(path, text, '', table)}: [{table}] must be a table")
         for key in section:
             if key not in keys:
                 known = ", ".join(sorted(keys))
-                raise ConfigError(
-                    f"{_where(path, text, key)}: unknown key {key!r} in [{table}] (known: {known})"
-                )
+                where = _where(path, text, table, key)
+                raise ConfigError(f"{where}: unknown key {key!r} in [{table}] (known: {known})")
     panes = data.get("panes", [])
     if not isinstance(panes, list):
         raise ConfigError(f"{path}: panes must be a list of [[panes]] tables")
-    seen: dict[str, int] = {}
-    for pane in panes:
+    for index, pane in enumerate(panes):
         if not isinstance(pane, dict):
             raise ConfigError(f"{path}: every [[panes]] entry must be a table")
         for key in pane:
             if key not in _PANE_KEYS:
-                line = _where(path, text, key, seen.get(key, 0))
+                line = _where(path, text, "panes", key, index)
                 raise ConfigError(f"{line}: unknown key {key!r} in [[panes]]")
-            seen[key] = seen.get(key, 0) + 1
 
 
 def _build(
     data: dict[str, Any], texts: dict[Path, str], origin: dict[str, Path], sources: tuple[Path, ...]
 ) -> AppConfig:
-    def fail(section: str, key: str, problem: str, occurrence: int = 0) -> ConfigError:
+    def fail(section: str, key: str, problem: str, index: int = 0) -> ConfigError:
         path = origin.get(section, sources[-1])
-        return ConfigError(f"{_where(path, texts[path], key, occurrence)}: {key}: {problem}")
+        table = "" if section == "theme" else section
+        return ConfigError(f"{_where(path, texts[path], table, key, index)}: {key}: {problem}")
 
     model = data.get("model", {})
     context = data.get("context", {})

@@ -1,0 +1,129 @@
+"""Config parsing, theme files and the command line's up-front errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tui.config import ConfigError, load_config, save_theme_choice
+from tui.themes import ThemeError, load_theme, load_themes
+
+
+@pytest.fixture(autouse=True)
+def isolated_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "extra.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_open_three_personas() -> None:
+    config = load_config()
+    assert [p.name for p in config.panes] == ["Concise", "Teacher", "Poet"]
+    assert len({p.sampling.temperature for p in config.panes}) == 3
+    assert config.model_path is None and config.context.kv_unified
+
+
+def test_user_file_overrides_defaults(tmp_path: Path) -> None:
+    user = tmp_path / "xdg" / "panechat" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('theme = "textual-light"\n[context]\nn_ctx = 4096\n')
+    config = load_config()
+    assert config.theme == "textual-light"
+    assert config.context.n_ctx == 4096 and config.context.n_batch == 512
+    assert user in config.sources
+
+
+def test_extra_config_replaces_panes(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[[panes]]\nname = "Solo"\ntemperature = 0\n'))
+    assert [p.name for p in config.panes] == ["Solo"]
+    assert config.panes[0].sampling.greedy
+    assert config.panes[0].stop == ("\n\n",)  # from [pane_defaults]
+
+
+def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[context]\nn_ctx = 2048\nn_bach = 64\n")
+    with pytest.raises(ConfigError, match=r"line 3: unknown key 'n_bach' in \[context\]"):
+        load_config(path)
+
+
+def test_bad_value_names_key_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[panes]]\nname = "A"\n\n[[panes]]\nname = "B"\ntemperature = -1\n')
+    with pytest.raises(ConfigError, match=r"line 6: temperature: temperature must be >= 0"):
+        load_config(path)
+    path = write(tmp_path, "[context]\nn_batch = 2\nn_seq_max = 8\n")
+    with pytest.raises(ConfigError, match=r"line 2: n_batch: n_batch \(2\) must be at least"):
+        load_config(path)
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML") as info:
+        load_config(write(tmp_path, "theme = \n"))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_extra_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_theme_choice_persists_and_keeps_the_rest(tmp_path: Path) -> None:
+    user = tmp_path / "config.toml"
+    user.write_text('# mine\ntheme = "a"\n\n[context]\nn_ctx = 4096\n')
+    save_theme_choice("panechat-paper", user)
+    assert user.read_text() == '# mine\ntheme = "panechat-paper"\n\n[context]\nn_ctx = 4096\n'
+    fresh = tmp_path / "new" / "config.toml"
+    save_theme_choice("x", fresh)
+    assert fresh.read_text() == 'theme = "x"\n'
+
+
+def test_shipped_themes_load_and_bad_ones_fail(tmp_path: Path) -> None:
+    names = {t.name for t in load_themes()}
+    assert {"panechat-dusk", "panechat-paper"} <= names
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n')
+    with pytest.raises(ThemeError, match="no 'primary'"):
+        load_theme(bad)
+
+
+def run_cli(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "XDG_CONFIG_HOME": str(env_home)}
+    return subprocess.run(
+        [sys.executable, "-m", "tui", *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "/no/such.gguf"], "model file not found: /no/such.gguf"),
+        (["--theme", "nope"], "unknown theme 'nope'"),
+        (["--panes", "99"], "--panes must be between 1 and 8"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    done = run_cli(*args, env_home=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
+    bad = write(tmp_path, "[model]\npaht = 'x'\n")
+    done = run_cli("--config", str(bad), env_home=tmp_path)
+    assert done.returncode == 2 and "line 2: unknown key 'paht'" in done.stderr
+
+
+def test_cli_version_and_help(tmp_path: Path) -> None:
+    assert run_cli("--version", env_home=tmp_path).stdout.startswith("panechat ")
+    help_text = run_cli("--help", env_home=tmp_path).stdout
+    for flag in ("--model", "--panes", "--config", "--theme", "--version"):
+        assert flag in help_text
