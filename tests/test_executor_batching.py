@@ -165,3 +165,36 @@ def test_deprecated_executor_prompt_warns_and_creates(make_executor: Make) -> No
     with pytest.warns(DeprecationWarning):
         conv = executor.prompt("Hello there")
     assert conv.requires_inference
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(make_executor: Make) -> None:
+    def run(seed: int) -> list[int]:
+        executor = make_executor()
+        conv = executor.create(SamplingParams(temperature=1.2, top_k=0, min_p=0.0, seed=seed))
+        conv.prompt("Once upon a time")
+        out = []
+        for _ in range(12):
+            executor.infer_sync()
+            token = conv.sample()
+            out.append(token)
+            conv.prompt([token])
+        return out
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def test_repetition_penalty_changes_greedy_choices(make_executor: Make) -> None:
+    def run(penalty: float) -> list[int]:
+        executor = make_executor()
+        conv = executor.create(SamplingParams(temperature=0, repeat_penalty=penalty))
+        conv.prompt("la la la la la la la la")
+        out = []
+        for _ in range(8):
+            executor.infer_sync()
+            token = conv.sample()
+            out.append(token)
+            conv.prompt([token])
+        return out
+
+    assert run(1.0) != run(1.8)

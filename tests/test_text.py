@@ -158,3 +158,16 @@ def test_truncated_gguf_is_refused_by_llama_cpp(tmp_path: Path, weights: LlamaWe
 def test_default_model_is_the_embedded_gemma(weights: LlamaWeights) -> None:
     assert weights.path.name == "gemma-3-270m-q4_k_m.gguf"
     assert "gemma3" in weights.description
+
+
+def test_leading_blank_lines_do_not_trip_a_blank_line_stop(weights: LlamaWeights) -> None:
+    reply = ReplyStream(weights, stop_strings=["\n\n"], max_tokens=50)
+    tokens = weights.tokenize("\n\nParis.\n\nUser:")
+    for t in tokens:
+        reply.feed(t)
+        if reply.done:
+            break
+    assert reply.text == "Paris." and reply.stop_reason is StopReason.STOP_STRING
+    rewind, carry = reply.settle(reply.token_count - 1)
+    kept = reply.token_count - 1 - rewind
+    assert weights.detokenize(tokens[:kept]) + carry == "\n\nParis."

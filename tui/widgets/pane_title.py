@@ -17,6 +17,6 @@ class PaneTitle(Static):
     def render(self) -> str:
         marker = "● " if self.generating else ""
         return (
-            f"{marker}[b]{self.pane_name}[/b] · [dim]{self.sampler}[/dim] · "
-            f"{self.tokens_per_second:.0f} tok/s · ctx {self.context_used}/{self.context_size}"
+            f"{marker}[b]{self.pane_name}[/b] · {self.tokens_per_second:.0f} tok/s · "
+            f"ctx {self.context_used}/{self.context_size} · [dim]{self.sampler}[/dim]"
         )

@@ -1,0 +1,90 @@
+"""SVG snapshots of the layout with 2 and 4 panes, fed by a scripted decode source.
+
+Only these layout tests use a fake: the frames are scripted so the picture is deterministic.
+Update after a deliberate layout change with ``pytest --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import ContextParams
+from tui.app import PanechatApp
+from tui.config import load_config
+from tui.decode_loop import Command
+from tui.messages import FrameStats, FrameUpdate, PaneDelta
+
+
+class ScriptedSource:
+    """Records commands; the test posts the frames a decode loop would have posted."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, command: Command) -> None:
+        self.commands.append(command)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        pass
+
+
+def make_app(panes: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PanechatApp:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    config = load_config()
+    config = replace(config, context=ContextParams(n_ctx=2048, n_batch=64, n_seq_max=8))
+    return PanechatApp(
+        config,
+        ScriptedSource(),
+        model_name="Gemma 3 270m",
+        backend="CPU",
+        panes=panes,
+        persist_theme=False,
+    )
+
+
+async def script(pilot: Any) -> None:
+    app: PanechatApp = pilot.app
+    for pane in app.panes:
+        pane.input.cursor_blink = False
+    answers = ["The capital of France is **Paris**.", "Paris, on the Seine.", "Paris!", "Paris"]
+    for i, pane in enumerate(app.panes):
+        await app.send_to(pane, "What is the capital of France?")
+        text = answers[i % len(answers)]
+        app.post_message(
+            FrameUpdate(
+                {
+                    pane.pane_id: PaneDelta(
+                        text=text,
+                        started=True,
+                        finished="eog",
+                        tokens_per_second=50.0 + i,
+                        context_used=40 + i,
+                    )
+                },
+                FrameStats(
+                    frame=i + 1,
+                    batch_tokens=len(app.panes),
+                    generating=0,
+                    tokens_per_second=110.0,
+                    kv_used=160,
+                    kv_total=2048,
+                ),
+            )
+        )
+    await pilot.pause()
+    await pilot.pause(0.2)
+
+
+@pytest.mark.parametrize("panes", [2, 4])
+def test_layout_snapshot(
+    panes: int, snap_compare: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = make_app(panes, monkeypatch, tmp_path)
+    assert snap_compare(app, terminal_size=(120, 30), run_before=script)
