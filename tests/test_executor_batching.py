@@ -167,18 +167,24 @@ def test_deprecated_executor_prompt_warns_and_creates(make_executor: Make) -> No
     assert conv.requires_inference
 
 
+def generate(make: Make, sampling: SamplingParams, prompt: str, n: int) -> list[int]:
+    """Sample n tokens from a fresh executor, one decode per token."""
+    executor = make()
+    conv = executor.create(sampling)
+    conv.prompt(prompt)
+    out = []
+    for _ in range(n):
+        executor.infer_sync()
+        token = conv.sample()
+        out.append(token)
+        conv.prompt([token])
+    return out
+
+
 def test_seeded_sampling_is_reproducible_and_seeds_differ(make_executor: Make) -> None:
     def run(seed: int) -> list[int]:
-        executor = make_executor()
-        conv = executor.create(SamplingParams(temperature=1.2, top_k=0, min_p=0.0, seed=seed))
-        conv.prompt("Once upon a time")
-        out = []
-        for _ in range(12):
-            executor.infer_sync()
-            token = conv.sample()
-            out.append(token)
-            conv.prompt([token])
-        return out
+        params = SamplingParams(temperature=1.2, top_k=0, min_p=0.0, seed=seed)
+        return generate(make_executor, params, "Once upon a time", 12)
 
     assert run(1) == run(1)
     assert run(1) != run(2)
@@ -186,15 +192,7 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(make_executor: Make) -
 
 def test_repetition_penalty_changes_greedy_choices(make_executor: Make) -> None:
     def run(penalty: float) -> list[int]:
-        executor = make_executor()
-        conv = executor.create(SamplingParams(temperature=0, repeat_penalty=penalty))
-        conv.prompt("la la la la la la la la")
-        out = []
-        for _ in range(8):
-            executor.infer_sync()
-            token = conv.sample()
-            out.append(token)
-            conv.prompt([token])
-        return out
+        params = SamplingParams(temperature=0, repeat_penalty=penalty)
+        return generate(make_executor, params, "la la la la la la la la", 8)
 
     assert run(1.0) != run(1.8)
