@@ -190,3 +190,22 @@ async def test_rebound_keys_from_config(make_app: Factory, config: AppConfig) ->
 def test_pane_config_defaults_fill_unlisted_keys(config: AppConfig) -> None:
     assert isinstance(config.panes[0], PaneConfig)
     assert config.panes[0].max_tokens == 40
+
+
+async def test_full_context_is_reported_and_the_other_pane_carries_on(
+    make_app: Factory, config: AppConfig
+) -> None:
+    small = replace(config, context=ContextParams(n_ctx=256, n_batch=256, n_seq_max=2))
+    app = make_app(config=small)
+    async with app.run_test(size=(140, 40)) as pilot:
+        first, second = app.panes
+        await app.send_to(first, "word " * 300)
+        await app.send_to(second, "Hello!")
+        await wait_for(pilot, lambda: bool(replies(second)) and not second.generating)
+        notices = [m.text for m in first.query(".-notice")]  # type: ignore[attr-defined]
+        assert any("context full" in n and "ctrl+l" in n for n in notices)
+        assert replies(second)[0].strip()
+        first.input.focus()
+        await pilot.press("ctrl+l")  # clearing gives the pane a fresh conversation
+        await app.send_to(first, "Hi")
+        await wait_for(pilot, lambda: bool(replies(first)) and not first.generating)
