@@ -209,3 +209,29 @@ async def test_full_context_is_reported_and_the_other_pane_carries_on(
         await pilot.press("ctrl+l")  # clearing gives the pane a fresh conversation
         await app.send_to(first, "Hi")
         await wait_for(pilot, lambda: bool(replies(first)) and not first.generating)
+
+
+async def test_palette_lists_every_action_and_copy_uses_the_clipboard(make_app: Factory) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for wanted in (
+            "Next pane",
+            "New pane",
+            "Close pane",
+            "Stop",
+            "Stop all",
+            "Broadcast",
+            "Maximize",
+            "Clear",
+            "Copy reply",
+            "Keys",
+            "Theme",
+        ):
+            assert any(t.startswith(wanted) for t in titles), wanted
+        pane = app.panes[0]
+        await app.send_to(pane, "Hi")
+        await wait_for(pilot, lambda: bool(replies(pane)) and not pane.generating)
+        pane.input.focus()
+        await pilot.press("ctrl+y")
+        assert app.clipboard == pane.last_reply and pane.last_reply

@@ -12,6 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, PaneConfig, save_theme_choice
 from tui.decode_loop import ClearPane, ClosePane, Command, OpenPane, SendTurn, StopPane
 from tui.messages import EngineFailed, FrameUpdate
@@ -221,8 +222,10 @@ class PanechatApp(App[None]):
         if pane is None or not pane.last_reply:
             self.notify("no reply to copy yet")
             return
-        self.copy_to_clipboard(pane.last_reply)  # OSC 52: works over SSH too
-        self.notify("copied the last reply")
+        # Always send OSC 52 too: over SSH the local terminal's clipboard is the one wanted.
+        self.copy_to_clipboard(pane.last_reply)
+        how = "system clipboard" if copy_with_system_tool(pane.last_reply) else "OSC 52"
+        self.notify(f"copied the last reply ({how})")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.key_rows()))
