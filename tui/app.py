@@ -149,7 +149,8 @@ class PanechatApp(App[None]):
             panes = self.query(f"#{pane_id}").results(ChatPane)
             for pane in panes:
                 await pane.apply(delta)
-        self.query_one(StatusBar).stats = event.stats
+        for bar in self.query(StatusBar):  # none once the app is shutting down
+            bar.stats = event.stats
 
     def on_engine_failed(self, event: EngineFailed) -> None:
         self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)

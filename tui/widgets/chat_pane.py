@@ -33,6 +33,7 @@ class ChatPane(Vertical):
         self.generating = False
         self._reply: ChatMessage | None = None
         self.last_reply = ""
+        self.finished_replies = 0
 
     def compose(self) -> ComposeResult:
         title = PaneTitle()
@@ -80,20 +81,24 @@ class ChatPane(Vertical):
         await self.transcript.remove_children()
 
     async def apply(self, delta: PaneDelta) -> None:
-        """Render one frame's worth of change."""
+        """Render one frame's worth of change (ignored while the pane is being removed or is
+        not composed yet: a frame may still be in flight for it)."""
+        if not self.is_mounted or self._closing or not self.query(PaneTitle):
+            return
+        self.generating = delta.generating
         if delta.started or (delta.text and self._reply is None):
             self._reply = ChatMessage("assistant")
             await self.transcript.mount(self._reply)
         if delta.text and self._reply is not None:
             await self._reply.append(delta.text)
         if delta.finished is not None and self._reply is not None:
-            await self._reply.finish()
-            self.last_reply = self._reply.text.strip()
-            self._reply = None
+            reply, self._reply = self._reply, None
+            self.last_reply = reply.text.strip()
+            self.finished_replies += 1
+            await reply.finish()
         if delta.notice:
             await self.add_notice(f"⚠ {delta.notice}")
-        self.generating = delta.generating
-        title = self.title_bar
-        title.generating = delta.generating
-        title.tokens_per_second = delta.tokens_per_second
-        title.context_used = delta.context_used
+        for title in self.query(PaneTitle):  # none once the app is shutting down
+            title.generating = delta.generating
+            title.tokens_per_second = delta.tokens_per_second
+            title.context_used = delta.context_used
