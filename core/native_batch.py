@@ -8,7 +8,6 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-import numpy.typing as npt
 
 _I32P = ctypes.POINTER(ctypes.c_int32)
 
@@ -71,6 +70,3 @@ class NativeBatch:
     def as_struct(self) -> Any:
         self.struct.n_tokens = self.n_tokens
         return self.struct
-
-    def tokens_view(self) -> npt.NDArray[np.int32]:
-        return self.token[: self.n_tokens]
