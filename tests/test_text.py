@@ -14,6 +14,13 @@ from core.reply_stream import ReplyStream, StopReason
 from core.stop_strings import StopStringMatcher
 
 
+def feed_until_done(reply: ReplyStream, tokens: list[int]) -> None:
+    for t in tokens:
+        reply.feed(t)
+        if reply.done:
+            break
+
+
 def byte_tokens(weights: LlamaWeights, data: bytes) -> list[int]:
     """The model's byte-fallback tokens that spell ``data`` one byte per token."""
     by_piece = {}
@@ -83,10 +90,7 @@ def test_reply_stops_at_eog_stop_string_and_length(weights: LlamaWeights) -> Non
 
     reply = ReplyStream(weights, stop_strings=["\nUser:"], max_tokens=50)
     tokens = weights.tokenize(" Paris.\nUser: next")
-    for t in tokens:
-        reply.feed(t)
-        if reply.done:
-            break
+    feed_until_done(reply, tokens)
     assert reply.stop_reason is StopReason.STOP_STRING and reply.text == "Paris."
     in_kv = reply.token_count - 1  # the token that completed the stop was not decoded
     rewind, text = reply.settle(in_kv)
@@ -163,10 +167,7 @@ def test_default_model_is_the_embedded_gemma(weights: LlamaWeights) -> None:
 def test_leading_blank_lines_do_not_trip_a_blank_line_stop(weights: LlamaWeights) -> None:
     reply = ReplyStream(weights, stop_strings=["\n\n"], max_tokens=50)
     tokens = weights.tokenize("\n\nParis.\n\nUser:")
-    for t in tokens:
-        reply.feed(t)
-        if reply.done:
-            break
+    feed_until_done(reply, tokens)
     assert reply.text == "Paris." and reply.stop_reason is StopReason.STOP_STRING
     rewind, carry = reply.settle(reply.token_count - 1)
     kept = reply.token_count - 1 - rewind

@@ -24,9 +24,7 @@ from core import (
 )
 from tui.config import PaneConfig
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
-from tui.pane_session import PaneSession
-
-CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
+from tui.pane_session import CONTEXT_FULL, PaneSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +214,9 @@ class DecodeLoop:
         text = session.turns.popleft()
         delta = self._delta(deltas, session.pane_id)
         try:
-            session.begin_reply(text)
+            session.begin_reply(text, self.executor.n_ctx_seq)
         except PanechatError as e:
             delta.notice = str(e)
-            return
-        conv = session.conversation
-        if conv.token_count + conv.pending_count >= self.executor.n_ctx_seq:
-            conv.discard_pending()
-            session.reply = None
-            delta.notice = CONTEXT_FULL
             return
         delta.started = True
 

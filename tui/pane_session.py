@@ -6,8 +6,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from core import ChatMessage, ChatTemplate, Conversation, ReplyStream
+from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplyStream
 from tui.config import PaneConfig
+
+CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
+
+
+class ContextFullError(PanechatError):
+    """The pane's conversation has no room for the next turn."""
 
 
 @dataclass(slots=True)
@@ -38,9 +44,15 @@ class PaneSession:
             return self.template.render(messages)
         return self.carry + self.template.next_turn(user_text, after_reply=self.replied_before)
 
-    def begin_reply(self, user_text: str) -> None:
+    def begin_reply(self, user_text: str, context_limit: int) -> None:
+        """Queue the turn and open a reply; raises ContextFullError (queuing nothing, keeping
+        the carried text) when the turn would not fit in ``context_limit`` tokens."""
         text = self.turn_text(user_text)
-        self.conversation.prompt(text)
+        conv = self.conversation
+        conv.prompt(text)
+        if conv.token_count + conv.pending_count >= context_limit:
+            conv.discard_pending()
+            raise ContextFullError(CONTEXT_FULL)
         self.carry = ""
         self.reply_base = self.conversation.token_count + self.conversation.pending_count
         self.reply = ReplyStream(
