@@ -24,6 +24,7 @@ from core.errors import (
 )
 from core.native_batch import NativeBatch
 from core.params import ContextParams
+from core.prefill_budget import PrefillBudget
 from core.sampling import SamplerChain, SamplingParams
 from core.sequence_pool import SequenceIdPool
 from core.weights import LlamaWeights
@@ -67,9 +68,11 @@ class BatchedExecutor:
 
     Each :meth:`infer` decodes at most one batch of ``n_batch`` tokens: first the single queued
     token of every generating conversation, then chunks of longer prompts, so one long prompt
-    never holds back the others' next token. Anything but ``DecodeResult.OK`` leaves every
-    conversation as it was, so the call can simply be retried (after disposing one on
-    ``NO_KV_SLOT``). The executor is not thread-safe: drive it from one thread or event loop.
+    never holds back the others' next token, and while anyone generates the chunks are only as
+    big as :class:`PrefillBudget` allows, so it does not slow their frames much either.
+    Anything but ``DecodeResult.OK`` leaves every conversation as it was, so the call can simply
+    be retried (after disposing one on ``NO_KV_SLOT``). The executor is not thread-safe: drive it
+    from one thread or event loop.
     """
 
     def __init__(self, weights: LlamaWeights, params: ContextParams | None = None) -> None:
@@ -98,6 +101,8 @@ class BatchedExecutor:
         self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(ctx))
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
         self._batch = NativeBatch(params.n_batch)
+        self.prefill_budget = PrefillBudget(params.max_frame_stretch or None)
+        self._planned = (0, 0)  # (generators, prompt tokens) of the batch being decoded
         self._pool = SequenceIdPool(params.n_seq_max)
         self._conversations: dict[int, Conversation] = {}
         self._epoch = 0
@@ -244,14 +249,18 @@ class BatchedExecutor:
         for conv in (c for c in convs if len(c._pending) == 1):
             row = batch.add(conv._seq_id, conv._pending, len(conv._tokens), True)
             entries.append(_Entry(conv, 1, row, True))
+        generators = len(entries)
+        budget = self.prefill_budget.limit(generators, batch.free)
         for conv in convs:
-            if batch.free == 0:
+            if budget == 0:
                 break
             if len(conv._pending) > 1:
-                n = min(len(conv._pending), batch.free)
+                n = min(len(conv._pending), budget)
+                budget -= n
                 completes = n == len(conv._pending)
                 row = batch.add(conv._seq_id, conv._pending[:n], len(conv._tokens), completes)
                 entries.append(_Entry(conv, n, row, completes))
+        self._planned = (generators, batch.n_tokens - generators)
         return entries
 
     def _decode(self, cancel: CancellationToken | None) -> DecodeResult:
@@ -272,6 +281,7 @@ class BatchedExecutor:
         stats.last_batch_tokens = self._batch.n_tokens
         if code == 0:
             stats.tokens_decoded += self._batch.n_tokens
+            self.prefill_budget.observe(*self._planned, elapsed)
         return DecodeResult.from_code(code)
 
     def _commit(self, entries: list[_Entry], result: DecodeResult) -> DecodeResult:
@@ -299,6 +309,27 @@ class BatchedExecutor:
                     conv._pending = [last]
                     conv._logits_index = None
         return result
+
+    def warm_up(self) -> None:
+        """Decode a few tokens on a scratch conversation, so that llama.cpp's first-decode
+        allocations are not paid by the first real reply.
+
+        Call it from the thread that will decode: with llama.cpp built with OpenMP, a thread
+        that has decoded keeps its worker team alive, and decoding from another thread while it
+        lives was measured ~22% slower (docs/BENCHMARKS.md).
+        """
+        self._check_idle()
+        if not self._pool.available:
+            return
+        conv = self.create(SamplingParams(temperature=0.0))
+        try:
+            conv.prompt("Warm up:")
+            for _ in range(3):
+                if not self.infer_sync().ok:
+                    break
+                conv.prompt([conv.sample()])
+        finally:
+            conv.dispose()
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -22,11 +22,14 @@ def default_threads() -> int:
 
 @dataclass(frozen=True, slots=True)
 class ContextParams:
-    """Parameters of the one llama.cpp context an executor owns.
+    """Parameters of the one llama.cpp context an executor owns, and how its batches are filled.
 
     ``kv_unified`` is on by default: all sequences then share one pool of ``n_ctx`` cells, so a
     fork shares its parent's prefix cells for free and any conversation may grow to ``n_ctx``.
     With it off, llama.cpp splits the cache into ``n_seq_max`` slices of ``n_ctx / n_seq_max``.
+
+    ``max_frame_stretch`` bounds how much a prompt being prefilled may slow the frames of
+    conversations that are generating (see :mod:`core.prefill_budget`); 0 turns that off.
     """
 
     n_ctx: int = 4096
@@ -38,6 +41,7 @@ class ContextParams:
     kv_unified: bool = True
     flash_attention: FlashAttention = "auto"
     offload_kqv: bool = True
+    max_frame_stretch: float = 1.5  # 0: prompts fill whole batches, whoever is generating
 
     def __post_init__(self) -> None:
         for name in ("n_ctx", "n_batch", "n_seq_max"):
@@ -61,6 +65,11 @@ class ContextParams:
             raise InvalidParamsError("n_seq_max must be at most 256 (llama.cpp's LLAMA_MAX_SEQ)")
         if self.n_ctx < 16:
             raise InvalidParamsError(f"n_ctx must be at least 16, got {self.n_ctx}")
+        stretch = self.max_frame_stretch
+        if not isinstance(stretch, int | float) or not (stretch == 0 or 1 < stretch < 1e6):
+            raise InvalidParamsError(
+                f"max_frame_stretch must be 0 (off) or greater than 1, got {stretch!r}"
+            )
         if self.flash_attention not in ("auto", "on", "off"):
             raise InvalidParamsError(
                 f"flash_attention must be 'auto', 'on' or 'off', got {self.flash_attention!r}"

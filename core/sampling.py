@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import cast
 
 import llama_cpp
+import numpy as np
 
-from core.errors import InvalidParamsError, PanechatError
+from core.errors import InvalidParamsError, NoLogitsError, PanechatError
 
 #: A random seed for the dist sampler (llama.cpp's LLAMA_DEFAULT_SEED).
 RANDOM_SEED = 0xFFFFFFFF
@@ -76,6 +77,10 @@ class SamplerChain:
     candidate), then penalties, top-p, min-p, temperature, and the random draw. The native chain
     copies the logits into its own candidate array, so sampling never alters the context's
     logits that a fork may still read.
+
+    Plain greedy (no penalties) skips the chain: building llama.cpp's candidate array for a
+    262k vocabulary costs ~0.3 ms per token, an argmax over the logits in place ~0.03 ms, and
+    both pick the first highest logit.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class SamplerChain:
     ) -> None:
         self.params = params
         self._n_vocab = n_vocab
+        self._argmax = params.greedy and not params.penalized
         self._chain: llama_cpp.llama_sampler_p | None = (
             _handle if _handle is not None else self._build(params, n_vocab)
         )
@@ -124,6 +130,11 @@ class SamplerChain:
 
     def sample(self, ctx: llama_cpp.llama_context_p, output_index: int) -> int:
         """Sample (and accept) a token from one output row of the last decode."""
+        if self._argmax:
+            ptr = llama_cpp.llama_get_logits_ith(ctx, output_index)
+            if not ptr:
+                raise NoLogitsError(f"llama.cpp has no logits at batch row {output_index}")
+            return int(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).argmax())
         return int(llama_cpp.llama_sampler_sample(self.handle, ctx, output_index))
 
     def accept(self, token: int) -> None:

@@ -28,8 +28,8 @@ class ScriptedSource:
     def start(self) -> None:
         pass
 
-    def submit(self, command: Command) -> None:
-        self.commands.append(command)
+    def submit(self, *commands: Command) -> None:
+        self.commands.extend(commands)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         pass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -15,7 +17,7 @@ from textual.widgets import Footer
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, PaneConfig, save_theme_choice
 from tui.decode_loop import ClearPane, ClosePane, Command, OpenPane, SendTurn, StopPane
-from tui.messages import EngineFailed, FrameUpdate
+from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.screens.help_screen import HelpScreen
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
@@ -26,11 +28,24 @@ class DecodeSource(Protocol):
     """What the app needs from the decode loop (a scripted fake in layout tests)."""
 
     def start(self) -> None: ...
-    def submit(self, command: Command) -> None: ...
+    def submit(self, *commands: Command) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
 
 
 class PanechatApp(App[None]):
+    """Frames from the decode loop are buffered and applied together, one screen update for
+    all panes: each update re-lays out every pane whose text grew, and that work takes CPU from
+    llama.cpp's threads (on 2 cores, a UI thread busy 30% of the time costs ~20% of the decode
+    speed). The interval grows with the number of streaming panes, from ``UI_INTERVAL`` up to
+    ``UI_INTERVAL_MAX`` (see docs/BENCHMARKS.md).
+    """
+
+    UI_INTERVAL = 1 / 15
+    UI_INTERVAL_PER_PANE = 1 / 32
+    UI_INTERVAL_MAX = 1 / 4
+    #: After a key press, streamed text waits this long, so the screen update that shows the
+    #: key is not queued behind a re-layout of every pane.
+    INPUT_FIRST = 0.06
     CSS_PATH = "app.tcss"
     TITLE = "panechat"
     BINDINGS = [
@@ -67,6 +82,11 @@ class PanechatApp(App[None]):
         self.persist_theme = persist_theme
         self._pane_counter = 0
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
+        self._buffered: dict[str, list[PaneDelta]] = {}
+        self._buffered_stats: FrameStats | None = None
+        self._flush_at: float | None = None  # when the scheduled flush runs
+        self._last_flush = 0.0
+        self._last_key = 0.0
         for theme in load_themes():
             self.register_theme(theme)
 
@@ -143,14 +163,51 @@ class PanechatApp(App[None]):
         await pane.add_user_message(text)
         self.source.submit(SendTurn(pane.pane_id, text))
 
-    async def on_frame_update(self, event: FrameUpdate) -> None:
+    def on_frame_update(self, event: FrameUpdate) -> None:
         self.frames_seen = [*self.frames_seen[-63:], event]
         for pane_id, delta in event.deltas.items():
-            panes = self.query(f"#{pane_id}").results(ChatPane)
-            for pane in panes:
-                await pane.apply(delta)
+            queue = self._buffered.setdefault(pane_id, [])
+            if not queue or not queue[-1].absorb(delta):
+                queue.append(replace(delta))
+        self._buffered_stats = event.stats
+        if self._flush_at is None:
+            now = time.monotonic()
+            self._flush_at = max(now, self._last_flush + self._ui_interval(event.stats.generating))
+            delay = self._flush_at - now
+            # A timer with a (near) zero delay may never fire: Textual skips its late ticks.
+            if delay < 0.005:
+                self.call_later(self._flush_frames)
+            else:
+                self.set_timer(delay, self._flush_frames)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self._last_key = time.monotonic()
+        await super().on_event(event)
+
+    def _ui_interval(self, streaming: int) -> float:
+        interval = max(self.UI_INTERVAL, streaming * self.UI_INTERVAL_PER_PANE)
+        return min(interval, self.UI_INTERVAL_MAX)
+
+    async def _flush_frames(self) -> None:
+        """Apply every buffered frame: one screen update for all of them."""
+        now = time.monotonic()
+        hold = self._last_key + self.INPUT_FIRST - now
+        if hold > 0 and self._flush_at is not None and now - self._flush_at < self.UI_INTERVAL_MAX:
+            self.set_timer(hold, self._flush_frames)  # let the key's update go first
+            return
+        self._flush_at, self._last_flush = None, now
+        pending, self._buffered = self._buffered, {}
+        panes = {pane.pane_id: pane for pane in self.panes}
+        with self.batch_update():
+            for pane_id, deltas in pending.items():
+                pane = panes.get(pane_id)
+                for delta in deltas if pane is not None else ():
+                    await pane.apply(delta)  # type: ignore[union-attr]
+        stats, self._buffered_stats = self._buffered_stats, None
         for bar in self.query(StatusBar):  # none once the app is shutting down
-            bar.stats = event.stats
+            if stats is not None:
+                bar.stats = stats
 
     def on_engine_failed(self, event: EngineFailed) -> None:
         self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)
@@ -202,8 +259,10 @@ class PanechatApp(App[None]):
             self.notify("type a message first, then broadcast it with ctrl+b")
             return
         pane.input.clear()
-        for target in self.panes:
-            await self.send_to(target, text)
+        panes = self.panes
+        for target in panes:
+            await target.add_user_message(text)
+        self.source.submit(*(SendTurn(target.pane_id, text) for target in panes))
 
     def action_toggle_maximize(self) -> None:
         pane = self.focused_pane()

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="panechat",
         description="Several chats with one local model, side by side, decoded in one batch.",
+        epilog="`panechat bench --help`: measure batched decoding on this machine.",
     )
     parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: embedded)")
     parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
@@ -97,6 +98,11 @@ def create_app(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from core.bench.__main__ import main as bench_main
+
+        return bench_main(argv[1:], prog="panechat bench")
     args = build_parser().parse_args(argv)
     logging.getLogger("panechat").addHandler(logging.NullHandler())
     try:

@@ -17,7 +17,15 @@ _PANE_ONLY_KEYS = {"name", "system"}
 _REPLY_KEYS = {"max_tokens", "stop"}
 _SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
 _PANE_KEYS = _PANE_ONLY_KEYS | _REPLY_KEYS | _SAMPLING_KEYS
-_CONTEXT_KEYS = {"n_ctx", "n_batch", "n_seq_max", "n_threads", "flash_attention"}
+_CONTEXT_KEYS = {
+    "n_ctx",
+    "n_batch",
+    "n_ubatch",
+    "n_seq_max",
+    "n_threads",
+    "flash_attention",
+    "max_frame_stretch",
+}
 _MODEL_KEYS = {"path", "template", "n_gpu_layers"}
 _TOP_KEYS = {"theme", "model", "context", "pane_defaults", "panes", "keys"}
 

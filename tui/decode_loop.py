@@ -74,13 +74,14 @@ class DecodeLoop:
         self.executor = executor
         self.template = template
         self._post = post
-        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
         self._sessions: dict[str, PaneSession] = {}
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._cancel = CancellationToken()
         self._running = False
         self._rate = 0.0
         self.frames = 0
+        self.tokens_sampled = 0  # every pane's reply tokens since the loop started
 
     # -- UI thread API ---------------------------------------------------------------------
 
@@ -88,21 +89,24 @@ class DecodeLoop:
         self._running = True
         self._thread.start()
 
-    def submit(self, command: Command) -> None:
-        if isinstance(command, StopPane | ClearPane | ClosePane):
+    def submit(self, *commands: Command) -> None:
+        """Queue commands; several given at once are applied in the same frame (a broadcast
+        starts every pane's turn in one batch, not one pane per frame)."""
+        if any(isinstance(c, StopPane | ClearPane | ClosePane) for c in commands):
             self._cancel.cancel()  # interrupt a long prefill so the command applies at once
-        self._commands.put(command)
+        self._commands.put(commands)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         if self._running:
             self._cancel.cancel()
-            self._commands.put(Shutdown())
+            self._commands.put((Shutdown(),))
             self._thread.join(timeout)
 
     # -- worker thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
+            self.executor.warm_up()  # here: this thread does all the decoding
             while self._running:
                 self._frame()
         except Exception as e:  # keep the app alive and say what broke
@@ -119,13 +123,14 @@ class DecodeLoop:
         block = not self._busy()
         while True:
             try:
-                command = self._commands.get(block=block, timeout=0.5 if block else None)
+                commands = self._commands.get(block=block, timeout=0.5 if block else None)
             except queue.Empty:
                 if block and self._running and not self._busy():
                     continue
                 return
             block = False
-            self._apply(command, deltas)
+            for command in commands:
+                self._apply(command, deltas)
 
     def _delta(self, deltas: dict[str, PaneDelta], pane_id: str) -> PaneDelta:
         return deltas.setdefault(pane_id, PaneDelta())
@@ -183,6 +188,7 @@ class DecodeLoop:
             elif not result.ok and result is not DecodeResult.COMPUTE_ABORTED:
                 raise PanechatError(f"llama_decode failed: {result.name}")
         sampled = self._sample_all(deltas)
+        self.tokens_sampled += sampled
         elapsed = time.perf_counter() - started
         self.frames += 1
         if elapsed > 0 and sampled:

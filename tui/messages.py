@@ -19,6 +19,19 @@ class PaneDelta:
     context_used: int = 0
     generating: bool = False
 
+    def absorb(self, later: PaneDelta) -> bool:
+        """Fold a later frame's delta into this one, unless that would reorder a reply's end and
+        the next one's start; returns whether it did."""
+        if self.finished is not None or later.started:
+            return False
+        self.text += later.text
+        self.finished = later.finished
+        self.notice = later.notice or self.notice
+        self.tokens_per_second = later.tokens_per_second
+        self.context_used = later.context_used
+        self.generating = later.generating
+        return True
+
 
 @dataclass(slots=True)
 class FrameStats:

@@ -83,7 +83,8 @@ class ChatPane(Vertical):
     async def apply(self, delta: PaneDelta) -> None:
         """Render one frame's worth of change (ignored while the pane is being removed or is
         not composed yet: a frame may still be in flight for it)."""
-        if not self.is_mounted or self._closing or not self.query(PaneTitle):
+        titles = self.query(PaneTitle)
+        if not self.is_mounted or self._closing or not titles:
             return
         self.generating = delta.generating
         if delta.started or (delta.text and self._reply is None):
@@ -98,7 +99,7 @@ class ChatPane(Vertical):
             await reply.finish()
         if delta.notice:
             await self.add_notice(f"⚠ {delta.notice}")
-        for title in self.query(PaneTitle):  # none once the app is shutting down
+        for title in titles:
             title.generating = delta.generating
             title.tokens_per_second = delta.tokens_per_second
             title.context_used = delta.context_used

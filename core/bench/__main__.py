@@ -1,0 +1,283 @@
+"""``python -m core.bench`` (and ``panechat bench``): every section in one process and run.
+
+Sections: ``throughput`` (N chats one after another vs. all N in one batch), ``fairness`` (a
+long prompt arriving while others stream) and ``app`` (the Textual app, headless, with 8 panes).
+The app section lives in ``tui`` and is loaded only when it runs, so ``core`` never imports
+Textual; without ``tui`` installed it is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.bench.fairness import FairnessResult, measure_fairness
+from core.bench.prompts import short_prompts
+from core.bench.report import machine, ms, pct, table, write_json
+from core.bench.throughput import (
+    RunResult,
+    executor_params,
+    open_baseline,
+    open_executor,
+    run_baseline,
+    run_batched,
+    same_text_count,
+)
+from core.errors import PanechatError
+from core.model_path import resolve_model_path
+from core.params import ContextParams
+from core.weights import LlamaWeights
+
+SECTIONS = ("throughput", "fairness", "app")
+
+
+@dataclass
+class BenchContext:
+    """What every section gets: the loaded weights, settings, and earlier sections' results."""
+
+    weights: LlamaWeights
+    model_path: str
+    params: ContextParams
+    tokens: int
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+#: A section measures, prints its table, and returns what goes into the JSON document.
+Section = Callable[[BenchContext], Any]
+
+
+def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Measure batched decoding against chats run one after another."
+    )
+    parser.add_argument("--model", metavar="PATH", help="GGUF file (default: the embedded model)")
+    parser.add_argument(
+        "--concurrency",
+        default="1,2,4,8,16,32",
+        metavar="N,N,...",
+        help="conversation counts to measure (default: 1,2,4,8,16,32)",
+    )
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per conversation (64)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        metavar="NAME,...",
+        help=f"which sections to run (default: {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--json",
+        default="panechat-bench.json",
+        metavar="PATH",
+        help="where to write the results (default: panechat-bench.json)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.concurrency = [int(n) for n in args.concurrency.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--concurrency takes comma-separated integers, e.g. 1,2,4,8")
+    if not args.concurrency or min(args.concurrency) < 1:
+        parser.error("--concurrency needs positive integers")
+    if args.tokens < 1:
+        parser.error("--tokens must be at least 1")
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: pick from {SECTIONS}")
+    return args
+
+
+def throughput_section(ctx: BenchContext, concurrency: list[int]) -> list[dict[str, Any]]:
+    print(f"\n## Throughput vs concurrency (greedy, {ctx.tokens} tokens per conversation)\n")
+    llm = open_baseline(ctx.model_path, ctx.params)
+    run_baseline(llm, ["Warm up:"], 4)
+    rows, out = [], []
+    try:
+        for n in concurrency:
+            prompts = short_prompts(n)
+            try:
+                executor = open_executor(ctx.weights, executor_params(ctx.params, n, ctx.tokens))
+            except PanechatError as e:
+                print(f"N={n}: skipped — {e}")
+                continue
+            try:
+                baseline = run_baseline(llm, prompts, ctx.tokens)
+                batched = run_batched(executor, prompts, ctx.tokens)
+            finally:
+                executor.close()
+            ratio = batched.tokens_per_second / baseline.tokens_per_second
+            rows.append(_throughput_row(n, baseline, batched, ratio))
+            out.append(
+                {
+                    "conversations": n,
+                    "baseline": baseline,
+                    "batched": batched,
+                    "ratio": ratio,
+                    "same_text": same_text_count(baseline, batched),
+                }
+            )
+            print(f"  N={n:<3} measured", flush=True)
+    finally:
+        llm.close()
+    print()
+    print(
+        table(
+            (
+                "N",
+                "(a) tok/s",
+                "(b) tok/s",
+                "(b)/(a)",
+                "(b) in decode",
+                "(a) TTFT",
+                "(b) TTFT",
+                "same text",
+            ),
+            rows,
+        )
+    )
+    print(
+        "\n(a) llama-cpp-python Llama.create_completion, one conversation after another; "
+        "(b) BatchedExecutor, all N in one batch.\nTTFT: median over the N conversations of "
+        "the time from the start of the run to their first token."
+    )
+    ctx.results["throughput"] = out
+    return out
+
+
+def _throughput_row(n: int, a: RunResult, b: RunResult, ratio: float) -> list[str]:
+    return [
+        str(n),
+        f"{a.tokens_per_second:.1f}",
+        f"{b.tokens_per_second:.1f}",
+        f"{ratio:.2f}x",
+        pct(b.decode_share),
+        ms(a.ttft_median),
+        ms(b.ttft_median),
+        f"{same_text_count(a, b)}/{n}",
+    ]
+
+
+def fairness_section(ctx: BenchContext) -> list[FairnessResult]:
+    print("\n## Fairness: a 1,500-token prompt arrives while 4 conversations stream\n")
+    stretch = ctx.params.max_frame_stretch
+    results = [
+        measure_fairness(ctx.weights, ctx.params, max_frame_stretch=s)
+        for s in dict.fromkeys((stretch, 0.0))
+    ]
+    rows = [
+        [
+            f"{r.max_frame_stretch:g}" if r.max_frame_stretch else "off",
+            ms(r.normal_gap_median),
+            ms(r.normal_gap_max),
+            ms(r.during_gap_median),
+            ms(r.during_gap_max),
+            f"{r.max_gap_ratio:.2f}x",
+            f"{r.long_prompt_ttft:.2f} s",
+        ]
+        for r in results
+    ]
+    print(
+        table(
+            (
+                "prefill cap",
+                "gap normal (median)",
+                "normal (max)",
+                "during (median)",
+                "during (max)",
+                "max / normal",
+                "long prompt TTFT",
+            ),
+            rows,
+        )
+    )
+    print(
+        "\nGap: time between two tokens of one streaming conversation. Prefill cap: "
+        "max_frame_stretch (off: whole batches of prompt, as llama.cpp's server does)."
+    )
+    ctx.results["fairness"] = results
+    return results
+
+
+def app_section(ctx: BenchContext) -> Any:
+    try:
+        module = importlib.import_module("tui.app_bench")
+    except ImportError as e:
+        print(f"\n## Through the app: skipped ({e}); install panechat's tui to run it")
+        return None
+    runner: Section = module.app_section
+    return runner(ctx)
+
+
+def in_own_thread(section: Callable[[], object]) -> None:
+    """Run a section's decoding in a thread that ends with it.
+
+    llama.cpp's CPU backend (built with OpenMP) keeps a worker team per thread that has
+    decoded; while one lives, decoding from another thread was measured ~22% slower. The app
+    decodes in its own worker thread, so the main thread must not have decoded before it.
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            section()
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="panechat-bench")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m core.bench") -> int:
+    args = parse_args(argv, prog)
+    try:
+        model_path = resolve_model_path(args.model)
+        weights = LlamaWeights.load(model_path)
+        params = ContextParams(n_threads=args.threads)
+    except PanechatError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    ctx = BenchContext(weights, str(model_path), params, args.tokens)
+    info = machine()
+    model_name = weights.name
+    print(
+        f"# panechat bench — {model_name}, {info['processor']}, {info['cores_available']} "
+        f"cores, {params.threads} threads, llama-cpp-python {info['llama_cpp_python']}"
+    )
+    started = time.perf_counter()
+    try:
+        if "throughput" in args.sections:
+            in_own_thread(lambda: throughput_section(ctx, args.concurrency))
+        if "fairness" in args.sections:
+            in_own_thread(lambda: fairness_section(ctx))
+        if "app" in args.sections:
+            app_section(ctx)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        weights.close()
+    document = {
+        "model": {"name": model_name, "path": ctx.model_path},
+        "machine": info,
+        "threads": params.threads,
+        "tokens_per_conversation": args.tokens,
+        "seconds": time.perf_counter() - started,
+        **ctx.results,
+    }
+    path = Path(args.json)
+    write_json(path, document)
+    print(f"\nResults written to {path} ({document['seconds']:.0f} s in all).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The benchmark's output: plain-text tables for the terminal, and one JSON document."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Right-aligned columns separated by two spaces, with a rule under the header."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.0f} ms"
+
+
+def pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: CPU, Python and llama-cpp-python versions."""
+    try:
+        llama_version = version("llama-cpp-python")
+    except PackageNotFoundError:  # pragma: no cover
+        llama_version = "?"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cores = os.cpu_count() or 0
+    return {
+        "platform": platform.platform(),
+        "processor": _cpu_name() or platform.processor(),
+        "cores_available": cores,
+        "python": platform.python_version(),
+        "llama_cpp_python": llama_version,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses (with their derived properties) to plain JSON values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        data = {k: to_jsonable(v) for k, v in asdict(value).items() if k != "texts"}
+        for name in dir(type(value)):
+            if isinstance(getattr(type(value), name, None), property):
+                data[name] = to_jsonable(getattr(value, name))
+        return data
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(to_jsonable(document), indent=2) + "\n")

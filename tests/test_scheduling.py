@@ -1,0 +1,102 @@
+"""The greedy fast path and the prefill budget, on the real model (the budget's arithmetic
+also on its own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import llama_cpp
+import pytest
+
+from core import BatchedExecutor, ContextParams, DecodeResult, InvalidParamsError, SamplingParams
+from core.prefill_budget import PrefillBudget
+from core.sampling import SamplerChain
+
+GREEDY = SamplingParams(temperature=0.0)
+Make = Callable[..., BatchedExecutor]
+
+
+def test_greedy_fast_path_picks_what_the_native_greedy_sampler_picks(make_executor: Make) -> None:
+    executor = make_executor()
+    conv = executor.create(GREEDY)
+    n_vocab = executor.model.n_vocab
+    native = SamplerChain._build(GREEDY, n_vocab)  # the chain the fast path skips
+    try:
+        conv.prompt("The capital of France is")
+        for _ in range(12):
+            assert executor.infer_sync() is DecodeResult.OK
+            index = conv._fresh_logits_index()
+            expected = llama_cpp.llama_sampler_sample(native, executor.context, index)
+            assert int(conv.logits().argmax()) == expected
+            token = conv.sample()
+            assert token == expected
+            conv.prompt([token])
+    finally:
+        llama_cpp.llama_sampler_free(native)
+
+
+def start_generators(executor: BatchedExecutor, count: int) -> list:
+    convs = [executor.create(GREEDY) for _ in range(count)]
+    for i, conv in enumerate(convs):
+        conv.prompt(f"Story {i}: once upon a time")
+    assert executor.infer_sync() is DecodeResult.OK
+    return convs
+
+
+def step(executor: BatchedExecutor, convs: list) -> None:
+    for conv in convs:
+        conv.prompt([conv.sample()])
+    assert executor.infer_sync() is DecodeResult.OK
+
+
+def test_a_long_prompt_is_fed_in_small_chunks_while_others_generate(make_executor: Make) -> None:
+    executor = make_executor(n_batch=256, n_ubatch=256)
+    generators = start_generators(executor, 2)
+    for _ in range(3):  # the budget learns what a frame of two generators costs
+        step(executor, generators)
+    long = executor.create(GREEDY)
+    long.prompt(executor.model.tokenize("A line of an ordinary document. " * 40)[:240])
+    chunks = []
+    while long.requires_inference:
+        before = long.pending_count
+        step(executor, generators)
+        chunks.append(before - long.pending_count)
+        assert all(g.requires_sampling for g in generators)  # nobody skipped a frame
+    assert long.requires_sampling and long.token_count == 240
+    assert len(chunks) > 1 and max(chunks) < 240
+    assert executor.prefill_budget._prompt_token_seconds is not None
+
+
+def test_with_the_cap_off_a_prompt_fills_whole_batches(make_executor: Make) -> None:
+    executor = make_executor(n_batch=256, n_ubatch=256, max_frame_stretch=0)
+    generators = start_generators(executor, 2)
+    long = executor.create(GREEDY)
+    long.prompt(executor.model.tokenize("A line of an ordinary document. " * 40)[:240])
+    step(executor, generators)
+    assert long.requires_sampling and long.token_count == 240
+
+
+def test_a_prompt_alone_fills_whole_batches(make_executor: Make) -> None:
+    executor = make_executor(n_batch=256, n_ubatch=256)
+    conv = executor.create(GREEDY)
+    conv.prompt(executor.model.tokenize("Words and more words. " * 60)[:300])
+    assert executor.infer_sync() is DecodeResult.OK
+    assert conv.token_count == 256 and conv.pending_count == 44
+
+
+def test_budget_arithmetic() -> None:
+    budget = PrefillBudget(max_stretch=1.5, min_chunk=8)
+    assert budget.limit(0, 500) == 500  # nobody generating: whole batches
+    assert budget.limit(4, 500) == 8  # nothing learned yet: a small chunk
+    budget.observe(4, 0, 0.030)  # four generators: 30 ms
+    budget.observe(4, 8, 0.038)  # plus 8 prompt tokens: 1 ms each
+    assert budget.limit(4, 500) == 15  # (1.5 - 1) * 30 ms / 1 ms
+    assert budget.limit(4, 10) == 10  # never more than the batch has room for
+    assert budget.limit(8, 500) == 30  # unmeasured count: scaled from the nearest, 60 ms
+    assert PrefillBudget(max_stretch=None).limit(4, 500) == 500
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0, -1.0, float("nan")])
+def test_max_frame_stretch_must_be_off_or_above_one(value: float) -> None:
+    with pytest.raises(InvalidParamsError, match="max_frame_stretch"):
+        ContextParams(max_frame_stretch=value)

@@ -1,0 +1,258 @@
+"""The app section of ``panechat bench``: 8 panes streaming in the headless app.
+
+Two figures: the app's aggregate tokens/s as a share of the executor's (the same work without
+a UI, and the throughput section's N=8 figure), and input latency: the time from a key press
+reaching the app to the screen update that shows it, measured while every pane streams. Headless
+Textual computes every screen update but does not write it; the hook here renders each update
+to terminal text as a real terminal driver would, so that cost is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from textual import events
+from textual.message import Message
+
+from core import BatchedExecutor, ChatTemplate, ContextParams, SamplingParams, template_for
+from core.bench.prompts import short_prompts
+from core.bench.report import ms, pct, table
+from tui.cli import create_app
+from tui.config import AppConfig, PaneConfig
+from tui.decode_loop import DecodeLoop, OpenPane, SendTurn
+from tui.messages import FrameUpdate
+from tui.widgets.prompt_input import PromptInput
+
+if TYPE_CHECKING:
+    from core.bench.__main__ import BenchContext
+
+KEY_INTERVAL = 0.1  # seconds between measured key presses
+
+
+@dataclass(frozen=True, slots=True)
+class AppBenchResult:
+    panes: int
+    tokens: int  # reply tokens in the app run
+    engine_tokens_per_second: float  # the same decode loop, no UI
+    app_tokens_per_second: float
+    executor_tokens_per_second: float | None  # the throughput section's figure at N=panes
+    ui_cpu_share: float  # the UI thread's CPU time over the run's wall time
+    key_presses: int
+    key_latency_median: float
+    key_latency_p95: float
+    key_latency_max: float
+
+    @property
+    def share_of_engine(self) -> float:
+        return self.app_tokens_per_second / self.engine_tokens_per_second
+
+    @property
+    def share_of_executor(self) -> float | None:
+        if not self.executor_tokens_per_second:
+            return None
+        return self.app_tokens_per_second / self.executor_tokens_per_second
+
+
+def bench_config(params: ContextParams, panes: int, tokens: int) -> AppConfig:
+    """Greedy panes with no system prompt and no stop strings, so each reply is the same work
+    as one conversation of the throughput section."""
+    pane = PaneConfig("bench", "", SamplingParams(temperature=0.0), max_tokens=tokens)
+    return AppConfig(
+        theme="panechat-dusk",
+        model_path=None,
+        template="auto",
+        n_gpu_layers=0,
+        context=replace(params, n_seq_max=max(panes, params.n_seq_max)),
+        pane_defaults=pane,
+        panes=tuple(replace(pane, name=f"bench {i + 1}") for i in range(panes)),
+    )
+
+
+def _template(ctx: BenchContext) -> ChatTemplate:
+    return replace(template_for(ctx.weights.chat_template, "auto"), stop_strings=())
+
+
+def _executor(ctx: BenchContext, config: AppConfig) -> BatchedExecutor:
+    return BatchedExecutor(ctx.weights, config.context)  # the decode loop warms it up
+
+
+def measure_engine(ctx: BenchContext, config: AppConfig, prompts: list[str]) -> tuple[int, float]:
+    """The decode loop alone, posting its frames nowhere: (tokens, seconds)."""
+    executor = _executor(ctx, config)
+    remaining = len(prompts)
+    done = threading.Event()
+
+    def post(message: Message) -> None:
+        nonlocal remaining
+        if isinstance(message, FrameUpdate):
+            remaining -= sum(1 for d in message.deltas.values() if d.finished)
+            if remaining <= 0:
+                done.set()
+
+    loop = DecodeLoop(executor, _template(ctx), post)
+    try:
+        for i, pane in enumerate(config.panes):
+            loop.submit(OpenPane(f"p{i}", pane))
+        loop.start()
+        started = time.perf_counter()
+        loop.submit(*(SendTurn(f"p{i}", prompt) for i, prompt in enumerate(prompts)))
+        if not done.wait(300):
+            raise RuntimeError("the decode loop did not finish the benchmark replies in 5 min")
+        return loop.tokens_sampled, time.perf_counter() - started
+    finally:
+        loop.shutdown()
+        executor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class AppRun:
+    tokens: int
+    seconds: float
+    key_latencies: list[float]
+    ui_cpu_share: float  # CPU time of the UI thread / wall time
+
+
+async def measure_app(
+    ctx: BenchContext, config: AppConfig, prompts: list[str], *, press_keys: bool = True
+) -> AppRun:
+    """The same replies through the headless app, with key presses while they stream."""
+    executor = _executor(ctx, config)
+    app = create_app(config, executor, _template(ctx), persist_theme=False)
+    source: Any = app.source
+    latencies: list[float] = []
+    try:
+        async with app.run_test(size=(240, 60)) as pilot:
+            await pilot.pause()
+            prompt_input = app.focused
+            if not isinstance(prompt_input, PromptInput):
+                raise RuntimeError("the first pane's input does not have focus")
+            waiting: list[tuple[float, int]] = []  # (pressed at, input length that shows it)
+            _hook_display(app, lambda now: _on_display(now, prompt_input, waiting, latencies))
+            panes = app.panes
+            started = time.perf_counter()
+            ui_started = time.thread_time()
+            for pane, prompt in zip(panes, prompts, strict=True):  # a broadcast, but each
+                await pane.add_user_message(prompt)  # pane gets its own prompt
+            source.submit(*(SendTurn(p.pane_id, t) for p, t in zip(panes, prompts, strict=True)))
+            driver = app._driver
+            assert driver is not None
+            presses = 0
+            while not all(p.finished_replies >= 1 and not p.generating for p in panes):
+                if time.perf_counter() - started > 300:
+                    raise RuntimeError("the app did not finish the benchmark replies in 5 min")
+                await asyncio.sleep(KEY_INTERVAL)
+                if not waiting and press_keys:
+                    presses += 1
+                    waiting.append((time.perf_counter(), len(prompt_input.text) + 1))
+                    driver.send_message(events.Key("x", "x"))
+            seconds = time.perf_counter() - started
+            ui_cpu = (time.thread_time() - ui_started) / seconds
+            tokens = source.tokens_sampled
+            while waiting and time.perf_counter() - waiting[0][0] < 5:  # the last press lands
+                await pilot.pause(0.01)
+            return AppRun(tokens, seconds, latencies, ui_cpu)
+    finally:
+        source.shutdown()
+        executor.close()
+
+
+def _hook_display(app: Any, on_display: Callable[[float], None]) -> None:
+    original = app._display
+
+    def display(screen: Any, renderable: Any) -> None:
+        original(screen, renderable)
+        if renderable is not None and hasattr(renderable, "render_segments"):
+            renderable.render_segments(app.console)  # what a terminal driver would write
+        on_display(time.perf_counter())
+
+    app._display = display
+
+
+def _on_display(
+    now: float,
+    prompt_input: PromptInput,
+    waiting: list[tuple[float, int]],
+    latencies: list[float],
+) -> None:
+    if waiting and len(prompt_input.text) >= waiting[0][1]:
+        latencies.append(now - waiting.pop(0)[0])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def app_section(ctx: BenchContext, panes: int = 8) -> AppBenchResult:
+    print(f"\n## Through the app: {panes} panes streaming at once, headless\n")
+    config = bench_config(ctx.params, panes, ctx.tokens)
+    prompts = short_prompts(panes)
+    engine_tokens, engine_seconds = measure_engine(ctx, config, prompts)
+    run = asyncio.run(measure_app(ctx, config, prompts))
+    latencies = run.key_latencies
+    if not latencies:
+        raise RuntimeError("no key press reached the screen while the panes streamed")
+    executor_rate = next(
+        (
+            row["batched"].tokens_per_second
+            for row in ctx.results.get("throughput", [])
+            if row["conversations"] == panes
+        ),
+        None,
+    )
+    result = AppBenchResult(
+        panes=panes,
+        tokens=run.tokens,
+        engine_tokens_per_second=engine_tokens / engine_seconds,
+        app_tokens_per_second=run.tokens / run.seconds,
+        ui_cpu_share=run.ui_cpu_share,
+        executor_tokens_per_second=executor_rate,
+        key_presses=len(latencies),
+        key_latency_median=statistics.median(latencies),
+        key_latency_p95=percentile(latencies, 0.95),
+        key_latency_max=max(latencies),
+    )
+    print(
+        table(
+            (
+                "app tok/s",
+                "decode loop alone",
+                "app / loop",
+                "executor N=8",
+                "app / executor",
+                "UI thread CPU",
+                "key→screen p50",
+                "p95",
+                "max",
+                "presses",
+            ),
+            [
+                [
+                    f"{result.app_tokens_per_second:.1f}",
+                    f"{result.engine_tokens_per_second:.1f}",
+                    pct(result.share_of_engine),
+                    f"{executor_rate:.1f}" if executor_rate else "-",
+                    pct(result.share_of_executor),
+                    pct(result.ui_cpu_share),
+                    ms(result.key_latency_median),
+                    ms(result.key_latency_p95),
+                    ms(result.key_latency_max),
+                    str(result.key_presses),
+                ]
+            ],
+        )
+    )
+    print(
+        "\nDecode loop alone: the app's own decode thread with no UI attached. Key→screen: "
+        f"a key press every {KEY_INTERVAL * 1000:.0f} ms into the focused input, until the "
+        "screen update that shows it has been rendered."
+    )
+    ctx.results["app"] = result
+    return result
