@@ -13,6 +13,7 @@ from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, PaneConfig, load_config
+from tui.decode_loop import DecodeLoop
 from tui.widgets.chat_pane import ChatPane
 
 Factory = Callable[..., PanechatApp]
@@ -229,3 +230,123 @@ async def test_palette_lists_every_action_and_copy_uses_the_clipboard(make_app: 
         pane.input.focus()
         await pilot.press("ctrl+y")
         assert app.clipboard == pane.last_reply and pane.last_reply
+
+
+def loop_of(app: PanechatApp) -> DecodeLoop:
+    assert isinstance(app.source, DecodeLoop)
+    return app.source
+
+
+async def test_fork_shares_the_history_without_decoding_it_again(make_app: Factory) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        source = app.panes[0]
+        await app.send_to(source, "Tell me about the ocean.")
+        await wait_for(pilot, finished(source))
+        loop = loop_of(app)
+        executor = loop.executor
+        decoded_before = executor.stats.tokens_decoded
+        source_tokens = loop.session(source.pane_id).conversation.token_count  # type: ignore[union-attr]
+        source.input.focus()
+        await pilot.press("ctrl+t")
+        fork = app.panes[1]
+        assert fork.config.name.endswith("⑂") and "after 1 turn" in fork.branched_from
+        await wait_for(pilot, lambda: loop.session(fork.pane_id) is not None)
+        session = loop.session(fork.pane_id)
+        assert session is not None
+        # The branch holds the whole history, and nothing was decoded to get it there.
+        assert session.conversation.token_count == source_tokens
+        assert executor.stats.tokens_decoded == decoded_before
+        assert executor.batched_token_count == 0
+        assert [r for r, _ in fork.messages()] == ["user", "assistant"]
+        # Both answer the next turn: only the new turns' tokens get decoded.
+        await app.send_to(source, "And the mountains?")
+        await app.send_to(fork, "And the rivers?")
+        await wait_for(pilot, lambda: finished(source, 2)() and finished(fork)())
+        assert replies(fork)[-1].strip() and replies(source)[-1].strip()
+
+
+async def test_regenerate_with_a_fixed_seed_gives_the_same_reply_and_keeps_both(
+    make_app: Factory,
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        assert pane.config.sampling.seed == 7 and not pane.config.sampling.greedy
+        await app.send_to(pane, "Write a short poem about tea.")
+        await wait_for(pilot, finished(pane))
+        first = pane.last_reply
+        tokens_after_first = loop_of(app).session(pane.pane_id).conversation.token_count  # type: ignore[union-attr]
+        pane.input.focus()
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, finished(pane, 2))
+        assert pane.last_reply == first  # same seed, same point: same reply
+        assert loop_of(app).session(pane.pane_id).conversation.token_count == tokens_after_first  # type: ignore[union-attr]
+        message = pane.query(".-assistant").last()
+        assert len(replies(pane)) == 1  # one message, two versions
+        assert message.versions == [message.text]  # type: ignore[attr-defined]
+        await pilot.press("alt+left")
+        assert message.shown == 0  # type: ignore[attr-defined]
+        await pilot.press("alt+right")
+        assert message.shown is None  # type: ignore[attr-defined]
+
+
+async def test_regenerate_without_a_reply_says_what_to_do(make_app: Factory) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        pane.input.focus()
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "nothing to regenerate" in str(pane.messages_text()))
+
+
+async def test_export_writes_every_pane_as_a_section(make_app: Factory, tmp_path: Path) -> None:
+    app = make_app()
+    app.export_dir = tmp_path / "exports"
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        first, second = app.panes
+        await app.send_to(first, "Tell me about the ocean.")
+        await wait_for(pilot, finished(first))
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+    files = list((tmp_path / "exports").glob("panechat-*.md"))
+    assert len(files) == 1
+    text = files[0].read_text()
+    assert f"## {first.config.name}" in text and f"## {second.config.name}" in text
+    assert "Tell me about the ocean." in text
+    assert first.last_reply.strip().splitlines()[0] in text
+
+
+async def test_edit_last_takes_the_turn_back_into_the_input_and_resends(
+    make_app: Factory,
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await app.send_to(pane, "Tell me about the ocean.")
+        await wait_for(pilot, finished(pane))
+        loop = loop_of(app)
+        session = loop.session(pane.pane_id)
+        assert session is not None
+        after_first_reply = session.conversation.token_count
+        await app.send_to(pane, "And the mountans?")  # a typo, to be fixed
+        await wait_for(pilot, finished(pane, 2))
+        pane.input.focus()
+        await pilot.press("alt+up")
+        await wait_for(pilot, lambda: pane.input.text == "And the mountans?")
+        # The KV is back where the second turn began; the transcript shows the first only.
+        assert session.conversation.token_count == after_first_reply
+        assert [r for r, _ in pane.messages()] == ["user", "assistant"]
+        pane.input.clear()
+        await pilot.press(*"And the mountains?", "enter")
+        await wait_for(pilot, finished(pane, 3))
+        assert [t for r, t in pane.messages() if r == "user"] == [
+            "Tell me about the ocean.",
+            "And the mountains?",
+        ]
+        assert pane.last_reply.strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 from textual import events
@@ -16,7 +17,18 @@ from textual.widgets import Footer
 
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, PaneConfig, save_theme_choice
-from tui.decode_loop import ClearPane, ClosePane, Command, OpenPane, SendTurn, StopPane
+from tui.decode_loop import (
+    ClearPane,
+    ClosePane,
+    Command,
+    EditLastTurn,
+    ForkPane,
+    OpenPane,
+    Regenerate,
+    SendTurn,
+    StopPane,
+)
+from tui.export import PaneTranscript, session_markdown, write_export
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.screens.help_screen import HelpScreen
 from tui.themes import load_themes
@@ -59,6 +71,12 @@ class PanechatApp(App[None]):
         Binding("ctrl+o", "toggle_maximize", "Maximize", id="pane.maximize", priority=True),
         Binding("ctrl+l", "clear_pane", "Clear", id="pane.clear", priority=True),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="pane.copy", priority=True),
+        Binding("ctrl+t", "fork_pane", "Fork pane", id="pane.fork", priority=True),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="pane.regenerate", priority=True),
+        Binding("alt+up", "edit_last", "Edit last", id="pane.edit_last", priority=True),
+        Binding("alt+left", "page_reply(-1)", "Older reply", id="reply.older", priority=True),
+        Binding("alt+right", "page_reply(1)", "Newer reply", id="reply.newer", priority=True),
+        Binding("ctrl+e", "export_session", "Export", id="session.export", priority=True),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
@@ -72,8 +90,10 @@ class PanechatApp(App[None]):
         backend: str = "CPU",
         panes: int | None = None,
         persist_theme: bool = True,
+        export_dir: Path | None = None,
     ) -> None:
         super().__init__()
+        self.export_dir = export_dir or Path.cwd()
         self.config = config
         self.source = source
         self.model_name = model_name
@@ -140,7 +160,11 @@ class PanechatApp(App[None]):
         panes = self.panes
         return panes[0] if panes else None
 
-    async def add_pane(self, pane_config: PaneConfig) -> ChatPane | None:
+    async def add_pane(
+        self, pane_config: PaneConfig, *, fork_of: ChatPane | None = None
+    ) -> ChatPane | None:
+        """Open a pane; with ``fork_of``, one that continues from that pane's current point
+        and shares its history in the KV cache."""
         if len(self.panes) >= self.config.context.n_seq_max:
             self.notify(
                 f"at most {self.config.context.n_seq_max} panes — raise n_seq_max in "
@@ -150,8 +174,15 @@ class PanechatApp(App[None]):
             return None
         self._pane_counter += 1
         pane = ChatPane(f"pane-{self._pane_counter}", pane_config, self.config.context.n_ctx)
-        await self.query_one("#panes").mount(pane)
-        self.source.submit(OpenPane(pane.pane_id, pane_config))
+        if fork_of is None:
+            await self.query_one("#panes").mount(pane)
+            self.source.submit(OpenPane(pane.pane_id, pane_config))
+            return pane
+        turns = sum(1 for role, _ in fork_of.messages() if role == "user")
+        pane.branched_from = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
+        await self.query_one("#panes").mount(pane, after=fork_of)
+        await pane.add_messages(fork_of.messages())
+        self.source.submit(ForkPane(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
 
     # -- messages --------------------------------------------------------------------------
@@ -286,6 +317,65 @@ class PanechatApp(App[None]):
         self.copy_to_clipboard(pane.last_reply)
         how = "system clipboard" if copy_with_system_tool(pane.last_reply) else "OSC 52"
         self.notify(f"copied the last reply ({how})")
+
+    async def action_fork_pane(self) -> None:
+        """Branch the focused pane into a new one (after its reply in flight, if any)."""
+        source = self.focused_pane()
+        if source is None:
+            return
+        config = replace(source.config, name=f"{source.config.name} ⑂")
+        pane = await self.add_pane(config, fork_of=source)
+        if pane is not None:
+            pane.input.focus()
+            if source.generating:
+                self.notify("the branch starts when the current reply is complete")
+
+    def action_regenerate(self) -> None:
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        if pane.generating:
+            self.notify("a reply is still coming — stop it (esc) before regenerating")
+            return
+        self.source.submit(Regenerate(pane.pane_id))
+
+    def action_edit_last(self) -> None:
+        """Take back the last message (and its reply) into the input, to edit and resend."""
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        if pane.generating:
+            self.notify("a reply is still coming — stop it (esc) before editing")
+            return
+        self.source.submit(EditLastTurn(pane.pane_id))
+
+    async def action_page_reply(self, step: int) -> None:
+        pane = self.focused_pane()
+        if pane is not None and not await pane.page_last_reply(step):
+            self.notify("no other version of the last reply — regenerate it with ctrl+r")
+
+    def transcripts(self) -> list[PaneTranscript]:
+        return [
+            PaneTranscript(
+                pane.config.name,
+                pane.config.sampling.summary(),
+                pane.config.system,
+                pane.messages(),
+                pane.branched_from,
+            )
+            for pane in self.panes
+        ]
+
+    def action_export_session(self) -> None:
+        """Every pane to one Markdown file, panes as sections, in the export directory."""
+        try:
+            path = write_export(session_markdown(self.transcripts()), self.export_dir, "panechat")
+        except OSError as e:
+            self.notify(
+                f"could not export: {e} — check that the folder is writable", severity="error"
+            )
+            return
+        self.notify(f"exported to {path}")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.key_rows()))

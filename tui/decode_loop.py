@@ -55,11 +55,41 @@ class ClearPane:
 
 
 @dataclass(frozen=True, slots=True)
+class ForkPane:
+    """Open ``pane_id`` as a branch of ``source_id`` at its current point (waits for the
+    source's reply in flight, if any, to finish)."""
+
+    source_id: str
+    pane_id: str
+    config: PaneConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    pane_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EditLastTurn:
+    pane_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
 
-Command = OpenPane | ClosePane | SendTurn | StopPane | ClearPane | Shutdown
+Command = (
+    OpenPane
+    | ClosePane
+    | SendTurn
+    | StopPane
+    | ClearPane
+    | ForkPane
+    | Regenerate
+    | EditLastTurn
+    | Shutdown
+)
 
 
 class DecodeLoop:
@@ -76,6 +106,7 @@ class DecodeLoop:
         self._post = post
         self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
         self._sessions: dict[str, PaneSession] = {}
+        self._waiting_forks: list[ForkPane] = []
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._cancel = CancellationToken()
         self._running = False
@@ -115,9 +146,15 @@ class DecodeLoop:
             self._running = False
 
     def _busy(self) -> bool:
-        return any(s.generating or s.turns for s in self._sessions.values()) or bool(
-            self.executor.batched_token_count
+        return (
+            any(s.generating or s.turns for s in self._sessions.values())
+            or bool(self.executor.batched_token_count)
+            or bool(self._waiting_forks)
         )
+
+    def session(self, pane_id: str) -> PaneSession | None:
+        """The decode side of a pane (for tests and diagnostics; read it between frames)."""
+        return self._sessions.get(pane_id)
 
     def _drain(self, deltas: dict[str, PaneDelta]) -> None:
         block = not self._busy()
@@ -139,6 +176,10 @@ class DecodeLoop:
         if isinstance(command, Shutdown):
             self._running = False
             return
+        if isinstance(command, ForkPane):
+            self._waiting_forks.append(command)
+            self._fork_ready(deltas)
+            return
         if isinstance(command, OpenPane):
             try:
                 conv = self.executor.create(command.config.sampling)
@@ -153,6 +194,25 @@ class DecodeLoop:
         if session is None:
             return
         delta = self._delta(deltas, command.pane_id)
+        if isinstance(command, Regenerate):
+            if session.generating or session.turns:
+                delta.notice = "a reply is still coming — stop it (esc) before regenerating"
+            elif not session.can_regenerate:
+                delta.notice = "nothing to regenerate yet — send a message first"
+            else:
+                session.regenerate()
+                delta.started = True
+                delta.replaces_last = True
+            return
+        if isinstance(command, EditLastTurn):
+            if session.generating or session.turns:
+                delta.notice = "a reply is still coming — stop it (esc) before editing"
+                return
+            try:
+                delta.taken_back = session.take_back_last_turn()
+            except PanechatError as e:
+                delta.notice = str(e)
+            return
         if isinstance(command, SendTurn):
             session.turns.append(command.text)
         elif isinstance(command, StopPane):
@@ -170,11 +230,30 @@ class DecodeLoop:
             else:
                 session.reset(self.executor.create(session.config.sampling))
 
+    def _fork_ready(self, deltas: dict[str, PaneDelta]) -> None:
+        """Apply the forks whose source is idle; drop those whose source is gone."""
+        waiting, self._waiting_forks = self._waiting_forks, []
+        for command in waiting:
+            source = self._sessions.get(command.source_id)
+            delta = self._delta(deltas, command.pane_id)
+            if source is None:
+                delta.notice = "the pane to branch from was closed"
+                continue
+            if source.generating or source.turns or source.conversation.requires_inference:
+                self._waiting_forks.append(command)  # branch once its reply is complete
+                continue
+            try:
+                self._sessions[command.pane_id] = source.fork(command.pane_id, command.config)
+            except PanechatError as e:
+                delta.notice = f"could not branch: {e}"
+
     def _frame(self) -> None:
         deltas: dict[str, PaneDelta] = {}
         self._drain(deltas)
         if not self._running:
             return
+        if self._waiting_forks:
+            self._fork_ready(deltas)
         self._cancel.reset()
         for session in self._sessions.values():
             if not session.generating and session.turns:

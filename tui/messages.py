@@ -13,6 +13,8 @@ class PaneDelta:
 
     text: str = ""
     started: bool = False  # a new reply began (the UI opens a new message block)
+    replaces_last: bool = False  # ...as another version of the last reply (regenerate)
+    taken_back: str | None = None  # the last user turn was rewound: its text, to edit
     finished: str | None = None  # stop reason when the reply ended this frame
     notice: str | None = None  # something to tell the user (context full, error)
     tokens_per_second: float = 0.0
@@ -22,7 +24,9 @@ class PaneDelta:
     def absorb(self, later: PaneDelta) -> bool:
         """Fold a later frame's delta into this one, unless that would reorder a reply's end and
         the next one's start; returns whether it did."""
-        if self.finished is not None or later.started:
+        if self.finished is not None or later.started or self.taken_back is not None:
+            return False
+        if later.taken_back is not None:
             return False
         self.text += later.text
         self.finished = later.finished

@@ -29,6 +29,12 @@ class PaneSession:
     reply_base: int = 0  # token count where the current reply starts
     first_token_at: float = 0.0
     last_rate: float = 0.0
+    # Where the last user turn began, to take it back (edit and resend): the token count
+    # before its prompt, and the carried text and reply state at that point.
+    turn_base: int = -1
+    turn_carry: str = ""
+    turn_replied_before: bool = False
+    last_user_text: str = ""
 
     @property
     def generating(self) -> bool:
@@ -53,6 +59,8 @@ class PaneSession:
         if conv.token_count + conv.pending_count >= context_limit:
             conv.discard_pending()
             raise ContextFullError(CONTEXT_FULL)
+        self.turn_base, self.turn_carry = conv.token_count, self.carry
+        self.turn_replied_before, self.last_user_text = self.replied_before, user_text
         self.carry = ""
         self.reply_base = self.conversation.token_count + self.conversation.pending_count
         self.reply = ReplyStream(
@@ -95,6 +103,62 @@ class PaneSession:
         self.reply = None
         return tail
 
+    def fork(self, pane_id: str, config: PaneConfig) -> PaneSession:
+        """A session for a new pane continuing from this one's current point: the new
+        conversation shares this one's KV cells (nothing is decoded again) and samples with
+        ``config.sampling`` (a fresh sampler, so replies can differ)."""
+        conv = self.conversation.fork(config.sampling)
+        return PaneSession(
+            pane_id,
+            config,
+            conv,
+            self.template,
+            carry=self.carry,
+            replied_before=self.replied_before,
+            reply_base=self.reply_base,
+        )
+
+    @property
+    def can_regenerate(self) -> bool:
+        return (
+            not self.generating
+            and self.replied_before
+            and 0 < self.reply_base <= self.conversation.token_count
+        )
+
+    def regenerate(self) -> None:
+        """Forget the last reply and start another from the same point.
+
+        The KV is rewound to just before the reply's last prompt token, which is queued again
+        so its logits are fresh, and the sampler starts afresh from the pane's settings (so a
+        fixed seed gives the same reply again; the default random seed a new one).
+        """
+        if not self.can_regenerate:
+            raise PanechatError("there is no finished reply to regenerate in this pane")
+        conv = self.conversation
+        last_prompt_token = conv.tokens[self.reply_base - 1]
+        conv.rewind(conv.token_count - (self.reply_base - 1))
+        conv.prompt([last_prompt_token])
+        conv.sampling = self.config.sampling
+        self.carry = ""
+        self.reply = ReplyStream(
+            conv.executor.model,
+            self.template.with_stops(self.config.stop),
+            self.config.max_tokens,
+        )
+        self.first_token_at = 0.0
+
+    def take_back_last_turn(self) -> str:
+        """Rewind to before the last user turn (its reply goes too) and return its text, for
+        the user to edit and send again."""
+        conv = self.conversation
+        if self.generating or self.turn_base < 0 or conv.token_count < self.turn_base:
+            raise PanechatError("there is no finished turn to edit in this pane")
+        conv.rewind(conv.token_count - self.turn_base)
+        self.carry, self.replied_before = self.turn_carry, self.turn_replied_before
+        self.reply_base, self.turn_base = 0, -1  # one step back only
+        return self.last_user_text
+
     def reset(self, conversation: Conversation) -> None:
         """Start over on a fresh conversation (clear)."""
         self.conversation = conversation
@@ -103,3 +167,4 @@ class PaneSession:
         self.carry = ""
         self.replied_before = False
         self.last_rate = 0.0
+        self.turn_base, self.turn_carry, self.turn_replied_before = -1, "", False

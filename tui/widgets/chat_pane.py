@@ -32,14 +32,17 @@ class ChatPane(Vertical):
         self.context_size = context_size
         self.generating = False
         self._reply: ChatMessage | None = None
+        self._last_reply_message: ChatMessage | None = None
         self.last_reply = ""
         self.finished_replies = 0
+        self.branched_from = ""  # "name @ N tokens" when this pane is a fork
 
     def compose(self) -> ComposeResult:
         title = PaneTitle()
         title.pane_name = self.config.name
         title.sampler = self.config.sampling.summary()
         title.context_size = self.context_size
+        title.origin = self.branched_from
         yield title
         with VerticalScroll(classes="transcript"):
             if self.config.system.strip():
@@ -75,7 +78,47 @@ class ChatPane(Vertical):
     async def add_notice(self, text: str) -> None:
         await self.transcript.mount(ChatMessage("notice", text, notice=True))
 
+    def messages(self) -> list[tuple[str, str]]:
+        """The transcript as (role, text) pairs, user turns and replies (newest versions)."""
+        return [
+            (m.role, m.text)
+            for m in self.transcript.query(ChatMessage)
+            if m.role in ("user", "assistant")
+        ]
+
+    async def _remove_last_turn(self) -> None:
+        """Drop the last user message and everything shown after it."""
+        children = list(self.transcript.children)
+        users = [
+            i for i, c in enumerate(children) if isinstance(c, ChatMessage) and c.role == "user"
+        ]
+        if not users:
+            return
+        await self.transcript.remove_children(children[users[-1] :])
+        replies = [c for c in self.transcript.query(ChatMessage) if c.role == "assistant"]
+        self._last_reply_message = replies[-1] if replies else None
+        self.last_reply = replies[-1].text.strip() if replies else ""
+
+    def messages_text(self) -> list[str]:
+        """Every message's text, notices included (for tests and export of notices)."""
+        return [m.text for m in self.transcript.query(ChatMessage)]
+
+    async def add_messages(self, messages: list[tuple[str, str]]) -> None:
+        """Show a transcript copied from another pane (a fork) or a saved session."""
+        widgets = [ChatMessage(role, text) for role, text in messages]
+        await self.transcript.mount_all(widgets)
+        replies = [w for w in widgets if w.role == "assistant"]
+        if replies:
+            self._last_reply_message = replies[-1]
+            self.last_reply = replies[-1].text.strip()
+
+    async def page_last_reply(self, step: int) -> bool:
+        if self._last_reply_message is None or self._reply is not None:
+            return False
+        return await self._last_reply_message.show_version(step)
+
     async def clear_transcript(self) -> None:
+        self._last_reply_message = None
         self._reply = None
         self.last_reply = ""
         await self.transcript.remove_children()
@@ -87,16 +130,24 @@ class ChatPane(Vertical):
         if not self.is_mounted or self._closing or not titles:
             return
         self.generating = delta.generating
-        if delta.started or (delta.text and self._reply is None):
+        if delta.replaces_last and self._last_reply_message is not None:
+            self._reply = self._last_reply_message
+            await self._reply.new_version()
+        elif delta.started or (delta.text and self._reply is None):
             self._reply = ChatMessage("assistant")
             await self.transcript.mount(self._reply)
         if delta.text and self._reply is not None:
             await self._reply.append(delta.text)
         if delta.finished is not None and self._reply is not None:
             reply, self._reply = self._reply, None
+            self._last_reply_message = reply
             self.last_reply = reply.text.strip()
             self.finished_replies += 1
             await reply.finish()
+        if delta.taken_back is not None:
+            await self._remove_last_turn()
+            self.input.load_text(delta.taken_back)
+            self.input.focus()
         if delta.notice:
             await self.add_notice(f"⚠ {delta.notice}")
         for title in titles:

@@ -13,10 +13,12 @@ class PaneTitle(Static):
     context_used: reactive[int] = reactive(0)
     context_size: reactive[int] = reactive(0)
     generating: reactive[bool] = reactive(False)
+    origin: reactive[str] = reactive("")  # where a forked pane branched from
 
     def render(self) -> str:
         marker = "● " if self.generating else ""
+        origin = f" [dim]⑂ {self.origin}[/dim]" if self.origin else ""
         return (
-            f"{marker}[b]{self.pane_name}[/b] · {self.tokens_per_second:.0f} tok/s · "
+            f"{marker}[b]{self.pane_name}[/b]{origin} · {self.tokens_per_second:.0f} tok/s · "
             f"ctx {self.context_used}/{self.context_size} · [dim]{self.sampler}[/dim]"
         )

@@ -1,0 +1,52 @@
+"""Chats to Markdown: one pane, or the whole session with the panes as sections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class PaneTranscript:
+    name: str
+    settings: str  # the sampler summary, e.g. "T0.7 k40 rep1.1"
+    system: str
+    messages: Sequence[tuple[str, str]]  # (role, text), role "user" or "assistant"
+    branched_from: str = ""
+
+
+def pane_markdown(pane: PaneTranscript, level: int = 1) -> str:
+    heading = "#" * level
+    lines = [f"{heading} {pane.name}", ""]
+    meta = [f"settings: `{pane.settings}`"]
+    if pane.branched_from:
+        meta.append(f"branched from {pane.branched_from}")
+    lines += [f"_{' · '.join(meta)}_", ""]
+    if pane.system.strip():
+        lines += [f"> **System:** {pane.system.strip()}", ""]
+    for role, text in pane.messages:
+        who = "You" if role == "user" else "Reply"
+        lines += [f"**{who}:**", "", text.strip() or "_(no reply)_", ""]
+    return "\n".join(lines)
+
+
+def session_markdown(panes: Sequence[PaneTranscript], when: datetime | None = None) -> str:
+    stamp = (when or datetime.now()).strftime("%Y-%m-%d %H:%M")
+    parts = [f"# panechat session, {stamp}", ""]
+    parts += [pane_markdown(pane, level=2) for pane in panes]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_export(text: str, directory: Path, stem: str, when: datetime | None = None) -> Path:
+    """Write ``text`` to a new file in ``directory``; never overwrites an earlier export."""
+    directory.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{(when or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    path = directory / f"{base}.md"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{base}-{n}.md"
+    path.write_text(text, encoding="utf-8")
+    return path
