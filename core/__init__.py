@@ -32,6 +32,7 @@ from core.model_path import embedded_model_path, resolve_model_path
 from core.params import ContextParams
 from core.reply_stream import ReplyStream
 from core.sampling import SamplingParams
+from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from core.weights import LlamaWeights
 
 __all__ = [
@@ -55,11 +56,13 @@ __all__ = [
     "ModelLoadError",
     "NoLogitsError",
     "PanechatError",
+    "PrefillInFlight",
     "ReplyStream",
     "RequiresInferenceError",
     "RewindError",
     "SamplingParams",
     "SequencePoolExhaustedError",
+    "SharedPrefixes",
     "StateError",
     "TemplateError",
     "embedded_model_path",

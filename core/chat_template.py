@@ -63,6 +63,14 @@ class ChatTemplate:
             parts.append(self.assistant_prefix)
         return "".join(parts)
 
+    def system_prefix(self, system: str) -> str | None:
+        """The text a chat with this system prompt starts with, before any user turn; None
+        when there is none to share (no system prompt, or the model folds it into the first
+        user turn). ``render`` starts with exactly this text."""
+        if not system.strip() or self.system_in_user:
+            return None
+        return self.system_format.format(system=system.strip())
+
     def user_turn(self, content: str) -> str:
         return self.user_prefix + content.strip() + self.user_suffix
 

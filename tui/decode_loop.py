@@ -19,9 +19,11 @@ from core import (
     BatchedExecutor,
     CancellationToken,
     ChatTemplate,
+    Conversation,
     DecodeResult,
     PanechatError,
 )
+from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from tui.config import PaneConfig
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.pane_session import CONTEXT_FULL, PaneSession
@@ -107,6 +109,9 @@ class DecodeLoop:
         self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
         self._sessions: dict[str, PaneSession] = {}
         self._waiting_forks: list[ForkPane] = []
+        self._waiting_opens: dict[str, OpenPane] = {}  # panes waiting for a shared prefix
+        self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
+        self._prefixes = SharedPrefixes(executor)
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._cancel = CancellationToken()
         self._running = False
@@ -150,6 +155,7 @@ class DecodeLoop:
             any(s.generating or s.turns for s in self._sessions.values())
             or bool(self.executor.batched_token_count)
             or bool(self._waiting_forks)
+            or bool(self._waiting_opens)
         )
 
     def session(self, pane_id: str) -> PaneSession | None:
@@ -181,14 +187,15 @@ class DecodeLoop:
             self._fork_ready(deltas)
             return
         if isinstance(command, OpenPane):
-            try:
-                conv = self.executor.create(command.config.sampling)
-            except PanechatError as e:
-                self._delta(deltas, command.pane_id).notice = str(e)
-                return
-            self._sessions[command.pane_id] = PaneSession(
-                command.pane_id, command.config, conv, self.template
-            )
+            self._waiting_opens[command.pane_id] = command
+            self._open_ready(deltas)
+            return
+        if command.pane_id in self._waiting_opens:
+            if isinstance(command, SendTurn):
+                self._early_turns.setdefault(command.pane_id, []).append(command.text)
+            elif isinstance(command, ClosePane):
+                del self._waiting_opens[command.pane_id]
+                self._early_turns.pop(command.pane_id, None)
             return
         session = self._sessions.get(command.pane_id)
         if session is None:
@@ -228,7 +235,34 @@ class DecodeLoop:
             if isinstance(command, ClosePane):
                 del self._sessions[command.pane_id]
             else:
-                session.reset(self.executor.create(session.config.sampling))
+                session.reset(self._open_conversation(session.config, wait=False))
+
+    def _open_conversation(self, config: PaneConfig, *, wait: bool = True) -> Conversation:
+        """A conversation for a pane: with a system prompt, one that shares its decoded
+        tokens with other panes that have the same one (may raise PrefillInFlight)."""
+        prefix = self.template.system_prefix(config.system)
+        if prefix is None:
+            return self.executor.create(config.sampling)
+        model = self.executor.model
+        tokens = model.tokenize(prefix, add_special=model.add_bos, parse_special=True)
+        return self._prefixes.open(tokens, config.sampling, wait=wait)
+
+    def _open_ready(self, deltas: dict[str, PaneDelta]) -> None:
+        """Open the panes that can be opened now; the others wait for a shared prefix."""
+        for pane_id, command in list(self._waiting_opens.items()):
+            try:
+                conv = self._open_conversation(command.config)
+            except PrefillInFlight:
+                continue
+            except PanechatError as e:
+                self._delta(deltas, pane_id).notice = str(e)
+                conv = None
+            del self._waiting_opens[pane_id]
+            turns = self._early_turns.pop(pane_id, [])
+            if conv is not None:
+                session = PaneSession(pane_id, command.config, conv, self.template)
+                session.turns.extend(turns)
+                self._sessions[pane_id] = session
 
     def _fork_ready(self, deltas: dict[str, PaneDelta]) -> None:
         """Apply the forks whose source is idle; drop those whose source is gone."""
@@ -236,6 +270,9 @@ class DecodeLoop:
         for command in waiting:
             source = self._sessions.get(command.source_id)
             delta = self._delta(deltas, command.pane_id)
+            if source is None and command.source_id in self._waiting_opens:
+                self._waiting_forks.append(command)  # the source is still opening
+                continue
             if source is None:
                 delta.notice = "the pane to branch from was closed"
                 continue
@@ -252,11 +289,14 @@ class DecodeLoop:
         self._drain(deltas)
         if not self._running:
             return
+        if self._waiting_opens:
+            self._open_ready(deltas)
         if self._waiting_forks:
             self._fork_ready(deltas)
         self._cancel.reset()
         for session in self._sessions.values():
-            if not session.generating and session.turns:
+            # A pane whose system prompt is still queued starts its turn after that decode.
+            if not session.generating and session.turns and not session.conversation.pending_count:
                 self._start_turn(session, deltas)
         started = time.perf_counter()
         decode_before = self.executor.stats.decode_seconds

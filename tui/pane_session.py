@@ -122,23 +122,24 @@ class PaneSession:
     def can_regenerate(self) -> bool:
         return (
             not self.generating
-            and self.replied_before
-            and 0 < self.reply_base <= self.conversation.token_count
+            and 0 <= self.turn_base < self.reply_base <= self.conversation.token_count
         )
 
     def regenerate(self) -> None:
         """Forget the last reply and start another from the same point.
 
-        The KV is rewound to just before the reply's last prompt token, which is queued again
-        so its logits are fresh, and the sampler starts afresh from the pane's settings (so a
-        fixed seed gives the same reply again; the default random seed a new one).
+        The KV is rewound to before the last user turn and the turn's tokens are queued
+        again, the same chunk as the first time: llama.cpp's CPU kernels give logits that
+        depend (slightly) on how a batch is cut, so re-decoding only the last token could
+        change the reply under a fixed seed. The sampler starts afresh from the pane's
+        settings (a fixed seed gives the same reply again; the default random seed a new one).
         """
         if not self.can_regenerate:
             raise PanechatError("there is no finished reply to regenerate in this pane")
         conv = self.conversation
-        last_prompt_token = conv.tokens[self.reply_base - 1]
-        conv.rewind(conv.token_count - (self.reply_base - 1))
-        conv.prompt([last_prompt_token])
+        turn = conv.tokens[self.turn_base : self.reply_base]
+        conv.rewind(conv.token_count - self.turn_base)
+        conv.prompt(turn)
         conv.sampling = self.config.sampling
         self.carry = ""
         self.reply = ReplyStream(
