@@ -66,8 +66,9 @@ class SharedPrefixes:
 
 
 def _starts_with(conv: Conversation, prefix: tuple[int, ...]) -> bool:
-    """Still begins with the prefix: decoded, or (all of it) queued on an empty conversation."""
+    """Still begins with the prefix, counting tokens queued but not decoded yet."""
     n = len(prefix)
-    if conv.token_count >= n:
-        return conv._tokens[:n] == list(prefix)
-    return conv.token_count == 0 and conv.requires_inference and tuple(conv._pending) == prefix
+    head = conv._tokens[:n]
+    if len(head) < n:
+        head = head + conv._pending[: n - len(head)]
+    return tuple(head) == prefix

@@ -10,6 +10,7 @@ import pytest
 from core import ContextParams, LlamaWeights, resolve_model_path
 from core.bench.__main__ import BenchContext, main
 from core.bench.fairness import measure_fairness
+from core.bench.shared_prefix import measure_shared_prefix
 from tui.app_bench import app_section
 from tui.cli import main as cli_main
 
@@ -68,3 +69,12 @@ def test_panechat_bench_is_the_same_command(capsys: pytest.CaptureFixture[str]) 
         cli_main(["bench", "--sections", "nonsense"])
     assert exit_info.value.code == 2
     assert "panechat bench" in capsys.readouterr().err
+
+
+def test_prefix_section_decodes_the_shared_prompt_once(weights: LlamaWeights) -> None:
+    result = measure_shared_prefix(
+        weights, ContextParams(n_ctx=2048), conversations=3, prefix_tokens=200
+    )
+    assert result.separate_tokens_decoded == 3 * 200
+    assert result.shared_tokens_decoded == 200
+    assert result.separate_seconds > 0 and result.shared_seconds > 0

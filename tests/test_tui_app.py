@@ -350,3 +350,23 @@ async def test_edit_last_takes_the_turn_back_into_the_input_and_resends(
             "And the mountains?",
         ]
         assert pane.last_reply.strip()
+
+
+async def test_panes_with_one_system_prompt_decode_it_once(
+    make_app: Factory, config: AppConfig
+) -> None:
+    persona = config.panes[0]
+    same = replace(config, panes=(persona, replace(persona, name="B"), replace(persona, name="C")))
+    app = make_app(config=same)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        loop = loop_of(app)
+        await wait_for(pilot, lambda: all(loop.session(p.pane_id) for p in app.panes))
+        prefixes = loop._prefixes
+        assert (prefixes.prefilled, prefixes.shared) == (1, 2)
+        system_tokens = loop.session(app.panes[0].pane_id).conversation.token_count  # type: ignore[union-attr]
+        assert system_tokens > 5
+        assert loop.executor.stats.tokens_decoded <= system_tokens + 16  # + the warm-up
+        for pane, question in zip(app.panes, ("Ocean?", "Mountains?", "Rivers?"), strict=True):
+            await app.send_to(pane, question)
+        await wait_for(pilot, lambda: all(finished(p)() for p in app.panes))

@@ -1,7 +1,8 @@
 """``python -m core.bench`` (and ``panechat bench``): every section in one process and run.
 
 Sections: ``throughput`` (N chats one after another vs. all N in one batch), ``fairness`` (a
-long prompt arriving while others stream) and ``app`` (the Textual app, headless, with 8 panes).
+long prompt arriving while others stream), ``prefix`` (8 conversations opened on one system
+prompt, shared or not) and ``app`` (the Textual app, headless, with 8 panes).
 The app section lives in ``tui`` and is loaded only when it runs, so ``core`` never imports
 Textual; without ``tui`` installed it is skipped with a note.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from core.bench.fairness import FairnessResult, measure_fairness
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
+from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
 from core.bench.throughput import (
     RunResult,
     executor_params,
@@ -35,7 +37,7 @@ from core.model_path import resolve_model_path
 from core.params import ContextParams
 from core.weights import LlamaWeights
 
-SECTIONS = ("throughput", "fairness", "app")
+SECTIONS = ("throughput", "fairness", "prefix", "app")
 
 
 @dataclass
@@ -205,6 +207,39 @@ def fairness_section(ctx: BenchContext) -> list[FairnessResult]:
     return results
 
 
+def prefix_section(ctx: BenchContext) -> PrefixResult:
+    print("\n## Opening 8 panes with one 1,000-token system prompt\n")
+    r = measure_shared_prefix(ctx.weights, ctx.params)
+    print(
+        table(
+            (
+                "conversations",
+                "prompt tokens",
+                "one prefill each",
+                "shared",
+                "speed-up",
+                "tokens decoded (each / shared)",
+            ),
+            [
+                [
+                    str(r.conversations),
+                    str(r.prefix_tokens),
+                    f"{r.separate_seconds:.2f} s",
+                    f"{r.shared_seconds:.2f} s",
+                    f"{r.speedup:.1f}x",
+                    f"{r.separate_tokens_decoded} / {r.shared_tokens_decoded}",
+                ]
+            ],
+        )
+    )
+    print(
+        "\nShared: the first conversation decodes the prompt, the others fork it "
+        "(core.SharedPrefixes; the app does this for panes with the same system prompt)."
+    )
+    ctx.results["shared_prefix"] = r
+    return r
+
+
 def app_section(ctx: BenchContext) -> Any:
     try:
         module = importlib.import_module("tui.app_bench")
@@ -259,6 +294,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m core.bench") -> i
             in_own_thread(lambda: throughput_section(ctx, args.concurrency))
         if "fairness" in args.sections:
             in_own_thread(lambda: fairness_section(ctx))
+        if "prefix" in args.sections:
+            in_own_thread(lambda: prefix_section(ctx))
         if "app" in args.sections:
             app_section(ctx)
     except KeyboardInterrupt:

@@ -1,0 +1,75 @@
+"""Opening panes that share a system prompt: one prefill shared by all, or one prefill each."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from core.bench.prompts import long_text
+from core.bench.throughput import GREEDY, open_executor
+from core.conversation import Conversation
+from core.params import ContextParams
+from core.shared_prefix import PrefillInFlight, SharedPrefixes
+from core.weights import LlamaWeights
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixResult:
+    conversations: int
+    prefix_tokens: int
+    separate_seconds: float
+    shared_seconds: float
+    separate_tokens_decoded: int
+    shared_tokens_decoded: int
+
+    @property
+    def speedup(self) -> float:
+        return self.separate_seconds / self.shared_seconds
+
+
+def measure_shared_prefix(
+    weights: LlamaWeights, base: ContextParams, *, conversations: int = 8, prefix_tokens: int = 1000
+) -> PrefixResult:
+    """Time until ``conversations`` conversations hold the same ``prefix_tokens``-token
+    system prompt, decoded and ready for a first turn."""
+    prefix = weights.tokenize(long_text(), add_special=True)[:prefix_tokens]
+    params = replace(
+        base,
+        n_ctx=max(base.n_ctx, 1 << (conversations * (prefix_tokens + 64)).bit_length()),
+        n_seq_max=conversations,
+    )
+    # Not shared: every conversation decodes the prompt itself (all in the same batches).
+    executor = open_executor(weights, params)
+    try:
+        before = executor.stats.tokens_decoded
+        started = time.perf_counter()
+        convs = [executor.create(GREEDY) for _ in range(conversations)]
+        for conv in convs:
+            conv.prompt(prefix)
+        while any(c.requires_inference for c in convs):
+            executor.infer_sync()
+        separate = time.perf_counter() - started
+        separate_tokens = executor.stats.tokens_decoded - before
+    finally:
+        executor.close()
+    # Shared: the first decodes it, the others are forks of it.
+    executor = open_executor(weights, params)
+    try:
+        prefixes = SharedPrefixes(executor)
+        before = executor.stats.tokens_decoded
+        started = time.perf_counter()
+        opened: list[Conversation] = []
+        while len(opened) < conversations:
+            try:
+                opened.append(prefixes.open(prefix, GREEDY))
+            except PrefillInFlight:
+                executor.infer_sync()
+        while any(c.requires_inference for c in opened):
+            executor.infer_sync()
+        shared = time.perf_counter() - started
+        shared_tokens = executor.stats.tokens_decoded - before
+    finally:
+        executor.close()
+    return PrefixResult(
+        conversations, len(prefix), separate, shared, separate_tokens, shared_tokens
+    )
