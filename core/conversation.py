@@ -82,6 +82,11 @@ class Conversation:
         return len(self._pending)
 
     @property
+    def pending_tokens(self) -> tuple[int, ...]:
+        """Tokens queued for the next infer(), oldest first."""
+        return tuple(self._pending)
+
+    @property
     def requires_inference(self) -> bool:
         """Tokens are queued and waiting for ``infer()``."""
         return bool(self._pending)

@@ -370,3 +370,33 @@ async def test_panes_with_one_system_prompt_decode_it_once(
         for pane, question in zip(app.panes, ("Ocean?", "Mountains?", "Rivers?"), strict=True):
             await app.send_to(pane, question)
         await wait_for(pilot, lambda: all(finished(p)() for p in app.panes))
+
+
+async def test_a_long_chat_shifts_its_oldest_turns_out_and_keeps_going(
+    make_app: Factory, config: AppConfig
+) -> None:
+    small = replace(
+        config,
+        context=ContextParams(n_ctx=512, n_batch=256, n_seq_max=2),
+        panes=config.panes[:1],
+    )
+    app = make_app(config=small)
+    async with app.run_test(size=(140, 40)) as pilot:
+        (pane,) = app.panes
+        loop = loop_of(app)
+        await wait_for(pilot, lambda: loop.session(pane.pane_id) is not None)
+        session = loop.session(pane.pane_id)
+        assert session is not None
+        await wait_for(pilot, lambda: session.conversation.token_count > 0)
+        system = session.conversation.tokens  # the system prompt, decoded at open
+        turns = 14
+        for i in range(turns):
+            await app.send_to(pane, f"Question {i}: name one more thing about the sea, please.")
+            await wait_for(pilot, finished(pane, i + 1))
+        assert session.dropped_turns > 0
+        assert session.conversation.token_count < 512
+        assert session.conversation.tokens[: len(system)] == system  # the system prompt stayed
+        notices = [m.text for m in pane.query(".-notice")]  # type: ignore[attr-defined]
+        assert any("oldest turn" in n for n in notices)
+        assert len(replies(pane)) == turns  # every turn was answered, none was refused
+        assert next(t for r, t in pane.messages() if r == "user").startswith("Question 0")

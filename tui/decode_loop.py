@@ -26,7 +26,7 @@ from core import (
 from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from tui.config import PaneConfig
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
-from tui.pane_session import CONTEXT_FULL, PaneSession
+from tui.pane_session import CONTEXT_FULL, SHIFT_SHARE, PaneSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +344,12 @@ class DecodeLoop:
             delta.notice = str(e)
             return
         delta.started = True
+        self._take_shift_notice(session, delta)
+
+    @staticmethod
+    def _take_shift_notice(session: PaneSession, delta: PaneDelta) -> None:
+        if session.shift_notice:
+            delta.notice, session.shift_notice = session.shift_notice, ""
 
     def _sample_all(self, deltas: dict[str, PaneDelta]) -> int:
         sampled = 0
@@ -360,16 +366,30 @@ class DecodeLoop:
             if reply.done:
                 delta.text += session.end_reply()
                 delta.finished = reply.stop_reason.value if reply.stop_reason else "stop"
-            elif conv.token_count >= limit:
+            elif conv.token_count >= limit and not session.make_room(int(limit * SHIFT_SHARE)):
                 delta.text += session.end_reply()
                 delta.finished = "length"
                 delta.notice = CONTEXT_FULL
             else:
-                conv.prompt([token])
+                self._take_shift_notice(session, delta)
+                queued = conv.pending_tokens  # a tail to decode again after a shift
+                conv.discard_pending()
+                conv.prompt([*queued, token])
         return sampled
 
     def _evict_one(self, deltas: dict[str, PaneDelta]) -> None:
-        """The shared KV cache is full: stop the pane holding the most, tell it; others go on."""
+        """The shared KV cache is full: shift the oldest turns out of the pane holding the most
+        tokens; if no pane has turns to drop, stop the biggest one and tell it."""
+        by_size = sorted(
+            self._sessions.values(),
+            key=lambda s: s.conversation.token_count + s.conversation.pending_count,
+            reverse=True,
+        )
+        need = max(1, int(self.executor.n_ctx * SHIFT_SHARE / 2))
+        for session in by_size:
+            if session.make_room(need, whole_history=not session.generating):
+                self._take_shift_notice(session, self._delta(deltas, session.pane_id))
+                return
         candidates = [s for s in self._sessions.values() if s.conversation.requires_inference]
         if not candidates:
             return

@@ -10,6 +10,8 @@ from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplySt
 from tui.config import PaneConfig
 
 CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
+#: Share of the context a shift frees at least, so chats do not shift on every turn.
+SHIFT_SHARE = 0.25
 
 
 class ContextFullError(PanechatError):
@@ -35,6 +37,9 @@ class PaneSession:
     turn_carry: str = ""
     turn_replied_before: bool = False
     last_user_text: str = ""
+    turn_starts: list[int] = field(default_factory=list)  # KV position where each turn begins
+    dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
+    shift_notice: str = ""  # set by make_room, for the decode loop to show once
 
     @property
     def generating(self) -> bool:
@@ -56,9 +61,14 @@ class PaneSession:
         text = self.turn_text(user_text)
         conv = self.conversation
         conv.prompt(text)
-        if conv.token_count + conv.pending_count >= context_limit:
-            conv.discard_pending()
-            raise ContextFullError(CONTEXT_FULL)
+        room = max(self.config.max_tokens, int(context_limit * SHIFT_SHARE))
+        over = conv.token_count + conv.pending_count + min(room, context_limit // 2) - context_limit
+        if over > 0:
+            self.make_room(over, whole_history=True)
+            if conv.token_count + conv.pending_count >= context_limit:
+                conv.discard_pending()
+                raise ContextFullError(CONTEXT_FULL)
+        self.turn_starts.append(conv.token_count)
         self.turn_base, self.turn_carry = conv.token_count, self.carry
         self.turn_replied_before, self.last_user_text = self.replied_before, user_text
         self.carry = ""
@@ -69,6 +79,46 @@ class PaneSession:
             self.config.max_tokens,
         )
         self.first_token_at = 0.0
+
+    def make_room(self, needed: int, *, whole_history: bool = False) -> int:
+        """Context shift: drop the oldest turns (at least ``needed`` tokens if possible) but
+        keep the system prompt, and close the gap in the KV (shifted in place when llama.cpp
+        can, else the kept tail is decoded again). Queued tokens stay queued. With
+        ``whole_history`` every earlier turn may go (a new turn is about to start), else the
+        turn being answered stays. Returns the number of tokens dropped (0: nothing could go).
+        """
+        conv = self.conversation
+        starts = self.turn_starts
+        # With the system prompt folded into the first user turn (Gemma), that turn stays.
+        first = 1 if self.template.system_in_user and self.config.system.strip() else 0
+        if len(starts) <= first:
+            return 0
+        keep = max(starts[first], 1 if conv.executor.model.add_bos else 0)
+        cuts = [c for c in starts[first + 1 :] if c > keep]
+        if whole_history and conv.token_count > keep:
+            cuts.append(conv.token_count)
+        if not cuts:
+            return 0
+        cut = next((c for c in cuts if c - keep >= needed), cuts[-1])
+        discard = cut - keep
+        queued = conv.pending_tokens
+        conv.discard_pending()
+        conv.kv.remove(keep, discard)
+        requeue = conv.pending_tokens + queued  # the tail, when it had to be decoded again
+        conv.discard_pending()
+        if requeue:
+            conv.prompt(list(requeue))
+        kept = [s for s in starts if s >= cut]
+        dropped = len(starts) - first - len(kept)
+        self.dropped_turns += dropped
+        self.shift_notice = (
+            f"context full — the {dropped} oldest turn{'s' * (dropped != 1)} left the model's "
+            "memory to make room (the system prompt stays; the transcript still shows them)"
+        )
+        self.turn_starts = [*starts[:first], *(s - discard for s in kept)]
+        self.turn_base = self.turn_base - discard if self.turn_base >= cut else -1
+        self.reply_base = max(self.reply_base - discard, 0) if self.reply_base >= cut else 0
+        return discard
 
     def feed(self, token: int) -> str:
         assert self.reply is not None
@@ -116,6 +166,12 @@ class PaneSession:
             carry=self.carry,
             replied_before=self.replied_before,
             reply_base=self.reply_base,
+            turn_base=self.turn_base,
+            turn_carry=self.turn_carry,
+            turn_replied_before=self.turn_replied_before,
+            last_user_text=self.last_user_text,
+            turn_starts=list(self.turn_starts),
+            dropped_turns=self.dropped_turns,
         )
 
     @property
@@ -158,6 +214,8 @@ class PaneSession:
         conv.rewind(conv.token_count - self.turn_base)
         self.carry, self.replied_before = self.turn_carry, self.turn_replied_before
         self.reply_base, self.turn_base = 0, -1  # one step back only
+        if self.turn_starts:
+            self.turn_starts.pop()
         return self.last_user_text
 
     def reset(self, conversation: Conversation) -> None:
@@ -169,3 +227,4 @@ class PaneSession:
         self.replied_before = False
         self.last_rate = 0.0
         self.turn_base, self.turn_carry, self.turn_replied_before = -1, "", False
+        self.turn_starts, self.dropped_turns = [], 0
