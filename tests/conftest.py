@@ -35,3 +35,11 @@ def make_executor(weights: LlamaWeights) -> Iterator[object]:
     yield make
     for executor in made:
         executor.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved sessions and exports of the tests never land in the real user data dir."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

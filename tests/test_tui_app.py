@@ -14,6 +14,7 @@ from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, PaneConfig, load_config
 from tui.decode_loop import DecodeLoop
+from tui.session_store import SessionStore
 from tui.widgets.chat_pane import ChatPane
 
 Factory = Callable[..., PanechatApp]
@@ -400,3 +401,88 @@ async def test_a_long_chat_shifts_its_oldest_turns_out_and_keeps_going(
         assert any("oldest turn" in n for n in notices)
         assert len(replies(pane)) == turns  # every turn was answered, none was refused
         assert next(t for r, t in pane.messages() if r == "user").startswith("Question 0")
+
+
+async def test_a_session_survives_a_restart_without_decoding_its_history(
+    weights: LlamaWeights, config: AppConfig, tmp_path: Path
+) -> None:
+    store_path = tmp_path / "data" / "sessions.db"
+    template = template_for(weights.chat_template, config.template)
+
+    def launch(**kwargs: object) -> tuple[PanechatApp, BatchedExecutor]:
+        executor = BatchedExecutor(weights, config.context)
+        store = SessionStore(store_path)
+        app = create_app(config, executor, template, persist_theme=False, store=store, **kwargs)  # type: ignore[arg-type]
+        return app, executor
+
+    app, executor = launch()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        first = app.panes[0]
+        await app.send_to(first, "Tell me about the ocean.")
+        await wait_for(pilot, finished(first))
+        said = first.last_reply
+        tokens = loop_of(app).session(first.pane_id).conversation.token_count  # type: ignore[union-attr]
+        session_id = app.session_id
+    executor.close()
+    assert session_id is not None
+
+    store = SessionStore(store_path)
+    saved = store.load(session_id)
+    store.close()
+    assert [p.config.name for p in saved] == [p.name for p in config.panes]
+    assert saved[0].messages == [("user", "Tell me about the ocean."), ("assistant", said)]
+    assert saved[0].state is not None and saved[0].state["tokens"] == tokens
+
+    app, executor = launch(session_id=session_id, restore=saved)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        first = app.panes[0]
+        assert first.messages() == [("user", "Tell me about the ocean."), ("assistant", said)]
+        loop = loop_of(app)
+        await wait_for(pilot, lambda: loop.session(first.pane_id) is not None)
+        session = loop.session(first.pane_id)
+        assert session is not None and session.conversation.token_count == tokens
+        decoded = executor.stats.tokens_decoded  # warm-up and the other pane's system prompt
+        await app.send_to(first, "And the mountains?")
+        await wait_for(pilot, finished(first))
+        # The next turn decoded only itself and its reply, not the history.
+        assert executor.stats.tokens_decoded - decoded < 80
+    executor.close()
+
+
+async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text(
+    weights: LlamaWeights, config: AppConfig, tmp_path: Path
+) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    session_id = store.create_session("broken")
+    pane_id = store.add_pane(session_id, 0, config.panes[0])
+    store.add_message(pane_id, "user", "Tell me about the ocean.")
+    store.add_message(pane_id, "assistant", "The ocean is big and blue.")
+    kv = store.kv_path(session_id, pane_id)
+    kv.write_bytes(b"not a state file")
+    store.save_state(pane_id, {"kv": str(kv), "tokens": 40, "turn_starts": [0]})
+    saved = store.load(session_id)
+    executor = BatchedExecutor(weights, config.context)
+    template = template_for(weights.chat_template, config.template)
+    app = create_app(
+        config,
+        executor,
+        template,
+        persist_theme=False,
+        store=store,
+        session_id=session_id,
+        restore=saved,
+    )
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        (pane,) = app.panes
+        await wait_for(
+            pilot, lambda: any("saved state not used" in t for t in pane.messages_text())
+        )
+        assert pane.messages() == saved[0].messages  # nothing lost
+        await app.send_to(pane, "And the mountains?")
+        await wait_for(pilot, finished(pane))
+        session = loop_of(app).session(pane.pane_id)
+        assert session is not None and len(session.turn_starts) == 2  # history re-read, by turn
+    executor.close()

@@ -127,3 +127,24 @@ def test_cli_version_and_help(tmp_path: Path) -> None:
     help_text = run_cli("--help", env_home=tmp_path).stdout
     for flag in ("--model", "--panes", "--config", "--theme", "--version"):
         assert flag in help_text
+
+
+def test_sessions_can_be_listed_renamed_and_deleted(capsys: pytest.CaptureFixture[str]) -> None:
+    from tui.cli import main
+    from tui.session_store import SessionStore, default_store_path
+
+    store = SessionStore(default_store_path())
+    session_id = store.create_session("first chat")
+    pane_id = store.add_pane(session_id, 0, load_config().panes[0])
+    store.add_message(pane_id, "user", "hello")
+    store.close()
+    assert main(["--sessions"]) == 0
+    assert "first chat" in capsys.readouterr().out
+    assert main(["--rename-session", str(session_id), "renamed"]) == 0
+    assert main(["--sessions"]) == 0
+    assert "renamed" in capsys.readouterr().out
+    assert main(["--delete-session", str(session_id)]) == 0
+    assert main(["--delete-session", str(session_id)]) == 2
+    assert "panechat --sessions" in capsys.readouterr().err
+    assert main(["--resume"]) == 2  # nothing to resume: one line, exit 2
+    assert "no saved session" in capsys.readouterr().err

@@ -34,6 +34,9 @@ class ScriptedSource:
     def shutdown(self, timeout: float = 5.0) -> None:
         pass
 
+    def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None:
+        return None
+
 
 def make_app(panes: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PanechatApp:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -25,12 +25,14 @@ from tui.decode_loop import (
     ForkPane,
     OpenPane,
     Regenerate,
+    Restore,
     SendTurn,
     StopPane,
 )
 from tui.export import PaneTranscript, session_markdown, write_export
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.screens.help_screen import HelpScreen
+from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.status_bar import StatusBar
@@ -42,6 +44,7 @@ class DecodeSource(Protocol):
     def start(self) -> None: ...
     def submit(self, *commands: Command) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
+    def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None: ...
 
 
 class PanechatApp(App[None]):
@@ -91,9 +94,19 @@ class PanechatApp(App[None]):
         panes: int | None = None,
         persist_theme: bool = True,
         export_dir: Path | None = None,
+        store: SessionStore | None = None,
+        session_id: int | None = None,
+        restore: list[SavedPane] | None = None,
     ) -> None:
         super().__init__()
         self.export_dir = export_dir or Path.cwd()
+        self.store = store
+        self.restore = restore or []
+        self.session_id = session_id
+        if store is not None and session_id is None:
+            self.session_id = store.create_session()
+        self._regenerating: set[str] = set()
+        self._stored: dict[str, int] = {}  # pane id -> its row in the store
         self.config = config
         self.source = source
         self.model_name = model_name
@@ -137,8 +150,14 @@ class PanechatApp(App[None]):
             self.set_keymap(self.config.keys)
         self.theme = self.config.theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
-        for pane_config in self.initial_panes:
-            await self.add_pane(pane_config)
+        if self.restore:
+            for saved in self.restore:
+                await self.add_pane(saved.config, saved=saved)
+            restored = sum(len(saved.messages) for saved in self.restore)
+            self.notify(f"resumed {len(self.restore)} panes, {restored} messages")
+        else:
+            for pane_config in self.initial_panes:
+                await self.add_pane(pane_config)
         self.source.start()
         self.panes[0].input.focus()
 
@@ -161,7 +180,11 @@ class PanechatApp(App[None]):
         return panes[0] if panes else None
 
     async def add_pane(
-        self, pane_config: PaneConfig, *, fork_of: ChatPane | None = None
+        self,
+        pane_config: PaneConfig,
+        *,
+        fork_of: ChatPane | None = None,
+        saved: SavedPane | None = None,
     ) -> ChatPane | None:
         """Open a pane; with ``fork_of``, one that continues from that pane's current point
         and shares its history in the KV cache."""
@@ -174,16 +197,50 @@ class PanechatApp(App[None]):
             return None
         self._pane_counter += 1
         pane = ChatPane(f"pane-{self._pane_counter}", pane_config, self.config.context.n_ctx)
+        if saved is not None:
+            pane.branched_from, pane.store_id = saved.branched_from, saved.id
+            self._stored[pane.pane_id] = saved.id
+            await self.query_one("#panes").mount(pane)
+            await pane.add_messages(saved.messages)
+            restore = Restore(saved.messages, saved.state)
+            self.source.submit(OpenPane(pane.pane_id, pane_config, restore))
+            return pane
         if fork_of is None:
             await self.query_one("#panes").mount(pane)
+            self._store_pane(pane)
             self.source.submit(OpenPane(pane.pane_id, pane_config))
             return pane
         turns = sum(1 for role, _ in fork_of.messages() if role == "user")
         pane.branched_from = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
         await self.query_one("#panes").mount(pane, after=fork_of)
         await pane.add_messages(fork_of.messages())
+        self._store_pane(pane)
+        for role, text in fork_of.messages():
+            self._record(pane, role, text)
         self.source.submit(ForkPane(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def _store_pane(self, pane: ChatPane) -> None:
+        if self.store is not None and self.session_id is not None:
+            position = len(self.panes)
+            pane.store_id = self.store.add_pane(
+                self.session_id, position, pane.config, pane.branched_from
+            )
+            self._stored[pane.pane_id] = pane.store_id
+
+    def _record(self, pane: ChatPane, role: str, text: str) -> None:
+        if self.store is not None and pane.store_id is not None:
+            self.store.add_message(pane.store_id, role, text)
+
+    def _save_states(self) -> None:
+        """On quit: every pane's KV cells and decode state, to resume without re-decoding."""
+        if self.store is None or self.session_id is None:
+            return
+        for pane_id, store_id in self._stored.items():  # the widgets may be gone by now
+            path = self.store.kv_path(self.session_id, store_id)
+            self.store.save_state(store_id, self.source.snapshot(pane_id, path))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -192,6 +249,7 @@ class PanechatApp(App[None]):
 
     async def send_to(self, pane: ChatPane, text: str) -> None:
         await pane.add_user_message(text)
+        self._record(pane, "user", text)
         self.source.submit(SendTurn(pane.pane_id, text))
 
     def on_frame_update(self, event: FrameUpdate) -> None:
@@ -235,10 +293,26 @@ class PanechatApp(App[None]):
                 pane = panes.get(pane_id)
                 for delta in deltas if pane is not None else ():
                     await pane.apply(delta)  # type: ignore[union-attr]
+                    self._save_delta(pane, delta)  # type: ignore[arg-type]
         stats, self._buffered_stats = self._buffered_stats, None
         for bar in self.query(StatusBar):  # none once the app is shutting down
             if stats is not None:
                 bar.stats = stats
+
+    def _save_delta(self, pane: ChatPane, delta: PaneDelta) -> None:
+        """Write what a frame completed: a reply when it finishes, a taken-back turn."""
+        if self.store is None or pane.store_id is None:
+            return
+        if delta.replaces_last:
+            self._regenerating.add(pane.pane_id)
+        if delta.taken_back is not None:
+            self.store.drop_last_turn(pane.store_id)
+        if delta.finished is not None:
+            if pane.pane_id in self._regenerating:
+                self._regenerating.discard(pane.pane_id)
+                self.store.replace_last_reply(pane.store_id, pane.last_reply)
+            else:
+                self.store.add_message(pane.store_id, "assistant", pane.last_reply)
 
     def on_engine_failed(self, event: EngineFailed) -> None:
         self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)
@@ -266,6 +340,9 @@ class PanechatApp(App[None]):
             self.notify("the last pane stays open — quit with ctrl+q", severity="warning")
             return
         self.source.submit(ClosePane(pane.pane_id))
+        if self.store is not None and pane.store_id is not None:
+            self.store.close_pane(pane.store_id)
+            self._stored.pop(pane.pane_id, None)
         self.action_focus_pane(1)
         await pane.remove()
 
@@ -293,6 +370,7 @@ class PanechatApp(App[None]):
         panes = self.panes
         for target in panes:
             await target.add_user_message(text)
+            self._record(target, "user", text)
         self.source.submit(*(SendTurn(target.pane_id, text) for target in panes))
 
     def action_toggle_maximize(self) -> None:
@@ -306,6 +384,8 @@ class PanechatApp(App[None]):
         pane = self.focused_pane()
         if pane is not None:
             self.source.submit(ClearPane(pane.pane_id))
+            if self.store is not None and pane.store_id is not None:
+                self.store.clear_pane(pane.store_id)
             await pane.clear_transcript()
 
     def action_copy_reply(self) -> None:
@@ -404,3 +484,8 @@ class PanechatApp(App[None]):
 
     async def on_unmount(self) -> None:
         self.source.shutdown()
+        try:
+            self._save_states()
+        finally:
+            if self.store is not None:
+                self.store.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +22,7 @@ from core import (
     template_for,
 )
 from tui.config import AppConfig, load_config
+from tui.session_store import SavedPane, SessionStore, default_store_path
 
 if TYPE_CHECKING:
     from tui.app import PanechatApp
@@ -43,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
     parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
     parser.add_argument("--theme", metavar="NAME", help="theme name (see themes/)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="ID",
+        help="reopen a saved session (default: the latest); see --sessions",
+    )
+    parser.add_argument("--sessions", action="store_true", help="list saved sessions and exit")
+    parser.add_argument("--rename-session", nargs=2, metavar=("ID", "NAME"), help="rename one")
+    parser.add_argument("--delete-session", metavar="ID", help="delete a saved session")
     parser.add_argument("--version", action="version", version=f"panechat {package_version()}")
     return parser
 
@@ -78,6 +90,9 @@ def create_app(
     backend: str = "CPU",
     panes: int | None = None,
     persist_theme: bool = True,
+    store: SessionStore | None = None,
+    session_id: int | None = None,
+    restore: list[SavedPane] | None = None,
 ) -> PanechatApp:
     """Wire the decode loop (worker thread) to the app it posts its frames to."""
     from tui.app import PanechatApp
@@ -92,9 +107,46 @@ def create_app(
         backend=backend,
         panes=panes,
         persist_theme=persist_theme,
+        store=store,
+        session_id=session_id,
+        restore=restore,
     )
     holder.append(app)
     return app
+
+
+def session_command(args: argparse.Namespace, store: SessionStore) -> int | None:
+    """--sessions / --rename-session / --delete-session: do it and exit (None: none given)."""
+    if args.sessions:
+        rows = store.sessions()
+        if not rows:
+            print("no saved sessions yet")
+        for s in rows:
+            print(f"{s.id:>4}  {s.name}  ({s.panes} panes, {s.messages} messages)")
+        return 0
+    if args.rename_session:
+        session_id, name = _session_id(args.rename_session[0], store), args.rename_session[1]
+        store.rename(session_id, name)
+        print(f"renamed session {session_id} to {name!r}")
+        return 0
+    if args.delete_session:
+        session_id = _session_id(args.delete_session, store)
+        store.delete(session_id)
+        print(f"deleted session {session_id}")
+        return 0
+    return None
+
+
+def _session_id(text: str, store: SessionStore) -> int:
+    if text == "latest":
+        latest = store.latest()
+        if latest is None:
+            raise PanechatError("there is no saved session yet — start panechat without --resume")
+        return latest
+    known = {s.id for s in store.sessions()}
+    if not text.isdigit() or int(text) not in known:
+        raise PanechatError(f"no saved session {text!r} — `panechat --sessions` lists them")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("panechat").addHandler(logging.NullHandler())
     try:
+        store = SessionStore(default_store_path())
+        done = session_command(args, store)
+        if done is not None:
+            store.close()
+            return done
+        session_id = restore = None
+        if args.resume is not None:
+            session_id = _session_id(args.resume, store)
+            restore = store.load(session_id)
         config = prepare(args)
         weights = LlamaWeights.load(resolve_model_path(config.model_path), config.n_gpu_layers)
         template = template_for(weights.chat_template, config.template)
@@ -113,9 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     except PanechatError as e:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2
+    except (sqlite3.Error, OSError) as e:
+        print(
+            f"panechat: error: cannot open the saved sessions ({e}) — check that "
+            f"{default_store_path().parent} is writable",
+            file=sys.stderr,
+        )
+        return 2
     backend = "GPU" if weights.gpu_offload_supported() and config.n_gpu_layers != 0 else "CPU"
     app = create_app(
-        config, executor, template, model_name=weights.name, backend=backend, panes=args.panes
+        config,
+        executor,
+        template,
+        model_name=weights.name,
+        backend=backend,
+        panes=args.panes,
+        store=store,
+        session_id=session_id,
+        restore=restore,
     )
     try:
         app.run()

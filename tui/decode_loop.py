@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from textual.message import Message
 
@@ -30,9 +32,18 @@ from tui.pane_session import CONTEXT_FULL, SHIFT_SHARE, PaneSession
 
 
 @dataclass(frozen=True, slots=True)
+class Restore:
+    """A saved pane: its transcript, and the decode state written when it was last closed."""
+
+    messages: list[tuple[str, str]]
+    state: dict[str, Any] | None = None  # PaneSession.state() plus "kv" (file) and "tokens"
+
+
+@dataclass(frozen=True, slots=True)
 class OpenPane:
     pane_id: str
     config: PaneConfig
+    restore: Restore | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +169,25 @@ class DecodeLoop:
             or bool(self._waiting_opens)
         )
 
+    def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None:
+        """Save a pane's KV cells to ``path`` and return its decode state. Only after
+        ``shutdown()``: the loop thread must no longer touch the executor."""
+        if self._thread.is_alive():
+            raise PanechatError("snapshot() needs the decode loop stopped first")
+        session = self._sessions.get(pane_id)
+        if session is None:
+            return None
+        if session.generating:
+            session.end_reply()
+        conv = session.conversation
+        if conv.requires_inference:  # a prompt not decoded yet: nothing worth saving
+            return None
+        try:
+            conv.save(path)
+        except (PanechatError, OSError):
+            return None
+        return {**session.state(), "kv": str(path), "tokens": conv.token_count}
+
     def session(self, pane_id: str) -> PaneSession | None:
         """The decode side of a pane (for tests and diagnostics; read it between frames)."""
         return self._sessions.get(pane_id)
@@ -247,9 +277,36 @@ class DecodeLoop:
         tokens = model.tokenize(prefix, add_special=model.add_bos, parse_special=True)
         return self._prefixes.open(tokens, config.sampling, wait=wait)
 
+    def _restore(self, command: OpenPane, delta: PaneDelta) -> PaneSession | None:
+        """A saved pane's session from its KV state file, without decoding its history; None
+        (with a notice) when the state is missing, corrupt, or from other weights/settings."""
+        restore = command.restore
+        if restore is None or not restore.state or not restore.state.get("kv"):
+            return None
+        state = restore.state
+        try:
+            conv = self.executor.load(str(state["kv"]), command.config.sampling)
+        except PanechatError as e:
+            delta.notice = f"saved state not used ({e}); the chat is read again instead"
+            return None
+        if conv.token_count != state.get("tokens"):
+            conv.dispose()
+            delta.notice = "saved state does not match the chat; the chat is read again instead"
+            return None
+        session = PaneSession(command.pane_id, command.config, conv, self.template)
+        session.restore_state(state)
+        return session
+
     def _open_ready(self, deltas: dict[str, PaneDelta]) -> None:
         """Open the panes that can be opened now; the others wait for a shared prefix."""
         for pane_id, command in list(self._waiting_opens.items()):
+            if command.restore is not None:
+                restored = self._restore(command, self._delta(deltas, pane_id))
+                if restored is not None:
+                    del self._waiting_opens[pane_id]
+                    restored.turns.extend(self._early_turns.pop(pane_id, []))
+                    self._sessions[pane_id] = restored
+                    continue
             try:
                 conv = self._open_conversation(command.config)
             except PrefillInFlight:
@@ -261,6 +318,8 @@ class DecodeLoop:
             turns = self._early_turns.pop(pane_id, [])
             if conv is not None:
                 session = PaneSession(pane_id, command.config, conv, self.template)
+                if command.restore is not None and command.restore.messages:
+                    session.replay(command.restore.messages)
                 session.turns.extend(turns)
                 self._sessions[pane_id] = session
 

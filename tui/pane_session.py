@@ -120,6 +120,64 @@ class PaneSession:
         self.reply_base = max(self.reply_base - discard, 0) if self.reply_base >= cut else 0
         return discard
 
+    #: Decode-state fields saved with a session, to continue after loading the KV cells.
+    STATE_FIELDS = (
+        "carry",
+        "replied_before",
+        "reply_base",
+        "turn_base",
+        "turn_carry",
+        "turn_replied_before",
+        "last_user_text",
+        "turn_starts",
+        "dropped_turns",
+    )
+
+    def state(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.STATE_FIELDS}
+
+    def restore_state(self, state: dict[str, object]) -> None:
+        for name in self.STATE_FIELDS:
+            if name in state:
+                setattr(self, name, state[name])
+
+    def replay(self, messages: list[tuple[str, str]]) -> int:
+        """Queue a saved transcript for decoding (when its KV state cannot be loaded), turn by
+        turn as it was first prompted, so turn starts are known again. Returns the tokens."""
+        conv = self.conversation
+        model = conv.executor.model
+        tokens: list[int] = list(conv.tokens)  # a shared system prompt may be there already
+        pending = list(conv.pending_tokens)
+        conv.discard_pending()
+        tokens += pending
+        replied = False
+        space = " " if not self.template.assistant_prefix[-1:].isspace() else ""
+        for role, text in messages:
+            if role == "user":
+                if not tokens:
+                    system = (
+                        [ChatMessage("system", self.config.system)]
+                        if self.config.system.strip()
+                        else []
+                    )
+                    piece = self.template.render([*system, ChatMessage("user", text)])
+                    new = model.tokenize(piece, add_special=model.add_bos)
+                else:
+                    piece = self.template.next_turn(text, after_reply=replied)
+                    new = model.tokenize(piece, add_special=False)
+                self.turn_starts.append(len(tokens))
+                self.turn_base, self.last_user_text = len(tokens), text
+                tokens += new
+                self.reply_base, replied = len(tokens), False
+            elif role == "assistant" and text.strip():
+                tokens += model.tokenize(space + text.strip(), add_special=False)
+                replied = True
+        self.replied_before = replied
+        queued = tokens[conv.token_count :]
+        if queued:
+            conv.prompt(queued)
+        return len(queued)
+
     def feed(self, token: int) -> str:
         assert self.reply is not None
         if not self.first_token_at:

@@ -35,7 +35,8 @@ class ChatPane(Vertical):
         self._last_reply_message: ChatMessage | None = None
         self.last_reply = ""
         self.finished_replies = 0
-        self.branched_from = ""  # "name @ N tokens" when this pane is a fork
+        self.branched_from = ""  # "name after N turns" when this pane is a fork
+        self.store_id: int | None = None  # its row in the session store, when saving
 
     def compose(self) -> ComposeResult:
         title = PaneTitle()

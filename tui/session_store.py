@@ -1,0 +1,242 @@
+"""Saved sessions: every pane's transcript in SQLite, written per message.
+
+A crash or kill loses at most the reply being streamed: user turns are written when sent,
+replies when they finish. On quit each pane's decode state (its KV cells, saved by
+``Conversation.save``, plus where its turns begin) is written too, so ``--resume`` can continue
+without decoding the history again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from core import SamplingParams
+from tui.config import APP_NAME, PaneConfig
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS panes (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    branched_from TEXT NOT NULL DEFAULT '',
+    state TEXT,
+    closed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    pane_id INTEGER NOT NULL REFERENCES panes(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def default_store_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False)) / "sessions.db"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: int
+    name: str
+    updated: float
+    panes: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPane:
+    id: int
+    config: PaneConfig
+    branched_from: str
+    messages: list[tuple[str, str]]
+    state: dict[str, Any] | None  # decode state written on quit (see DecodeLoop.snapshot)
+
+
+class SessionStore:
+    """One SQLite file; used from the UI thread only. Each write is its own transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.kv_dir = path.parent / "kv"
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create_session(self, name: str = "") -> int:
+        now = time.time()
+        name = name or time.strftime("session %Y-%m-%d %H:%M", time.localtime(now))
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO sessions (name, created, updated) VALUES (?, ?, ?)", (name, now, now)
+            )
+        return int(cur.lastrowid or 0)
+
+    def sessions(self) -> list[SessionInfo]:
+        rows = self._db.execute(
+            """SELECT s.id, s.name, s.updated,
+                      (SELECT COUNT(*) FROM panes p WHERE p.session_id = s.id AND NOT p.closed),
+                      (SELECT COUNT(*) FROM messages m JOIN panes p ON m.pane_id = p.id
+                        WHERE p.session_id = s.id)
+               FROM sessions s ORDER BY s.updated DESC, s.id DESC"""
+        ).fetchall()
+        return [SessionInfo(*row) for row in rows]
+
+    def latest(self) -> int | None:
+        sessions = [s for s in self.sessions() if s.messages]
+        return sessions[0].id if sessions else None
+
+    def rename(self, session_id: int, name: str) -> None:
+        with self._db:
+            self._db.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
+
+    def delete(self, session_id: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        for file in self.kv_dir.glob(f"{session_id}-*.state"):
+            file.unlink(missing_ok=True)
+
+    def _touch(self, session_id: int) -> None:
+        self._db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (time.time(), session_id))
+
+    # -- panes and messages -----------------------------------------------------------------
+
+    def add_pane(
+        self, session_id: int, position: int, config: PaneConfig, branched_from: str = ""
+    ) -> int:
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO panes (session_id, position, config, branched_from) "
+                "VALUES (?, ?, ?, ?)",
+                (session_id, position, _dump_config(config), branched_from),
+            )
+            self._touch(session_id)
+        return int(cur.lastrowid or 0)
+
+    def close_pane(self, pane_id: int) -> None:
+        with self._db:
+            self._db.execute("UPDATE panes SET closed = 1 WHERE id = ?", (pane_id,))
+
+    def add_message(self, pane_id: int, role: str, text: str) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO messages (pane_id, role, text, created) VALUES (?, ?, ?, ?)",
+                (pane_id, role, text, time.time()),
+            )
+            self._db.execute(
+                "UPDATE sessions SET updated = ? WHERE id = "
+                "(SELECT session_id FROM panes WHERE id = ?)",
+                (time.time(), pane_id),
+            )
+
+    def replace_last_reply(self, pane_id: int, text: str) -> None:
+        """A regenerated reply replaces the stored one (the screen keeps both versions)."""
+        with self._db:
+            row = self._db.execute(
+                "SELECT id FROM messages WHERE pane_id = ? AND role = 'assistant' "
+                "ORDER BY id DESC LIMIT 1",
+                (pane_id,),
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO messages (pane_id, role, text, created) VALUES (?, ?, ?, ?)",
+                    (pane_id, "assistant", text, time.time()),
+                )
+            else:
+                self._db.execute("UPDATE messages SET text = ? WHERE id = ?", (text, row[0]))
+
+    def drop_last_turn(self, pane_id: int) -> None:
+        """Edit and resend: the last user message and what followed it go."""
+        with self._db:
+            row = self._db.execute(
+                "SELECT id FROM messages WHERE pane_id = ? AND role = 'user' "
+                "ORDER BY id DESC LIMIT 1",
+                (pane_id,),
+            ).fetchone()
+            if row is not None:
+                self._db.execute(
+                    "DELETE FROM messages WHERE pane_id = ? AND id >= ?", (pane_id, row[0])
+                )
+
+    def clear_pane(self, pane_id: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM messages WHERE pane_id = ?", (pane_id,))
+            self._db.execute("UPDATE panes SET state = NULL WHERE id = ?", (pane_id,))
+
+    def save_state(self, pane_id: int, state: dict[str, Any] | None) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE panes SET state = ? WHERE id = ?",
+                (None if state is None else json.dumps(state), pane_id),
+            )
+
+    def kv_path(self, session_id: int, pane_id: int) -> Path:
+        self.kv_dir.mkdir(parents=True, exist_ok=True)
+        return self.kv_dir / f"{session_id}-{pane_id}.state"
+
+    def load(self, session_id: int) -> list[SavedPane]:
+        panes = self._db.execute(
+            "SELECT id, config, branched_from, state FROM panes "
+            "WHERE session_id = ? AND NOT closed ORDER BY position, id",
+            (session_id,),
+        ).fetchall()
+        saved = []
+        for pane_id, config, branched_from, state in panes:
+            messages = self._db.execute(
+                "SELECT role, text FROM messages WHERE pane_id = ? ORDER BY id", (pane_id,)
+            ).fetchall()
+            saved.append(
+                SavedPane(
+                    pane_id,
+                    _load_config(config),
+                    branched_from,
+                    [(role, text) for role, text in messages],
+                    json.loads(state) if state else None,
+                )
+            )
+        return saved
+
+
+def _dump_config(config: PaneConfig) -> str:
+    return json.dumps(
+        {
+            "name": config.name,
+            "system": config.system,
+            "sampling": asdict(config.sampling),
+            "max_tokens": config.max_tokens,
+            "stop": list(config.stop),
+        }
+    )
+
+
+def _load_config(text: str) -> PaneConfig:
+    data = json.loads(text)
+    return PaneConfig(
+        name=data["name"],
+        system=data["system"],
+        sampling=SamplingParams(**data["sampling"]),
+        max_tokens=int(data["max_tokens"]),
+        stop=tuple(data["stop"]),
+    )
