@@ -66,6 +66,12 @@ def finished(pane: ChatPane, count: int = 1) -> Callable[[], bool]:
     return lambda: pane.finished_replies >= count and not pane.generating
 
 
+async def ask(pilot: object, app: PanechatApp, pane: ChatPane, text: str, count: int = 1) -> None:
+    """Send a turn and wait for the pane's ``count``-th finished reply."""
+    await app.send_to(pane, text)
+    await wait_for(pilot, finished(pane, count))
+
+
 def replies(pane: ChatPane) -> list[str]:
     return [m.text for m in pane.query(".-assistant")]  # type: ignore[attr-defined]
 
@@ -243,8 +249,7 @@ async def test_fork_shares_the_history_without_decoding_it_again(make_app: Facto
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()
         source = app.panes[0]
-        await app.send_to(source, "Tell me about the ocean.")
-        await wait_for(pilot, finished(source))
+        await ask(pilot, app, source, "Tell me about the ocean.")
         loop = loop_of(app)
         executor = loop.executor
         decoded_before = executor.stats.tokens_decoded
@@ -329,8 +334,7 @@ async def test_edit_last_takes_the_turn_back_into_the_input_and_resends(
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()
         pane = app.panes[0]
-        await app.send_to(pane, "Tell me about the ocean.")
-        await wait_for(pilot, finished(pane))
+        await ask(pilot, app, pane, "Tell me about the ocean.")
         loop = loop_of(app)
         session = loop.session(pane.pane_id)
         assert session is not None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from core.bench.prompts import long_text
 from core.bench.throughput import GREEDY, open_executor
 from core.conversation import Conversation
+from core.executor import BatchedExecutor
 from core.params import ContextParams
 from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from core.weights import LlamaWeights
@@ -38,38 +40,43 @@ def measure_shared_prefix(
         n_ctx=max(base.n_ctx, 1 << (conversations * (prefix_tokens + 64)).bit_length()),
         n_seq_max=conversations,
     )
-    # Not shared: every conversation decodes the prompt itself (all in the same batches).
-    executor = open_executor(weights, params)
-    try:
-        before = executor.stats.tokens_decoded
-        started = time.perf_counter()
+
+    def separately(executor: BatchedExecutor) -> list[Conversation]:
         convs = [executor.create(GREEDY) for _ in range(conversations)]
         for conv in convs:
             conv.prompt(prefix)
-        while any(c.requires_inference for c in convs):
-            executor.infer_sync()
-        separate = time.perf_counter() - started
-        separate_tokens = executor.stats.tokens_decoded - before
-    finally:
-        executor.close()
-    # Shared: the first decodes it, the others are forks of it.
-    executor = open_executor(weights, params)
-    try:
+        return convs
+
+    def shared_by_all(executor: BatchedExecutor) -> list[Conversation]:
         prefixes = SharedPrefixes(executor)
-        before = executor.stats.tokens_decoded
-        started = time.perf_counter()
         opened: list[Conversation] = []
         while len(opened) < conversations:
             try:
                 opened.append(prefixes.open(prefix, GREEDY))
             except PrefillInFlight:
                 executor.infer_sync()
-        while any(c.requires_inference for c in opened):
-            executor.infer_sync()
-        shared = time.perf_counter() - started
-        shared_tokens = executor.stats.tokens_decoded - before
-    finally:
-        executor.close()
+        return opened
+
+    separate, separate_tokens = _time_to_ready(weights, params, separately)
+    shared, shared_tokens = _time_to_ready(weights, params, shared_by_all)
     return PrefixResult(
         conversations, len(prefix), separate, shared, separate_tokens, shared_tokens
     )
+
+
+def _time_to_ready(
+    weights: LlamaWeights,
+    params: ContextParams,
+    open_all: Callable[[BatchedExecutor], list[Conversation]],
+) -> tuple[float, int]:
+    """Seconds and tokens decoded until every conversation ``open_all`` opens is decoded."""
+    executor = open_executor(weights, params)
+    try:
+        before = executor.stats.tokens_decoded
+        started = time.perf_counter()
+        convs = open_all(executor)
+        while any(c.requires_inference for c in convs):
+            executor.infer_sync()
+        return time.perf_counter() - started, executor.stats.tokens_decoded - before
+    finally:
+        executor.close()
