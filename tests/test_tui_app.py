@@ -14,6 +14,7 @@ from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, PaneConfig, load_config
 from tui.decode_loop import DecodeLoop
+from tui.screens.compare_screen import CompareScreen
 from tui.session_store import SessionStore
 from tui.widgets.chat_pane import ChatPane
 
@@ -490,3 +491,29 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
         session = loop_of(app).session(pane.pane_id)
         assert session is not None and len(session.turn_starts) == 2  # history re-read, by turn
     executor.close()
+
+
+async def test_broadcast_to_a_chosen_set_then_compare_the_replies(make_app: Factory) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        first, second = app.panes
+        first.input.focus()
+        await pilot.press("alt+b")  # only the first pane is chosen
+        first.input.load_text("Name a colour.")
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, finished(first))
+        assert [r for r, _ in first.messages()] == ["user", "assistant"]
+        assert second.messages() == []
+        await pilot.press("alt+b")  # nobody chosen: every pane
+        first.input.load_text("Name a fruit.")
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: finished(first, 2)() and finished(second)())
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert [r.pane for r in screen.replies] == [first.config.name, second.config.name]
+        for reply in screen.replies:
+            assert reply.text and reply.tokens > 0 and reply.tokens_per_second > 0
+        await pilot.press("escape")

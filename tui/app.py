@@ -29,8 +29,9 @@ from tui.decode_loop import (
     SendTurn,
     StopPane,
 )
-from tui.export import PaneTranscript, session_markdown, write_export
+from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
+from tui.screens.compare_screen import CompareScreen, ReplySummary
 from tui.screens.help_screen import HelpScreen
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
@@ -71,6 +72,14 @@ class PanechatApp(App[None]):
         Binding("escape", "stop", "Stop", id="pane.stop"),
         Binding("ctrl+k", "stop_all", "Stop all", id="pane.stop_all", priority=True),
         Binding("ctrl+b", "broadcast", "Broadcast", id="input.broadcast", priority=True),
+        Binding(
+            "alt+b",
+            "toggle_broadcast_set",
+            "Choose for broadcast",
+            id="input.choose",
+            priority=True,
+        ),
+        Binding("ctrl+g", "compare", "Compare replies", id="app.compare", priority=True),
         Binding("ctrl+o", "toggle_maximize", "Maximize", id="pane.maximize", priority=True),
         Binding("ctrl+l", "clear_pane", "Clear", id="pane.clear", priority=True),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="pane.copy", priority=True),
@@ -367,7 +376,7 @@ class PanechatApp(App[None]):
             self.notify("type a message first, then broadcast it with ctrl+b")
             return
         pane.input.clear()
-        panes = self.panes
+        panes = [p for p in self.panes if p.in_broadcast_set] or self.panes
         for target in panes:
             await target.add_user_message(text)
             self._record(target, "user", text)
@@ -398,12 +407,43 @@ class PanechatApp(App[None]):
         how = "system clipboard" if copy_with_system_tool(pane.last_reply) else "OSC 52"
         self.notify(f"copied the last reply ({how})")
 
-    async def action_fork_pane(self) -> None:
-        """Branch the focused pane into a new one (after its reply in flight, if any)."""
+    def action_toggle_broadcast_set(self) -> None:
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        chosen = pane.toggle_broadcast_set()
+        count = sum(p.in_broadcast_set for p in self.panes)
+        target = f"the {count} chosen panes" if count else "every pane"
+        self.notify(
+            f"{pane.config.name} {'joins' if chosen else 'leaves'}; ctrl+b sends to {target}"
+        )
+
+    def action_compare(self) -> None:
+        replies = [
+            ReplySummary(
+                p.config.name,
+                p.config.sampling.summary(),
+                p.last_reply,
+                p.last_reply_tokens,
+                p.last_reply_rate,
+                p.last_stop or "-",
+            )
+            for p in self.panes
+        ]
+        if not any(r.text for r in replies):
+            self.notify("no replies to compare yet — broadcast a question with ctrl+b")
+            return
+        self.push_screen(CompareScreen(replies))
+
+    async def action_fork_pane(self, greedy: bool = False) -> None:
+        """Branch the focused pane into a new one (after its reply in flight, if any),
+        optionally sampling greedily instead of with the pane's settings."""
         source = self.focused_pane()
         if source is None:
             return
         config = replace(source.config, name=f"{source.config.name} ⑂")
+        if greedy:
+            config = replace(config, sampling=replace(config.sampling, temperature=0.0))
         pane = await self.add_pane(config, fork_of=source)
         if pane is not None:
             pane.input.focus()
@@ -446,10 +486,21 @@ class PanechatApp(App[None]):
             for pane in self.panes
         ]
 
+    def action_export_pane(self) -> None:
+        """The focused pane to its own Markdown file."""
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        index = self.panes.index(pane)
+        self._export(pane_markdown(self.transcripts()[index]) + "\n", "panechat-pane")
+
     def action_export_session(self) -> None:
         """Every pane to one Markdown file, panes as sections, in the export directory."""
+        self._export(session_markdown(self.transcripts()), "panechat")
+
+    def _export(self, text: str, stem: str) -> None:
         try:
-            path = write_export(session_markdown(self.transcripts()), self.export_dir, "panechat")
+            path = write_export(text, self.export_dir, stem)
         except OSError as e:
             self.notify(
                 f"could not export: {e} — check that the folder is writable", severity="error"
@@ -480,6 +531,14 @@ class PanechatApp(App[None]):
                 f"{binding.description} ({binding.key})",
                 lambda action=binding.action: self.run_action(action),
             )
+        yield SystemCommand(
+            "Fork pane, greedy",
+            "Branch the focused pane; the branch samples greedily (temperature 0)",
+            lambda: self.run_action("fork_pane(True)"),
+        )
+        yield SystemCommand(
+            "Export pane", "The focused pane to its own Markdown file", self.action_export_pane
+        )
         yield SystemCommand("Keys", "Show every key binding", self.action_help)
 
     async def on_unmount(self) -> None:

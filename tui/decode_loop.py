@@ -254,7 +254,8 @@ class DecodeLoop:
             session.turns.append(command.text)
         elif isinstance(command, StopPane):
             session.turns.clear()
-            if session.generating:
+            if session.reply is not None:
+                delta.reply_tokens = session.reply.token_count
                 delta.text += session.end_reply()
                 delta.finished = "cancelled"
         elif isinstance(command, ClearPane | ClosePane):
@@ -425,9 +426,11 @@ class DecodeLoop:
             if reply.done:
                 delta.text += session.end_reply()
                 delta.finished = reply.stop_reason.value if reply.stop_reason else "stop"
+                delta.reply_tokens = reply.token_count
             elif conv.token_count >= limit and not session.make_room(int(limit * SHIFT_SHARE)):
                 delta.text += session.end_reply()
                 delta.finished = "length"
+                delta.reply_tokens = reply.token_count
                 delta.notice = CONTEXT_FULL
             else:
                 self._take_shift_notice(session, delta)

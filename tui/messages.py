@@ -16,6 +16,7 @@ class PaneDelta:
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
     taken_back: str | None = None  # the last user turn was rewound: its text, to edit
     finished: str | None = None  # stop reason when the reply ended this frame
+    reply_tokens: int = 0  # the finished reply's length in tokens
     notice: str | None = None  # something to tell the user (context full, error)
     tokens_per_second: float = 0.0
     context_used: int = 0
@@ -30,6 +31,7 @@ class PaneDelta:
             return False
         self.text += later.text
         self.finished = later.finished
+        self.reply_tokens = later.reply_tokens
         self.notice = later.notice or self.notice
         self.tokens_per_second = later.tokens_per_second
         self.context_used = later.context_used

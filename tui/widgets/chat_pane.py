@@ -37,6 +37,10 @@ class ChatPane(Vertical):
         self.finished_replies = 0
         self.branched_from = ""  # "name after N turns" when this pane is a fork
         self.store_id: int | None = None  # its row in the session store, when saving
+        self.in_broadcast_set = False  # ctrl+b sends to the chosen panes when any is chosen
+        self.last_reply_tokens = 0
+        self.last_reply_rate = 0.0
+        self.last_stop = ""
 
     def compose(self) -> ComposeResult:
         title = PaneTitle()
@@ -113,6 +117,12 @@ class ChatPane(Vertical):
             self._last_reply_message = replies[-1]
             self.last_reply = replies[-1].text.strip()
 
+    def toggle_broadcast_set(self) -> bool:
+        self.in_broadcast_set = not self.in_broadcast_set
+        for title in self.query(PaneTitle):
+            title.chosen = self.in_broadcast_set
+        return self.in_broadcast_set
+
     async def page_last_reply(self, step: int) -> bool:
         if self._last_reply_message is None or self._reply is not None:
             return False
@@ -143,6 +153,9 @@ class ChatPane(Vertical):
             reply, self._reply = self._reply, None
             self._last_reply_message = reply
             self.last_reply = reply.text.strip()
+            self.last_reply_tokens = delta.reply_tokens
+            self.last_reply_rate = delta.tokens_per_second
+            self.last_stop = delta.finished
             self.finished_replies += 1
             await reply.finish()
         if delta.taken_back is not None:

@@ -14,9 +14,10 @@ class PaneTitle(Static):
     context_size: reactive[int] = reactive(0)
     generating: reactive[bool] = reactive(False)
     origin: reactive[str] = reactive("")  # where a forked pane branched from
+    chosen: reactive[bool] = reactive(False)  # in the broadcast set
 
     def render(self) -> str:
-        marker = "● " if self.generating else ""
+        marker = ("● " if self.generating else "") + ("[b]»[/b] " if self.chosen else "")
         origin = f" [dim]⑂ {self.origin}[/dim]" if self.origin else ""
         return (
             f"{marker}[b]{self.pane_name}[/b]{origin} · {self.tokens_per_second:.0f} tok/s · "

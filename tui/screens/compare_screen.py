@@ -1,0 +1,52 @@
+"""A modal listing every pane's last reply side by side, with its speed and length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Markdown, Static
+
+
+@dataclass(frozen=True, slots=True)
+class ReplySummary:
+    pane: str
+    settings: str
+    text: str
+    tokens: int
+    tokens_per_second: float
+    stop_reason: str
+
+
+class CompareScreen(ModalScreen[None]):
+    """Compare the panes' answers to the same question (typically after a broadcast)."""
+
+    CSS_PATH = "compare_screen.tcss"
+    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="compare.close")]
+
+    def __init__(self, replies: list[ReplySummary]) -> None:
+        super().__init__()
+        self.replies = replies
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="compare"):
+            yield Static("[b]Last replies, side by side[/b]")
+            table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
+            table.add_columns("pane", "settings", "tokens", "tok/s", "words", "ended by")
+            for r in self.replies:
+                table.add_row(
+                    r.pane,
+                    r.settings,
+                    str(r.tokens),
+                    f"{r.tokens_per_second:.1f}",
+                    str(len(r.text.split())),
+                    r.stop_reason,
+                )
+            yield table
+            with VerticalScroll(id="compare-texts"):
+                for r in self.replies:
+                    yield Markdown(f"**{r.pane}** · `{r.settings}`\n\n{r.text or '_(no reply)_'}")
+            yield Static("[dim]Esc closes[/dim]")
