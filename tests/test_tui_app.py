@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
 from tui.app import PanechatApp
@@ -15,6 +16,7 @@ from tui.cli import create_app
 from tui.config import AppConfig, PaneConfig, load_config
 from tui.decode_loop import DecodeLoop
 from tui.screens.compare_screen import CompareScreen
+from tui.screens.sessions_screen import SessionsScreen
 from tui.session_store import SessionStore
 from tui.widgets.chat_pane import ChatPane
 
@@ -272,6 +274,17 @@ async def test_fork_shares_the_history_without_decoding_it_again(make_app: Facto
         await app.send_to(fork, "And the rivers?")
         await wait_for(pilot, lambda: finished(source, 2)() and finished(fork)())
         assert replies(fork)[-1].strip() and replies(source)[-1].strip()
+        # A fork of the fork shares the same way.
+        fork.input.focus()
+        await pilot.press("ctrl+t")
+        grandchild = app.panes[2]
+        assert "⑂" in grandchild.config.name and "after 2 turns" in grandchild.branched_from
+        await wait_for(pilot, lambda: loop.session(grandchild.pane_id) is not None)
+        decoded = executor.stats.tokens_decoded
+        child_session, fork_session = loop.session(grandchild.pane_id), loop.session(fork.pane_id)
+        assert child_session is not None and fork_session is not None
+        assert child_session.conversation.tokens == fork_session.conversation.tokens
+        assert executor.stats.tokens_decoded == decoded
 
 
 async def test_regenerate_with_a_fixed_seed_gives_the_same_reply_and_keeps_both(
@@ -425,6 +438,11 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
         await pilot.pause()
         first = app.panes[0]
         await app.send_to(first, "Tell me about the ocean.")
+        # Written when sent: a crash now would lose only the reply being streamed.
+        assert app.store is not None and first.store_id is not None
+        assert app.store.load(app.session_id or 0)[0].messages[:1] == [
+            ("user", "Tell me about the ocean.")
+        ]
         await wait_for(pilot, finished(first))
         said = first.last_reply
         tokens = loop_of(app).session(first.pane_id).conversation.token_count  # type: ignore[union-attr]
@@ -517,3 +535,34 @@ async def test_broadcast_to_a_chosen_set_then_compare_the_replies(make_app: Fact
         for reply in screen.replies:
             assert reply.text and reply.tokens > 0 and reply.tokens_per_second > 0
         await pilot.press("escape")
+
+
+async def test_sessions_screen_renames_deletes_and_opens_another(
+    weights: LlamaWeights, config: AppConfig, tmp_path: Path
+) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    other = store.create_session("yesterday")
+    doomed = store.create_session("scratch")
+    executor = BatchedExecutor(weights, config.context)
+    template = template_for(weights.chat_template, config.template)
+    app = create_app(config, executor, template, persist_theme=False, store=store)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SessionsScreen)
+        table = screen.query_one(DataTable)
+        keys = [row.value for row in table.rows]
+        assert keys[:1] == [str(app.session_id)] or str(app.session_id) in keys
+        table.move_cursor(row=keys.index(str(doomed)))
+        await pilot.press("d", "d")
+        assert doomed not in {s.id for s in store.sessions()}
+        keys = [row.value for row in table.rows]
+        table.move_cursor(row=keys.index(str(other)))
+        await pilot.press("r", *"monday", "enter")
+        assert {s.id: s.name for s in store.sessions()}[other] == "monday"
+        await pilot.press("enter")  # open it: the app exits asking for that session
+        await pilot.pause()
+    assert app.return_value == other
+    executor.close()

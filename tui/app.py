@@ -33,6 +33,7 @@ from tui.export import PaneTranscript, pane_markdown, session_markdown, write_ex
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.screens.compare_screen import CompareScreen, ReplySummary
 from tui.screens.help_screen import HelpScreen
+from tui.screens.sessions_screen import SessionsScreen
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
@@ -48,7 +49,7 @@ class DecodeSource(Protocol):
     def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None: ...
 
 
-class PanechatApp(App[None]):
+class PanechatApp(App[int | None]):
     """Frames from the decode loop are buffered and applied together, one screen update for
     all panes: each update re-lays out every pane whose text grew, and that work takes CPU from
     llama.cpp's threads (on 2 cores, a UI thread busy 30% of the time costs ~20% of the decode
@@ -89,6 +90,7 @@ class PanechatApp(App[None]):
         Binding("alt+left", "page_reply(-1)", "Older reply", id="reply.older", priority=True),
         Binding("alt+right", "page_reply(1)", "Newer reply", id="reply.newer", priority=True),
         Binding("ctrl+e", "export_session", "Export", id="session.export", priority=True),
+        Binding("ctrl+s", "sessions", "Sessions", id="session.list", priority=True),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
@@ -508,6 +510,18 @@ class PanechatApp(App[None]):
             return
         self.notify(f"exported to {path}")
 
+    def action_sessions(self) -> None:
+        """Saved sessions: open one (this app exits and the chosen one starts), rename, delete."""
+        if self.store is None:
+            self.notify("sessions are not being saved in this run")
+            return
+
+        def opened(session_id: int | None) -> None:
+            if session_id is not None:
+                self.exit(session_id)  # cli.main reopens with that session
+
+        self.push_screen(SessionsScreen(self.store, self.session_id), opened)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.key_rows()))
 
@@ -543,8 +557,4 @@ class PanechatApp(App[None]):
 
     async def on_unmount(self) -> None:
         self.source.shutdown()
-        try:
-            self._save_states()
-        finally:
-            if self.store is not None:
-                self.store.close()
+        self._save_states()

@@ -182,22 +182,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     backend = "GPU" if weights.gpu_offload_supported() and config.n_gpu_layers != 0 else "CPU"
-    app = create_app(
-        config,
-        executor,
-        template,
-        model_name=weights.name,
-        backend=backend,
-        panes=args.panes,
-        store=store,
-        session_id=session_id,
-        restore=restore,
-    )
     try:
-        app.run()
+        while True:  # the sessions screen may ask to reopen the app on another session
+            app = create_app(
+                config,
+                executor,
+                template,
+                model_name=weights.name,
+                backend=backend,
+                panes=args.panes,
+                store=store,
+                session_id=session_id,
+                restore=restore,
+            )
+            try:
+                next_session = app.run()
+            finally:
+                app.source.shutdown()
+                executor.close()
+            if next_session is None:
+                break
+            session_id, restore = next_session, store.load(next_session)
+            executor = BatchedExecutor(weights, config.context)
     finally:
-        app.source.shutdown()
-        executor.close()
+        store.close()
         weights.close()
     return 0
 
