@@ -363,7 +363,7 @@ class DecodeLoop:
         if self.executor.batched_token_count:
             result = self.executor.infer_sync(self._cancel)
             if result is DecodeResult.NO_KV_SLOT:
-                self._evict_one(deltas)
+                self._make_room_in_cache(deltas)
             elif not result.ok and result is not DecodeResult.COMPUTE_ABORTED:
                 raise PanechatError(f"llama_decode failed: {result.name}")
         sampled = self._sample_all(deltas)
@@ -439,7 +439,7 @@ class DecodeLoop:
                 conv.prompt([*queued, token])
         return sampled
 
-    def _evict_one(self, deltas: dict[str, PaneDelta]) -> None:
+    def _make_room_in_cache(self, deltas: dict[str, PaneDelta]) -> None:
         """The shared KV cache is full: shift the oldest turns out of the pane holding the most
         tokens; if no pane has turns to drop, stop the biggest one and tell it."""
         by_size = sorted(
