@@ -130,13 +130,16 @@ def test_cli_version_and_help(tmp_path: Path) -> None:
 
 
 def test_sessions_can_be_listed_renamed_and_deleted(capsys: pytest.CaptureFixture[str]) -> None:
-    from tui.cli import main
+    from tui.cli import _session_id, main
     from tui.session_store import SessionStore, default_store_path
 
     store = SessionStore(default_store_path())
     session_id = store.create_session("first chat")
     pane_id = store.add_pane(session_id, 0, load_config().panes[0])
     store.add_message(pane_id, "user", "hello")
+    store.create_session("empty, never resumed")
+    assert _session_id("latest", store) == session_id  # what --resume opens
+    assert store.load(session_id)[0].messages == [("user", "hello")]
     store.close()
     assert main(["--sessions"]) == 0
     assert "first chat" in capsys.readouterr().out
