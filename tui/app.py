@@ -15,6 +15,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from core import PanechatError
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, PaneConfig, save_theme_choice
 from tui.decode_loop import (
@@ -251,7 +252,11 @@ class PanechatApp(App[int | None]):
             return
         for pane_id, store_id in self._stored.items():  # the widgets may be gone by now
             path = self.store.kv_path(self.session_id, store_id)
-            self.store.save_state(store_id, self.source.snapshot(pane_id, path))
+            try:
+                state = self.source.snapshot(pane_id, path)
+            except PanechatError:  # the decode loop did not stop: keep the transcript only
+                state = None
+            self.store.save_state(store_id, state)
 
     # -- messages --------------------------------------------------------------------------
 
