@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         from core.bench.__main__ import main as bench_main
+        from tui.app_bench import app_section
 
-        return bench_main(argv[1:], prog="panechat bench")
+        return bench_main(argv[1:], prog="panechat bench", app_section=app_section)
     args = build_parser().parse_args(argv)
     logging.getLogger("panechat").addHandler(logging.NullHandler())
     try:

@@ -3,14 +3,13 @@
 Sections: ``throughput`` (N chats one after another vs. all N in one batch), ``fairness`` (a
 long prompt arriving while others stream), ``prefix`` (8 conversations opened on one system
 prompt, shared or not) and ``app`` (the Textual app, headless, with 8 panes).
-The app section lives in ``tui`` and is loaded only when it runs, so ``core`` never imports
-Textual; without ``tui`` installed it is skipped with a note.
+The app section lives in ``tui``: ``panechat bench`` hands it to :func:`main`, so ``core``
+never imports ``tui`` or Textual; ``python -m core.bench`` runs the other sections and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import threading
 import time
@@ -240,16 +239,6 @@ def prefix_section(ctx: BenchContext) -> PrefixResult:
     return r
 
 
-def app_section(ctx: BenchContext) -> Any:
-    try:
-        module = importlib.import_module("tui.app_bench")
-    except ImportError as e:
-        print(f"\n## Through the app: skipped ({e}); install panechat's tui to run it")
-        return None
-    runner: Section = module.app_section
-    return runner(ctx)
-
-
 def in_own_thread(section: Callable[[], object]) -> None:
     """Run a section's decoding in a thread that ends with it.
 
@@ -272,7 +261,12 @@ def in_own_thread(section: Callable[[], object]) -> None:
         raise errors[0]
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m core.bench") -> int:
+def main(
+    argv: list[str] | None = None,
+    prog: str = "python -m core.bench",
+    app_section: Section | None = None,
+) -> int:
+    """Run the chosen sections; ``app_section`` is the app's own (``tui.app_bench``)."""
     args = parse_args(argv, prog)
     try:
         model_path = resolve_model_path(args.model)
@@ -297,7 +291,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m core.bench") -> i
         if "prefix" in args.sections:
             in_own_thread(lambda: prefix_section(ctx))
         if "app" in args.sections:
-            app_section(ctx)
+            if app_section is None:
+                print("\n## Through the app: run `panechat bench` for it (core does not load tui)")
+            else:
+                app_section(ctx)
     except KeyboardInterrupt:
         return 130
     finally:
