@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
@@ -21,7 +20,7 @@ from core.errors import (
     RewindError,
 )
 from core.kv_accessor import KvAccessor
-from core.sampling import SamplerChain, SamplingParams
+from core.sampling import SamplerChain, SamplingParams, logits_row
 
 if TYPE_CHECKING:
     from core.executor import BatchedExecutor
@@ -163,11 +162,7 @@ class Conversation:
         """A copy of the fresh logits (one float per vocabulary entry)."""
         index = self._fresh_logits_index()
         self._executor._check_idle()
-        ptr = llama_cpp.llama_get_logits_ith(self._executor.context, index)
-        if not ptr:
-            raise NoLogitsError(f"llama.cpp has no logits at batch row {index}")
-        n_vocab = self._executor.model.n_vocab
-        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+        return logits_row(self._executor.context, index, self._executor.model.n_vocab).copy()
 
     def accept(self, token: int) -> None:
         """Feed a token chosen outside :meth:`sample` into the sampler's penalty history."""

@@ -8,6 +8,7 @@ from typing import cast
 
 import llama_cpp
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import InvalidParamsError, NoLogitsError, PanechatError
 
@@ -68,6 +69,16 @@ class SamplingParams:
         if self.repeat_penalty != 1.0:
             parts.append(f"rep{self.repeat_penalty:g}")
         return " ".join(parts)
+
+
+def logits_row(
+    ctx: llama_cpp.llama_context_p, output_index: int, n_vocab: int
+) -> npt.NDArray[np.float32]:
+    """One output row of the last decode, viewed in place (valid until the next decode)."""
+    ptr = llama_cpp.llama_get_logits_ith(ctx, output_index)
+    if not ptr:
+        raise NoLogitsError(f"llama.cpp has no logits at batch row {output_index}")
+    return np.ctypeslib.as_array(ptr, shape=(n_vocab,))
 
 
 class SamplerChain:
@@ -131,10 +142,7 @@ class SamplerChain:
     def sample(self, ctx: llama_cpp.llama_context_p, output_index: int) -> int:
         """Sample (and accept) a token from one output row of the last decode."""
         if self._argmax:
-            ptr = llama_cpp.llama_get_logits_ith(ctx, output_index)
-            if not ptr:
-                raise NoLogitsError(f"llama.cpp has no logits at batch row {output_index}")
-            return int(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).argmax())
+            return int(logits_row(ctx, output_index, self._n_vocab).argmax())
         return int(llama_cpp.llama_sampler_sample(self.handle, ctx, output_index))
 
     def accept(self, token: int) -> None:
