@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from copy import copy
 from dataclasses import dataclass, field
 
 from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplyStream
@@ -48,12 +49,16 @@ class PaneSession:
     def turn_text(self, user_text: str) -> str:
         """The prompt text for the next user turn, continuing what the KV cache holds."""
         if self.conversation.token_count == 0 and not self.conversation.requires_inference:
-            messages = []
-            if self.config.system.strip():
-                messages.append(ChatMessage("system", self.config.system))
-            messages.append(ChatMessage("user", user_text))
-            return self.template.render(messages)
+            return self.first_turn_text(user_text)
         return self.carry + self.template.next_turn(user_text, after_reply=self.replied_before)
+
+    def first_turn_text(self, user_text: str) -> str:
+        """The whole opening of a chat: the system prompt (if any) and the first user turn."""
+        messages = []
+        if self.config.system.strip():
+            messages.append(ChatMessage("system", self.config.system))
+        messages.append(ChatMessage("user", user_text))
+        return self.template.render(messages)
 
     def begin_reply(self, user_text: str, context_limit: int) -> None:
         """Queue the turn and open a reply; raises ContextFullError (queuing nothing, keeping
@@ -73,6 +78,9 @@ class PaneSession:
         self.turn_replied_before, self.last_user_text = self.replied_before, user_text
         self.carry = ""
         self.reply_base = self.conversation.token_count + self.conversation.pending_count
+        self._open_reply()
+
+    def _open_reply(self) -> None:
         self.reply = ReplyStream(
             self.conversation.executor.model,
             self.template.with_stops(self.config.stop),
@@ -134,7 +142,8 @@ class PaneSession:
     )
 
     def state(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.STATE_FIELDS}
+        """The decode state, copied (a fork or a saved session must not share its lists)."""
+        return {name: copy(getattr(self, name)) for name in self.STATE_FIELDS}
 
     def restore_state(self, state: dict[str, object]) -> None:
         for name in self.STATE_FIELDS:
@@ -155,13 +164,7 @@ class PaneSession:
         for role, text in messages:
             if role == "user":
                 if not tokens:
-                    system = (
-                        [ChatMessage("system", self.config.system)]
-                        if self.config.system.strip()
-                        else []
-                    )
-                    piece = self.template.render([*system, ChatMessage("user", text)])
-                    new = model.tokenize(piece, add_special=model.add_bos)
+                    new = model.tokenize(self.first_turn_text(text), add_special=model.add_bos)
                 else:
                     piece = self.template.next_turn(text, after_reply=replied)
                     new = model.tokenize(piece, add_special=False)
@@ -215,22 +218,11 @@ class PaneSession:
         """A session for a new pane continuing from this one's current point: the new
         conversation shares this one's KV cells (nothing is decoded again) and samples with
         ``config.sampling`` (a fresh sampler, so replies can differ)."""
-        conv = self.conversation.fork(config.sampling)
-        return PaneSession(
-            pane_id,
-            config,
-            conv,
-            self.template,
-            carry=self.carry,
-            replied_before=self.replied_before,
-            reply_base=self.reply_base,
-            turn_base=self.turn_base,
-            turn_carry=self.turn_carry,
-            turn_replied_before=self.turn_replied_before,
-            last_user_text=self.last_user_text,
-            turn_starts=list(self.turn_starts),
-            dropped_turns=self.dropped_turns,
+        branch = PaneSession(
+            pane_id, config, self.conversation.fork(config.sampling), self.template
         )
+        branch.restore_state(self.state())
+        return branch
 
     @property
     def can_regenerate(self) -> bool:
@@ -256,12 +248,7 @@ class PaneSession:
         conv.prompt(turn)
         conv.sampling = self.config.sampling
         self.carry = ""
-        self.reply = ReplyStream(
-            conv.executor.model,
-            self.template.with_stops(self.config.stop),
-            self.config.max_tokens,
-        )
-        self.first_token_at = 0.0
+        self._open_reply()
 
     def take_back_last_turn(self) -> str:
         """Rewind to before the last user turn (its reply goes too) and return its text, for
