@@ -222,12 +222,13 @@ class PanechatApp(App[int | None]):
             self._store_pane(pane)
             self.source.submit(OpenPane(pane.pane_id, pane_config))
             return pane
-        turns = sum(1 for role, _ in fork_of.messages() if role == "user")
+        messages = fork_of.messages()
+        turns = sum(1 for role, _ in messages if role == "user")
         pane.branched_from = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
         await self.query_one("#panes").mount(pane, after=fork_of)
-        await pane.add_messages(fork_of.messages())
+        await pane.add_messages(messages)
         self._store_pane(pane)
-        for role, text in fork_of.messages():
+        for role, text in messages:
             self._record(pane, role, text)
         self.source.submit(ForkPane(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
@@ -264,9 +265,13 @@ class PanechatApp(App[int | None]):
         await self.send_to(event.pane, event.text)
 
     async def send_to(self, pane: ChatPane, text: str) -> None:
+        await self._show_user_turn(pane, text)
+        self.source.submit(SendTurn(pane.pane_id, text))
+
+    async def _show_user_turn(self, pane: ChatPane, text: str) -> None:
+        """Show the user's message in the pane and save it (before the model sees it)."""
         await pane.add_user_message(text)
         self._record(pane, "user", text)
-        self.source.submit(SendTurn(pane.pane_id, text))
 
     def on_frame_update(self, event: FrameUpdate) -> None:
         self.frames_seen = [*self.frames_seen[-63:], event]
@@ -385,8 +390,7 @@ class PanechatApp(App[int | None]):
         pane.input.clear()
         panes = [p for p in self.panes if p.in_broadcast_set] or self.panes
         for target in panes:
-            await target.add_user_message(text)
-            self._record(target, "user", text)
+            await self._show_user_turn(target, text)
         self.source.submit(*(SendTurn(target.pane_id, text) for target in panes))
 
     def action_toggle_maximize(self) -> None:

@@ -25,9 +25,12 @@ class PaneDelta:
     def absorb(self, later: PaneDelta) -> bool:
         """Fold a later frame's delta into this one, unless that would reorder a reply's end and
         the next one's start; returns whether it did."""
-        if self.finished is not None or later.started or self.taken_back is not None:
-            return False
-        if later.taken_back is not None:
+        if (
+            self.finished is not None
+            or later.started
+            or self.taken_back is not None
+            or later.taken_back is not None
+        ):
             return False
         self.text += later.text
         self.finished = later.finished

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import llama_cpp
@@ -139,8 +139,6 @@ def run_batched(executor: BatchedExecutor, prompts: Sequence[str], max_tokens: i
 
 def executor_params(base: ContextParams, conversations: int, max_tokens: int) -> ContextParams:
     """Room for ``conversations`` short prompts plus replies, in one unified KV cache."""
-    from dataclasses import replace
-
     needed = conversations * (max_tokens + 64) + 256
     n_ctx = max(base.n_ctx, 1 << (needed - 1).bit_length())
     return replace(

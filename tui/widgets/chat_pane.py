@@ -105,7 +105,7 @@ class ChatPane(Vertical):
         self.last_reply = replies[-1].text.strip() if replies else ""
 
     def messages_text(self) -> list[str]:
-        """Every message's text, notices included (for tests and export of notices)."""
+        """Every message's text, notices included."""
         return [m.text for m in self.transcript.query(ChatMessage)]
 
     async def add_messages(self, messages: list[tuple[str, str]]) -> None:
