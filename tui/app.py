@@ -31,6 +31,7 @@ from tui.decode_loop import (
     StopPane,
 )
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
+from tui.gc_policy import GcPolicy
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.screens.compare_screen import CompareScreen, ReplySummary
 from tui.screens.help_screen import HelpScreen
@@ -132,6 +133,9 @@ class PanechatApp(App[int | None]):
         self._flush_at: float | None = None  # when the scheduled flush runs
         self._last_flush = 0.0
         self._last_key = 0.0
+        self.gc_policy = GcPolicy()
+        self.pane_row = Horizontal(id="panes")
+        self.status_bar = StatusBar(id="status")
         for theme in load_themes():
             self.register_theme(theme)
 
@@ -150,8 +154,8 @@ class PanechatApp(App[int | None]):
     # -- layout ----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Horizontal(id="panes")
-        status = StatusBar(id="status")
+        yield self.pane_row
+        status = self.status_bar
         status.model_name = self.model_name
         status.backend = self.backend
         yield status
@@ -172,6 +176,7 @@ class PanechatApp(App[int | None]):
                 await self.add_pane(pane_config)
         self.source.start()
         self.panes[0].input.focus()
+        self.gc_policy.apply()
 
     def _on_theme_changed(self, theme: object) -> None:
         name = getattr(theme, "name", None)
@@ -180,7 +185,8 @@ class PanechatApp(App[int | None]):
 
     @property
     def panes(self) -> list[ChatPane]:
-        return list(self.query(ChatPane))
+        """In screen order. Read from the row's children: a query would walk every widget."""
+        return [child for child in self.pane_row.children if isinstance(child, ChatPane)]
 
     def focused_pane(self) -> ChatPane | None:
         node = self.focused
@@ -212,20 +218,20 @@ class PanechatApp(App[int | None]):
         if saved is not None:
             pane.branched_from, pane.store_id = saved.branched_from, saved.id
             self._stored[pane.pane_id] = saved.id
-            await self.query_one("#panes").mount(pane)
+            await self.pane_row.mount(pane)
             await pane.add_messages(saved.messages)
             restore = Restore(saved.messages, saved.state)
             self.source.submit(OpenPane(pane.pane_id, pane_config, restore))
             return pane
         if fork_of is None:
-            await self.query_one("#panes").mount(pane)
+            await self.pane_row.mount(pane)
             self._store_pane(pane)
             self.source.submit(OpenPane(pane.pane_id, pane_config))
             return pane
         messages = fork_of.messages()
         turns = sum(1 for role, _ in messages if role == "user")
         pane.branched_from = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
-        await self.query_one("#panes").mount(pane, after=fork_of)
+        await self.pane_row.mount(pane, after=fork_of)
         await pane.add_messages(messages)
         self._store_pane(pane)
         for role, text in messages:
@@ -316,9 +322,8 @@ class PanechatApp(App[int | None]):
                     await pane.apply(delta)  # type: ignore[union-attr]
                     self._save_delta(pane, delta)  # type: ignore[arg-type]
         stats, self._buffered_stats = self._buffered_stats, None
-        for bar in self.query(StatusBar):  # none once the app is shutting down
-            if stats is not None:
-                bar.stats = stats
+        if stats is not None and self.status_bar.is_attached:  # not once shutting down
+            self.status_bar.stats = stats
 
     def _save_delta(self, pane: ChatPane, delta: PaneDelta) -> None:
         """Write what a frame completed: a reply when it finishes, a taken-back turn."""
@@ -567,3 +572,4 @@ class PanechatApp(App[int | None]):
     async def on_unmount(self) -> None:
         self.source.shutdown()
         self._save_states()
+        self.gc_policy.restore()

@@ -99,7 +99,12 @@ def create_app(
     from tui.decode_loop import DecodeLoop
 
     holder: list[PanechatApp] = []
-    loop = DecodeLoop(executor, template, lambda message: holder[0].post_message(message))
+    loop = DecodeLoop(
+        executor,
+        template,
+        lambda message: holder[0].post_message(message),
+        nice=config.decode_nice,
+    )
     app = PanechatApp(
         config,
         loop,

@@ -27,7 +27,8 @@ _CONTEXT_KEYS = {
     "max_frame_stretch",
 }
 _MODEL_KEYS = {"path", "template", "n_gpu_layers"}
-_TOP_KEYS = {"theme", "model", "context", "pane_defaults", "panes", "keys"}
+_UI_KEYS = {"decode_nice"}
+_TOP_KEYS = {"theme", "model", "context", "ui", "pane_defaults", "panes", "keys"}
 
 
 class ConfigError(PanechatError):
@@ -54,6 +55,7 @@ class AppConfig:
     panes: tuple[PaneConfig, ...]
     keys: dict[str, str] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
+    decode_nice: int = 10  # [ui]: the decode thread runs this much nicer than the UI (Linux)
 
 
 def default_config_path() -> Path:
@@ -150,6 +152,7 @@ def _check_keys(data: dict[str, Any], path: Path, text: str) -> None:
     allowed = {
         "model": _MODEL_KEYS,
         "context": _CONTEXT_KEYS,
+        "ui": _UI_KEYS,
         "pane_defaults": _PANE_KEYS - _PANE_ONLY_KEYS,
     }
     for key in data:
@@ -203,6 +206,13 @@ def _build(
     theme = data.get("theme", "textual-dark")
     if not isinstance(theme, str):
         raise fail("theme", "theme", "must be a string")
+    decode_nice = data.get("ui", {}).get("decode_nice", 10)
+    if (
+        not isinstance(decode_nice, int)
+        or isinstance(decode_nice, bool)
+        or not 0 <= decode_nice <= 19
+    ):
+        raise fail("ui", "decode_nice", "must be an integer from 0 (off) to 19")
     keys = data.get("keys", {})
     if not all(isinstance(v, str) for v in keys.values()):
         raise fail("keys", next(iter(keys)), 'key bindings must be strings like "ctrl+n"')
@@ -223,6 +233,7 @@ def _build(
         panes=panes,
         keys=dict(keys),
         sources=sources,
+        decode_nice=decode_nice,
     )
 
 

@@ -29,6 +29,7 @@ from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from tui.config import PaneConfig
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.pane_session import CONTEXT_FULL, SHIFT_SHARE, PaneSession
+from tui.thread_priority import lower_this_thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +114,11 @@ class DecodeLoop:
         executor: BatchedExecutor,
         template: ChatTemplate,
         post: Callable[[Message], object],
+        *,
+        nice: int = 0,
     ) -> None:
         self.executor = executor
+        self.nice = nice  # how far below the UI thread decoding runs (thread_priority.py)
         self.template = template
         self._post = post
         self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
@@ -153,6 +157,7 @@ class DecodeLoop:
 
     def _run(self) -> None:
         try:
+            lower_this_thread(self.nice)  # before the first decode starts llama.cpp's threads
             self.executor.warm_up()  # here: this thread does all the decoding
             while self._running:
                 self._frame()

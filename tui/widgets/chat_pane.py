@@ -41,34 +41,26 @@ class ChatPane(Vertical):
         self.last_reply_tokens = 0
         self.last_reply_rate = 0.0
         self.last_stop = ""
+        # Kept, not queried: every streamed frame touches them, and a DOM query walks the tree.
+        self.title_bar = PaneTitle()
+        self.transcript = VerticalScroll(classes="transcript")
+        self.input = PromptInput()
 
     def compose(self) -> ComposeResult:
-        title = PaneTitle()
+        title = self.title_bar
         title.pane_name = self.config.name
         title.sampler = self.config.sampling.summary()
         title.context_size = self.context_size
         title.origin = self.branched_from
         yield title
-        with VerticalScroll(classes="transcript"):
+        with self.transcript:
             if self.config.system.strip():
                 yield ChatMessage("notice", f"_{self.config.system.strip()}_", notice=True)
-        yield PromptInput()
+        yield self.input
 
     def on_mount(self) -> None:
         # Follow new text, unless the user scrolls up (Textual releases the anchor then).
         self.transcript.anchor()
-
-    @property
-    def transcript(self) -> VerticalScroll:
-        return self.query_one(".transcript", VerticalScroll)
-
-    @property
-    def title_bar(self) -> PaneTitle:
-        return self.query_one(PaneTitle)
-
-    @property
-    def input(self) -> PromptInput:
-        return self.query_one(PromptInput)
 
     def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         event.stop()
@@ -119,8 +111,7 @@ class ChatPane(Vertical):
 
     def toggle_broadcast_set(self) -> bool:
         self.in_broadcast_set = not self.in_broadcast_set
-        for title in self.query(PaneTitle):
-            title.chosen = self.in_broadcast_set
+        self.title_bar.chosen = self.in_broadcast_set
         return self.in_broadcast_set
 
     async def page_last_reply(self, step: int) -> bool:
@@ -137,8 +128,7 @@ class ChatPane(Vertical):
     async def apply(self, delta: PaneDelta) -> None:
         """Render one frame's worth of change (ignored while the pane is being removed or is
         not composed yet: a frame may still be in flight for it)."""
-        titles = self.query(PaneTitle)
-        if not self.is_mounted or self._closing or not titles:
+        if not self.is_mounted or self._closing or not self.title_bar.is_attached:
             return
         self.generating = delta.generating
         if delta.replaces_last and self._last_reply_message is not None:
@@ -148,7 +138,7 @@ class ChatPane(Vertical):
             self._reply = ChatMessage("assistant")
             await self.transcript.mount(self._reply)
         if delta.text and self._reply is not None:
-            await self._reply.append(delta.text)
+            await self._reply.stream(delta.text)
         if delta.finished is not None and self._reply is not None:
             reply, self._reply = self._reply, None
             self._last_reply_message = reply
@@ -164,7 +154,7 @@ class ChatPane(Vertical):
             self.input.focus()
         if delta.notice:
             await self.add_notice(f"⚠ {delta.notice}")
-        for title in titles:
-            title.generating = delta.generating
-            title.tokens_per_second = delta.tokens_per_second
-            title.context_used = delta.context_used
+        title = self.title_bar
+        title.generating = delta.generating
+        title.tokens_per_second = delta.tokens_per_second
+        title.context_used = delta.context_used
