@@ -21,7 +21,8 @@ def rendered(message: ChatMessage) -> list[tuple[str, str]]:
 
     def walk(widget: Widget) -> None:
         for child in widget.children:
-            out.append((type(child).__name__, str(child.render())))
+            shown = child.render()  # Content for text blocks; layout widgets render a blank
+            out.append((type(child).__name__, getattr(shown, "plain", type(shown).__name__)))
             walk(child)
 
     walk(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -97,6 +98,8 @@ async def test_two_panes_stream_in_one_shared_batch(make_app: Factory) -> None:
         assert shared, "no frame carried text for both panes"
         assert any(f.stats.batch_tokens >= 2 for f in shared)
         assert replies(first)[0].strip() and replies(second)[0].strip()
+        assert app.gc_policy.applied and gc.get_freeze_count() > 0  # see tui/gc_policy.py
+    assert not app.gc_policy.applied and gc.get_freeze_count() == 0  # undone on exit
 
 
 async def test_stop_one_pane_while_the_other_finishes(make_app: Factory) -> None:

@@ -151,3 +151,10 @@ def test_sessions_can_be_listed_renamed_and_deleted(capsys: pytest.CaptureFixtur
     assert "panechat --sessions" in capsys.readouterr().err
     assert main(["--resume"]) == 2  # nothing to resume: one line, exit 2
     assert "no saved session" in capsys.readouterr().err
+
+
+def test_decode_nice_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_config().decode_nice == 10
+    assert load_config(write(tmp_path, "[ui]\ndecode_nice = 0\n")).decode_nice == 0
+    with pytest.raises(ConfigError, match=r"line 2: decode_nice: must be an integer from 0"):
+        load_config(write(tmp_path, "[ui]\ndecode_nice = 25\n"))

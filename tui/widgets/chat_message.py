@@ -10,7 +10,6 @@ from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.widgets import Markdown
 
-
 #: A Markdown link reference definition, ``[label]: url``, which can change earlier blocks.
 LINK_REFERENCE = re.compile(r"(?m)^ {0,3}\[[^\]]+\]:")
 
