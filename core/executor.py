@@ -102,7 +102,8 @@ class BatchedExecutor:
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
         self._batch = NativeBatch(params.n_batch)
         self.prefill_budget = PrefillBudget(params.max_frame_stretch or None)
-        self._planned = (0, 0)  # (generators, prompt tokens) of the batch being decoded
+        # (generators, prompt tokens, prompts ending) of the batch being decoded
+        self._planned = (0, 0, 0)
         self._pool = SequenceIdPool(params.n_seq_max)
         self._conversations: dict[int, Conversation] = {}
         self._epoch = 0
@@ -251,16 +252,24 @@ class BatchedExecutor:
             entries.append(_Entry(conv, 1, row, True))
         generators = len(entries)
         budget = self.prefill_budget.limit(generators, batch.free)
+        reserve = self.prefill_budget.output_reserve(generators)
+        outputs = 0
         for conv in convs:
             if budget == 0:
                 break
-            if len(conv._pending) > 1:
-                n = min(len(conv._pending), budget)
+            remaining = len(conv._pending)
+            if remaining > 1:
+                n = min(remaining, budget)
+                if n == remaining and n + reserve > budget:
+                    # Its logits row would overrun the frame: end the prompt next frame, with
+                    # few enough tokens to leave room for that row.
+                    n = remaining - max(1, min(remaining - 1, budget - reserve))
                 budget -= n
-                completes = n == len(conv._pending)
+                completes = n == remaining
+                outputs += completes
                 row = batch.add(conv._seq_id, conv._pending[:n], len(conv._tokens), completes)
                 entries.append(_Entry(conv, n, row, completes))
-        self._planned = (generators, batch.n_tokens - generators)
+        self._planned = (generators, batch.n_tokens - generators, outputs)
         return entries
 
     def _decode(self, cancel: CancellationToken | None) -> DecodeResult:
@@ -281,7 +290,8 @@ class BatchedExecutor:
         stats.last_batch_tokens = self._batch.n_tokens
         if code == 0:
             stats.tokens_decoded += self._batch.n_tokens
-            self.prefill_budget.observe(*self._planned, elapsed)
+            generators, prompt_tokens, prompt_outputs = self._planned
+            self.prefill_budget.observe(generators, prompt_tokens, elapsed, prompt_outputs)
         return DecodeResult.from_code(code)
 
     def _commit(self, entries: list[_Entry], result: DecodeResult) -> DecodeResult:

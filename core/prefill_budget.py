@@ -20,9 +20,13 @@ class PrefillBudget:
     """Learns frame costs and caps the prompt tokens of frames that carry generators.
 
     Model: a frame with ``g`` generating conversations and ``p`` prompt tokens takes
-    ``G(g) + c * p`` seconds. ``G`` is learned per ``g`` from frames without prompt tokens (its
-    cost is not linear in ``g``: llama.cpp picks different matmul kernels), ``c`` from mixed
-    frames. ``max_stretch=None`` turns the cap off (throughput first).
+    ``G(g) + c * p`` seconds, plus the cost of a logits row when the chunk ends its prompt.
+    ``G`` is learned per ``g`` from frames without prompt tokens (its cost is not linear in
+    ``g``: llama.cpp picks different matmul kernels), ``c`` from mixed frames. A logits row is
+    costed as one more generator, ``G(g + 1) - G(g)``: on the embedded model the 262k-row
+    output head makes one row cost ~6 ms, a fifth of a 4-generator frame, which is enough to
+    push the frame that completes a prompt past the cap. ``max_stretch=None`` turns the cap
+    off (throughput first).
     """
 
     def __init__(self, max_stretch: float | None = 1.5, min_chunk: int = 8) -> None:
@@ -44,8 +48,20 @@ class PrefillBudget:
         allowed = int((self.max_stretch - 1.0) * base / per_token)
         return max(self.min_chunk, min(allowed, free))
 
-    def observe(self, generators: int, prompt_tokens: int, seconds: float) -> None:
-        """Record one successful decode."""
+    def output_reserve(self, generators: int) -> int:
+        """Prompt tokens a completing chunk gives up for its logits row (0 when uncapped)."""
+        if self.max_stretch is None or generators == 0:
+            return 0
+        row = self._output_row_seconds(generators)
+        per_token = self._prompt_token_seconds
+        if row is None or per_token is None or per_token <= 0:
+            return 0
+        return math.ceil(row / per_token)
+
+    def observe(
+        self, generators: int, prompt_tokens: int, seconds: float, prompt_outputs: int = 0
+    ) -> None:
+        """Record one successful decode (``prompt_outputs``: chunks that ended their prompt)."""
         if seconds <= 0:
             return
         if prompt_tokens == 0:
@@ -57,6 +73,8 @@ class PrefillBudget:
         base = self._frame_seconds(generators) if generators else 0.0
         if base is None:
             return
+        if prompt_outputs and generators:
+            base += prompt_outputs * (self._output_row_seconds(generators) or 0.0)
         per_token = max(seconds - base, 0.0) / prompt_tokens
         self._prompt_token_seconds = _ema(self._prompt_token_seconds, per_token)
 
@@ -69,6 +87,12 @@ class PrefillBudget:
             return None
         nearest = min(known, key=lambda g: abs(g - generators))
         return known[nearest] * generators / nearest
+
+    def _output_row_seconds(self, generators: int) -> float | None:
+        base, more = self._frame_seconds(generators), self._frame_seconds(generators + 1)
+        if base is None or more is None:
+            return None
+        return max(more - base, 0.0)
 
 
 def _ema(old: float | None, new: float) -> float:

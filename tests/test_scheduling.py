@@ -96,6 +96,48 @@ def test_budget_arithmetic() -> None:
     assert PrefillBudget(max_stretch=None).limit(4, 500) == 500
 
 
+def test_a_completing_chunk_leaves_room_for_its_logits_row() -> None:
+    budget = PrefillBudget(max_stretch=1.5, min_chunk=8)
+    assert budget.output_reserve(4) == 0  # nothing learned yet
+    budget.observe(4, 0, 0.030)
+    budget.observe(5, 0, 0.036)  # one more row: 6 ms
+    budget.observe(4, 8, 0.038)  # 1 ms per prompt token
+    assert budget.output_reserve(4) == 6
+    assert budget.output_reserve(0) == 0  # nobody waiting on the frame
+    # A frame that ends a prompt: its row's 6 ms are not charged to the prompt tokens.
+    budget.observe(4, 10, 0.046, prompt_outputs=1)
+    assert budget.limit(4, 500) == 15
+    assert PrefillBudget(max_stretch=None).output_reserve(4) == 0
+
+
+def test_the_frame_that_ends_a_prompt_stays_within_the_cap(make_executor: Make) -> None:
+    """With generators streaming, the chunk that completes a prompt is cut short enough to
+    leave room for its logits row, and the prompt ends one frame later instead."""
+    executor = make_executor(n_batch=256, n_seq_max=5, max_frame_stretch=1.5)
+    gens = [executor.create(GREEDY) for _ in range(4)]
+    for conv in gens:
+        conv.prompt("Once upon a time")
+    executor.infer_sync()
+    budget = executor.prefill_budget
+    budget.observe(4, 0, 0.030)
+    budget.observe(5, 0, 0.036)
+    budget.observe(4, 8, 0.038)  # allows 15 prompt tokens; a logits row costs 6 of them
+    long = executor.create(GREEDY)
+    long.prompt(executor.model.tokenize("Words and more words. " * 5)[:12])
+
+    def frame() -> None:
+        for conv in gens:
+            conv.prompt([conv.sample()])
+        budget._prompt_token_seconds = 0.001  # keep the learned costs fixed for the test
+        budget._generators_seconds.update({4: 0.030, 5: 0.036})
+        assert executor.infer_sync() is DecodeResult.OK
+
+    frame()  # 12 tokens + a row would cost 18 of the 15 allowed: end it next frame instead
+    assert long.token_count == 3 and long.pending_count == 9 and not long.requires_sampling
+    frame()  # 9 tokens + the row's 6 fit
+    assert long.token_count == 12 and long.requires_sampling
+
+
 @pytest.mark.parametrize("value", [0.5, 1.0, -1.0, float("nan")])
 def test_max_frame_stretch_must_be_off_or_above_one(value: float) -> None:
     with pytest.raises(InvalidParamsError, match="max_frame_stretch"):
