@@ -22,6 +22,7 @@ def shared_parser() -> MarkdownIt:
     return MarkdownIt("gfm-like")
 
 
+# Textual does not export its paragraph class; ``Markdown.BLOCKS`` is how it lets you swap one.
 class SettledParagraph(Markdown.BLOCKS["paragraph_open"]):  # type: ignore[misc,valid-type,name-defined]
     """A paragraph whose growth does not ask for a second layout pass (see ChatMessage)."""
 
