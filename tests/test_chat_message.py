@@ -1,4 +1,5 @@
-"""A streamed reply renders what a full parse of its text renders (pure UI, no model)."""
+"""Messages and panes as widgets (pure UI, no model): streamed replies render what a full
+parse renders, and a streaming pane's title is not redrawn on every frame."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
+from core import SamplingParams
+from tui.config import PaneConfig
+from tui.messages import PaneDelta
 from tui.widgets.chat_message import ChatMessage
+from tui.widgets.chat_pane import ChatPane
 
 
 class MessagesApp(App[None]):
@@ -64,3 +69,26 @@ async def test_an_empty_reply_says_so() -> None:
         await message.finish()
         await pilot.pause()
         assert any("(no reply)" in text for _, text in rendered(message))
+
+
+async def test_title_figures_refresh_at_most_once_a_second_while_streaming() -> None:
+    class PaneApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ChatPane("p", PaneConfig("Pane", "", SamplingParams()), 2048)
+
+    app = PaneApp()
+    async with app.run_test() as pilot:
+        pane = app.query_one(ChatPane)
+        title = pane.title_bar
+        await pane.apply(PaneDelta(text="Hi", started=True, generating=True, tokens_per_second=9))
+        assert title.generating and title.tokens_per_second == 9  # a start shows at once
+        await pane.apply(PaneDelta(text=" there", generating=True, tokens_per_second=20))
+        assert title.tokens_per_second == 9  # within the interval: not redrawn
+        pane._title_at -= ChatPane.TITLE_INTERVAL
+        await pane.apply(PaneDelta(text=".", generating=True, tokens_per_second=21))
+        assert title.tokens_per_second == 21
+        await pane.apply(PaneDelta(finished="eos", tokens_per_second=22, context_used=40))
+        assert not title.generating and title.tokens_per_second == 22  # an end shows at once
+        assert title.context_used == 40
+        await pilot.pause()
+        assert pane.last_reply == "Hi there."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
@@ -18,6 +20,10 @@ class ChatPane(Vertical):
     :class:`ChatPane.Sent` and renders the :class:`PaneDelta` the decode loop sends back."""
 
     ALLOW_MAXIMIZE = True
+    #: While a reply streams, the title's tok/s and context figures change every frame.
+    #: Redrawing eight titles on every screen update took ~10% of the UI's time, so while
+    #: streaming they are refreshed at most this often (and at once when a reply starts or ends).
+    TITLE_INTERVAL = 1.0
 
     class Sent(Message):
         def __init__(self, pane: ChatPane, text: str) -> None:
@@ -41,6 +47,7 @@ class ChatPane(Vertical):
         self.last_reply_tokens = 0
         self.last_reply_rate = 0.0
         self.last_stop = ""
+        self._title_at = 0.0  # when the title's figures were last refreshed
         # Kept, not queried: every streamed frame touches them, and a DOM query walks the tree.
         self.title_bar = PaneTitle()
         self.transcript = VerticalScroll(classes="transcript")
@@ -154,7 +161,13 @@ class ChatPane(Vertical):
             self.input.focus()
         if delta.notice:
             await self.add_notice(f"⚠ {delta.notice}")
-        title = self.title_bar
-        title.generating = delta.generating
-        title.tokens_per_second = delta.tokens_per_second
-        title.context_used = delta.context_used
+        title, now = self.title_bar, time.monotonic()
+        if (
+            title.generating != delta.generating
+            or not delta.generating
+            or now - self._title_at >= self.TITLE_INTERVAL
+        ):
+            self._title_at = now
+            title.generating = delta.generating
+            title.tokens_per_second = delta.tokens_per_second
+            title.context_used = delta.context_used
