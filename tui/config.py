@@ -28,6 +28,8 @@ _CONTEXT_KEYS = {
 }
 _MODEL_KEYS = {"path", "template", "n_gpu_layers"}
 _UI_KEYS = {"decode_nice"}
+#: How much nicer than the UI thread decoding runs (tui/thread_priority.py).
+DEFAULT_DECODE_NICE = 10
 _TOP_KEYS = {"theme", "model", "context", "ui", "pane_defaults", "panes", "keys"}
 
 
@@ -55,7 +57,7 @@ class AppConfig:
     panes: tuple[PaneConfig, ...]
     keys: dict[str, str] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
-    decode_nice: int = 10  # [ui]: the decode thread runs this much nicer than the UI (Linux)
+    decode_nice: int = DEFAULT_DECODE_NICE  # [ui]; Linux only
 
 
 def default_config_path() -> Path:
@@ -206,7 +208,7 @@ def _build(
     theme = data.get("theme", "textual-dark")
     if not isinstance(theme, str):
         raise fail("theme", "theme", "must be a string")
-    decode_nice = data.get("ui", {}).get("decode_nice", 10)
+    decode_nice = data.get("ui", {}).get("decode_nice", DEFAULT_DECODE_NICE)
     if (
         not isinstance(decode_nice, int)
         or isinstance(decode_nice, bool)
