@@ -3,14 +3,19 @@ parse renders, and a streaming pane's title is not redrawn on every frame."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import pytest
+from test_tui_snapshots import ScriptedSource
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
-from core import SamplingParams
-from tui.config import PaneConfig
-from tui.messages import PaneDelta
+from core import ContextParams, SamplingParams
+from tui.app import PanechatApp
+from tui.config import AppConfig, PaneConfig
+from tui.messages import FrameStats, FrameUpdate, PaneDelta
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.chat_pane import ChatPane
 
@@ -92,3 +97,43 @@ async def test_title_figures_refresh_at_most_once_a_second_while_streaming() -> 
         assert title.context_used == 40
         await pilot.pause()
         assert pane.last_reply == "Hi there."
+
+
+async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
+    """Messages skip Textual's second layout pass and its repaint when they grow
+    (``virtual_size`` in chat_message.py); the screen must still be up to date."""
+    pane = PaneConfig("Pane", "", SamplingParams())
+    config = AppConfig(
+        theme="panechat-dusk",
+        model_path=None,
+        template="auto",
+        n_gpu_layers=0,
+        context=ContextParams(n_ctx=2048, n_batch=64, n_seq_max=4),
+        pane_defaults=pane,
+        panes=tuple(replace(pane, name=f"Pane {i}") for i in range(4)),
+    )
+
+    def screen_text(app: PanechatApp) -> str:
+        svg = re.sub(r"(?s)<style.*?</style>", "", app.export_screenshot())
+        return re.sub(r"<[^>]+>", "", svg).replace("&#160;", " ")
+
+    app = PanechatApp(config, ScriptedSource(), persist_theme=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        for p in app.panes:
+            await p.add_user_message("Tell me a story")
+        for n in range(80):  # enough to scroll every pane, with paragraph breaks
+            text = f" w{n}" + ("\n\n" if n % 23 == 22 else "")
+            deltas = {
+                p.pane_id: PaneDelta(text=text, started=n == 0, generating=True) for p in app.panes
+            }
+            app.post_message(FrameUpdate(deltas, FrameStats(frame=n, generating=4)))
+            await pilot.pause(0.01)
+        await pilot.pause(0.5)
+        streamed = screen_text(app)
+        assert "w79" in streamed and "w78" in streamed
+        for p in app.panes:
+            for message in p.transcript.children:
+                message.refresh(layout=True)
+        app.screen.refresh(layout=True)
+        await pilot.pause(0.5)
+        assert screen_text(app) == streamed

@@ -321,9 +321,12 @@ class PanechatApp(App[int | None]):
                 for delta in deltas if pane is not None else ():
                     await pane.apply(delta)  # type: ignore[union-attr]
                     self._save_delta(pane, delta)  # type: ignore[arg-type]
-        stats, self._buffered_stats = self._buffered_stats, None
-        if stats is not None and self.status_bar.is_attached:  # not once shutting down
-            self.status_bar.stats = stats
+            stats, self._buffered_stats = self._buffered_stats, None
+            if stats is not None and self.status_bar.is_attached:  # not once shutting down
+                self.status_bar.stats = stats
+        # The batch held the screen's update back, and ending it wakes only the app: without
+        # this, what was applied can wait for some other widget to repaint.
+        self.screen.check_idle()
 
     def _save_delta(self, pane: ChatPane, delta: PaneDelta) -> None:
         """Write what a frame completed: a reply when it finishes, a taken-back turn."""

@@ -24,9 +24,9 @@ def shared_parser() -> MarkdownIt:
 
 # Textual does not export its paragraph class; ``Markdown.BLOCKS`` is how it lets you swap one.
 class SettledParagraph(Markdown.BLOCKS["paragraph_open"]):  # type: ignore[misc,valid-type,name-defined]
-    """A paragraph whose growth does not ask for a second layout pass (see ChatMessage)."""
+    """A paragraph whose growth asks for no second layout pass or repaint (see ChatMessage)."""
 
-    virtual_size = Reactive(Size(0, 0), layout=False)
+    virtual_size = Reactive(Size(0, 0), layout=False, repaint=False)
 
 
 class ChatMessage(Markdown):
@@ -38,13 +38,14 @@ class ChatMessage(Markdown):
       app already gathers each pane's text per screen update; ``MarkdownStream`` would apply
       it again from a task of its own, after the batch, and every update would then be laid
       out twice (17% vs 15% of a core);
-    - growing does not ask Textual for a second layout pass (``virtual_size`` below): the
-      pass that grew the message has already placed everything after it.
+    - growing does not ask Textual for a second layout pass, nor for a second repaint
+      (``virtual_size`` below): the pass that grew the message has already placed and
+      painted it and everything after it (tested against a forced full re-layout).
 
     A regenerated reply keeps its earlier versions: the newest is what the conversation
     continues from, the others can be paged through (``show_version``)."""
 
-    virtual_size = Reactive(Size(0, 0), layout=False)
+    virtual_size = Reactive(Size(0, 0), layout=False, repaint=False)
     BLOCKS = {**Markdown.BLOCKS, "paragraph_open": SettledParagraph}
 
     def __init__(self, role: str, text: str = "", *, notice: bool = False) -> None:
