@@ -13,6 +13,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer
 
 from core import PanechatError
@@ -131,6 +132,7 @@ class PanechatApp(App[int | None]):
         self._buffered: dict[str, list[PaneDelta]] = {}
         self._buffered_stats: FrameStats | None = None
         self._flush_at: float | None = None  # when the scheduled flush runs
+        self._flush_timer: Timer | None = None
         self._last_flush = 0.0
         self._last_key = 0.0
         self.gc_policy = GcPolicy()
@@ -286,15 +288,22 @@ class PanechatApp(App[int | None]):
             if not queue or not queue[-1].absorb(delta):
                 queue.append(replace(delta))
         self._buffered_stats = event.stats
-        if self._flush_at is None:
-            now = time.monotonic()
-            self._flush_at = max(now, self._last_flush + self._ui_interval(event.stats.generating))
-            delay = self._flush_at - now
-            # A timer with a (near) zero delay may never fire: Textual skips its late ticks.
-            if delay < 0.005:
-                self.call_later(self._flush_frames)
-            else:
-                self.set_timer(delay, self._flush_frames)
+        now = time.monotonic()
+        if event.stats.generating == 0:
+            due = now  # the last reply has ended: nothing more is coming, show it at once
+        else:
+            due = max(now, self._last_flush + self._ui_interval(event.stats.generating))
+        if self._flush_at is not None and self._flush_at <= due:
+            return  # already due no later
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        self._flush_at = due
+        # A timer with a (near) zero delay may never fire: Textual skips its late ticks.
+        if due - now < 0.005:
+            self.call_later(self._flush_frames)
+        else:
+            self._flush_timer = self.set_timer(due - now, self._flush_frames)
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key):
@@ -310,9 +319,9 @@ class PanechatApp(App[int | None]):
         now = time.monotonic()
         hold = self._last_key + self.INPUT_FIRST - now
         if hold > 0 and self._flush_at is not None and now - self._flush_at < self.UI_INTERVAL_MAX:
-            self.set_timer(hold, self._flush_frames)  # let the key's update go first
+            self._flush_timer = self.set_timer(hold, self._flush_frames)  # the key goes first
             return
-        self._flush_at, self._last_flush = None, now
+        self._flush_at, self._last_flush, self._flush_timer = None, now, None
         pending, self._buffered = self._buffered, {}
         panes = {pane.pane_id: pane for pane in self.panes}
         with self.batch_update():

@@ -1,9 +1,12 @@
-"""Messages and panes as widgets (pure UI, no model): streamed replies render what a full
-parse renders, and a streaming pane's title is not redrawn on every frame."""
+"""Messages, panes and the app's screen updates, with scripted frames (pure UI, no model):
+streamed replies render what a full parse renders, the screen matches a full re-layout, a
+streaming pane's title is not redrawn on every frame, and the last reply's end is shown at once."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import replace
 
 import pytest
@@ -99,11 +102,9 @@ async def test_title_figures_refresh_at_most_once_a_second_while_streaming() -> 
         assert pane.last_reply == "Hi there."
 
 
-async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
-    """Messages skip Textual's second layout pass and its repaint when they grow
-    (``virtual_size`` in chat_message.py); the screen must still be up to date."""
+def four_pane_config() -> AppConfig:
     pane = PaneConfig("Pane", "", SamplingParams())
-    config = AppConfig(
+    return AppConfig(
         theme="panechat-dusk",
         model_path=None,
         template="auto",
@@ -113,11 +114,16 @@ async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
         panes=tuple(replace(pane, name=f"Pane {i}") for i in range(4)),
     )
 
+
+async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
+    """Messages skip Textual's second layout pass and its repaint when they grow
+    (``virtual_size`` in chat_message.py); the screen must still be up to date."""
+
     def screen_text(app: PanechatApp) -> str:
         svg = re.sub(r"(?s)<style.*?</style>", "", app.export_screenshot())
         return re.sub(r"<[^>]+>", "", svg).replace("&#160;", " ")
 
-    app = PanechatApp(config, ScriptedSource(), persist_theme=False)
+    app = PanechatApp(four_pane_config(), ScriptedSource(), persist_theme=False)
     async with app.run_test(size=(120, 30)) as pilot:
         for p in app.panes:
             await p.add_user_message("Tell me a story")
@@ -137,3 +143,29 @@ async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
         app.screen.refresh(layout=True)
         await pilot.pause(0.5)
         assert screen_text(app) == streamed
+
+
+async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interval() -> None:
+    app = PanechatApp(four_pane_config(), ScriptedSource(), persist_theme=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        panes = app.panes
+
+        def frame(n: int, streaming: int, **delta: object) -> FrameUpdate:
+            deltas = {p.pane_id: PaneDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
+            return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
+
+        app.post_message(frame(0, 8, started=True, generating=True))
+        while not app._last_flush:  # the first frame after a quiet spell is shown at once
+            await pilot.pause(0.01)
+        app.post_message(frame(1, 8, generating=True))  # with 8 streaming: in 1/4 s
+        await pilot.pause()
+        assert app._flush_at is not None and app._flush_at > time.monotonic()
+        last = frame(2, 0, finished="eos")
+        app.post_message(last)
+        while app.frames_seen[-1] is not last:
+            await asyncio.sleep(0.001)
+        # Due now, not at the interval frame 1 set: nothing more is coming.
+        assert app._flush_at is None or app._flush_at <= time.monotonic()
+        await pilot.pause()
+        assert all(p.finished_replies == 1 for p in panes)
+        assert all(p.last_reply == "w0 w1 w2" for p in panes)
