@@ -57,7 +57,8 @@ class PanechatApp(App[int | None]):
     all panes: each update re-lays out every pane whose text grew, and that work takes CPU from
     llama.cpp's threads (on 2 cores, a UI thread busy 30% of the time costs ~20% of the decode
     speed). The interval grows with the number of streaming panes, from ``UI_INTERVAL`` up to
-    ``UI_INTERVAL_MAX`` (see docs/BENCHMARKS.md).
+    ``UI_INTERVAL_MAX``; when the last reply ends, its end is shown at once (see
+    docs/BENCHMARKS.md).
     """
 
     UI_INTERVAL = 1 / 15
