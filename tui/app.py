@@ -334,9 +334,10 @@ class PanechatApp(App[int | None]):
             stats, self._buffered_stats = self._buffered_stats, None
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
                 self.status_bar.stats = stats
-        # The batch held the screen's update back, and ending it wakes only the app: without
-        # this, what was applied can wait for some other widget to repaint.
-        self.screen.check_idle()
+        if self.status_bar.is_attached:
+            # The batch held the screen's update back, and ending it wakes only the app:
+            # without this, what was applied can wait for some other widget to repaint.
+            self.screen.check_idle()
 
     def _save_delta(self, pane: ChatPane, delta: PaneDelta) -> None:
         """Write what a frame completed: a reply when it finishes, a taken-back turn."""
