@@ -58,7 +58,8 @@ def test_fairness_measures_gaps_before_and_during_a_long_prompt(weights: LlamaWe
 
 def test_app_section_streams_every_pane_and_times_key_presses(weights: LlamaWeights) -> None:
     ctx = BenchContext(weights, str(resolve_model_path(None)), ContextParams(n_ctx=2048), 24)
-    result = app_section(ctx, panes=2)
+    (result,) = app_section(ctx, panes=2, intervals=(0.25,), repeats=1)
+    assert result.update_interval == 0.25
     assert 0 < result.tokens <= 2 * 24
     assert result.app_tokens_per_second > 0 and result.engine_tokens_per_second > 0
     assert result.key_presses >= 1 and 0 < result.key_latency_median <= result.key_latency_max

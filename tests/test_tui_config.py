@@ -158,3 +158,11 @@ def test_decode_nice_is_read_and_checked(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "[ui]\ndecode_nice = 0\n")).decode_nice == 0
     with pytest.raises(ConfigError, match=r"line 2: decode_nice: must be an integer from 0"):
         load_config(write(tmp_path, "[ui]\ndecode_nice = 25\n"))
+
+
+def test_update_interval_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_config().update_interval == 0.25
+    assert load_config(write(tmp_path, "[ui]\nupdate_interval = 1\n")).update_interval == 1.0
+    for bad in ("0", "5.0", '"fast"', "true"):
+        with pytest.raises(ConfigError, match=r"line 2: update_interval: must be a number of sec"):
+            load_config(write(tmp_path, f"[ui]\nupdate_interval = {bad}\n"))

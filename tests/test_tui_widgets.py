@@ -169,3 +169,28 @@ async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interv
         await pilot.pause()
         assert all(p.finished_replies == 1 for p in panes)
         assert all(p.last_reply == "w0 w1 w2" for p in panes)
+
+
+@pytest.mark.parametrize(("interval", "streaming", "expected"), [(1.0, 8, 1.0), (1.0, 4, 0.5)])
+async def test_screen_updates_follow_the_configured_interval(
+    interval: float, streaming: int, expected: float
+) -> None:
+    """``[ui] update_interval`` is the time between screen updates with 8 panes streaming;
+    fewer streaming panes update proportionally sooner."""
+    config = replace(four_pane_config(), update_interval=interval)
+    app = PanechatApp(config, ScriptedSource(), persist_theme=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        panes = app.panes
+
+        def frame(n: int, **delta: object) -> FrameUpdate:
+            deltas = {p.pane_id: PaneDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
+            return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
+
+        app.post_message(frame(0, started=True, generating=True))
+        while not app._last_flush:
+            await pilot.pause(0.01)
+        app.post_message(frame(1, generating=True))
+        while app._flush_at is None:
+            await pilot.pause(0.01)
+        assert app._flush_at - app._last_flush == pytest.approx(expected)
+        assert app._ui_interval(1) == pytest.approx(interval / 8)  # one streaming pane

@@ -56,14 +56,13 @@ class PanechatApp(App[int | None]):
     """Frames from the decode loop are buffered and applied together, one screen update for
     all panes: each update re-lays out every pane whose text grew, and that work takes CPU from
     llama.cpp's threads (on 2 cores, a UI thread busy 30% of the time costs ~20% of the decode
-    speed). The interval grows with the number of streaming panes, from ``UI_INTERVAL`` up to
-    ``UI_INTERVAL_MAX``; when the last reply ends, its end is shown at once (see
-    docs/BENCHMARKS.md).
+    speed). The interval grows with the number of streaming panes, from
+    ``MIN_UPDATE_INTERVAL`` up to ``[ui] update_interval`` (1/4 s) at ``FULL_INTERVAL_PANES``;
+    when the last reply ends, its end is shown at once (see docs/BENCHMARKS.md).
     """
 
-    UI_INTERVAL = 1 / 15
-    UI_INTERVAL_PER_PANE = 1 / 32
-    UI_INTERVAL_MAX = 1 / 4
+    MIN_UPDATE_INTERVAL = 1 / 15
+    FULL_INTERVAL_PANES = 8
     #: After a key press, streamed text waits this long, so the screen update that shows the
     #: key is not queued behind a re-layout of every pane.
     INPUT_FIRST = 0.06
@@ -312,14 +311,16 @@ class PanechatApp(App[int | None]):
         await super().on_event(event)
 
     def _ui_interval(self, streaming: int) -> float:
-        interval = max(self.UI_INTERVAL, streaming * self.UI_INTERVAL_PER_PANE)
-        return min(interval, self.UI_INTERVAL_MAX)
+        full = self.config.update_interval
+        interval = max(self.MIN_UPDATE_INTERVAL, full * streaming / self.FULL_INTERVAL_PANES)
+        return min(interval, full)
 
     async def _flush_frames(self) -> None:
         """Apply every buffered frame: one screen update for all of them."""
         now = time.monotonic()
         hold = self._last_key + self.INPUT_FIRST - now
-        if hold > 0 and self._flush_at is not None and now - self._flush_at < self.UI_INTERVAL_MAX:
+        due = self._flush_at
+        if hold > 0 and due is not None and now - due < self.config.update_interval:
             self._flush_timer = self.set_timer(hold, self._flush_frames)  # the key goes first
             return
         self._flush_at, self._last_flush, self._flush_timer = None, now, None

@@ -27,9 +27,12 @@ _CONTEXT_KEYS = {
     "max_frame_stretch",
 }
 _MODEL_KEYS = {"path", "template", "n_gpu_layers"}
-_UI_KEYS = {"decode_nice"}
+_UI_KEYS = {"decode_nice", "update_interval"}
 #: How much nicer than the UI thread decoding runs (tui/thread_priority.py).
 DEFAULT_DECODE_NICE = 10
+#: Seconds between screen updates while 8 panes stream (PanechatApp.stream_interval).
+DEFAULT_UPDATE_INTERVAL = 0.25
+UPDATE_INTERVAL_RANGE = (0.05, 2.0)
 _TOP_KEYS = {"theme", "model", "context", "ui", "pane_defaults", "panes", "keys"}
 
 
@@ -58,6 +61,7 @@ class AppConfig:
     keys: dict[str, str] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
     decode_nice: int = DEFAULT_DECODE_NICE  # [ui]; Linux only
+    update_interval: float = DEFAULT_UPDATE_INTERVAL  # [ui]
 
 
 def default_config_path() -> Path:
@@ -215,6 +219,14 @@ def _build(
         or not 0 <= decode_nice <= 19
     ):
         raise fail("ui", "decode_nice", "must be an integer from 0 (off) to 19")
+    update_interval = data.get("ui", {}).get("update_interval", DEFAULT_UPDATE_INTERVAL)
+    low, high = UPDATE_INTERVAL_RANGE
+    if (
+        not isinstance(update_interval, int | float)
+        or isinstance(update_interval, bool)
+        or not low <= update_interval <= high
+    ):
+        raise fail("ui", "update_interval", f"must be a number of seconds from {low} to {high}")
     keys = data.get("keys", {})
     if not all(isinstance(v, str) for v in keys.values()):
         raise fail("keys", next(iter(keys)), 'key bindings must be strings like "ctrl+n"')
@@ -236,6 +248,7 @@ def _build(
         keys=dict(keys),
         sources=sources,
         decode_nice=decode_nice,
+        update_interval=float(update_interval),
     )
 
 
