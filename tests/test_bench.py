@@ -62,6 +62,7 @@ def test_app_section_streams_every_pane_and_times_key_presses(weights: LlamaWeig
     assert result.update_interval == 0.25
     assert 0 < result.tokens <= 2 * 24
     assert result.app_tokens_per_second > 0 and result.engine_tokens_per_second > 0
+    assert result.executor_tokens_per_second > 0 and result.share_of_executor > 0
     assert result.key_presses >= 1 and 0 < result.key_latency_median <= result.key_latency_max
 
 

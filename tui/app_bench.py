@@ -1,8 +1,9 @@
 """The app section of ``panechat bench``: 8 panes streaming in the headless app.
 
-Two figures: the app's aggregate tokens/s as a share of the executor's (the same work without
-a UI, and the throughput section's N=8 figure), and input latency: the time from a key press
-reaching the app to the screen update that shows it, measured while every pane streams. Headless
+Two figures: the app's aggregate tokens/s as a share of the executor's (the same replies with
+no UI: the throughput section's batch, and the app's own decode loop, each measured alongside
+the app runs), and input latency: the time from a key press reaching the app to the screen
+update that shows it, measured while every pane streams. Headless
 Textual computes every screen update but does not write it; the hook here renders each update
 to terminal text as a real terminal driver would, so that cost is counted.
 """
@@ -21,8 +22,10 @@ from textual import events
 from textual.message import Message
 
 from core import BatchedExecutor, ChatTemplate, ContextParams, SamplingParams, template_for
+from core.bench.__main__ import in_own_thread
 from core.bench.prompts import short_prompts
 from core.bench.report import ms, pct, table
+from core.bench.throughput import executor_params, open_executor, run_batched
 from tui.cli import create_app
 from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig, PaneConfig
 from tui.decode_loop import DecodeLoop, OpenPane, SendTurn
@@ -43,7 +46,7 @@ class AppBenchResult:
     tokens: int  # reply tokens in one app run
     engine_tokens_per_second: float  # the same decode loop, no UI
     app_tokens_per_second: float
-    executor_tokens_per_second: float | None  # the throughput section's figure at N=panes
+    executor_tokens_per_second: float  # the executor alone at N=panes, measured alongside
     ui_cpu_share: float  # the UI thread's CPU time over the run's wall time
     key_presses: int
     key_latency_median: float
@@ -55,9 +58,7 @@ class AppBenchResult:
         return self.app_tokens_per_second / self.engine_tokens_per_second
 
     @property
-    def share_of_executor(self) -> float | None:
-        if not self.executor_tokens_per_second:
-            return None
+    def share_of_executor(self) -> float:
         return self.app_tokens_per_second / self.executor_tokens_per_second
 
 
@@ -88,6 +89,23 @@ def _template(ctx: BenchContext) -> ChatTemplate:
 
 def _executor(ctx: BenchContext, config: AppConfig) -> BatchedExecutor:
     return BatchedExecutor(ctx.weights, config.context)  # the decode loop warms it up
+
+
+def measure_executor(ctx: BenchContext, prompts: list[str]) -> float:
+    """The executor alone, as in the throughput section's (b): all conversations in one batch,
+    in a thread of its own (``in_own_thread``); tokens/s."""
+    rates: list[float] = []
+
+    def run() -> None:
+        params = executor_params(ctx.params, len(prompts), ctx.tokens)
+        executor = open_executor(ctx.weights, params)
+        try:
+            rates.append(run_batched(executor, prompts, ctx.tokens).tokens_per_second)
+        finally:
+            executor.close()
+
+    in_own_thread(run)
+    return rates[0]
 
 
 def measure_engine(ctx: BenchContext, config: AppConfig, prompts: list[str]) -> tuple[int, float]:
@@ -217,17 +235,11 @@ def app_section(
     print(f"\n## Through the app: {panes} panes streaming at once, headless\n")
     config = bench_config(ctx.params, panes, ctx.tokens)
     prompts = short_prompts(panes)
-    executor_rate = next(
-        (
-            row["batched"].tokens_per_second
-            for row in ctx.results.get("throughput", [])
-            if row["conversations"] == panes
-        ),
-        None,
-    )
+    executor_rates: list[float] = []
     engine_rates: list[float] = []
     runs: dict[float, list[AppRun]] = {interval: [] for interval in intervals}
     for _ in range(repeats):  # alternate, so slow spells of the machine hit every column
+        executor_rates.append(measure_executor(ctx, prompts))
         engine_tokens, engine_seconds = measure_engine(ctx, config, prompts)
         engine_rates.append(engine_tokens / engine_seconds)
         for interval in intervals:
@@ -249,7 +261,7 @@ def app_section(
                     r.tokens / r.seconds for r in interval_runs
                 ),
                 ui_cpu_share=statistics.median(r.ui_cpu_share for r in interval_runs),
-                executor_tokens_per_second=executor_rate,
+                executor_tokens_per_second=statistics.median(executor_rates),
                 key_presses=len(latencies),
                 key_latency_median=statistics.median(latencies),
                 key_latency_p95=percentile(latencies, 0.95),
@@ -278,7 +290,7 @@ def app_section(
                     f"{r.app_tokens_per_second:.1f}",
                     f"{r.engine_tokens_per_second:.1f}",
                     pct(r.share_of_engine),
-                    f"{executor_rate:.1f}" if executor_rate else "-",
+                    f"{r.executor_tokens_per_second:.1f}",
                     pct(r.share_of_executor),
                     pct(r.ui_cpu_share),
                     ms(r.key_latency_median),
@@ -291,8 +303,9 @@ def app_section(
         )
     )
     print(
-        f"\nMedians of {repeats} runs of each, alternating. Decode loop alone: the app's own "
-        "decode thread with no UI attached. Key→screen, over every run's presses: "
+        f"\nMedians of {repeats} runs of each, alternating. Executor: all {panes} conversations "
+        "in one batch, as in the throughput section. Decode loop alone: the app's own decode "
+        "thread with no UI attached. Key→screen, over every run's presses: "
         f"a key press every {KEY_INTERVAL * 1000:.0f} ms into the focused input, until the "
         "screen update that shows it has been rendered. Screen update: [ui] update_interval, "
         "the time between screen updates while 8 panes stream."
