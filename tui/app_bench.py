@@ -3,9 +3,9 @@
 Two figures: the app's aggregate tokens/s as a share of the executor's (the same replies with
 no UI: the throughput section's batch, and the app's own decode loop, each measured alongside
 the app runs), and input latency: the time from a key press reaching the app to the screen
-update that shows it, measured while every pane streams. Headless
-Textual computes every screen update but does not write it; the hook here renders each update
-to terminal text as a real terminal driver would, so that cost is counted.
+update that shows it, measured while every pane streams. Headless Textual computes every
+screen update but does not write it; the hook here renders each update to terminal text as a
+real terminal driver would, so that cost is counted.
 """
 
 from __future__ import annotations
@@ -62,12 +62,7 @@ class AppBenchResult:
         return self.app_tokens_per_second / self.executor_tokens_per_second
 
 
-def bench_config(
-    params: ContextParams,
-    panes: int,
-    tokens: int,
-    update_interval: float = DEFAULT_UPDATE_INTERVAL,
-) -> AppConfig:
+def bench_config(params: ContextParams, panes: int, tokens: int) -> AppConfig:
     """Greedy panes with no system prompt and no stop strings, so each reply is the same work
     as one conversation of the throughput section."""
     pane = PaneConfig("bench", "", SamplingParams(temperature=0.0), max_tokens=tokens)
@@ -79,7 +74,6 @@ def bench_config(
         context=replace(params, n_seq_max=max(panes, params.n_seq_max)),
         pane_defaults=pane,
         panes=tuple(replace(pane, name=f"bench {i + 1}") for i in range(panes)),
-        update_interval=update_interval,
     )
 
 
