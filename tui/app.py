@@ -481,24 +481,22 @@ class PanechatApp(App[int | None]):
             if source.generating:
                 self.notify("the branch starts when the current reply is complete")
 
-    def action_regenerate(self) -> None:
+    def _idle_focused_pane(self, doing: str) -> ChatPane | None:
+        """The focused pane, unless a reply is still streaming into it (then say so)."""
         pane = self.focused_pane()
-        if pane is None:
-            return
-        if pane.generating:
-            self.notify("a reply is still coming — stop it (esc) before regenerating")
-            return
-        self.source.submit(Regenerate(pane.pane_id))
+        if pane is not None and pane.generating:
+            self.notify(f"a reply is still coming — stop it (esc) before {doing}")
+            return None
+        return pane
+
+    def action_regenerate(self) -> None:
+        if (pane := self._idle_focused_pane("regenerating")) is not None:
+            self.source.submit(Regenerate(pane.pane_id))
 
     def action_edit_last(self) -> None:
         """Take back the last message (and its reply) into the input, to edit and resend."""
-        pane = self.focused_pane()
-        if pane is None:
-            return
-        if pane.generating:
-            self.notify("a reply is still coming — stop it (esc) before editing")
-            return
-        self.source.submit(EditLastTurn(pane.pane_id))
+        if (pane := self._idle_focused_pane("editing")) is not None:
+            self.source.submit(EditLastTurn(pane.pane_id))
 
     async def action_page_reply(self, step: int) -> None:
         pane = self.focused_pane()
