@@ -33,6 +33,7 @@ from core.params import ContextParams
 from core.reply_stream import ReplyStream
 from core.sampling import SamplingParams
 from core.shared_prefix import PrefillInFlight, SharedPrefixes
+from core.weight_layout import LayoutChoice, WeightLayout
 from core.weights import LlamaWeights
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "ForkPendingTokensError",
     "InvalidParamsError",
     "KvShiftError",
+    "LayoutChoice",
     "LlamaWeights",
     "ModelLoadError",
     "NoLogitsError",
@@ -65,6 +67,7 @@ __all__ = [
     "SharedPrefixes",
     "StateError",
     "TemplateError",
+    "WeightLayout",
     "embedded_model_path",
     "resolve_model_path",
     "template_for",

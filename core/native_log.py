@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import llama_cpp
 
@@ -25,15 +27,19 @@ _LEVELS = {
     4: logging.ERROR,
 }
 _state = {"last": logging.INFO}
+#: Lists that :func:`capture` is filling: every line, whatever the logger's level.
+_captures: list[list[str]] = []
 
 
 @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     py_level = _LEVELS.get(level, _state["last"])  # 5 = continuation of the previous line
     _state["last"] = py_level
-    if logger.isEnabledFor(py_level):
+    if _captures or logger.isEnabledFor(py_level):
         message = text.decode("utf-8", errors="replace").rstrip()
-        if message.strip("."):
+        for lines in _captures:
+            lines.append(message)
+        if message.strip(".") and logger.isEnabledFor(py_level):
             logger.log(py_level, "%s", message)
 
 
@@ -48,3 +54,16 @@ def install() -> None:
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
         _installed = True
+
+
+@contextmanager
+def capture() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines of every level while the block runs (e.g. what a model
+    load says about its buffers), without changing what the logger lets through."""
+    install()
+    lines: list[str] = []
+    _captures.append(lines)
+    try:
+        yield lines
+    finally:
+        _captures.remove(lines)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Literal
 
 from core.errors import InvalidParamsError
+from core.machine import cores_available
 
 FlashAttention = Literal["auto", "on", "off"]
 
@@ -14,10 +14,7 @@ FlashAttention = Literal["auto", "on", "off"]
 def default_threads() -> int:
     """Physical-core-ish default: llama.cpp gains nothing from SMT siblings, and loses from
     oversubscription, so use every core we are allowed to run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
+    return cores_available()
 
 
 @dataclass(frozen=True, slots=True)

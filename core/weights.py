@@ -11,8 +11,12 @@ from typing import cast
 import llama_cpp
 
 from core import native_log
+from core.amx_trial import TrialRecords
 from core.errors import ModelLoadError, PanechatError
+from core.ggml_registry import withholding_cpu_buffer_types
+from core.load_report import LoadReport
 from core.model_path import check_gguf
+from core.weight_layout import LayoutChoice, WeightLayout, resolve_layout
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -34,10 +38,19 @@ class LlamaWeights:
     conversations then costs a dict lookup instead of a native call per token.
     """
 
-    def __init__(self, model: llama_cpp.llama_model_p, path: Path, n_gpu_layers: int) -> None:
+    def __init__(
+        self,
+        model: llama_cpp.llama_model_p,
+        path: Path,
+        n_gpu_layers: int,
+        layout: LayoutChoice,
+        load_report: LoadReport,
+    ) -> None:
         self._model: llama_cpp.llama_model_p | None = model
         self.path = path
         self.n_gpu_layers = n_gpu_layers
+        self.layout = layout  # which weight layouts the load could use, and why
+        self.load_report = load_report  # where llama.cpp put the weights
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._pieces: dict[int, bytes] = {}
@@ -45,19 +58,31 @@ class LlamaWeights:
         self._eog: dict[int, bool] = {}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], n_gpu_layers: int = -1) -> LlamaWeights:
-        """Load a GGUF. ``n_gpu_layers=-1`` offloads every layer (a no-op on a CPU build)."""
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        n_gpu_layers: int = -1,
+        layout: WeightLayout = WeightLayout.AUTO,
+        trials: TrialRecords | None = None,
+    ) -> LlamaWeights:
+        """Load a GGUF. ``n_gpu_layers=-1`` offloads every layer (a no-op on a CPU build).
+
+        ``layout`` decides which repacked layouts CPU-resident weights may use
+        (:mod:`core.weight_layout`); ``auto`` may first try AMX in a child process, once per
+        machine, with its verdict kept in ``trials``."""
         model_path = check_gguf(path)
         _init_backend()
+        choice = resolve_layout(layout, trials)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
-        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+        with native_log.capture() as log, withholding_cpu_buffer_types(choice.withheld):
+            model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
         if not model:
             raise ModelLoadError(
                 f"llama.cpp could not load {model_path} — the file may be truncated or of an "
                 "unsupported architecture; try another GGUF"
             )
-        return cls(model, model_path, n_gpu_layers)
+        return cls(model, model_path, n_gpu_layers, choice, LoadReport.from_log(log))
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -103,6 +128,15 @@ class LlamaWeights:
     @property
     def n_params(self) -> int:
         return int(llama_cpp.llama_model_n_params(self.model))
+
+    @property
+    def n_layer(self) -> int:
+        return int(llama_cpp.llama_model_n_layer(self.model))
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of all the weight tensors."""
+        return int(llama_cpp.llama_model_size(self.model))
 
     @property
     def n_ctx_train(self) -> int:

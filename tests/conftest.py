@@ -1,12 +1,20 @@
-"""Shared fixtures: the real embedded model, loaded once per test session."""
+"""Shared fixtures: the real embedded model, loaded once per test session; the native-crash
+guard (native_smoke.py) that runs a child-process smoke test first."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from native_smoke import (  # noqa: F401 - pytest hooks, found by name
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_runtest_makereport,
+)
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, resolve_model_path
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")

@@ -166,3 +166,14 @@ def test_update_interval_is_read_and_checked(tmp_path: Path) -> None:
     for bad in ("0", "5.0", '"fast"', "true"):
         with pytest.raises(ConfigError, match=r"line 2: update_interval: must be a number of sec"):
             load_config(write(tmp_path, f"[ui]\nupdate_interval = {bad}\n"))
+
+
+def test_weight_layout_is_read_and_checked(tmp_path: Path) -> None:
+    from core import WeightLayout
+
+    assert load_config().weight_layout is WeightLayout.AUTO
+    config = load_config(write(tmp_path, '[model]\nweight_layout = "repack"\n'))
+    assert config.weight_layout is WeightLayout.REPACK
+    for bad in ('"fast"', "1", '"AUTO"'):
+        with pytest.raises(ConfigError, match=r"line 2: weight_layout: must be one of 'auto'"):
+            load_config(write(tmp_path, f"[model]\nweight_layout = {bad}\n"))

@@ -10,8 +10,7 @@ import logging
 import sqlite3
 import sys
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core import (
     BatchedExecutor,
@@ -28,18 +27,12 @@ if TYPE_CHECKING:
     from tui.app import PanechatApp
 
 
-def package_version() -> str:
-    try:
-        return version("panechat")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0+unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="panechat",
         description="Several chats with one local model, side by side, decoded in one batch.",
-        epilog="`panechat bench --help`: measure batched decoding on this machine.",
+        epilog="`panechat bench --help`: measure batched decoding on this machine. "
+        "`panechat doctor`: what panechat runs on, for bug reports.",
     )
     parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: embedded)")
     parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
@@ -55,8 +48,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sessions", action="store_true", help="list saved sessions and exit")
     parser.add_argument("--rename-session", nargs=2, metavar=("ID", "NAME"), help="rename one")
     parser.add_argument("--delete-session", metavar="ID", help="delete a saved session")
-    parser.add_argument("--version", action="version", version=f"panechat {package_version()}")
+    parser.add_argument(
+        "--version", action=VersionAction, help="versions, backends and CPU; then exit"
+    )
     return parser
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the short form of ``panechat doctor`` (no model is loaded)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from core.doctor import Build
+
+        print(Build.collect().version_line())
+        parser.exit()
+
+
+def doctor_command(argv: list[str]) -> int:
+    """``panechat doctor``: what panechat runs on, with the config's model and settings."""
+    from core.doctor import run_doctor
+
+    parser = argparse.ArgumentParser(
+        prog="panechat doctor",
+        description="What panechat runs on (versions, backends, CPU, weight layout, model), "
+        "for bug reports.",
+    )
+    parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: config's)")
+    parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
+    args = parser.parse_args(argv)
+    _show_amx_trial()
+    try:
+        config = load_config(args.config)
+        print(
+            run_doctor(
+                args.model or config.model_path,
+                n_gpu_layers=config.n_gpu_layers,
+                layout=config.weight_layout,
+                threads=config.context.n_threads,
+            )
+        )
+    except PanechatError as e:
+        print(f"panechat doctor: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _show_amx_trial() -> None:
+    """The one-time AMX trial may pause a start for a few seconds: say so on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("panechat: %(message)s…"))
+    trial_logger = logging.getLogger("panechat.amx_trial")
+    trial_logger.addHandler(handler)
+    trial_logger.setLevel(logging.INFO)
 
 
 def known_themes() -> set[str]:
@@ -156,6 +202,8 @@ def _session_id(text: str, store: SessionStore) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:
+        return doctor_command(argv[1:])
     if argv[:1] == ["bench"]:
         from core.bench.__main__ import main as bench_main
         from tui.app_bench import app_section
@@ -163,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:], prog="panechat bench", app_section=app_section)
     args = build_parser().parse_args(argv)
     logging.getLogger("panechat").addHandler(logging.NullHandler())
+    _show_amx_trial()
     try:
         store = SessionStore(default_store_path())
         done = session_command(args, store)
@@ -174,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             session_id = _session_id(args.resume, store)
             restore = store.load(session_id)
         config = prepare(args)
-        weights = LlamaWeights.load(resolve_model_path(config.model_path), config.n_gpu_layers)
+        weights = LlamaWeights.load(
+            resolve_model_path(config.model_path), config.n_gpu_layers, config.weight_layout
+        )
         template = template_for(weights.chat_template, config.template)
         executor = BatchedExecutor(weights, config.context)
     except PanechatError as e:

@@ -10,7 +10,7 @@ from typing import Any
 
 import tomli
 
-from core import ContextParams, InvalidParamsError, PanechatError, SamplingParams
+from core import ContextParams, InvalidParamsError, PanechatError, SamplingParams, WeightLayout
 
 APP_NAME = "panechat"
 _PANE_ONLY_KEYS = {"name", "system"}
@@ -26,7 +26,7 @@ _CONTEXT_KEYS = {
     "flash_attention",
     "max_frame_stretch",
 }
-_MODEL_KEYS = {"path", "template", "n_gpu_layers"}
+_MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout"}
 _UI_KEYS = {"decode_nice", "update_interval"}
 #: How much nicer than the UI thread decoding runs (tui/thread_priority.py).
 DEFAULT_DECODE_NICE = 10
@@ -62,6 +62,7 @@ class AppConfig:
     sources: tuple[Path, ...] = ()
     decode_nice: int = DEFAULT_DECODE_NICE  # [ui]; Linux only
     update_interval: float = DEFAULT_UPDATE_INTERVAL  # [ui]
+    weight_layout: WeightLayout = WeightLayout.AUTO  # [model]
 
 
 def default_config_path() -> Path:
@@ -206,6 +207,10 @@ def _build(
     path = model.get("path", "")
     if not isinstance(path, str):
         raise fail("model", "path", "must be a string")
+    try:
+        weight_layout = WeightLayout.parse(model.get("weight_layout", "auto"))
+    except InvalidParamsError as e:
+        raise fail("model", "weight_layout", str(e).removeprefix("weight_layout ")) from e
     template = model.get("template", "auto")
     if not isinstance(template, str):
         raise fail("model", "template", "must be a string")
@@ -249,6 +254,7 @@ def _build(
         sources=sources,
         decode_nice=decode_nice,
         update_interval=float(update_interval),
+        weight_layout=weight_layout,
     )
 
 

@@ -2,7 +2,8 @@
 
 Sections: ``throughput`` (N chats one after another vs. all N in one batch), ``fairness`` (a
 long prompt arriving while others stream), ``prefix`` (8 conversations opened on one system
-prompt, shared or not) and ``app`` (the Textual app, headless, with 8 panes).
+prompt, shared or not), ``layout`` (the same work with the weights repacked, plain or in AMX
+tiles) and ``app`` (the Textual app, headless, with 8 panes).
 The app section lives in ``tui``: ``panechat bench`` hands it to :func:`main`, so ``core``
 never imports ``tui`` or Textual; ``python -m core.bench`` runs the other sections and says so.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.bench.fairness import FairnessResult, measure_fairness
+from core.bench.layout import PREFILL_TOKENS, ROUNDS, LayoutResult, measure_layouts
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
 from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
@@ -34,9 +36,10 @@ from core.bench.throughput import (
 from core.errors import PanechatError
 from core.model_path import resolve_model_path
 from core.params import ContextParams
+from core.weight_layout import WeightLayout
 from core.weights import LlamaWeights
 
-SECTIONS = ("throughput", "fairness", "prefix", "app")
+SECTIONS = ("throughput", "fairness", "prefix", "layout", "app")
 
 
 @dataclass
@@ -68,6 +71,12 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64, help="tokens per conversation (64)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
     parser.add_argument(
+        "--weight-layout",
+        default="auto",
+        metavar="LAYOUT",
+        help="auto, amx, repack or plain, as [model] weight_layout (default: auto)",
+    )
+    parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
         metavar="NAME,...",
@@ -97,7 +106,7 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
 
 def throughput_section(ctx: BenchContext, concurrency: list[int]) -> list[dict[str, Any]]:
     print(f"\n## Throughput vs concurrency (greedy, {ctx.tokens} tokens per conversation)\n")
-    llm = open_baseline(ctx.model_path, ctx.params)
+    llm = open_baseline(ctx.model_path, ctx.params, ctx.weights.layout)
     run_baseline(llm, ["Warm up:"], 4)
     rows, out = [], []
     try:
@@ -239,6 +248,37 @@ def prefix_section(ctx: BenchContext) -> PrefixResult:
     return r
 
 
+def layout_section(ctx: BenchContext) -> list[LayoutResult]:
+    chosen = ctx.weights.layout
+    print(f"\n## Weight layouts (this run's choice: {chosen.summary()})\n")
+    results = measure_layouts(ctx.model_path, ctx.params, chosen, ctx.tokens)
+    plain = next(r for r in results if r.layout is WeightLayout.PLAIN)
+    rows = [
+        [
+            str(r.layout),
+            f"{r.prefill_tokens_per_second:.0f}",
+            f"{r.prefill_tokens_per_second / plain.prefill_tokens_per_second:.2f}x",
+            f"{r.decode_1_tokens_per_second:.1f}",
+            f"{r.decode_1_tokens_per_second / plain.decode_1_tokens_per_second:.2f}x",
+            f"{r.decode_8_tokens_per_second:.1f}",
+            f"{r.decode_8_tokens_per_second / plain.decode_8_tokens_per_second:.2f}x",
+            r.buffers,
+        ]
+        for r in results
+    ]
+    headers = ("layout", "prefill tok/s", "vs plain", "N=1 tok/s", "vs plain", "N=8 tok/s")
+    print(table((*headers, "vs plain", "weights in"), rows))
+    if chosen.effective is not WeightLayout.AMX and "AMX" in chosen.offered:
+        print(f"\nAMX not measured: {chosen.reason}.")
+    print(
+        f"\nPrefill: one {PREFILL_TOKENS}-token prompt. N=1, N=8: greedy decoding of "
+        f"{ctx.tokens} tokens per conversation, prompts included. Medians of {ROUNDS} "
+        "alternating rounds."
+    )
+    ctx.results["layout"] = results
+    return results
+
+
 def in_own_thread(section: Callable[[], object]) -> None:
     """Run a section's decoding in a thread that ends with it.
 
@@ -270,7 +310,7 @@ def main(
     args = parse_args(argv, prog)
     try:
         model_path = resolve_model_path(args.model)
-        weights = LlamaWeights.load(model_path)
+        weights = LlamaWeights.load(model_path, layout=WeightLayout.parse(args.weight_layout))
         params = ContextParams(n_threads=args.threads)
     except PanechatError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -280,7 +320,8 @@ def main(
     model_name = weights.name
     print(
         f"# panechat bench — {model_name}, {info['processor']}, {info['cores_available']} "
-        f"cores, {params.threads} threads, llama-cpp-python {info['llama_cpp_python']}"
+        f"cores, {params.threads} threads, llama-cpp-python {info['llama_cpp_python']}\n"
+        f"# weight layout: {weights.layout.summary()}"
     )
     started = time.perf_counter()
     try:
@@ -290,6 +331,8 @@ def main(
             in_own_thread(lambda: fairness_section(ctx))
         if "prefix" in args.sections:
             in_own_thread(lambda: prefix_section(ctx))
+        if "layout" in args.sections:
+            in_own_thread(lambda: layout_section(ctx))
         if "app" in args.sections:
             if app_section is None:
                 print("\n## Through the app: run `panechat bench` for it (core does not load tui)")
@@ -303,6 +346,7 @@ def main(
         "model": {"name": model_name, "path": ctx.model_path},
         "machine": info,
         "threads": params.threads,
+        "weight_layout": weights.layout,
         "tokens_per_conversation": args.tokens,
         "seconds": time.perf_counter() - started,
         **ctx.results,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from core.machine import cores_available, cpu_name
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -37,27 +38,13 @@ def machine() -> dict[str, Any]:
         llama_version = version("llama-cpp-python")
     except PackageNotFoundError:  # pragma: no cover
         llama_version = "?"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 0
     return {
         "platform": platform.platform(),
-        "processor": _cpu_name() or platform.processor(),
-        "cores_available": cores,
+        "processor": cpu_name(),
+        "cores_available": cores_available(),
         "python": platform.python_version(),
         "llama_cpp_python": llama_version,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def to_jsonable(value: Any) -> Any:

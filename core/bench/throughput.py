@@ -18,8 +18,10 @@ import llama_cpp
 
 from core.detokenizer import IncrementalDetokenizer
 from core.executor import BatchedExecutor
+from core.ggml_registry import withholding_cpu_buffer_types
 from core.params import ContextParams
 from core.sampling import SamplingParams
+from core.weight_layout import LayoutChoice
 from core.weights import LlamaWeights
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -47,17 +49,19 @@ class RunResult:
         return self.decode_seconds / self.seconds
 
 
-def open_baseline(model_path: str, params: ContextParams) -> llama_cpp.Llama:
-    """The high-level API set up as a user would, with our threads and attention settings."""
-    return llama_cpp.Llama(
-        model_path,
-        n_ctx=2048,
-        n_batch=params.n_batch,
-        n_threads=params.threads,
-        n_threads_batch=params.threads_batch,
-        flash_attn=params.flash_attention != "off",
-        verbose=False,
-    )
+def open_baseline(model_path: str, params: ContextParams, layout: LayoutChoice) -> llama_cpp.Llama:
+    """The high-level API set up as a user would, with our threads and attention settings, and
+    the weight layout our own load chose: like compared with like, and no AMX where it crashes."""
+    with withholding_cpu_buffer_types(layout.withheld):
+        return llama_cpp.Llama(
+            model_path,
+            n_ctx=2048,
+            n_batch=params.n_batch,
+            n_threads=params.threads,
+            n_threads_batch=params.threads_batch,
+            flash_attn=params.flash_attention != "off",
+            verbose=False,
+        )
 
 
 def run_baseline(llm: llama_cpp.Llama, prompts: Sequence[str], max_tokens: int) -> RunResult:

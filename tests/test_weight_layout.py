@@ -1,0 +1,169 @@
+"""Which weight layout a load uses, for every CPU build and setting; and that the choice
+really reaches llama.cpp (the real model's buffers), for our loader and for llama-cpp-python's
+high-level ``Llama`` the benchmark compares against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import InvalidParamsError, LlamaWeights, WeightLayout, native_log, resolve_model_path
+from core.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
+from core.bench.layout import layouts_to_measure
+from core.bench.throughput import open_baseline
+from core.ggml_registry import cpu_extra_buffer_types, withholding_cpu_buffer_types
+from core.load_report import LoadReport
+from core.params import ContextParams
+from core.weight_layout import choose_layout, resolve_layout
+
+AMX_BUILD = ("AMX", "CPU_REPACK")  # a build for an Intel CPU with AMX (-march=native)
+X86_BUILD = ("CPU_REPACK",)  # AVX2 / AVX-512 without AMX
+ARM_BUILD = ("CPU_KLEIDIAI", "CPU_REPACK")
+BARE_BUILD: tuple[str, ...] = ()  # e.g. a GPU-only build, or repacking compiled out
+
+PASSED = TrialVerdict(TrialOutcome.PASSED, "", "2026-12-01")
+CRASHED = TrialVerdict(TrialOutcome.CRASHED, "SIGSEGV", "2026-12-01")
+HUNG = TrialVerdict(TrialOutcome.HUNG, "no answer in 120 s", "2026-12-01")
+FAILED = TrialVerdict(TrialOutcome.INCONCLUSIVE, "ModuleNotFoundError: numpy", "2026-12-01")
+
+A, L, R, P = WeightLayout.AUTO, WeightLayout.AMX, WeightLayout.REPACK, WeightLayout.PLAIN
+
+
+@pytest.mark.parametrize(
+    ("requested", "offered", "verdict", "withheld", "effective", "why"),
+    [
+        # auto: AMX only after a passed trial; repacking kept whatever the trial said
+        (A, AMX_BUILD, PASSED, (), L, "AMX passed a trial decode on this CPU on 2026-12-01"),
+        (A, AMX_BUILD, CRASHED, ("AMX",), R, "AMX crashed a trial decode (SIGSEGV)"),
+        (A, AMX_BUILD, HUNG, ("AMX",), R, "AMX hung in a trial decode"),
+        (A, AMX_BUILD, FAILED, ("AMX",), R, "could not run (ModuleNotFoundError: numpy)"),
+        (A, AMX_BUILD, None, ("AMX",), R, "not tried on this CPU yet"),
+        (A, X86_BUILD, None, (), R, "this llama.cpp build has no AMX kernels"),
+        (A, ARM_BUILD, None, (), R, "uses CPU_KLEIDIAI, CPU_REPACK"),
+        (A, BARE_BUILD, None, (), P, "offers no repacked layouts"),
+        # explicit settings win over the trial's verdict
+        (L, AMX_BUILD, CRASHED, (), L, "asked for; AMX is not tried first"),
+        (L, X86_BUILD, None, (), R, "asked for, but this build has no AMX kernels"),
+        (R, AMX_BUILD, PASSED, ("AMX",), R, "asked for, AMX kept out; uses CPU_REPACK"),
+        (R, X86_BUILD, None, (), R, "asked for; uses CPU_REPACK"),
+        (P, AMX_BUILD, PASSED, AMX_BUILD, P, "weights stay as stored in the file"),
+        (P, X86_BUILD, None, X86_BUILD, P, "asked for"),
+    ],
+)
+def test_choice_for_each_build_setting_and_verdict(
+    requested: WeightLayout,
+    offered: tuple[str, ...],
+    verdict: TrialVerdict | None,
+    withheld: tuple[str, ...],
+    effective: WeightLayout,
+    why: str,
+) -> None:
+    choice = choose_layout(requested, offered, verdict)
+    assert choice.withheld == withheld
+    assert choice.effective is effective
+    assert why in choice.reason
+    assert choice.used == tuple(n for n in offered if n not in withheld)
+    assert choice.needs_trial == (requested is A and "AMX" in offered)
+
+
+def test_setting_values_are_checked() -> None:
+    assert WeightLayout.parse("repack") is WeightLayout.REPACK
+    for bad in ("fast", "", 1, None):
+        with pytest.raises(InvalidParamsError, match=r"one of 'auto', 'amx', 'repack', 'plain'"):
+            WeightLayout.parse(bad)
+
+
+def test_auto_on_an_amx_build_tries_once_per_machine(tmp_path: Path) -> None:
+    records = TrialRecords(tmp_path / "trials.json")
+    trials: list[TrialVerdict] = []
+
+    def crashing_trial() -> TrialVerdict:
+        trials.append(CRASHED)
+        return CRASHED
+
+    first = resolve_layout(A, records, crashing_trial, offered=AMX_BUILD)
+    again = resolve_layout(A, records, crashing_trial, offered=AMX_BUILD)
+    assert len(trials) == 1  # the second load reads the stored verdict
+    assert first == again and first.withheld == ("AMX",) and first.used == ("CPU_REPACK",)
+    assert records.get(machine_key()) == CRASHED
+    # explicit layouts and builds without AMX never run a trial
+    for requested, offered in ((R, AMX_BUILD), (L, AMX_BUILD), (P, AMX_BUILD), (A, X86_BUILD)):
+        resolve_layout(requested, records, crashing_trial, offered=offered)
+    assert len(trials) == 1
+
+
+def _buffers(weights: LlamaWeights) -> tuple[str, ...]:
+    return weights.load_report.buffer_names()
+
+
+def test_plain_and_repack_reach_llama_cpp(weights: LlamaWeights) -> None:
+    """The real loads: "plain" leaves nothing repacked; "repack" and "auto" (on a build without
+    AMX) repack what llama.cpp can; the array llama.cpp reads is whole again afterwards."""
+    offered = cpu_extra_buffer_types()
+    if "CPU_REPACK" not in offered:
+        pytest.skip(f"this llama.cpp build offers no CPU_REPACK (offers {offered})")
+    path = resolve_model_path(None)
+    with LlamaWeights.load(path, 0, WeightLayout.PLAIN) as plain:
+        assert "CPU_REPACK" not in _buffers(plain) and "CPU_Mapped" in _buffers(plain)
+        assert plain.layout.effective is WeightLayout.PLAIN
+    with LlamaWeights.load(path, 0, WeightLayout.REPACK) as repacked:
+        assert "CPU_REPACK" in _buffers(repacked)
+        assert "AMX" not in _buffers(repacked)
+    assert "CPU_REPACK" in _buffers(weights)  # the session's default (auto) load
+    assert cpu_extra_buffer_types() == offered
+    # a plain model decodes like any other
+    with LlamaWeights.load(path, 0, WeightLayout.PLAIN) as plain:
+        assert plain.detokenize(plain.tokenize("Paris")) == "Paris"
+
+
+def test_withholding_hides_buffer_types_only_inside_the_block() -> None:
+    offered = cpu_extra_buffer_types()
+    if not offered:
+        pytest.skip("this llama.cpp build offers no extra buffer types")
+    with withholding_cpu_buffer_types({offered[0]}):
+        assert cpu_extra_buffer_types() == offered[1:]
+        with withholding_cpu_buffer_types(offered):
+            assert cpu_extra_buffer_types() == ()
+        assert cpu_extra_buffer_types() == offered[1:]
+    assert cpu_extra_buffer_types() == offered
+    with pytest.raises(RuntimeError), withholding_cpu_buffer_types(offered):
+        raise RuntimeError("a failed load")
+    assert cpu_extra_buffer_types() == offered
+
+
+def test_the_benchmark_baseline_loads_with_the_same_layout(weights: LlamaWeights) -> None:
+    """llama-cpp-python's ``Llama`` has no layout setting; the benchmark loads it under the
+    same choice as our weights (else it would crash on AMX, or compare unlike with unlike)."""
+    if "CPU_REPACK" not in cpu_extra_buffer_types():
+        pytest.skip("this llama.cpp build offers no CPU_REPACK")
+    path = str(resolve_model_path(None))
+    params = ContextParams(n_batch=64, n_seq_max=1)
+    for layout, repacked in ((WeightLayout.PLAIN, False), (WeightLayout.REPACK, True)):
+        choice = choose_layout(layout, cpu_extra_buffer_types())
+        with native_log.capture() as log:
+            llm = open_baseline(path, params, choice)
+        llm.close()
+        assert ("CPU_REPACK" in LoadReport.from_log(log).buffer_names()) == repacked
+
+
+def test_the_benchmark_measures_amx_only_where_it_was_chosen() -> None:
+    assert layouts_to_measure(choose_layout(A, AMX_BUILD, PASSED)) == [P, R, L]
+    assert layouts_to_measure(choose_layout(A, AMX_BUILD, CRASHED)) == [P, R]
+    assert layouts_to_measure(choose_layout(A, X86_BUILD)) == [P, R]
+    assert layouts_to_measure(choose_layout(A, BARE_BUILD)) == [P]
+
+
+def test_load_report_reads_llama_cpp_lines() -> None:
+    report = LoadReport.from_log(
+        [
+            "load_tensors: offloading output layer to GPU",
+            "load_tensors: offloaded 19/19 layers to GPU",
+            "load_tensors:   CPU_Mapped model buffer size =   235.16 MiB",
+            "load_tensors:        CUDA0 model buffer size =    12.50 MiB",
+        ]
+    )
+    assert report.buffer_names() == ("CPU_Mapped", "CUDA0")
+    assert report.buffers[0].mib == 235.16
+    assert (report.layers_offloaded, report.layers_total) == (19, 19)
+    assert LoadReport.from_log([]) == LoadReport()
