@@ -17,7 +17,7 @@ from core.model_path import resolve_model_path
 from core.params import ContextParams
 from core.reply_stream import ReplyStream
 from core.sampling import SamplingParams
-from core.weight_layout import WeightLayout
+from core.weight_layout import add_layout_option
 from core.weights import LlamaWeights
 
 DEFAULT_SYSTEM = "A helpful assistant answers each question in one or two short sentences."
@@ -34,15 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt for every chat")
     parser.add_argument("--template", default="auto", help="chat template (auto, transcript, ...)")
-    parser.add_argument(
-        "--weight-layout", default="auto", help="auto, amx, repack or plain ([model] weight_layout)"
-    )
+    add_layout_option(parser)
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> None:
-    layout = WeightLayout.parse(args.weight_layout)
-    weights = LlamaWeights.load(resolve_model_path(args.model), layout=layout)
+    weights = LlamaWeights.load(resolve_model_path(args.model), layout=args.weight_layout)
     template = template_for(weights.chat_template, args.template)
     n = len(args.prompts)
     params = ContextParams(n_ctx=max(2048, n * 512), n_seq_max=max(n, 1))

@@ -2,7 +2,7 @@
 plain text to paste into a bug report — versions, backends, devices, the CPU features llama.cpp
 detected, the weight layout chosen and why, GPU layers, threads, the model.
 
-Collecting loads the model the way the app does (layout choice included); formatting is pure.
+What needs no model is printed first, so that a load that crashes still leaves a report.
 """
 
 from __future__ import annotations
@@ -10,41 +10,32 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 
 from core.amx_trial import TrialRecords, machine_key
 from core.errors import PanechatError
-from core.ggml_registry import (
-    CpuFeature,
-    Device,
-    DeviceKind,
-    backends,
-    cpu_extra_buffer_types,
-    cpu_features,
-    devices,
-    ggml_version,
-)
+from core.ggml_registry import CpuFeature, Device, DeviceKind, registry
 from core.load_report import LoadReport
-from core.machine import cores_available, cpu_name
+from core.machine import cores_available, cpu_name, distribution_version
 from core.model_path import resolve_model_path
 from core.params import default_threads
-from core.weight_layout import AMX_BUFFER_TYPE, LayoutChoice, WeightLayout
+from core.weight_layout import (
+    AMX_BUFFER_TYPE,
+    LayoutChoice,
+    WeightLayout,
+    add_layout_option,
+    resolve_layout,
+)
 from core.weights import LlamaWeights
 
 _MIB = 1024 * 1024
-
-
-def distribution_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "not installed"
+_LABEL = 18  # the longest label, "CPU weight layouts"
 
 
 @dataclass(frozen=True, slots=True)
 class Build:
-    """What llama.cpp was built with: no model needed."""
+    """What llama.cpp was built with and runs on: no model needed."""
 
     panechat: str
     python: str
@@ -57,30 +48,27 @@ class Build:
     cores: int
     cpu_features: tuple[CpuFeature, ...]
     weight_layouts: tuple[str, ...]  # the CPU's extra buffer types
-    amx_trial: str  # the stored verdict for this machine, or why there is none
 
     @classmethod
-    def collect(cls, records: TrialRecords | None = None) -> Build:
-        offered = cpu_extra_buffer_types()
-        if AMX_BUFFER_TYPE not in offered:
-            amx = "not needed: this build has no AMX kernels"
-        else:
-            verdict = (records or TrialRecords()).get(machine_key())
-            amx = f"{verdict.describe()} on {verdict.when}" if verdict else "not run yet"
+    def collect(cls) -> Build:
+        build = registry()
         return cls(
             panechat=distribution_version("panechat"),
             python=platform.python_version(),
             platform=platform.platform(),
             llama_cpp_python=distribution_version("llama-cpp-python"),
-            ggml=ggml_version(),
-            backends=backends(),
-            devices=devices(),
+            ggml=build.ggml_version(),
+            backends=build.backends(),
+            devices=build.devices(),
             cpu=cpu_name(),
             cores=cores_available(),
-            cpu_features=cpu_features(),
-            weight_layouts=offered,
-            amx_trial=amx,
+            cpu_features=build.cpu_features(),
+            weight_layouts=build.cpu_extra_buffer_types(),
         )
+
+    @property
+    def has_amx(self) -> bool:
+        return AMX_BUFFER_TYPE in self.weight_layouts
 
     @property
     def has_gpu(self) -> bool:
@@ -91,12 +79,21 @@ class Build:
             f.name if f.value == "1" else f"{f.name}={f.value}" for f in self.cpu_features
         )
 
-    def version_line(self) -> str:
+    def amx_status(self, records: TrialRecords, choice: LayoutChoice | None = None) -> str:
+        """The AMX trial's verdict for this machine: this run's, else the stored one."""
+        if not self.has_amx:
+            return "not needed: this build has no AMX kernels"
+        verdict = choice.verdict if choice and choice.verdict else records.get(machine_key())
+        if verdict is None:
+            return "not run yet (weight_layout = auto runs it at the first load)"
+        return f"{verdict.describe()} on {verdict.when}"
+
+    def version_line(self, records: TrialRecords) -> str:
         """The short form for ``--version``."""
         return (
             f"panechat {self.panechat} · llama-cpp-python {self.llama_cpp_python} · "
             f"ggml {self.ggml} · backends: {', '.join(self.backends) or 'none'}\n"
-            f"CPU: {self.cpu} ({self.features_text()}) · AMX: {self.amx_trial}"
+            f"CPU: {self.cpu} ({self.features_text()}) · AMX: {self.amx_status(records)}"
         )
 
 
@@ -129,8 +126,12 @@ class ModelFacts:
         )
 
 
-def format_report(build: Build, model: ModelFacts | None, threads: int) -> str:
-    """The doctor's screen: one fact a line, aligned labels."""
+def _lines(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{label:<{_LABEL}}  {value}".rstrip() for label, value in rows)
+
+
+def format_build(build: Build, amx_status: str, threads: int) -> str:
+    """The part of the report that needs no model."""
     rows: list[tuple[str, str]] = [
         ("panechat", build.panechat),
         ("python", f"{build.python} on {build.platform}"),
@@ -149,12 +150,17 @@ def format_report(build: Build, model: ModelFacts | None, threads: int) -> str:
         ("CPU", f"{build.cpu}, {build.cores} cores available"),
         ("CPU features", build.features_text() or "none reported"),
         ("CPU weight layouts", ", ".join(build.weight_layouts) or "none (plain only)"),
-        ("AMX trial", build.amx_trial),
+        ("AMX trial", amx_status),
         ("threads", f"{threads} (of {build.cores} cores)"),
     ]
-    if model is not None:
-        buffers = ", ".join(f"{b.name} {b.mib:,.1f} MiB" for b in model.load.buffers)
-        rows += [
+    return _lines(rows)
+
+
+def format_model(build: Build, model: ModelFacts) -> str:
+    """The part of the report about the loaded model and where its weights went."""
+    buffers = ", ".join(f"{b.name} {b.mib:,.1f} MiB" for b in model.load.buffers)
+    return _lines(
+        [
             ("weight layout", model.layout.summary()),
             ("weight buffers", buffers or "not reported"),
             ("GPU layers", _gpu_layers(build, model)),
@@ -166,8 +172,7 @@ def format_report(build: Build, model: ModelFacts | None, threads: int) -> str:
                 f"trained context {model.n_ctx_train:,}",
             ),
         ]
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+    )
 
 
 def _gpu_layers(build: Build, model: ModelFacts) -> str:
@@ -187,25 +192,47 @@ def run_doctor(
     n_gpu_layers: int = -1,
     layout: WeightLayout = WeightLayout.AUTO,
     threads: int = 0,
-) -> str:
-    """Load the model as the app would, and describe everything; the text to print."""
-    weights = LlamaWeights.load(resolve_model_path(model_path), n_gpu_layers, layout)
-    try:
-        facts = ModelFacts.of(weights)
-    finally:
-        weights.close()
-    return format_report(Build.collect(), facts, threads or default_threads())
+    retry_amx: bool = False,
+    records: TrialRecords | None = None,
+    out: Callable[[str], None] = print,
+) -> None:
+    """Describe the build (and run the AMX trial if the layout needs it), then load the model
+    as the app would and describe it."""
+    records = records or TrialRecords()
+    if retry_amx:
+        records.forget(machine_key())
+    build = Build.collect()
+    choice = resolve_layout(layout, records)
+    out(format_build(build, build.amx_status(records, choice), threads or default_threads()))
+    sys.stdout.flush()
+    with LlamaWeights.load(resolve_model_path(model_path), n_gpu_layers, choice) as weights:
+        out(format_model(build, ModelFacts.of(weights)))
+
+
+def doctor_parser(
+    prog: str, layout_default: WeightLayout | None = WeightLayout.AUTO
+) -> argparse.ArgumentParser:
+    """The doctor's options; ``panechat doctor`` adds ``--config`` (and takes the layout from
+    it unless ``--weight-layout`` is given)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="What panechat runs on (versions, backends, CPU, weight layout, model), "
+        "for bug reports.",
+    )
+    parser.add_argument("--model", metavar="PATH", help="GGUF file (default: the embedded model)")
+    add_layout_option(parser, layout_default)
+    parser.add_argument(
+        "--retry-amx",
+        action="store_true",
+        help="forget this machine's AMX trial verdict and try AMX again",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m core.doctor", description="What panechat runs on, for bug reports."
-    )
-    parser.add_argument("--model", metavar="PATH", help="GGUF file (default: the embedded model)")
-    parser.add_argument("--weight-layout", default="auto", help="auto, amx, repack or plain")
-    args = parser.parse_args(argv)
+    args = doctor_parser("python -m core.doctor").parse_args(argv)
     try:
-        print(run_doctor(args.model, layout=WeightLayout.parse(args.weight_layout)))
+        run_doctor(args.model, layout=args.weight_layout, retry_amx=args.retry_amx)
     except PanechatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,29 +3,35 @@ build has, what its CPU backend detected, and which extra weight buffer types (`
 ``CPU_REPACK``, …) it offers a model load — plus the one thing we change there: withholding
 some of those buffer types while a model loads.
 
-llama-cpp-python binds ``llama.h`` only. The few ``ggml-backend.h`` functions used here live in
-``libggml`` / ``libggml-base``, which it ships beside ``libllama`` and which are already loaded
-in this process (opening them again returns the same libraries, so we see libllama's ggml).
-This module never decodes anything.
+llama-cpp-python binds ``llama.h`` only. The ``ggml-backend.h`` functions used here are looked
+up through libllama's own handle, so they resolve in the very libggml it loaded (wheels ship
+``libggml.so`` and ``libggml.so.0`` as separate files: opening one by path could map a second
+ggml with a registry of its own). This module never decodes anything.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import sys
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 
+from core.errors import PanechatError
+
 _VP = ctypes.c_void_p
 _CSTR = ctypes.c_char_p
+_SIZE = ctypes.c_size_t
+
+
+class RegistryUnavailableError(PanechatError):
+    """This llama-cpp-python build does not expose ggml's backend registry as expected."""
 
 
 class DeviceKind(StrEnum):
@@ -65,202 +71,173 @@ _GET_EXTRA_BUFTS = ctypes.CFUNCTYPE(ctypes.POINTER(_VP), _VP)
 _GET_FEATURES = ctypes.CFUNCTYPE(ctypes.POINTER(_Feature), _VP)
 
 
-def _library_dir() -> Path:
-    """Where llama-cpp-python loaded libllama from (it honours the same variable)."""
-    override = os.environ.get("LLAMA_CPP_LIB_PATH")
-    return Path(override) if override else Path(llama_cpp.__file__).parent / "lib"
-
-
-def _library_path(name: str) -> Path:
-    folder = _library_dir()
-    if sys.platform == "win32":  # pragma: no cover - not built on our CI
-        candidates = [folder / f"{name}.dll", folder / f"lib{name}.dll"]
-    elif sys.platform == "darwin":  # pragma: no cover
-        candidates = [folder / f"lib{name}.dylib", folder / f"lib{name}.so"]
-    else:
-        candidates = [folder / f"lib{name}.so"]
-    return next((path for path in candidates if path.exists()), candidates[0])
-
-
-def _open(name: str) -> ctypes.CDLL:
-    return ctypes.CDLL(str(_library_path(name)))  # an OSError names the path if it is missing
-
-
-def library_identity() -> str:
-    """The CPU backend library's size and time: two builds of one version (with other CPU
-    flags, say) differ in it."""
-    path = _library_path("ggml-cpu")
-    try:
-        st = path.stat()
-    except OSError:
-        return f"{path.name} missing"
-    return f"{path.name} {st.st_size}:{st.st_mtime_ns}"
-
-
-def _bind(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> None:
-    function = getattr(lib, name)
-    function.restype = restype
-    function.argtypes = list(argtypes)
-
-
-@functools.cache
-def _ggml() -> tuple[ctypes.CDLL, ctypes.CDLL]:
-    """(libggml-base, libggml) with the signatures we call; the backend initialized first."""
-    llama_cpp.llama_backend_init()
-    base, registry = _open("ggml-base"), _open("ggml")
-    _bind(base, "ggml_version", _CSTR)
-    _bind(base, "ggml_commit", _CSTR)
-    _bind(base, "ggml_backend_reg_name", _CSTR, _VP)
-    _bind(base, "ggml_backend_reg_get_proc_address", _VP, _VP, _CSTR)
-    _bind(base, "ggml_backend_dev_name", _CSTR, _VP)
-    _bind(base, "ggml_backend_dev_description", _CSTR, _VP)
-    _bind(base, "ggml_backend_dev_type", ctypes.c_int, _VP)
-    _bind(base, "ggml_backend_dev_backend_reg", _VP, _VP)
-    _bind(
-        base,
-        "ggml_backend_dev_memory",
-        None,
-        _VP,
-        ctypes.POINTER(ctypes.c_size_t),
-        ctypes.POINTER(ctypes.c_size_t),
-    )
-    _bind(base, "ggml_backend_buft_name", _CSTR, _VP)
-    _bind(registry, "ggml_backend_reg_count", ctypes.c_size_t)
-    _bind(registry, "ggml_backend_reg_get", _VP, ctypes.c_size_t)
-    _bind(registry, "ggml_backend_dev_count", ctypes.c_size_t)
-    _bind(registry, "ggml_backend_dev_get", _VP, ctypes.c_size_t)
-    _bind(registry, "ggml_backend_dev_by_type", _VP, ctypes.c_int)
-    return base, registry
-
-
 def _text(raw: bytes | None) -> str:
     return raw.decode("utf-8", errors="replace") if raw else ""
 
 
-def ggml_version() -> str:
-    """ggml's version and the llama.cpp commit it was built from, e.g. "0.25.3 (0c1e570)"."""
-    base, _ = _ggml()
-    commit = _text(base.ggml_commit())
-    return f"{_text(base.ggml_version())} ({commit})" if commit else _text(base.ggml_version())
+def compacted(entries: Sequence[tuple[str, int]], withheld: Collection[str]) -> list[int | None]:
+    """The buffer-type array's new contents: the kept entries moved to the front in their
+    order, then nulls, so llama.cpp (which stops at the first null) sees only those."""
+    kept: list[int | None] = [pointer for name, pointer in entries if name not in withheld]
+    return kept + [None] * (len(entries) - len(kept))
 
 
-def backends() -> tuple[str, ...]:
-    """The backends compiled in (or loaded): "CPU", "CUDA", "Metal", "Vulkan", "RPC", …"""
-    base, registry = _ggml()
-    return tuple(
-        _text(base.ggml_backend_reg_name(registry.ggml_backend_reg_get(i)))
-        for i in range(registry.ggml_backend_reg_count())
-    )
+class GgmlRegistry:
+    """The registry functions, bound once to libllama's handle; get it with :func:`registry`."""
 
+    def __init__(self, library: ctypes.CDLL) -> None:
+        def bind(name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
+            try:
+                return ctypes.CFUNCTYPE(restype, *argtypes)((name, library))
+            except AttributeError as e:
+                raise RegistryUnavailableError(
+                    f"llama.cpp's library has no {name} — reinstall llama-cpp-python 0.3.x"
+                ) from e
 
-def devices() -> tuple[Device, ...]:
-    """Every device of every backend, with its memory as the backend reports it."""
-    base, registry = _ggml()
-    found: list[Device] = []
-    kinds = list(DeviceKind)
-    for i in range(registry.ggml_backend_dev_count()):
-        dev = registry.ggml_backend_dev_get(i)
-        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        kind = base.ggml_backend_dev_type(dev)
-        found.append(
-            Device(
-                name=_text(base.ggml_backend_dev_name(dev)),
-                description=_text(base.ggml_backend_dev_description(dev)),
-                kind=kinds[kind] if 0 <= kind < len(kinds) else DeviceKind.ACCEL,
-                memory_free=free.value,
-                memory_total=total.value,
-            )
+        self.version = bind("ggml_version", _CSTR)
+        self.commit = bind("ggml_commit", _CSTR)
+        self.reg_count = bind("ggml_backend_reg_count", _SIZE)
+        self.reg_get = bind("ggml_backend_reg_get", _VP, _SIZE)
+        self.reg_name = bind("ggml_backend_reg_name", _CSTR, _VP)
+        self.proc_address = bind("ggml_backend_reg_get_proc_address", _VP, _VP, _CSTR)
+        self.dev_count = bind("ggml_backend_dev_count", _SIZE)
+        self.dev_get = bind("ggml_backend_dev_get", _VP, _SIZE)
+        self.dev_by_type = bind("ggml_backend_dev_by_type", _VP, ctypes.c_int)
+        self.dev_name = bind("ggml_backend_dev_name", _CSTR, _VP)
+        self.dev_description = bind("ggml_backend_dev_description", _CSTR, _VP)
+        self.dev_type = bind("ggml_backend_dev_type", ctypes.c_int, _VP)
+        self.dev_reg = bind("ggml_backend_dev_backend_reg", _VP, _VP)
+        self.dev_memory = bind(
+            "ggml_backend_dev_memory", None, _VP, ctypes.POINTER(_SIZE), ctypes.POINTER(_SIZE)
         )
-    return tuple(found)
+        self.buft_name = bind("ggml_backend_buft_name", _CSTR, _VP)
+        self._library_dir = Path(library._name).parent
+        self._withhold_lock = threading.RLock()
+
+    # -- what the build has -----------------------------------------------------------------
+
+    def ggml_version(self) -> str:
+        """ggml's version and the llama.cpp commit it was built from, e.g. "0.25.3 (0c1e570)"."""
+        commit = _text(self.commit())
+        return f"{_text(self.version())} ({commit})" if commit else _text(self.version())
+
+    def cpu_library_identity(self) -> str:
+        """The CPU backend library's name, size and time: two builds of one version (with
+        other CPU flags, say) differ in it."""
+        found = sorted(self._library_dir.glob("*ggml-cpu*"))
+        if not found:
+            return "no CPU library beside libllama"
+        st = found[0].stat()
+        return f"{found[0].name} {st.st_size}:{st.st_mtime_ns}"
+
+    def backends(self) -> tuple[str, ...]:
+        """The backends compiled in (or loaded): "CPU", "CUDA", "Metal", "Vulkan", "RPC", …"""
+        return tuple(_text(self.reg_name(self.reg_get(i))) for i in range(self.reg_count()))
+
+    def devices(self) -> tuple[Device, ...]:
+        """Every device of every backend, with its memory as the backend reports it."""
+        found: list[Device] = []
+        kinds = list(DeviceKind)
+        for i in range(self.dev_count()):
+            dev = self.dev_get(i)
+            free, total = _SIZE(0), _SIZE(0)
+            self.dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+            kind = self.dev_type(dev)
+            found.append(
+                Device(
+                    name=_text(self.dev_name(dev)),
+                    description=_text(self.dev_description(dev)),
+                    kind=kinds[kind] if 0 <= kind < len(kinds) else DeviceKind.ACCEL,
+                    memory_free=free.value,
+                    memory_total=total.value,
+                )
+            )
+        return tuple(found)
+
+    def _cpu_proc(self, name: str) -> tuple[int, int, int] | None:
+        """(CPU device, its registration, the address of its function ``name``), if any."""
+        dev: int | None = self.dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+        reg: int | None = self.dev_reg(dev) if dev else None
+        address: int | None = self.proc_address(reg, name.encode()) if reg else None
+        if not (dev and reg and address):
+            return None
+        return dev, reg, address
+
+    def cpu_features(self) -> tuple[CpuFeature, ...]:
+        """What the CPU backend was built for and found on this CPU (AVX2, AVX512, AMX_INT8,
+        REPACK, OPENMP, …): the list llama.cpp prints as its system info."""
+        found = self._cpu_proc("ggml_backend_get_features")
+        if found is None:
+            return ()
+        _, reg, address = found
+        array = _GET_FEATURES(address)(reg)
+        features: list[CpuFeature] = []
+        i = 0
+        while array and array[i].name:
+            features.append(CpuFeature(_text(array[i].name), _text(array[i].value)))
+            i += 1
+        return tuple(features)
+
+    # -- the extra buffer types a load may use ----------------------------------------------
+
+    def _extra_buffer_types(self) -> Any:
+        """The CPU device's null-terminated array of extra buffer types (a ctypes pointer, or
+        None): the very array llama.cpp walks when it decides where each weight goes."""
+        found = self._cpu_proc("ggml_backend_dev_get_extra_bufts")
+        if found is None:
+            return None
+        dev, _, address = found
+        array = _GET_EXTRA_BUFTS(address)(dev)
+        return array if array else None
+
+    def _entries(self, array: Any) -> list[tuple[str, int]]:
+        entries: list[tuple[str, int]] = []
+        i = 0
+        while array is not None and array[i]:
+            entries.append((_text(self.buft_name(array[i])), int(array[i])))
+            i += 1
+        return entries
+
+    def cpu_extra_buffer_types(self) -> tuple[str, ...]:
+        """The weight layouts the CPU backend offers besides plain memory, in llama.cpp's order
+        of preference: ("AMX", "CPU_REPACK") on an AMX build, ("CPU_REPACK",) on most x86."""
+        with self._withhold_lock:
+            return tuple(name for name, _ in self._entries(self._extra_buffer_types()))
+
+    @contextmanager
+    def withholding_cpu_buffer_types(self, names: Collection[str]) -> Iterator[None]:
+        """While the block runs, llama.cpp does not see the named extra buffer types: a model
+        loaded inside keeps its weights out of them (withholding "AMX" keeps CPU_REPACK).
+
+        llama.cpp offers no per-type switch (``use_extra_bufts`` is all or nothing), so this
+        rewrites the array it reads at load time — the CPU device's list, which
+        ``ggml_backend_dev_get_extra_bufts`` returns as a writable pointer — and puts every
+        entry back afterwards. Only model loads read that array; weights already loaded keep
+        their buffers, and compute is unaffected. Blocks are serialized by a lock, so loads
+        inside them are too. Callers check the load's buffers afterwards (it is ggml's
+        internal array: a future ggml could copy it)."""
+        with self._withhold_lock:
+            array = self._extra_buffer_types()
+            entries = self._entries(array)
+            if array is None or not any(name in names for name, _ in entries):
+                yield
+                return
+            try:
+                for i, pointer in enumerate(compacted(entries, names)):
+                    array[i] = pointer
+                yield
+            finally:
+                for i, (_, pointer) in enumerate(entries):
+                    array[i] = pointer
 
 
-def _cpu_device() -> tuple[int | None, int | None]:
-    """(CPU device, its backend registration), or Nones in a build without a CPU backend."""
-    base, registry = _ggml()
-    dev = registry.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
-    if not dev:
-        return None, None
-    return dev, base.ggml_backend_dev_backend_reg(dev)
-
-
-def _proc(name: str) -> int | None:
-    base, _ = _ggml()
-    _, reg = _cpu_device()
-    return base.ggml_backend_reg_get_proc_address(reg, name.encode()) if reg else None
-
-
-def cpu_features() -> tuple[CpuFeature, ...]:
-    """What the CPU backend was built for and found on this CPU (AVX2, AVX512, AMX_INT8,
-    REPACK, OPENMP, …): the list llama.cpp prints as its system info."""
-    address = _proc("ggml_backend_get_features")
-    if not address:
-        return ()
-    _, reg = _cpu_device()
-    array = _GET_FEATURES(address)(reg)
-    found: list[CpuFeature] = []
-    i = 0
-    while array and array[i].name:
-        found.append(CpuFeature(_text(array[i].name), _text(array[i].value)))
-        i += 1
-    return tuple(found)
-
-
-def _extra_buffer_types() -> ctypes._Pointer[ctypes.c_void_p] | None:
-    """The CPU device's null-terminated array of extra buffer types: the very array
-    llama.cpp walks when it picks where each weight of a model goes."""
-    address = _proc("ggml_backend_dev_get_extra_bufts")
-    if not address:
-        return None
-    dev, _ = _cpu_device()
-    array = _GET_EXTRA_BUFTS(address)(dev)
-    return array if array else None
-
-
-def cpu_extra_buffer_types() -> tuple[str, ...]:
-    """The weight layouts the CPU backend offers besides plain memory, in llama.cpp's order of
-    preference: e.g. ("AMX", "CPU_REPACK") on an AMX build, ("CPU_REPACK",) on most x86."""
-    with _withhold_lock:
-        return tuple(name for name, _ in _entries(_extra_buffer_types()))
-
-
-def _entries(array: ctypes._Pointer[ctypes.c_void_p] | None) -> list[tuple[str, int]]:
-    base, _ = _ggml()
-    entries: list[tuple[str, int]] = []
-    i = 0
-    while array is not None and array[i]:
-        pointer = int(array[i])
-        entries.append((_text(base.ggml_backend_buft_name(pointer)), pointer))
-        i += 1
-    return entries
-
-
-_withhold_lock = threading.RLock()
-
-
-@contextmanager
-def withholding_cpu_buffer_types(names: Collection[str]) -> Iterator[None]:
-    """While the block runs, llama.cpp does not see the named extra buffer types: a model
-    loaded inside it keeps those weights out of them (withholding "AMX" keeps CPU_REPACK;
-    withholding all of them equals ``use_extra_bufts = False``).
-
-    llama.cpp offers no per-type switch, so this edits the array it reads at load time (the
-    CPU device's list, returned as a writable pointer by ``ggml_backend_dev_get_extra_bufts``)
-    and puts every entry back afterwards. Only loads read that array; weights already loaded
-    keep their buffers, and compute is unaffected. Loads made inside are serialized."""
-    with _withhold_lock:
-        array = _extra_buffer_types()
-        entries = _entries(array)
-        kept = [pointer for name, pointer in entries if name not in names]
-        if array is None or len(kept) == len(entries):
-            yield
-            return
-        try:
-            for i, pointer in enumerate(kept):
-                array[i] = pointer
-            for i in range(len(kept), len(entries)):
-                array[i] = None
-            yield
-        finally:
-            for i, (_, pointer) in enumerate(entries):
-                array[i] = pointer
+@functools.cache
+def registry() -> GgmlRegistry:
+    """The registry of the llama.cpp that llama-cpp-python loaded (backend initialized)."""
+    llama_cpp.llama_backend_init()
+    library = getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None)
+    if not isinstance(library, ctypes.CDLL):
+        raise RegistryUnavailableError(
+            "llama-cpp-python does not expose its library handle — reinstall llama-cpp-python 0.3.x"
+        )
+    return GgmlRegistry(library)

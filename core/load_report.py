@@ -21,6 +21,9 @@ class BufferUse:
 
 @dataclass(frozen=True, slots=True)
 class LoadReport:
+    """The buffers a load filled and the layers a GPU took: how :class:`LlamaWeights` checks
+    that a withheld layout stayed out, and what ``doctor`` shows."""
+
     buffers: tuple[BufferUse, ...] = ()
     layers_offloaded: int | None = None  # None: llama.cpp did not say (no GPU device)
     layers_total: int | None = None

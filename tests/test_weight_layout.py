@@ -4,6 +4,9 @@ high-level ``Llama`` the benchmark compares against."""
 
 from __future__ import annotations
 
+import ctypes
+from contextlib import nullcontext
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,20 +15,26 @@ from core import InvalidParamsError, LlamaWeights, WeightLayout, native_log, res
 from core.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
 from core.bench.layout import layouts_to_measure
 from core.bench.throughput import open_baseline
-from core.ggml_registry import cpu_extra_buffer_types, withholding_cpu_buffer_types
+from core.ggml_registry import compacted, registry
 from core.load_report import LoadReport
 from core.params import ContextParams
-from core.weight_layout import choose_layout, resolve_layout
+from core.weight_layout import LayoutChoice, choose_layout, resolve_layout
 
 AMX_BUILD = ("AMX", "CPU_REPACK")  # a build for an Intel CPU with AMX (-march=native)
 X86_BUILD = ("CPU_REPACK",)  # AVX2 / AVX-512 without AMX
 ARM_BUILD = ("CPU_KLEIDIAI", "CPU_REPACK")
 BARE_BUILD: tuple[str, ...] = ()  # e.g. a GPU-only build, or repacking compiled out
 
-PASSED = TrialVerdict(TrialOutcome.PASSED, "", "2026-12-01")
-CRASHED = TrialVerdict(TrialOutcome.CRASHED, "SIGSEGV", "2026-12-01")
-HUNG = TrialVerdict(TrialOutcome.HUNG, "no answer in 120 s", "2026-12-01")
-FAILED = TrialVerdict(TrialOutcome.INCONCLUSIVE, "ModuleNotFoundError: numpy", "2026-12-01")
+DAY = date(2026, 12, 1)
+PASSED = TrialVerdict(TrialOutcome.PASSED, "", DAY)
+CRASHED = TrialVerdict(TrialOutcome.CRASHED, "SIGSEGV", DAY)
+HUNG = TrialVerdict(TrialOutcome.HUNG, "no answer in 60 s", DAY)
+FAILED = TrialVerdict(TrialOutcome.INCONCLUSIVE, "ModuleNotFoundError: numpy", DAY)
+
+
+def cpu_extra_buffer_types() -> tuple[str, ...]:
+    return registry().cpu_extra_buffer_types()
+
 
 A, L, R, P = WeightLayout.AUTO, WeightLayout.AMX, WeightLayout.REPACK, WeightLayout.PLAIN
 
@@ -42,6 +51,8 @@ A, L, R, P = WeightLayout.AUTO, WeightLayout.AMX, WeightLayout.REPACK, WeightLay
         (A, X86_BUILD, None, (), R, "this llama.cpp build has no AMX kernels"),
         (A, ARM_BUILD, None, (), R, "uses CPU_KLEIDIAI, CPU_REPACK"),
         (A, BARE_BUILD, None, (), P, "offers no repacked layouts"),
+        (A, None, None, (), P, "could not read this llama.cpp build's weight layouts"),
+        (L, None, None, (), P, "weights stay as stored in the file"),
         # explicit settings win over the trial's verdict
         (L, AMX_BUILD, CRASHED, (), L, "asked for; AMX is not tried first"),
         (L, X86_BUILD, None, (), R, "asked for, but this build has no AMX kernels"),
@@ -53,7 +64,7 @@ A, L, R, P = WeightLayout.AUTO, WeightLayout.AMX, WeightLayout.REPACK, WeightLay
 )
 def test_choice_for_each_build_setting_and_verdict(
     requested: WeightLayout,
-    offered: tuple[str, ...],
+    offered: tuple[str, ...] | None,
     verdict: TrialVerdict | None,
     withheld: tuple[str, ...],
     effective: WeightLayout,
@@ -63,8 +74,9 @@ def test_choice_for_each_build_setting_and_verdict(
     assert choice.withheld == withheld
     assert choice.effective is effective
     assert why in choice.reason
-    assert choice.used == tuple(n for n in offered if n not in withheld)
-    assert choice.needs_trial == (requested is A and "AMX" in offered)
+    assert choice.used == tuple(n for n in offered or () if n not in withheld)
+    assert choice.needs_trial == (requested is A and "AMX" in (offered or ()))
+    assert choice.verdict == (verdict if offered else None)
 
 
 def test_setting_values_are_checked() -> None:
@@ -117,19 +129,49 @@ def test_plain_and_repack_reach_llama_cpp(weights: LlamaWeights) -> None:
         assert plain.detokenize(plain.tokenize("Paris")) == "Paris"
 
 
+def test_compacting_moves_the_kept_entries_to_the_front() -> None:
+    """The AMX build's case, which x86 CI cannot load: AMX in slot 0, CPU_REPACK after it."""
+    entries = [("AMX", 0x1000), ("CPU_KLEIDIAI", 0x2000), ("CPU_REPACK", 0x3000)]
+    assert compacted(entries, {"AMX"}) == [0x2000, 0x3000, None]
+    assert compacted(entries, {"CPU_KLEIDIAI"}) == [0x1000, 0x3000, None]
+    assert compacted(entries, {"AMX", "CPU_REPACK", "CPU_KLEIDIAI"}) == [None, None, None]
+    assert compacted(entries, set()) == [0x1000, 0x2000, 0x3000]
+    # written into a null-terminated array the way the registry writes llama.cpp's
+    array = (ctypes.c_void_p * 4)(0x1000, 0x2000, 0x3000, None)
+    for i, pointer in enumerate(compacted(entries, {"AMX"})):
+        array[i] = pointer
+    assert list(array) == [0x2000, 0x3000, None, None]
+
+
 def test_withholding_hides_buffer_types_only_inside_the_block() -> None:
-    offered = cpu_extra_buffer_types()
+    build = registry()
+    offered = build.cpu_extra_buffer_types()
     if not offered:
         pytest.skip("this llama.cpp build offers no extra buffer types")
-    with withholding_cpu_buffer_types({offered[0]}):
-        assert cpu_extra_buffer_types() == offered[1:]
-        with withholding_cpu_buffer_types(offered):
-            assert cpu_extra_buffer_types() == ()
-        assert cpu_extra_buffer_types() == offered[1:]
-    assert cpu_extra_buffer_types() == offered
-    with pytest.raises(RuntimeError), withholding_cpu_buffer_types(offered):
+    with build.withholding_cpu_buffer_types({offered[0]}):
+        assert build.cpu_extra_buffer_types() == offered[1:]
+        with build.withholding_cpu_buffer_types(offered):
+            assert build.cpu_extra_buffer_types() == ()
+        assert build.cpu_extra_buffer_types() == offered[1:]
+    assert build.cpu_extra_buffer_types() == offered
+    with pytest.raises(RuntimeError), build.withholding_cpu_buffer_types(offered):
         raise RuntimeError("a failed load")
-    assert cpu_extra_buffer_types() == offered
+    assert build.cpu_extra_buffer_types() == offered
+
+
+def test_a_withheld_type_that_still_gets_weights_switches_all_repacking_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net: if withholding ever stops reaching llama.cpp (a future ggml copying its
+    list, say), the load notices from its buffers and loads again with every layout off."""
+    if "CPU_REPACK" not in cpu_extra_buffer_types():
+        pytest.skip("this llama.cpp build offers no CPU_REPACK")
+    monkeypatch.setattr("core.weights.withholding", lambda _choice: nullcontext())
+    pretend = LayoutChoice(R, ("CPU_REPACK", "OTHER"), ("CPU_REPACK",), "a test")
+    with LlamaWeights.load(resolve_model_path(None), 0, pretend) as loaded:
+        assert "CPU_REPACK" not in _buffers(loaded)
+        assert loaded.layout.effective is WeightLayout.PLAIN
+        assert "llama.cpp used CPU_REPACK anyway, so none is used" in loaded.layout.reason
 
 
 def test_the_benchmark_baseline_loads_with_the_same_layout(weights: LlamaWeights) -> None:

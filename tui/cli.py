@@ -61,34 +61,33 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from core.amx_trial import TrialRecords
         from core.doctor import Build
+        from core.machine import distribution_version
 
-        print(Build.collect().version_line())
+        try:
+            print(Build.collect().version_line(TrialRecords()))
+        except PanechatError as e:  # the build cannot be described: the version still can
+            print(f"panechat {distribution_version('panechat')} ({e})")
         parser.exit()
 
 
 def doctor_command(argv: list[str]) -> int:
     """``panechat doctor``: what panechat runs on, with the config's model and settings."""
-    from core.doctor import run_doctor
+    from core.doctor import doctor_parser, run_doctor
 
-    parser = argparse.ArgumentParser(
-        prog="panechat doctor",
-        description="What panechat runs on (versions, backends, CPU, weight layout, model), "
-        "for bug reports.",
-    )
-    parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: config's)")
+    parser = doctor_parser("panechat doctor", layout_default=None)
     parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
     args = parser.parse_args(argv)
     _show_amx_trial()
     try:
         config = load_config(args.config)
-        print(
-            run_doctor(
-                args.model or config.model_path,
-                n_gpu_layers=config.n_gpu_layers,
-                layout=config.weight_layout,
-                threads=config.context.n_threads,
-            )
+        run_doctor(
+            args.model or config.model_path,
+            n_gpu_layers=config.n_gpu_layers,
+            layout=args.weight_layout or config.weight_layout,
+            threads=config.context.n_threads,
+            retry_amx=args.retry_amx,
         )
     except PanechatError as e:
         print(f"panechat doctor: error: {e}", file=sys.stderr)
@@ -96,13 +95,16 @@ def doctor_command(argv: list[str]) -> int:
     return 0
 
 
+_trial_notice = logging.StreamHandler(sys.stderr)
+_trial_notice.setFormatter(logging.Formatter("panechat: %(message)s"))
+
+
 def _show_amx_trial() -> None:
     """The one-time AMX trial may pause a start for a few seconds: say so on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("panechat: %(message)s…"))
     trial_logger = logging.getLogger("panechat.amx_trial")
-    trial_logger.addHandler(handler)
-    trial_logger.setLevel(logging.INFO)
+    if _trial_notice not in trial_logger.handlers:
+        trial_logger.addHandler(_trial_notice)
+        trial_logger.setLevel(logging.INFO)
 
 
 def known_themes() -> set[str]:

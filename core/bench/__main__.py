@@ -36,7 +36,7 @@ from core.bench.throughput import (
 from core.errors import PanechatError
 from core.model_path import resolve_model_path
 from core.params import ContextParams
-from core.weight_layout import WeightLayout
+from core.weight_layout import WeightLayout, add_layout_option
 from core.weights import LlamaWeights
 
 SECTIONS = ("throughput", "fairness", "prefix", "layout", "app")
@@ -70,12 +70,7 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument("--tokens", type=int, default=64, help="tokens per conversation (64)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
-    parser.add_argument(
-        "--weight-layout",
-        default="auto",
-        metavar="LAYOUT",
-        help="auto, amx, repack or plain, as [model] weight_layout (default: auto)",
-    )
+    add_layout_option(parser)
     parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
@@ -248,10 +243,10 @@ def prefix_section(ctx: BenchContext) -> PrefixResult:
     return r
 
 
-def layout_section(ctx: BenchContext) -> list[LayoutResult]:
+def layout_section(ctx: BenchContext, rounds: int = ROUNDS) -> list[LayoutResult]:
     chosen = ctx.weights.layout
     print(f"\n## Weight layouts (this run's choice: {chosen.summary()})\n")
-    results = measure_layouts(ctx.model_path, ctx.params, chosen, ctx.tokens)
+    results = measure_layouts(ctx.model_path, ctx.params, chosen, ctx.tokens, rounds)
     plain = next(r for r in results if r.layout is WeightLayout.PLAIN)
     rows = [
         [
@@ -266,14 +261,27 @@ def layout_section(ctx: BenchContext) -> list[LayoutResult]:
         ]
         for r in results
     ]
-    headers = ("layout", "prefill tok/s", "vs plain", "N=1 tok/s", "vs plain", "N=8 tok/s")
-    print(table((*headers, "vs plain", "weights in"), rows))
-    if chosen.effective is not WeightLayout.AMX and "AMX" in chosen.offered:
+    print(
+        table(
+            (
+                "layout",
+                "prefill tok/s",
+                "vs plain",
+                "N=1 tok/s",
+                "vs plain",
+                "N=8 tok/s",
+                "vs plain",
+                "weights in",
+            ),
+            rows,
+        )
+    )
+    if chosen.effective is not WeightLayout.AMX and "AMX" in (chosen.offered or ()):
         print(f"\nAMX not measured: {chosen.reason}.")
     print(
         f"\nPrefill: one {PREFILL_TOKENS}-token prompt. N=1, N=8: greedy decoding of "
-        f"{ctx.tokens} tokens per conversation, prompts included. Medians of {ROUNDS} "
-        "alternating rounds."
+        f"{ctx.tokens} tokens per conversation, prompts included. Medians of {rounds} "
+        "alternating rounds; each round loads the model once per layout."
     )
     ctx.results["layout"] = results
     return results
@@ -310,7 +318,7 @@ def main(
     args = parse_args(argv, prog)
     try:
         model_path = resolve_model_path(args.model)
-        weights = LlamaWeights.load(model_path, layout=WeightLayout.parse(args.weight_layout))
+        weights = LlamaWeights.load(model_path, layout=args.weight_layout)
         params = ContextParams(n_threads=args.threads)
     except PanechatError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

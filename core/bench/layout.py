@@ -34,7 +34,7 @@ def layouts_to_measure(chosen: LayoutChoice) -> list[WeightLayout]:
     """Plain always; repack where the build offers it; AMX only where this machine's load
     chose it (its trial passed, or the user asked for it)."""
     layouts = [WeightLayout.PLAIN]
-    if any(name != AMX_BUFFER_TYPE for name in chosen.offered):
+    if any(name != AMX_BUFFER_TYPE for name in chosen.offered or ()):
         layouts.append(WeightLayout.REPACK)
     if chosen.effective is WeightLayout.AMX:
         layouts.append(WeightLayout.AMX)
@@ -56,40 +56,42 @@ def _prefill_rate(weights: LlamaWeights, params: ContextParams) -> float:
         executor.close()
 
 
+def _measure(weights: LlamaWeights, params: ContextParams, tokens: int) -> tuple[float, ...]:
+    """(prefill, N=1, N=8) tokens per second with these weights."""
+    prefill = replace(
+        params, n_ctx=max(params.n_ctx, 2 * PREFILL_TOKENS), n_batch=PREFILL_TOKENS, n_ubatch=0
+    )
+    rates = [_prefill_rate(weights, prefill)]
+    for n in (1, 8):
+        executor = open_executor(weights, executor_params(params, n, tokens))
+        try:
+            rates.append(run_batched(executor, short_prompts(n), tokens).tokens_per_second)
+        finally:
+            executor.close()
+    return tuple(rates)
+
+
 def measure_layouts(
-    model_path: str, params: ContextParams, chosen: LayoutChoice, tokens: int
+    model_path: str, params: ContextParams, chosen: LayoutChoice, tokens: int, rounds: int = ROUNDS
 ) -> list[LayoutResult]:
-    """Load the model once per layout, then run every measurement round-robin, ROUNDS times."""
-    loaded: dict[WeightLayout, LlamaWeights] = {}
-    try:
-        for layout in layouts_to_measure(chosen):
-            loaded[layout] = LlamaWeights.load(model_path, 0, layout)
-        samples: dict[WeightLayout, list[tuple[float, float, float]]] = {k: [] for k in loaded}
-        prefill = replace(
-            params, n_ctx=max(params.n_ctx, 2 * PREFILL_TOKENS), n_batch=PREFILL_TOKENS, n_ubatch=0
+    """Every layout in turn, ``rounds`` times: each round loads the model once per layout (one
+    copy in memory at a time: repacked weights are copies, not the mapped file)."""
+    layouts = layouts_to_measure(chosen)
+    samples: dict[WeightLayout, list[tuple[float, ...]]] = {layout: [] for layout in layouts}
+    buffers: dict[WeightLayout, str] = {}
+    for _ in range(rounds):
+        for layout in layouts:
+            with LlamaWeights.load(model_path, 0, layout) as weights:
+                used = weights.load_report.buffers
+                buffers[layout] = ", ".join(f"{b.name} {b.mib:.1f} MiB" for b in used)
+                samples[layout].append(_measure(weights, params, tokens))
+    return [
+        LayoutResult(
+            layout,
+            buffers[layout],
+            statistics.median(s[0] for s in runs),
+            statistics.median(s[1] for s in runs),
+            statistics.median(s[2] for s in runs),
         )
-        for _ in range(ROUNDS):
-            for layout, weights in loaded.items():
-                rates = []
-                for n in (1, 8):
-                    executor = open_executor(weights, executor_params(params, n, tokens))
-                    try:
-                        rates.append(
-                            run_batched(executor, short_prompts(n), tokens).tokens_per_second
-                        )
-                    finally:
-                        executor.close()
-                samples[layout].append((_prefill_rate(weights, prefill), rates[0], rates[1]))
-        return [
-            LayoutResult(
-                layout,
-                ", ".join(f"{b.name} {b.mib:.1f} MiB" for b in loaded[layout].load_report.buffers),
-                statistics.median(s[0] for s in runs),
-                statistics.median(s[1] for s in runs),
-                statistics.median(s[2] for s in runs),
-            )
-            for layout, runs in samples.items()
-        ]
-    finally:
-        for weights in loaded.values():
-            weights.close()
+        for layout, runs in samples.items()
+    ]

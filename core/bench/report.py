@@ -6,11 +6,10 @@ import json
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from core.machine import cores_available, cpu_name
+from core.machine import cores_available, cpu_name, distribution_version
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -34,10 +33,7 @@ def pct(share: float | None) -> str:
 
 def machine() -> dict[str, Any]:
     """What the figures depend on: CPU, Python and llama-cpp-python versions."""
-    try:
-        llama_version = version("llama-cpp-python")
-    except PackageNotFoundError:  # pragma: no cover
-        llama_version = "?"
+    llama_version = distribution_version("llama-cpp-python")
     return {
         "platform": platform.platform(),
         "processor": cpu_name(),

@@ -16,12 +16,14 @@ from typing import Any
 
 import llama_cpp
 
+from core import native_log
 from core.detokenizer import IncrementalDetokenizer
+from core.errors import PanechatError
 from core.executor import BatchedExecutor
-from core.ggml_registry import withholding_cpu_buffer_types
+from core.load_report import LoadReport
 from core.params import ContextParams
 from core.sampling import SamplingParams
-from core.weight_layout import LayoutChoice
+from core.weight_layout import LayoutChoice, withholding
 from core.weights import LlamaWeights
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -51,9 +53,10 @@ class RunResult:
 
 def open_baseline(model_path: str, params: ContextParams, layout: LayoutChoice) -> llama_cpp.Llama:
     """The high-level API set up as a user would, with our threads and attention settings, and
-    the weight layout our own load chose: like compared with like, and no AMX where it crashes."""
-    with withholding_cpu_buffer_types(layout.withheld):
-        return llama_cpp.Llama(
+    the weight layout our own load chose: like compared with like, and no AMX where it crashes.
+    (``Llama`` has no layout setting: the layout is applied around its load, then checked.)"""
+    with native_log.capture() as log, withholding(layout):
+        llm = llama_cpp.Llama(
             model_path,
             n_ctx=2048,
             n_batch=params.n_batch,
@@ -62,6 +65,14 @@ def open_baseline(model_path: str, params: ContextParams, layout: LayoutChoice) 
             flash_attn=params.flash_attention != "off",
             verbose=False,
         )
+    leaked = layout.leaks(LoadReport.from_log(log).buffer_names())
+    if leaked:
+        llm.close()
+        raise PanechatError(
+            f"llama-cpp-python's Llama put weights in {', '.join(leaked)} although they were "
+            "withheld — run the benchmark with --weight-layout plain"
+        )
+    return llm
 
 
 def run_baseline(llm: llama_cpp.Llama, prompts: Sequence[str], max_tokens: int) -> RunResult:
