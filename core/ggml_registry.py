@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -85,7 +86,7 @@ def compacted(entries: Sequence[tuple[str, int]], withheld: Collection[str]) -> 
 class GgmlRegistry:
     """The registry functions, bound once to libllama's handle; get it with :func:`registry`."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
+    def __init__(self, library: ctypes.CDLL, library_dir: Path) -> None:
         def bind(name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
             try:
                 return ctypes.CFUNCTYPE(restype, *argtypes)((name, library))
@@ -111,7 +112,7 @@ class GgmlRegistry:
             "ggml_backend_dev_memory", None, _VP, ctypes.POINTER(_SIZE), ctypes.POINTER(_SIZE)
         )
         self.buft_name = bind("ggml_backend_buft_name", _CSTR, _VP)
-        self._library_dir = Path(library._name).parent
+        self._library_dir = library_dir
         self._withhold_lock = threading.RLock()
 
     # -- what the build has -----------------------------------------------------------------
@@ -240,4 +241,5 @@ def registry() -> GgmlRegistry:
         raise RegistryUnavailableError(
             "llama-cpp-python does not expose its library handle — reinstall llama-cpp-python 0.3.x"
         )
-    return GgmlRegistry(library)
+    override = os.environ.get("LLAMA_CPP_LIB_PATH")  # where llama-cpp-python looked, too
+    return GgmlRegistry(library, Path(override or Path(llama_cpp.__file__).parent / "lib"))
