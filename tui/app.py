@@ -385,6 +385,10 @@ class PanechatApp(App[int | None]):
             self.store.close_pane(pane.store_id)
             self._stored.pop(pane.pane_id, None)
         self.action_focus_pane(1)
+        # Hidden first: Textual prunes a pane's children before the pane leaves the layout, and
+        # a screen update in between (frames keep arriving) would draw the pruned input box
+        # from the old layout and crash the app ("No 'text-area--gutter' key").
+        pane.display = False
         await pane.remove()
 
     def action_stop(self) -> None:
