@@ -15,6 +15,7 @@ from core.errors import (
     ConversationDisposedError,
     ForkPendingTokensError,
     InvalidParamsError,
+    KvShiftError,
     NoLogitsError,
     RequiresInferenceError,
     RewindError,
@@ -41,15 +42,18 @@ class Conversation:
         sequence_id: int,
         sampler: SamplerChain,
         tokens: Sequence[int] = (),
+        *,
+        shared_upto: int = 0,
+        logits: tuple[int | None, int] = (None, -1),
     ) -> None:
         self._executor = executor
         self._seq_id = sequence_id
         self._sampler = sampler
         self._tokens: list[int] = list(tokens)  # decoded: KV positions 0..len-1
         self._pending: list[int] = []  # queued for the next infer()
-        self._logits_index: int | None = None  # batch row holding our last token's logits
-        self._logits_epoch = -1
-        self._shared_upto = 0  # KV positions below this may be shared with a fork
+        # batch row holding our last token's logits, and the executor epoch it belongs to
+        self._logits_index, self._logits_epoch = logits
+        self._shared_upto = shared_upto  # KV positions below this may be shared with a fork
         self._disposed = False
 
     # -- state ----------------------------------------------------------------------------
@@ -84,6 +88,14 @@ class Conversation:
     def pending_tokens(self) -> tuple[int, ...]:
         """Tokens queued for the next infer(), oldest first."""
         return tuple(self._pending)
+
+    def begins_with(self, prefix: Sequence[int]) -> bool:
+        """Whether the conversation starts with ``prefix``, counting queued tokens too."""
+        n = len(prefix)
+        head = self._tokens[:n]
+        if len(head) < n:
+            head += self._pending[: n - len(head)]
+        return head == list(prefix)
 
     @property
     def requires_inference(self) -> bool:
@@ -155,13 +167,13 @@ class Conversation:
     def sample(self) -> int:
         """Pick the next token from the fresh logits with this conversation's sampler chain."""
         index = self._fresh_logits_index()
-        self._executor._check_idle()
+        self._executor.check_idle()
         return self._sampler.sample(self._executor.context, index)
 
     def logits(self) -> npt.NDArray[np.float32]:
         """A copy of the fresh logits (one float per vocabulary entry)."""
         index = self._fresh_logits_index()
-        self._executor._check_idle()
+        self._executor.check_idle()
         return logits_row(self._executor.context, index, self._executor.model.n_vocab).copy()
 
     def accept(self, token: int) -> None:
@@ -187,10 +199,11 @@ class Conversation:
             if sampling is None
             else SamplerChain(sampling, executor.model.n_vocab)
         )
-        child = executor._adopt(sampler, self._tokens)
-        executor._copy_sequence(self._seq_id, child._seq_id)
-        child._logits_index, child._logits_epoch = self._logits_index, self._logits_epoch
-        self._shared_upto = child._shared_upto = len(self._tokens)
+        shared = len(self._tokens)
+        logits = (self._logits_index, self._logits_epoch)
+        child = executor.adopt(sampler, self._tokens, shared_upto=shared, logits=logits)
+        executor.copy_sequence(self._seq_id, child.sequence_id)
+        self._shared_upto = shared
         return child
 
     def rewind(self, n_tokens: int) -> None:
@@ -205,12 +218,8 @@ class Conversation:
                 f"cannot rewind {n_tokens} tokens: conversation {self._seq_id} holds "
                 f"{len(self._tokens)}"
             )
-        if n_tokens == 0:
-            return
-        keep = len(self._tokens) - n_tokens
-        self._executor._remove_positions(self._seq_id, keep, -1)
-        del self._tokens[keep:]
-        self._logits_index = None
+        if n_tokens:
+            self._cut(len(self._tokens) - n_tokens, len(self._tokens))
 
     @property
     def kv(self) -> KvAccessor:
@@ -231,7 +240,7 @@ class Conversation:
             )
         state = ConversationState(
             tokens=tuple(self._tokens),
-            kv_data=self._executor._read_sequence(self._seq_id),
+            kv_data=self._executor.read_sequence(self._seq_id),
             fingerprint=self._executor.model.fingerprint,
         )
         if path is not None:
@@ -242,7 +251,7 @@ class Conversation:
         """Free the KV cells and the sequence id; queued tokens are dropped. Idempotent."""
         if self._disposed:
             return
-        self._executor._release(self)
+        self._executor.release(self)
         self._pending = []
         self._logits_index = None
         self._sampler.free()
@@ -258,14 +267,83 @@ class Conversation:
         state = "disposed" if self._disposed else f"{len(self._tokens)} tokens"
         return f"<Conversation seq={self._seq_id} {state}, {len(self._pending)} queued>"
 
-    # -- internals used by the executor and the KV accessor --------------------------------
+    def remove_tokens(self, start: int, count: int) -> bool:
+        """Drop decoded tokens ``[start, start + count)`` and close the gap (``kv.remove``).
+
+        When llama.cpp can shift this model's cache and the cells after the span belong to
+        this conversation alone, the gap is closed by shifting positions: no decode, True.
+        Cells below a fork point may be shared with another conversation, and shifting a shared
+        cell would move it for both; then, as for models that cannot shift, the tail is queued
+        to be decoded again (``requires_inference``) and the result is False."""
+        self._check_alive()
+        if self._pending:
+            raise RequiresInferenceError(
+                f"conversation {self._seq_id} has queued tokens — call infer() first"
+            )
+        n = len(self._tokens)
+        if start < 0 or count < 0 or start + count > n:
+            raise KvShiftError(
+                f"cannot remove tokens [{start}, {start + count}) from a conversation of {n}"
+            )
+        if count == 0:
+            return True
+        end = start + count
+        shifted = self._executor.can_shift and end >= self._shared_upto
+        self._cut(start, end, shift_tail=shifted)
+        return shifted
+
+    # -- the executor's side of a batch: plan, commit, roll back ----------------------------
+
+    def queued(self, limit: int) -> list[int]:
+        """The first ``limit`` queued tokens (the chunk the executor plans to decode next)."""
+        return self._pending[:limit]
+
+    def commit(self, count: int, logits_row: int | None, epoch: int) -> None:
+        """The executor decoded the first ``count`` queued tokens; if that ended the queue,
+        the last one's logits are in batch row ``logits_row``, valid during ``epoch``."""
+        self._tokens.extend(self._pending[:count])
+        del self._pending[:count]
+        if logits_row is not None:
+            self._logits_index, self._logits_epoch = logits_row, epoch
+
+    def drop_undecoded_cells(self) -> None:
+        """After a failed decode: free the cells llama.cpp kept beyond the decoded tokens."""
+        if not self._disposed:
+            self._executor.remove_positions(self._seq_id, len(self._tokens), -1)
+
+    def requeue_unsampled(self) -> None:
+        """After a failed decode that lost every logits row: if this conversation was waiting
+        to sample, queue its last token again so that the retry computes its logits anew."""
+        if self.requires_sampling and self._tokens:
+            last = self._tokens[-1]
+            self._cut(len(self._tokens) - 1, len(self._tokens))
+            self._pending = [last]
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _cut(self, start: int, end: int, *, shift_tail: bool = False) -> None:
+        """The one KV edit: remove positions ``[start, end)``. With ``shift_tail`` the tokens
+        after them slide down in place; without, they leave the cache and are queued again.
+        Token list, cache cells, fork point and logits stay in step."""
+        executor, tail = self._executor, self._tokens[end:]
+        if shift_tail:
+            executor.remove_positions(self._seq_id, start, end)
+            if tail:
+                executor.shift_positions(self._seq_id, end, -1, start - end)
+            del self._tokens[start:end]
+        else:
+            executor.remove_positions(self._seq_id, start, -1)
+            del self._tokens[start:]
+            self._pending = tail
+        self._shared_upto = min(self._shared_upto, start)
+        self._logits_index = None
 
     def _check_alive(self) -> None:
         if self._disposed:
             raise ConversationDisposedError(
                 f"conversation {self._seq_id} was disposed — create a new one"
             )
-        self._executor._check_open()
+        self._executor.check_open()
 
     def _fresh_logits_index(self) -> int:
         self._check_alive()

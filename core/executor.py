@@ -6,7 +6,7 @@ import asyncio
 import ctypes
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +42,24 @@ _LOGITS_LOST = {
 }
 
 
-@dataclass(slots=True)
-class _Entry:
+@dataclass(frozen=True, slots=True)
+class PlannedChunk:
     """One conversation's share of the batch being decoded."""
 
     conversation: Conversation
-    count: int
-    last_row: int
-    completes: bool
+    count: int  # its queued tokens in this batch
+    last_row: int  # the batch row of the chunk's last token
+    completes: bool  # the chunk ends its queue: that row's logits are kept for sampling
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What one ``infer()`` decodes, and the shape the prefill budget learns frame costs by."""
+
+    chunks: tuple[PlannedChunk, ...] = ()
+    generators: int = 0  # conversations decoding their one sampled token
+    prompt_tokens: int = 0  # tokens of longer prompts
+    prompt_outputs: int = 0  # prompts this batch finishes (each computes a logits row)
 
 
 @dataclass(slots=True)
@@ -102,8 +112,7 @@ class BatchedExecutor:
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
         self._batch = NativeBatch(params.n_batch)
         self.prefill_budget = PrefillBudget(params.max_frame_stretch or None)
-        # (generators, prompt tokens, prompts ending) of the batch being decoded
-        self._planned = (0, 0, 0)
+        self._planned = BatchPlan()  # the batch being decoded
         self._pool = SequenceIdPool(params.n_seq_max)
         self._conversations: dict[int, Conversation] = {}
         self._epoch = 0
@@ -127,7 +136,7 @@ class BatchedExecutor:
 
     @property
     def context(self) -> llama_cpp.llama_context_p:
-        self._check_open()
+        self.check_open()
         assert self._ctx is not None
         return self._ctx
 
@@ -143,7 +152,7 @@ class BatchedExecutor:
     @property
     def batched_token_count(self) -> int:
         """Tokens queued by all conversations, waiting for ``infer()``."""
-        return sum(len(c._pending) for c in self._conversations.values())
+        return sum(c.pending_count for c in self._conversations.values())
 
     @property
     def conversations(self) -> tuple[Conversation, ...]:
@@ -153,7 +162,7 @@ class BatchedExecutor:
     def tokens_in_kv(self) -> int:
         """Decoded tokens over all conversations. A fork's shared prefix counts once per
         conversation, so this is an upper bound on the KV cells in use."""
-        return sum(len(c._tokens) for c in self._conversations.values())
+        return sum(c.token_count for c in self._conversations.values())
 
     @property
     def free_sequences(self) -> int:
@@ -163,8 +172,8 @@ class BatchedExecutor:
 
     def create(self, sampling: SamplingParams | None = None) -> Conversation:
         """Open an empty conversation on a free sequence id."""
-        self._check_open()
-        return self._adopt(SamplerChain(sampling or SamplingParams(), self._weights.n_vocab), ())
+        self.check_open()
+        return self.adopt(SamplerChain(sampling or SamplingParams(), self._weights.n_vocab))
 
     def prompt(self, text: str) -> Conversation:
         """Deprecated: use ``create()`` and then ``conversation.prompt(text)``."""
@@ -187,7 +196,7 @@ class BatchedExecutor:
         Raises :class:`StateError` when the state is corrupt, from other weights, or does not
         fit; the caller can then fall back to prompting ``state.tokens`` again.
         """
-        self._check_idle()
+        self.check_idle()
         if not isinstance(state, ConversationState):
             state = ConversationState.read(state)
         if state.fingerprint != self._weights.fingerprint:
@@ -195,7 +204,8 @@ class BatchedExecutor:
                 f"saved conversation belongs to other weights ({state.fingerprint}), not "
                 f"{self._weights.fingerprint} — re-prompt its tokens instead"
             )
-        conversation = self.create(sampling)
+        sampler = SamplerChain(sampling or SamplingParams(), self._weights.n_vocab)
+        conversation = self.adopt(sampler, state.tokens)
         seq = conversation.sequence_id
         data = (ctypes.c_uint8 * len(state.kv_data)).from_buffer_copy(state.kv_data)
         read = llama_cpp.llama_state_seq_set_data(self.context, data, len(state.kv_data), seq)
@@ -206,58 +216,57 @@ class BatchedExecutor:
                 "saved KV data does not fit this context (corrupt, other settings, or too few "
                 "free cells) — re-prompt its tokens instead"
             )
-        conversation._tokens = list(state.tokens)
         return conversation
 
     # -- decoding -------------------------------------------------------------------------
 
     def infer_sync(self, cancel: CancellationToken | None = None) -> DecodeResult:
         """Decode one batch in the calling thread (llama.cpp releases the GIL meanwhile)."""
-        entries = self._begin()
-        if not entries:
+        plan = self._begin()
+        if not plan.chunks:
             return DecodeResult.OK
         try:
             result = self._decode(cancel)
         finally:
             self._busy = False
-        return self._commit(entries, result)
+        return self._commit(plan, result)
 
     async def infer(self, cancel: CancellationToken | None = None) -> DecodeResult:
         """Decode one batch in a worker thread so the event loop keeps running."""
-        entries = self._begin()
-        if not entries:
+        plan = self._begin()
+        if not plan.chunks:
             return DecodeResult.OK
         try:
             result = await asyncio.to_thread(self._decode, cancel)
         finally:
             self._busy = False
-        return self._commit(entries, result)
+        return self._commit(plan, result)
 
-    def _begin(self) -> list[_Entry]:
-        self._check_idle()
-        entries = self._plan()
-        if entries:
+    def _begin(self) -> BatchPlan:
+        self.check_idle()
+        self._planned = plan = self._plan()
+        if plan.chunks:
             self._busy = True
-        return entries
+        return plan
 
-    def _plan(self) -> list[_Entry]:
+    def _plan(self) -> BatchPlan:
         """Fill the batch: every single queued token first, then chunks of longer prompts."""
         batch = self._batch
         batch.clear()
-        entries: list[_Entry] = []
+        chunks: list[PlannedChunk] = []
         convs = list(self._conversations.values())
         # n_batch >= n_seq_max (ContextParams checks it), so every single token fits.
-        for conv in (c for c in convs if len(c._pending) == 1):
-            row = batch.add(conv._seq_id, conv._pending, len(conv._tokens), True)
-            entries.append(_Entry(conv, 1, row, True))
-        generators = len(entries)
+        for conv in (c for c in convs if c.pending_count == 1):
+            row = batch.add(conv.sequence_id, conv.queued(1), conv.token_count, True)
+            chunks.append(PlannedChunk(conv, 1, row, True))
+        generators = len(chunks)
         budget = self.prefill_budget.limit(generators, batch.free)
         reserve = self.prefill_budget.output_reserve(generators)
         outputs = 0
         for conv in convs:
             if budget == 0:
                 break
-            remaining = len(conv._pending)
+            remaining = conv.pending_count
             if remaining > 1:
                 n = min(remaining, budget)
                 if n == remaining and n + reserve > budget:
@@ -267,10 +276,9 @@ class BatchedExecutor:
                 budget -= n
                 completes = n == remaining
                 outputs += completes
-                row = batch.add(conv._seq_id, conv._pending[:n], len(conv._tokens), completes)
-                entries.append(_Entry(conv, n, row, completes))
-        self._planned = (generators, batch.n_tokens - generators, outputs)
-        return entries
+                row = batch.add(conv.sequence_id, conv.queued(n), conv.token_count, completes)
+                chunks.append(PlannedChunk(conv, n, row, completes))
+        return BatchPlan(tuple(chunks), generators, batch.n_tokens - generators, outputs)
 
     def _decode(self, cancel: CancellationToken | None) -> DecodeResult:
         token = cancel or self._never_cancelled
@@ -290,34 +298,27 @@ class BatchedExecutor:
         stats.last_batch_tokens = self._batch.n_tokens
         if code == 0:
             stats.tokens_decoded += self._batch.n_tokens
-            generators, prompt_tokens, prompt_outputs = self._planned
-            self.prefill_budget.observe(generators, prompt_tokens, elapsed, prompt_outputs)
+            plan = self._planned
+            self.prefill_budget.observe(
+                plan.generators, plan.prompt_tokens, elapsed, plan.prompt_outputs
+            )
         return DecodeResult.from_code(code)
 
-    def _commit(self, entries: list[_Entry], result: DecodeResult) -> DecodeResult:
+    def _commit(self, plan: BatchPlan, result: DecodeResult) -> DecodeResult:
         if result is DecodeResult.OK:
             self._epoch += 1
-            for e in entries:
-                conv = e.conversation
-                conv._tokens.extend(conv._pending[: e.count])
-                del conv._pending[: e.count]
-                if e.completes:
-                    conv._logits_index = e.last_row
-                    conv._logits_epoch = self._epoch
+            for chunk in plan.chunks:
+                row = chunk.last_row if chunk.completes else None
+                chunk.conversation.commit(chunk.count, row, self._epoch)
             return result
         # Undo whatever ubatches llama.cpp kept before failing.
-        for e in entries:
-            if not e.conversation.is_disposed:
-                self._remove_positions(e.conversation._seq_id, len(e.conversation._tokens), -1)
+        for chunk in plan.chunks:
+            chunk.conversation.drop_undecoded_cells()
         if result in _LOGITS_LOST:
-            # llama.cpp already reset its outputs: give conversations that were waiting to
-            # sample their last token back, so the retry recomputes their logits.
+            # llama.cpp already reset its outputs: conversations waiting to sample queue their
+            # last token again, so the retry recomputes their logits.
             for conv in self._conversations.values():
-                if conv.requires_sampling and conv._tokens:
-                    last = conv._tokens.pop()
-                    self._remove_positions(conv._seq_id, len(conv._tokens), -1)
-                    conv._pending = [last]
-                    conv._logits_index = None
+                conv.requeue_unsampled()
         return result
 
     def warm_up(self) -> None:
@@ -328,7 +329,7 @@ class BatchedExecutor:
         that has decoded keeps its worker team alive, and decoding from another thread while it
         lives was measured ~22% slower (docs/BENCHMARKS.md).
         """
-        self._check_idle()
+        self.check_idle()
         if not self._pool.available:
             return
         conv = self.create(SamplingParams(temperature=0.0))
@@ -365,52 +366,67 @@ class BatchedExecutor:
     def __iter__(self) -> Iterator[Conversation]:
         return iter(self.conversations)
 
-    # -- helpers for Conversation and KvAccessor -------------------------------------------
+    # -- the cache, per sequence: what conversations build their operations on ------------
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self._ctx is None:
             raise ExecutorDisposedError("the executor was closed — create a new one")
 
-    def _check_idle(self) -> None:
-        self._check_open()
+    def check_idle(self) -> None:
+        """Raise unless the context may be touched: open, and no decode running."""
+        self.check_open()
         if self._busy:
             raise ExecutorBusyError(
                 "a decode is running — wait for infer() to return before touching the context"
             )
 
-    def _adopt(self, sampler: SamplerChain, tokens: list[int] | tuple[int, ...]) -> Conversation:
-        self._check_idle()
+    def adopt(
+        self,
+        sampler: SamplerChain,
+        tokens: Sequence[int] = (),
+        *,
+        shared_upto: int = 0,
+        logits: tuple[int | None, int] = (None, -1),
+    ) -> Conversation:
+        """A conversation on a free sequence id whose cells already hold ``tokens`` (a fork's
+        copy, a loaded state); ``create()`` is the usual way in."""
+        self.check_idle()
         try:
             seq = self._pool.acquire()
         except Exception:
             sampler.free()
             raise
-        conv = Conversation(self, seq, sampler, tokens)
+        conv = Conversation(self, seq, sampler, tokens, shared_upto=shared_upto, logits=logits)
         self._conversations[seq] = conv
         return conv
 
-    def _release(self, conv: Conversation) -> None:
-        """Purge a conversation: its queued tokens leave the queue before its id is reused."""
+    def release(self, conv: Conversation) -> None:
+        """Purge a conversation (its ``dispose()``): its cells are freed and its queued tokens
+        leave the queue before its id is reused."""
         if self._ctx is not None:
-            self._check_idle()
-            self._remove_positions(conv._seq_id, -1, -1)
-        self._conversations.pop(conv._seq_id, None)
-        self._pool.release(conv._seq_id)
+            self.check_idle()
+            self.remove_positions(conv.sequence_id, -1, -1)
+        self._conversations.pop(conv.sequence_id, None)
+        self._pool.release(conv.sequence_id)
 
-    def _copy_sequence(self, src: int, dst: int) -> None:
-        self._check_idle()
+    def copy_sequence(self, src: int, dst: int) -> None:
+        """Let sequence ``dst`` share every cell of ``src`` (nothing is decoded)."""
+        self.check_idle()
         llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
 
-    def _remove_positions(self, seq: int, start: int, end: int) -> None:
-        self._check_idle()
+    def remove_positions(self, seq: int, start: int, end: int) -> None:
+        """Free a sequence's cells at positions ``[start, end)`` (-1: open-ended)."""
+        self.check_idle()
         llama_cpp.llama_memory_seq_rm(self._mem, seq, start, end)
 
-    def _shift_positions(self, seq: int, start: int, end: int, delta: int) -> None:
-        self._check_idle()
+    def shift_positions(self, seq: int, start: int, end: int, delta: int) -> None:
+        """Move a sequence's cells at positions ``[start, end)`` by ``delta`` positions."""
+        self.check_idle()
         llama_cpp.llama_memory_seq_add(self._mem, seq, start, end, delta)
 
-    def _read_sequence(self, seq: int) -> bytes:
-        self._check_idle()
+    def read_sequence(self, seq: int) -> bytes:
+        """A sequence's KV data, as ``llama_state_seq_get_data`` writes it."""
+        self.check_idle()
         ctx = self.context
         size = llama_cpp.llama_state_seq_get_size(ctx, seq)
         buf = (ctypes.c_uint8 * size)()
@@ -419,5 +435,5 @@ class BatchedExecutor:
 
     def seq_pos_max(self, seq: int) -> int:
         """Highest KV position held by a sequence id (-1 when it holds none)."""
-        self._check_open()
+        self.check_open()
         return int(llama_cpp.llama_memory_seq_pos_max(self._mem, seq))

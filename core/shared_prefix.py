@@ -48,7 +48,7 @@ class SharedPrefixes:
         if not key:
             return self._executor.create(sampling)
         holders = self._holders.setdefault(key, [])
-        holders[:] = [c for c in holders if not c.is_disposed and _starts_with(c, key)]
+        holders[:] = [c for c in holders if not c.is_disposed and c.begins_with(key)]
         donor = next((c for c in holders if not c.requires_inference), None)
         if donor is not None:
             child = donor.fork(sampling)
@@ -63,12 +63,3 @@ class SharedPrefixes:
         holders.append(conv)
         self.prefilled += 1
         return conv
-
-
-def _starts_with(conv: Conversation, prefix: tuple[int, ...]) -> bool:
-    """Still begins with the prefix, counting tokens queued but not decoded yet."""
-    n = len(prefix)
-    head = conv._tokens[:n]
-    if len(head) < n:
-        head = head + conv._pending[: n - len(head)]
-    return tuple(head) == prefix
