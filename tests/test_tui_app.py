@@ -16,6 +16,7 @@ from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, PaneConfig, load_config
 from tui.decode_loop import DecodeLoop
+from tui.pane_state import SavedState, TurnState
 from tui.screens.compare_screen import CompareScreen
 from tui.screens.sessions_screen import SessionsScreen
 from tui.session_store import SessionStore
@@ -458,7 +459,7 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
     store.close()
     assert [p.config.name for p in saved] == [p.name for p in config.panes]
     assert saved[0].messages == [("user", "Tell me about the ocean."), ("assistant", said)]
-    assert saved[0].state is not None and saved[0].state["tokens"] == tokens
+    assert saved[0].state is not None and saved[0].state.tokens == tokens
 
     app, executor = launch(session_id=session_id, restore=saved)
     async with app.run_test(size=(160, 40)) as pilot:
@@ -487,7 +488,7 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
     store.add_message(pane_id, "assistant", "The ocean is big and blue.")
     kv = store.kv_path(session_id, pane_id)
     kv.write_bytes(b"not a state file")
-    store.save_state(pane_id, {"kv": str(kv), "tokens": 40, "turn_starts": [0]})
+    store.save_state(pane_id, SavedState(TurnState(turn_starts=(0,)), str(kv), 40))
     saved = store.load(session_id)
     executor = BatchedExecutor(weights, config.context)
     template = template_for(weights.chat_template, config.template)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -34,6 +34,7 @@ from tui.decode_loop import (
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
 from tui.gc_policy import GcPolicy
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
+from tui.pane_state import SavedState
 from tui.screens.compare_screen import CompareScreen, ReplySummary
 from tui.screens.help_screen import HelpScreen
 from tui.screens.sessions_screen import SessionsScreen
@@ -49,7 +50,7 @@ class DecodeSource(Protocol):
     def start(self) -> None: ...
     def submit(self, *commands: Command) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
-    def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None: ...
+    def snapshot(self, pane_id: str, path: Path) -> SavedState | None: ...
 
 
 class PanechatApp(App[int | None]):

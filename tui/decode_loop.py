@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from textual.message import Message
 
@@ -29,6 +28,7 @@ from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from tui.config import PaneConfig
 from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
 from tui.pane_session import CONTEXT_FULL, SHIFT_SHARE, PaneSession
+from tui.pane_state import SavedState
 from tui.thread_priority import lower_this_thread
 
 
@@ -37,7 +37,7 @@ class Restore:
     """A saved pane: its transcript, and the decode state written when it was last closed."""
 
     messages: list[tuple[str, str]]
-    state: dict[str, Any] | None = None  # PaneSession.state() plus "kv" (file) and "tokens"
+    state: SavedState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ class DecodeLoop:
             or bool(self._waiting_opens)
         )
 
-    def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None:
+    def snapshot(self, pane_id: str, path: Path) -> SavedState | None:
         """Save a pane's KV cells to ``path`` and return its decode state. Only after
         ``shutdown()``: the loop thread must no longer touch the executor."""
         if self._thread.is_alive():
@@ -191,7 +191,7 @@ class DecodeLoop:
             conv.save(path)
         except (PanechatError, OSError):
             return None
-        return {**session.state(), "kv": str(path), "tokens": conv.token_count}
+        return SavedState(session.state(), str(path), conv.token_count)
 
     def session(self, pane_id: str) -> PaneSession | None:
         """The decode side of a pane (for tests and diagnostics; read it between frames)."""
@@ -287,20 +287,20 @@ class DecodeLoop:
         """A saved pane's session from its KV state file, without decoding its history; None
         (with a notice) when the state is missing, corrupt, or from other weights/settings."""
         restore = command.restore
-        if restore is None or not restore.state or not restore.state.get("kv"):
+        if restore is None or restore.state is None:
             return None
         state = restore.state
         try:
-            conv = self.executor.load(str(state["kv"]), command.config.sampling)
+            conv = self.executor.load(state.kv_path, command.config.sampling)
         except PanechatError as e:
             delta.notice = f"saved state not used ({e}); the chat is read again instead"
             return None
-        if conv.token_count != state.get("tokens"):
+        if conv.token_count != state.tokens:
             conv.dispose()
             delta.notice = "saved state does not match the chat; the chat is read again instead"
             return None
         session = PaneSession(command.pane_id, command.config, conv, self.template)
-        session.restore_state(state)
+        session.restore_state(state.turns)
         return session
 
     def _open_ready(self, deltas: dict[str, PaneDelta]) -> None:

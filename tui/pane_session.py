@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from copy import copy
 from dataclasses import dataclass, field
 
 from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplyStream
 from tui.config import PaneConfig
+from tui.pane_state import TurnState
 
 CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
 #: Share of the context a shift frees at least, so chats do not shift on every turn.
@@ -128,27 +128,30 @@ class PaneSession:
         self.reply_base = max(self.reply_base - discard, 0) if self.reply_base >= cut else 0
         return discard
 
-    #: Decode-state fields saved with a session, to continue after loading the KV cells.
-    STATE_FIELDS = (
-        "carry",
-        "replied_before",
-        "reply_base",
-        "turn_base",
-        "turn_carry",
-        "turn_replied_before",
-        "last_user_text",
-        "turn_starts",
-        "dropped_turns",
-    )
+    def state(self) -> TurnState:
+        """The turn state, as a value (a fork or a saved session gets its own copy)."""
+        return TurnState(
+            carry=self.carry,
+            replied_before=self.replied_before,
+            reply_base=self.reply_base,
+            turn_base=self.turn_base,
+            turn_carry=self.turn_carry,
+            turn_replied_before=self.turn_replied_before,
+            last_user_text=self.last_user_text,
+            turn_starts=tuple(self.turn_starts),
+            dropped_turns=self.dropped_turns,
+        )
 
-    def state(self) -> dict[str, object]:
-        """The decode state, copied (a fork or a saved session must not share its lists)."""
-        return {name: copy(getattr(self, name)) for name in self.STATE_FIELDS}
-
-    def restore_state(self, state: dict[str, object]) -> None:
-        for name in self.STATE_FIELDS:
-            if name in state:
-                setattr(self, name, state[name])
+    def restore_state(self, state: TurnState) -> None:
+        self.carry = state.carry
+        self.replied_before = state.replied_before
+        self.reply_base = state.reply_base
+        self.turn_base = state.turn_base
+        self.turn_carry = state.turn_carry
+        self.turn_replied_before = state.turn_replied_before
+        self.last_user_text = state.last_user_text
+        self.turn_starts = list(state.turn_starts)
+        self.dropped_turns = state.dropped_turns
 
     def replay(self, messages: list[tuple[str, str]]) -> int:
         """Queue a saved transcript for decoding (when its KV state cannot be loaded), turn by

@@ -4,6 +4,9 @@ A crash or kill loses at most the reply being streamed: user turns are written w
 replies when they finish. On quit each pane's decode state (its KV cells, saved by
 ``Conversation.save``, plus where its turns begin) is written too, so ``--resume`` can continue
 without decoding the history again.
+
+The schema is versioned with ``PRAGMA user_version``: opening a file applies, in order, the
+upgrade from each older version (one function each); a file from a newer panechat is refused.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from core import SamplingParams
+from core import PanechatError, SamplingParams
 from tui.config import APP_NAME, PaneConfig
+from tui.pane_state import SavedState
 
-_SCHEMA = """
+#: The schema this panechat writes.
+SCHEMA_VERSION = 1
+
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -44,6 +51,36 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 
 
+def _create_schema_1(db: sqlite3.Connection) -> None:
+    """Version 0 is an empty file, or one written before the schema had a version (its tables
+    are schema 1's, without the version stamp): create whatever is missing."""
+    db.executescript(_SCHEMA_1)
+
+
+#: The upgrade from each version to the next.
+_UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_schema_1}
+
+
+class StoreVersionError(PanechatError):
+    """The sessions file was written by a newer panechat."""
+
+
+def upgrade(db: sqlite3.Connection, path: Path) -> int:
+    """Bring an open database to :data:`SCHEMA_VERSION`, one version at a time; return the
+    version it had."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"{path} was written by a newer panechat (sessions schema {found}; this one reads "
+            f"up to {SCHEMA_VERSION}) — upgrade panechat, or move the file away to start afresh"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        _UPGRADES[version](db)
+        db.execute(f"PRAGMA user_version = {version + 1}")
+        db.commit()
+    return found
+
+
 def default_store_path() -> Path:
     from platformdirs import user_data_dir
 
@@ -65,7 +102,7 @@ class SavedPane:
     config: PaneConfig
     branched_from: str
     messages: list[tuple[str, str]]
-    state: dict[str, Any] | None  # decode state written on quit (see DecodeLoop.snapshot)
+    state: SavedState | None  # decode state written on quit (see DecodeLoop.snapshot)
 
 
 class SessionStore:
@@ -78,7 +115,7 @@ class SessionStore:
         self._db = sqlite3.connect(path)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(_SCHEMA)
+        upgrade(self._db, path)
 
     def close(self) -> None:
         self._db.close()
@@ -185,11 +222,11 @@ class SessionStore:
             self._db.execute("DELETE FROM messages WHERE pane_id = ?", (pane_id,))
             self._db.execute("UPDATE panes SET state = NULL WHERE id = ?", (pane_id,))
 
-    def save_state(self, pane_id: int, state: dict[str, Any] | None) -> None:
+    def save_state(self, pane_id: int, state: SavedState | None) -> None:
         with self._db:
             self._db.execute(
                 "UPDATE panes SET state = ? WHERE id = ?",
-                (None if state is None else json.dumps(state), pane_id),
+                (None if state is None else state.to_json(), pane_id),
             )
 
     def kv_path(self, session_id: int, pane_id: int) -> Path:
@@ -213,7 +250,7 @@ class SessionStore:
                     _load_config(config),
                     branched_from,
                     [(role, text) for role, text in messages],
-                    json.loads(state) if state else None,
+                    SavedState.from_json(state) if state else None,
                 )
             )
         return saved

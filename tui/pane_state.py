@@ -1,0 +1,69 @@
+"""A pane's decode state as a value: where its turns stand in its KV cache. A fork copies it;
+a saved session keeps it, with the file of KV cells, to continue without decoding again."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TurnState:
+    """What a pane knows beyond its tokens (see :class:`tui.pane_session.PaneSession`)."""
+
+    carry: str = ""  # shown reply text that is not in the KV cache yet
+    replied_before: bool = False
+    reply_base: int = 0  # token count where the current reply starts
+    turn_base: int = -1  # token count before the last user turn (-1: none to take back)
+    turn_carry: str = ""
+    turn_replied_before: bool = False
+    last_user_text: str = ""
+    turn_starts: tuple[int, ...] = ()  # KV position where each turn begins
+    dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """What a pane leaves on quit: its turn state, the file holding its KV cells
+    (``Conversation.save``), and how many tokens those cells hold."""
+
+    turns: TurnState
+    kv_path: str
+    tokens: int
+
+    def to_json(self) -> str:
+        """One flat JSON object: the turn fields, "kv" and "tokens" (store schema 1)."""
+        return json.dumps({**asdict(self.turns), "kv": self.kv_path, "tokens": self.tokens})
+
+    @classmethod
+    def from_json(cls, text: str) -> SavedState | None:
+        """The saved state, or None when it is damaged (the chat is then read again)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        kv, tokens = data.get("kv"), data.get("tokens")
+        if not isinstance(kv, str) or not kv or type(tokens) is not int:
+            return None
+        turns = _turn_state(data)
+        return None if turns is None else cls(turns, kv, tokens)
+
+
+def _turn_state(data: dict[str, Any]) -> TurnState | None:
+    """The turn fields present in ``data``, each of its field's type; None if one is not."""
+    values: dict[str, Any] = {}
+    for f in fields(TurnState):
+        if f.name not in data:
+            continue
+        value, default = data[f.name], f.default
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or any(type(v) is not int for v in value):
+                return None
+            value = tuple(value)
+        elif type(value) is not type(default):
+            return None
+        values[f.name] = value
+    return TurnState(**values)
