@@ -30,7 +30,7 @@ from core.errors import (
 from core.executor import BatchedExecutor, DecodeStats
 from core.model_path import embedded_model_path, resolve_model_path
 from core.params import ContextParams
-from core.reply_stream import ReplyStream
+from core.reply_stream import ReplyStream, StopReason
 from core.sampling import SamplingParams
 from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from core.weight_layout import LayoutChoice, WeightLayout
@@ -66,6 +66,7 @@ __all__ = [
     "SequencePoolExhaustedError",
     "SharedPrefixes",
     "StateError",
+    "StopReason",
     "TemplateError",
     "WeightLayout",
     "embedded_model_path",

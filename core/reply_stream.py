@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from core.detokenizer import IncrementalDetokenizer
 from core.stop_strings import StopStringMatcher
 from core.weights import LlamaWeights
 
 
-class StopReason(Enum):
-    END_OF_GENERATION = "eog"
-    STOP_STRING = "stop"
-    MAX_TOKENS = "length"
-    CANCELLED = "cancelled"
+class StopReason(StrEnum):
+    """Why a reply ended (the value is what a user is shown)."""
+
+    END_OF_GENERATION = "eog"  # the model's end-of-generation token
+    STOP_STRING = "stop"  # one of the pane's stop strings
+    MAX_TOKENS = "length"  # max_tokens reached
+    CANCELLED = "cancelled"  # stopped, cleared or closed by the user
+    CONTEXT_FULL = "context full"  # no room left in the context, even after a shift
 
 
 @dataclass(slots=True)

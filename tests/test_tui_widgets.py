@@ -15,7 +15,7 @@ from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
-from core import ContextParams, SamplingParams
+from core import ContextParams, SamplingParams, StopReason
 from tui.app import PanechatApp
 from tui.config import AppConfig, PaneConfig
 from tui.messages import FrameStats, FrameUpdate, PaneDelta
@@ -95,7 +95,9 @@ async def test_title_figures_refresh_at_most_once_a_second_while_streaming() -> 
         pane._title_at -= ChatPane.TITLE_INTERVAL
         await pane.apply(PaneDelta(text=".", generating=True, tokens_per_second=21))
         assert title.tokens_per_second == 21
-        await pane.apply(PaneDelta(finished="eos", tokens_per_second=22, context_used=40))
+        await pane.apply(
+            PaneDelta(finished=StopReason.END_OF_GENERATION, tokens_per_second=22, context_used=40)
+        )
         assert not title.generating and title.tokens_per_second == 22  # an end shows at once
         assert title.context_used == 40
         await pilot.pause()
@@ -160,7 +162,7 @@ async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interv
         app.post_message(frame(1, 8, generating=True))  # with 8 streaming: in 1/4 s
         await pilot.pause()
         assert app._flush_at is not None and app._flush_at > time.monotonic()
-        last = frame(2, 0, finished="eos")
+        last = frame(2, 0, finished=StopReason.END_OF_GENERATION)
         app.post_message(last)
         while app.frames_seen[-1] is not last:
             await asyncio.sleep(0.001)

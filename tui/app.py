@@ -462,7 +462,7 @@ class PanechatApp(App[int | None]):
                 p.last_reply,
                 p.last_reply_tokens,
                 p.last_reply_rate,
-                p.last_stop or "-",
+                str(p.last_stop) if p.last_stop else "-",
             )
             for p in self.panes
         ]

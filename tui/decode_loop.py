@@ -23,6 +23,7 @@ from core import (
     Conversation,
     DecodeResult,
     PanechatError,
+    StopReason,
 )
 from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from tui.config import PaneConfig
@@ -262,11 +263,11 @@ class DecodeLoop:
             if session.reply is not None:
                 delta.reply_tokens = session.reply.token_count
                 delta.text += session.end_reply()
-                delta.finished = "cancelled"
+                delta.finished = StopReason.CANCELLED
         elif isinstance(command, ClearPane | ClosePane):
             if session.generating:
                 session.end_reply()
-                delta.finished = "cancelled"
+                delta.finished = StopReason.CANCELLED
             session.conversation.dispose()
             if isinstance(command, ClosePane):
                 del self._sessions[command.pane_id]
@@ -430,11 +431,11 @@ class DecodeLoop:
             reply = session.reply
             if reply.done:
                 delta.text += session.end_reply()
-                delta.finished = reply.stop_reason.value if reply.stop_reason else "stop"
+                delta.finished = reply.stop_reason or StopReason.STOP_STRING
                 delta.reply_tokens = reply.token_count
             elif conv.token_count >= limit and not session.make_room(int(limit * SHIFT_SHARE)):
                 delta.text += session.end_reply()
-                delta.finished = "length"
+                delta.finished = StopReason.CONTEXT_FULL
                 delta.reply_tokens = reply.token_count
                 delta.notice = CONTEXT_FULL
             else:
@@ -466,7 +467,7 @@ class DecodeLoop:
         delta = self._delta(deltas, victim.pane_id)
         if victim.generating:
             delta.text += victim.end_reply()
-            delta.finished = "length"
+            delta.finished = StopReason.CONTEXT_FULL
         victim.conversation.discard_pending()
         victim.turns.clear()
         delta.notice = CONTEXT_FULL

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from core import StopReason
+
 
 @dataclass(slots=True)
 class PaneDelta:
@@ -15,7 +17,7 @@ class PaneDelta:
     started: bool = False  # a new reply began (the UI opens a new message block)
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
     taken_back: str | None = None  # the last user turn was rewound: its text, to edit
-    finished: str | None = None  # stop reason when the reply ended this frame
+    finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
     notice: str | None = None  # something to tell the user (context full, error)
     tokens_per_second: float = 0.0

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 
+from core import StopReason
 from tui.config import PaneConfig
 from tui.messages import PaneDelta
 from tui.widgets.chat_message import ChatMessage
@@ -46,7 +47,7 @@ class ChatPane(Vertical):
         self.in_broadcast_set = False  # ctrl+b sends to the chosen panes when any is chosen
         self.last_reply_tokens = 0
         self.last_reply_rate = 0.0
-        self.last_stop = ""
+        self.last_stop: StopReason | None = None
         self._title_at = 0.0  # when the title's figures were last refreshed
         # Kept, not queried: every streamed frame touches them, and a DOM query walks the tree.
         self.title_bar = PaneTitle()
