@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.chat import SavedState, TurnState
 from tui.config import load_config
-from tui.pane_state import SavedState, TurnState
 from tui.session_store import SCHEMA_VERSION, SessionStore, StoreVersionError
 
 #: The schema as panechat wrote it before the file had a version (commit acd033e), verbatim.
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 """
-#: A pane's config and decode state as that version wrote them (DecodeLoop.snapshot's dict).
+#: A pane's config and decode state as that version wrote them (ChatEngine.snapshot's dict).
 OLD_CONFIG = {
     "name": "Concise",
     "system": "A knowledgeable assistant.",

@@ -12,11 +12,10 @@ import pytest
 from textual.widgets import DataTable
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
+from core.chat import ChatConfig, ChatEngine, SavedState, TurnState
 from tui.app import PanechatApp
 from tui.cli import create_app
-from tui.config import AppConfig, PaneConfig, load_config
-from tui.decode_loop import DecodeLoop
-from tui.pane_state import SavedState, TurnState
+from tui.config import AppConfig, load_config
 from tui.screens.compare_screen import CompareScreen
 from tui.screens.sessions_screen import SessionsScreen
 from tui.session_store import SessionStore
@@ -197,7 +196,7 @@ async def test_rebound_keys_from_config(make_app: Factory, config: AppConfig) ->
 
 
 def test_pane_config_defaults_fill_unlisted_keys(config: AppConfig) -> None:
-    assert isinstance(config.panes[0], PaneConfig)
+    assert isinstance(config.panes[0], ChatConfig)
     assert config.panes[0].max_tokens == 40
 
 
@@ -246,8 +245,8 @@ async def test_palette_lists_every_action_and_copy_uses_the_clipboard(make_app: 
         assert app.clipboard == pane.last_reply and pane.last_reply
 
 
-def loop_of(app: PanechatApp) -> DecodeLoop:
-    assert isinstance(app.source, DecodeLoop)
+def loop_of(app: PanechatApp) -> ChatEngine:
+    assert isinstance(app.source, ChatEngine)
     return app.source
 
 

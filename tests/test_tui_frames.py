@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from core import StopReason
-from tui.messages import PaneDelta
+from core.chat import ChatDelta
 
 
 def test_text_of_later_frames_is_appended() -> None:
-    first = PaneDelta(text="Hel", started=True, generating=True, tokens_per_second=10.0)
-    assert first.absorb(PaneDelta(text="lo", generating=True, tokens_per_second=12.0))
+    first = ChatDelta(text="Hel", started=True, generating=True, tokens_per_second=10.0)
+    assert first.absorb(ChatDelta(text="lo", generating=True, tokens_per_second=12.0))
     assert first.absorb(
-        PaneDelta(text="!", finished=StopReason.END_OF_GENERATION, generating=False)
+        ChatDelta(text="!", finished=StopReason.END_OF_GENERATION, generating=False)
     )
     assert (first.text, first.started, first.finished) == (
         "Hello!",
@@ -21,18 +21,18 @@ def test_text_of_later_frames_is_appended() -> None:
 
 
 def test_a_finished_reply_does_not_swallow_the_next_one() -> None:
-    ended = PaneDelta(text="done", finished=StopReason.END_OF_GENERATION)
-    assert not ended.absorb(PaneDelta(text="more"))
+    ended = ChatDelta(text="done", finished=StopReason.END_OF_GENERATION)
+    assert not ended.absorb(ChatDelta(text="more"))
     assert ended.text == "done"
 
 
 def test_a_new_reply_starts_its_own_delta() -> None:
-    streaming = PaneDelta(text="a", generating=True)
-    assert not streaming.absorb(PaneDelta(text="b", started=True))
+    streaming = ChatDelta(text="a", generating=True)
+    assert not streaming.absorb(ChatDelta(text="b", started=True))
     assert streaming.text == "a"
 
 
 def test_notices_are_kept() -> None:
-    delta = PaneDelta(notice="context full")
-    assert delta.absorb(PaneDelta(text="x"))
+    delta = ChatDelta(notice="context full")
+    assert delta.absorb(ChatDelta(text="x"))
     assert delta.notice == "context full"

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from core import ContextParams
+from core.chat import ChatDelta, Command, FrameStats
 from tui.app import PanechatApp
 from tui.config import load_config
-from tui.decode_loop import Command
-from tui.messages import FrameStats, FrameUpdate, PaneDelta
+from tui.messages import FrameUpdate
 
 
 class ScriptedSource:
@@ -63,7 +63,7 @@ async def script(pilot: Any) -> None:
         app.post_message(
             FrameUpdate(
                 {
-                    pane.pane_id: PaneDelta(
+                    pane.pane_id: ChatDelta(
                         text=text,
                         started=True,
                         finished="eog",

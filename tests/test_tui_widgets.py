@@ -16,9 +16,10 @@ from textual.containers import VerticalScroll
 from textual.widget import Widget
 
 from core import ContextParams, SamplingParams, StopReason
+from core.chat import ChatConfig, ChatDelta, FrameStats
 from tui.app import PanechatApp
-from tui.config import AppConfig, PaneConfig
-from tui.messages import FrameStats, FrameUpdate, PaneDelta
+from tui.config import AppConfig
+from tui.messages import FrameUpdate
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.chat_pane import ChatPane
 
@@ -82,21 +83,21 @@ async def test_an_empty_reply_says_so() -> None:
 async def test_title_figures_refresh_at_most_once_a_second_while_streaming() -> None:
     class PaneApp(App[None]):
         def compose(self) -> ComposeResult:
-            yield ChatPane("p", PaneConfig("Pane", "", SamplingParams()), 2048)
+            yield ChatPane("p", ChatConfig("Pane", "", SamplingParams()), 2048)
 
     app = PaneApp()
     async with app.run_test() as pilot:
         pane = app.query_one(ChatPane)
         title = pane.title_bar
-        await pane.apply(PaneDelta(text="Hi", started=True, generating=True, tokens_per_second=9))
+        await pane.apply(ChatDelta(text="Hi", started=True, generating=True, tokens_per_second=9))
         assert title.generating and title.tokens_per_second == 9  # a start shows at once
-        await pane.apply(PaneDelta(text=" there", generating=True, tokens_per_second=20))
+        await pane.apply(ChatDelta(text=" there", generating=True, tokens_per_second=20))
         assert title.tokens_per_second == 9  # within the interval: not redrawn
         pane._title_at -= ChatPane.TITLE_INTERVAL
-        await pane.apply(PaneDelta(text=".", generating=True, tokens_per_second=21))
+        await pane.apply(ChatDelta(text=".", generating=True, tokens_per_second=21))
         assert title.tokens_per_second == 21
         await pane.apply(
-            PaneDelta(finished=StopReason.END_OF_GENERATION, tokens_per_second=22, context_used=40)
+            ChatDelta(finished=StopReason.END_OF_GENERATION, tokens_per_second=22, context_used=40)
         )
         assert not title.generating and title.tokens_per_second == 22  # an end shows at once
         assert title.context_used == 40
@@ -105,7 +106,7 @@ async def test_title_figures_refresh_at_most_once_a_second_while_streaming() -> 
 
 
 def four_pane_config() -> AppConfig:
-    pane = PaneConfig("Pane", "", SamplingParams())
+    pane = ChatConfig("Pane", "", SamplingParams())
     return AppConfig(
         theme="panechat-dusk",
         model_path=None,
@@ -132,7 +133,7 @@ async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
         for n in range(80):  # enough to scroll every pane, with paragraph breaks
             text = f" w{n}" + ("\n\n" if n % 23 == 22 else "")
             deltas = {
-                p.pane_id: PaneDelta(text=text, started=n == 0, generating=True) for p in app.panes
+                p.pane_id: ChatDelta(text=text, started=n == 0, generating=True) for p in app.panes
             }
             app.post_message(FrameUpdate(deltas, FrameStats(frame=n, generating=4)))
             await pilot.pause(0.01)
@@ -153,7 +154,7 @@ async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interv
         panes = app.panes
 
         def frame(n: int, streaming: int, **delta: object) -> FrameUpdate:
-            deltas = {p.pane_id: PaneDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
+            deltas = {p.pane_id: ChatDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
         app.post_message(frame(0, 8, started=True, generating=True))
@@ -185,7 +186,7 @@ async def test_screen_updates_follow_the_configured_interval(
         panes = app.panes
 
         def frame(n: int, **delta: object) -> FrameUpdate:
-            deltas = {p.pane_id: PaneDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
+            deltas = {p.pane_id: ChatDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
         app.post_message(frame(0, started=True, generating=True))

@@ -17,24 +17,27 @@ from textual.timer import Timer
 from textual.widgets import Footer
 
 from core import PanechatError
-from tui.clipboard import copy_with_system_tool
-from tui.config import AppConfig, PaneConfig, save_theme_choice
-from tui.decode_loop import (
-    ClearPane,
-    ClosePane,
+from core.chat import (
+    ChatConfig,
+    ChatDelta,
+    ClearChat,
+    CloseChat,
     Command,
     EditLastTurn,
-    ForkPane,
-    OpenPane,
+    ForkChat,
+    FrameStats,
+    OpenChat,
     Regenerate,
     Restore,
+    SavedState,
     SendTurn,
-    StopPane,
+    StopChat,
 )
+from tui.clipboard import copy_with_system_tool
+from tui.config import AppConfig, save_theme_choice
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
 from tui.gc_policy import GcPolicy
-from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
-from tui.pane_state import SavedState
+from tui.messages import EngineFailed, FrameUpdate
 from tui.screens.compare_screen import CompareScreen, ReplySummary
 from tui.screens.help_screen import HelpScreen
 from tui.screens.sessions_screen import SessionsScreen
@@ -130,7 +133,7 @@ class PanechatApp(App[int | None]):
         self.persist_theme = persist_theme
         self._pane_counter = 0
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
-        self._buffered: dict[str, list[PaneDelta]] = {}
+        self._buffered: dict[str, list[ChatDelta]] = {}
         self._buffered_stats: FrameStats | None = None
         self._flush_at: float | None = None  # when the scheduled flush runs
         self._flush_timer: Timer | None = None
@@ -142,13 +145,13 @@ class PanechatApp(App[int | None]):
         for theme in load_themes():
             self.register_theme(theme)
 
-    def _initial_panes(self, count: int | None) -> list[PaneConfig]:
+    def _initial_panes(self, count: int | None) -> list[ChatConfig]:
         panes = list(self.config.panes) or [self.config.pane_defaults]
         if count is None:
             return panes
         return [self._pane_config(i, panes) for i in range(count)]
 
-    def _pane_config(self, index: int, panes: list[PaneConfig] | None = None) -> PaneConfig:
+    def _pane_config(self, index: int, panes: list[ChatConfig] | None = None) -> ChatConfig:
         panes = panes if panes is not None else list(self.config.panes)
         if index < len(panes):
             return panes[index]
@@ -202,7 +205,7 @@ class PanechatApp(App[int | None]):
 
     async def add_pane(
         self,
-        pane_config: PaneConfig,
+        pane_config: ChatConfig,
         *,
         fork_of: ChatPane | None = None,
         saved: SavedPane | None = None,
@@ -224,12 +227,12 @@ class PanechatApp(App[int | None]):
             await self.pane_row.mount(pane)
             await pane.add_messages(saved.messages)
             restore = Restore(saved.messages, saved.state)
-            self.source.submit(OpenPane(pane.pane_id, pane_config, restore))
+            self.source.submit(OpenChat(pane.pane_id, pane_config, restore))
             return pane
         if fork_of is None:
             await self.pane_row.mount(pane)
             self._store_pane(pane)
-            self.source.submit(OpenPane(pane.pane_id, pane_config))
+            self.source.submit(OpenChat(pane.pane_id, pane_config))
             return pane
         messages = fork_of.messages()
         turns = sum(1 for role, _ in messages if role == "user")
@@ -239,7 +242,7 @@ class PanechatApp(App[int | None]):
         self._store_pane(pane)
         for role, text in messages:
             self._record(pane, role, text)
-        self.source.submit(ForkPane(fork_of.pane_id, pane.pane_id, pane_config))
+        self.source.submit(ForkChat(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
 
     # -- saving ----------------------------------------------------------------------------
@@ -341,7 +344,7 @@ class PanechatApp(App[int | None]):
             # without this, what was applied can wait for some other widget to repaint.
             self.screen.check_idle()
 
-    def _save_delta(self, pane: ChatPane, delta: PaneDelta) -> None:
+    def _save_delta(self, pane: ChatPane, delta: ChatDelta) -> None:
         """Write what a frame completed: a reply when it finishes, a taken-back turn."""
         if self.store is None or pane.store_id is None:
             return
@@ -381,7 +384,7 @@ class PanechatApp(App[int | None]):
         if len(self.panes) == 1:
             self.notify("the last pane stays open — quit with ctrl+q", severity="warning")
             return
-        self.source.submit(ClosePane(pane.pane_id))
+        self.source.submit(CloseChat(pane.pane_id))
         if self.store is not None and pane.store_id is not None:
             self.store.close_pane(pane.store_id)
             self._stored.pop(pane.pane_id, None)
@@ -396,13 +399,13 @@ class PanechatApp(App[int | None]):
         """Esc: stop the focused pane's reply, else leave the maximized view."""
         pane = self.focused_pane()
         if pane is not None and pane.generating:
-            self.source.submit(StopPane(pane.pane_id))
+            self.source.submit(StopChat(pane.pane_id))
         elif self.screen.maximized is not None:
             self.screen.minimize()
 
     def action_stop_all(self) -> None:
         for pane in self.panes:
-            self.source.submit(StopPane(pane.pane_id))
+            self.source.submit(StopChat(pane.pane_id))
 
     async def action_broadcast(self) -> None:
         pane = self.focused_pane()
@@ -428,7 +431,7 @@ class PanechatApp(App[int | None]):
     async def action_clear_pane(self) -> None:
         pane = self.focused_pane()
         if pane is not None:
-            self.source.submit(ClearPane(pane.pane_id))
+            self.source.submit(ClearChat(pane.pane_id))
             if self.store is not None and pane.store_id is not None:
                 self.store.clear_pane(pane.store_id)
             await pane.clear_transcript()

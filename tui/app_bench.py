@@ -19,17 +19,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from textual import events
-from textual.message import Message
 
 from core import BatchedExecutor, ChatTemplate, ContextParams, SamplingParams, template_for
 from core.bench.__main__ import in_own_thread
 from core.bench.prompts import short_prompts
 from core.bench.report import ms, pct, table
 from core.bench.throughput import executor_params, open_executor, run_batched
+from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
 from tui.cli import create_app
-from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig, PaneConfig
-from tui.decode_loop import DecodeLoop, OpenPane, SendTurn
-from tui.messages import FrameUpdate
+from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig
 from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
@@ -65,7 +63,7 @@ class AppBenchResult:
 def bench_config(params: ContextParams, panes: int, tokens: int) -> AppConfig:
     """Greedy panes with no system prompt and no stop strings, so each reply is the same work
     as one conversation of the throughput section."""
-    pane = PaneConfig("bench", "", SamplingParams(temperature=0.0), max_tokens=tokens)
+    pane = ChatConfig("bench", "", SamplingParams(temperature=0.0), max_tokens=tokens)
     return AppConfig(
         theme="panechat-dusk",
         model_path=None,
@@ -108,17 +106,17 @@ def measure_engine(ctx: BenchContext, config: AppConfig, prompts: list[str]) -> 
     remaining = len(prompts)
     done = threading.Event()
 
-    def post(message: Message) -> None:
+    def emit(event: EngineEvent) -> None:
         nonlocal remaining
-        if isinstance(message, FrameUpdate):
-            remaining -= sum(1 for d in message.deltas.values() if d.finished)
+        if isinstance(event, Frame):
+            remaining -= sum(1 for d in event.deltas.values() if d.finished)
             if remaining <= 0:
                 done.set()
 
-    loop = DecodeLoop(executor, _template(ctx), post)
+    loop = ChatEngine(executor, _template(ctx), emit)
     try:
         for i, pane in enumerate(config.panes):
-            loop.submit(OpenPane(f"p{i}", pane))
+            loop.submit(OpenChat(f"p{i}", pane))
         loop.start()
         started = time.perf_counter()
         loop.submit(*(SendTurn(f"p{i}", prompt) for i, prompt in enumerate(prompts)))

@@ -21,6 +21,7 @@ from core import (
     template_for,
 )
 from tui.config import AppConfig, load_config
+from tui.messages import message_for
 from tui.session_store import SavedPane, SessionStore, default_store_path
 
 if TYPE_CHECKING:
@@ -143,14 +144,14 @@ def create_app(
     restore: list[SavedPane] | None = None,
 ) -> PanechatApp:
     """Wire the decode loop (worker thread) to the app it posts its frames to."""
+    from core.chat import ChatEngine
     from tui.app import PanechatApp
-    from tui.decode_loop import DecodeLoop
 
     holder: list[PanechatApp] = []
-    loop = DecodeLoop(
+    loop = ChatEngine(
         executor,
         template,
-        lambda message: holder[0].post_message(message),
+        lambda event: holder[0].post_message(message_for(event)),
         nice=config.decode_nice,
     )
     app = PanechatApp(

@@ -11,6 +11,7 @@ from typing import Any
 import tomli
 
 from core import ContextParams, InvalidParamsError, PanechatError, SamplingParams, WeightLayout
+from core.chat.config import ChatConfig
 
 APP_NAME = "panechat"
 _PANE_ONLY_KEYS = {"name", "system"}
@@ -41,23 +42,14 @@ class ConfigError(PanechatError):
 
 
 @dataclass(frozen=True, slots=True)
-class PaneConfig:
-    name: str
-    system: str
-    sampling: SamplingParams
-    max_tokens: int = 200
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class AppConfig:
     theme: str
     model_path: str | None
     template: str
     n_gpu_layers: int
     context: ContextParams
-    pane_defaults: PaneConfig
-    panes: tuple[PaneConfig, ...]
+    pane_defaults: ChatConfig
+    panes: tuple[ChatConfig, ...]
     keys: dict[str, str] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
     decode_nice: int = DEFAULT_DECODE_NICE  # [ui]; Linux only
@@ -258,7 +250,7 @@ def _build(
     )
 
 
-def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> PaneConfig:
+def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfig:
     name = raw.get("name", f"Pane {index + 1}")
     system = raw.get("system", "")
     if not isinstance(name, str) or not name.strip():
@@ -280,7 +272,7 @@ def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> PaneConfi
     except InvalidParamsError as e:
         key = next((k for k in sampling_raw if str(e).startswith(k)), "temperature")
         raise fail(section, key, str(e), index) from e
-    return PaneConfig(name.strip(), system, sampling, max_tokens, tuple(stop))
+    return ChatConfig(name.strip(), system, sampling, max_tokens, tuple(stop))
 
 
 def save_theme_choice(theme: str, path: Path | None = None) -> Path:

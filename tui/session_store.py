@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core import PanechatError, SamplingParams
-from tui.config import APP_NAME, PaneConfig
-from tui.pane_state import SavedState
+from core.chat import ChatConfig, SavedState
+from tui.config import APP_NAME
 
 #: The schema this panechat writes.
 SCHEMA_VERSION = 1
@@ -99,10 +99,10 @@ class SessionInfo:
 @dataclass(frozen=True, slots=True)
 class SavedPane:
     id: int
-    config: PaneConfig
+    config: ChatConfig
     branched_from: str
     messages: list[tuple[str, str]]
-    state: SavedState | None  # decode state written on quit (see DecodeLoop.snapshot)
+    state: SavedState | None  # decode state written on quit (see ChatEngine.snapshot)
 
 
 class SessionStore:
@@ -161,7 +161,7 @@ class SessionStore:
     # -- panes and messages -----------------------------------------------------------------
 
     def add_pane(
-        self, session_id: int, position: int, config: PaneConfig, branched_from: str = ""
+        self, session_id: int, position: int, config: ChatConfig, branched_from: str = ""
     ) -> int:
         with self._db:
             cur = self._db.execute(
@@ -256,7 +256,7 @@ class SessionStore:
         return saved
 
 
-def _dump_config(config: PaneConfig) -> str:
+def _dump_config(config: ChatConfig) -> str:
     return json.dumps(
         {
             "name": config.name,
@@ -268,9 +268,9 @@ def _dump_config(config: PaneConfig) -> str:
     )
 
 
-def _load_config(text: str) -> PaneConfig:
+def _load_config(text: str) -> ChatConfig:
     data = json.loads(text)
-    return PaneConfig(
+    return ChatConfig(
         name=data["name"],
         system=data["system"],
         sampling=SamplingParams(**data["sampling"]),

@@ -9,8 +9,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 
 from core import StopReason
-from tui.config import PaneConfig
-from tui.messages import PaneDelta
+from core.chat import ChatConfig, ChatDelta
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.pane_title import PaneTitle
 from tui.widgets.prompt_input import PromptInput
@@ -18,7 +17,7 @@ from tui.widgets.prompt_input import PromptInput
 
 class ChatPane(Vertical):
     """A pane shows one conversation. It never talks to the model: it posts
-    :class:`ChatPane.Sent` and renders the :class:`PaneDelta` the decode loop sends back."""
+    :class:`ChatPane.Sent` and renders the :class:`ChatDelta` the decode loop sends back."""
 
     ALLOW_MAXIMIZE = True
     #: While a reply streams, the title's tok/s and context figures change every frame.
@@ -32,7 +31,7 @@ class ChatPane(Vertical):
             self.pane = pane
             self.text = text
 
-    def __init__(self, pane_id: str, config: PaneConfig, context_size: int) -> None:
+    def __init__(self, pane_id: str, config: ChatConfig, context_size: int) -> None:
         super().__init__(id=pane_id, classes="chat-pane")
         self.pane_id = pane_id
         self.config = config
@@ -133,7 +132,7 @@ class ChatPane(Vertical):
         self.last_reply = ""
         await self.transcript.remove_children()
 
-    async def apply(self, delta: PaneDelta) -> None:
+    async def apply(self, delta: ChatDelta) -> None:
         """Render one frame's worth of change (ignored while the pane is being removed or is
         not composed yet: a frame may still be in flight for it)."""
         if not self.is_mounted or self._closing or not self.title_bar.is_attached:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tui.messages import FrameStats
+from core.chat import FrameStats
 
 
 class StatusBar(Static):

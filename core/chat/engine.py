@@ -1,8 +1,10 @@
-"""One worker thread owns the executor and serves every pane with one batch per frame.
+"""The chat engine: one worker thread owns the executor and serves every chat with one
+batch per frame.
 
-The UI never touches llama.cpp: it sends commands through a queue, and the loop posts one
-:class:`FrameUpdate` per frame with every pane's new text (``post_message`` is thread-safe and
-does not block). ``llama_decode`` releases the GIL, so the UI stays responsive while it runs.
+Callers never touch llama.cpp: they submit commands through a queue, and the engine emits one
+:class:`Frame` per decode step with every chat's new text (the callback runs in the engine's
+thread: hand the frame on, e.g. to a queue or an event loop, and return). ``llama_decode``
+releases the GIL, so a UI in another thread stays responsive while it runs.
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-from textual.message import Message
 
 from core import (
     BatchedExecutor,
@@ -25,107 +24,45 @@ from core import (
     PanechatError,
     StopReason,
 )
-from core.shared_prefix import PrefillInFlight, SharedPrefixes
-from tui.config import PaneConfig
-from tui.messages import EngineFailed, FrameStats, FrameUpdate, PaneDelta
-from tui.pane_session import CONTEXT_FULL, SHIFT_SHARE, PaneSession
-from tui.pane_state import SavedState
-from tui.thread_priority import lower_this_thread
-
-
-@dataclass(frozen=True, slots=True)
-class Restore:
-    """A saved pane: its transcript, and the decode state written when it was last closed."""
-
-    messages: list[tuple[str, str]]
-    state: SavedState | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OpenPane:
-    pane_id: str
-    config: PaneConfig
-    restore: Restore | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClosePane:
-    pane_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SendTurn:
-    pane_id: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class StopPane:
-    pane_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClearPane:
-    pane_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ForkPane:
-    """Open ``pane_id`` as a branch of ``source_id`` at its current point (waits for the
-    source's reply in flight, if any, to finish)."""
-
-    source_id: str
-    pane_id: str
-    config: PaneConfig
-
-
-@dataclass(frozen=True, slots=True)
-class Regenerate:
-    pane_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class EditLastTurn:
-    pane_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Shutdown:
-    pass
-
-
-Command = (
-    OpenPane
-    | ClosePane
-    | SendTurn
-    | StopPane
-    | ClearPane
-    | ForkPane
-    | Regenerate
-    | EditLastTurn
-    | Shutdown
+from core.chat.commands import (
+    ClearChat,
+    CloseChat,
+    Command,
+    EditLastTurn,
+    ForkChat,
+    OpenChat,
+    Regenerate,
+    SendTurn,
+    Shutdown,
+    StopChat,
 )
+from core.chat.config import ChatConfig
+from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
+from core.chat.session import CONTEXT_FULL, SHIFT_SHARE, ChatSession
+from core.chat.state import SavedState
+from core.shared_prefix import PrefillInFlight, SharedPrefixes
+from core.thread_priority import lower_this_thread
 
 
-class DecodeLoop:
+class ChatEngine:
     """Runs frames: take commands, start queued turns, one ``infer()``, sample, post."""
 
     def __init__(
         self,
         executor: BatchedExecutor,
         template: ChatTemplate,
-        post: Callable[[Message], object],
+        emit: Callable[[EngineEvent], object],
         *,
         nice: int = 0,
     ) -> None:
         self.executor = executor
         self.nice = nice  # how far below the UI thread decoding runs (thread_priority.py)
         self.template = template
-        self._post = post
+        self._emit = emit
         self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
-        self._sessions: dict[str, PaneSession] = {}
-        self._waiting_forks: list[ForkPane] = []
-        self._waiting_opens: dict[str, OpenPane] = {}  # panes waiting for a shared prefix
+        self._sessions: dict[str, ChatSession] = {}
+        self._waiting_forks: list[ForkChat] = []
+        self._waiting_opens: dict[str, OpenChat] = {}  # panes waiting for a shared prefix
         self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
         self._prefixes = SharedPrefixes(executor)
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
@@ -144,7 +81,7 @@ class DecodeLoop:
     def submit(self, *commands: Command) -> None:
         """Queue commands; several given at once are applied in the same frame (a broadcast
         starts every pane's turn in one batch, not one pane per frame)."""
-        if any(isinstance(c, StopPane | ClearPane | ClosePane) for c in commands):
+        if any(isinstance(c, StopChat | ClearChat | CloseChat) for c in commands):
             self._cancel.cancel()  # interrupt a long prefill so the command applies at once
         self._commands.put(commands)
 
@@ -163,7 +100,7 @@ class DecodeLoop:
             while self._running:
                 self._frame()
         except Exception as e:  # keep the app alive and say what broke
-            self._post(EngineFailed(f"the decode loop stopped: {type(e).__name__}: {e}"))
+            self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
         finally:
             self._running = False
 
@@ -175,12 +112,12 @@ class DecodeLoop:
             or bool(self._waiting_opens)
         )
 
-    def snapshot(self, pane_id: str, path: Path) -> SavedState | None:
+    def snapshot(self, chat_id: str, path: Path) -> SavedState | None:
         """Save a pane's KV cells to ``path`` and return its decode state. Only after
         ``shutdown()``: the loop thread must no longer touch the executor."""
         if self._thread.is_alive():
             raise PanechatError("snapshot() needs the decode loop stopped first")
-        session = self._sessions.get(pane_id)
+        session = self._sessions.get(chat_id)
         if session is None:
             return None
         if session.generating:
@@ -194,11 +131,11 @@ class DecodeLoop:
             return None
         return SavedState(session.state(), str(path), conv.token_count)
 
-    def session(self, pane_id: str) -> PaneSession | None:
+    def session(self, chat_id: str) -> ChatSession | None:
         """The decode side of a pane (for tests and diagnostics; read it between frames)."""
-        return self._sessions.get(pane_id)
+        return self._sessions.get(chat_id)
 
-    def _drain(self, deltas: dict[str, PaneDelta]) -> None:
+    def _drain(self, deltas: dict[str, ChatDelta]) -> None:
         block = not self._busy()
         while True:
             try:
@@ -211,32 +148,32 @@ class DecodeLoop:
             for command in commands:
                 self._apply(command, deltas)
 
-    def _delta(self, deltas: dict[str, PaneDelta], pane_id: str) -> PaneDelta:
-        return deltas.setdefault(pane_id, PaneDelta())
+    def _delta(self, deltas: dict[str, ChatDelta], chat_id: str) -> ChatDelta:
+        return deltas.setdefault(chat_id, ChatDelta())
 
-    def _apply(self, command: Command, deltas: dict[str, PaneDelta]) -> None:
+    def _apply(self, command: Command, deltas: dict[str, ChatDelta]) -> None:
         if isinstance(command, Shutdown):
             self._running = False
             return
-        if isinstance(command, ForkPane):
+        if isinstance(command, ForkChat):
             self._waiting_forks.append(command)
             self._fork_ready(deltas)
             return
-        if isinstance(command, OpenPane):
-            self._waiting_opens[command.pane_id] = command
+        if isinstance(command, OpenChat):
+            self._waiting_opens[command.chat_id] = command
             self._open_ready(deltas)
             return
-        if command.pane_id in self._waiting_opens:
+        if command.chat_id in self._waiting_opens:
             if isinstance(command, SendTurn):
-                self._early_turns.setdefault(command.pane_id, []).append(command.text)
-            elif isinstance(command, ClosePane):
-                del self._waiting_opens[command.pane_id]
-                self._early_turns.pop(command.pane_id, None)
+                self._early_turns.setdefault(command.chat_id, []).append(command.text)
+            elif isinstance(command, CloseChat):
+                del self._waiting_opens[command.chat_id]
+                self._early_turns.pop(command.chat_id, None)
             return
-        session = self._sessions.get(command.pane_id)
+        session = self._sessions.get(command.chat_id)
         if session is None:
             return
-        delta = self._delta(deltas, command.pane_id)
+        delta = self._delta(deltas, command.chat_id)
         if isinstance(command, Regenerate):
             if session.generating or session.turns:
                 delta.notice = "a reply is still coming — stop it (esc) before regenerating"
@@ -258,23 +195,23 @@ class DecodeLoop:
             return
         if isinstance(command, SendTurn):
             session.turns.append(command.text)
-        elif isinstance(command, StopPane):
+        elif isinstance(command, StopChat):
             session.turns.clear()
             if session.reply is not None:
                 delta.reply_tokens = session.reply.token_count
                 delta.text += session.end_reply()
                 delta.finished = StopReason.CANCELLED
-        elif isinstance(command, ClearPane | ClosePane):
+        elif isinstance(command, ClearChat | CloseChat):
             if session.generating:
                 session.end_reply()
                 delta.finished = StopReason.CANCELLED
             session.conversation.dispose()
-            if isinstance(command, ClosePane):
-                del self._sessions[command.pane_id]
+            if isinstance(command, CloseChat):
+                del self._sessions[command.chat_id]
             else:
                 session.reset(self._open_conversation(session.config, wait=False))
 
-    def _open_conversation(self, config: PaneConfig, *, wait: bool = True) -> Conversation:
+    def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
         """A conversation for a pane: with a system prompt, one that shares its decoded
         tokens with other panes that have the same one (may raise PrefillInFlight)."""
         prefix = self.template.system_prefix(config.system)
@@ -284,7 +221,7 @@ class DecodeLoop:
         tokens = model.tokenize(prefix, add_special=model.add_bos, parse_special=True)
         return self._prefixes.open(tokens, config.sampling, wait=wait)
 
-    def _restore(self, command: OpenPane, delta: PaneDelta) -> PaneSession | None:
+    def _restore(self, command: OpenChat, delta: ChatDelta) -> ChatSession | None:
         """A saved pane's session from its KV state file, without decoding its history; None
         (with a notice) when the state is missing, corrupt, or from other weights/settings."""
         restore = command.restore
@@ -300,42 +237,42 @@ class DecodeLoop:
             conv.dispose()
             delta.notice = "saved state does not match the chat; the chat is read again instead"
             return None
-        session = PaneSession(command.pane_id, command.config, conv, self.template)
+        session = ChatSession(command.chat_id, command.config, conv, self.template)
         session.restore_state(state.turns)
         return session
 
-    def _open_ready(self, deltas: dict[str, PaneDelta]) -> None:
+    def _open_ready(self, deltas: dict[str, ChatDelta]) -> None:
         """Open the panes that can be opened now; the others wait for a shared prefix."""
-        for pane_id, command in list(self._waiting_opens.items()):
+        for chat_id, command in list(self._waiting_opens.items()):
             if command.restore is not None:
-                restored = self._restore(command, self._delta(deltas, pane_id))
+                restored = self._restore(command, self._delta(deltas, chat_id))
                 if restored is not None:
-                    del self._waiting_opens[pane_id]
-                    restored.turns.extend(self._early_turns.pop(pane_id, []))
-                    self._sessions[pane_id] = restored
+                    del self._waiting_opens[chat_id]
+                    restored.turns.extend(self._early_turns.pop(chat_id, []))
+                    self._sessions[chat_id] = restored
                     continue
             try:
                 conv = self._open_conversation(command.config)
             except PrefillInFlight:
                 continue
             except PanechatError as e:
-                self._delta(deltas, pane_id).notice = str(e)
+                self._delta(deltas, chat_id).notice = str(e)
                 conv = None
-            del self._waiting_opens[pane_id]
-            turns = self._early_turns.pop(pane_id, [])
+            del self._waiting_opens[chat_id]
+            turns = self._early_turns.pop(chat_id, [])
             if conv is not None:
-                session = PaneSession(pane_id, command.config, conv, self.template)
+                session = ChatSession(chat_id, command.config, conv, self.template)
                 if command.restore is not None and command.restore.messages:
                     session.replay(command.restore.messages)
                 session.turns.extend(turns)
-                self._sessions[pane_id] = session
+                self._sessions[chat_id] = session
 
-    def _fork_ready(self, deltas: dict[str, PaneDelta]) -> None:
+    def _fork_ready(self, deltas: dict[str, ChatDelta]) -> None:
         """Apply the forks whose source is idle; drop those whose source is gone."""
         waiting, self._waiting_forks = self._waiting_forks, []
         for command in waiting:
             source = self._sessions.get(command.source_id)
-            delta = self._delta(deltas, command.pane_id)
+            delta = self._delta(deltas, command.chat_id)
             if source is None and command.source_id in self._waiting_opens:
                 self._waiting_forks.append(command)  # the source is still opening
                 continue
@@ -346,12 +283,12 @@ class DecodeLoop:
                 self._waiting_forks.append(command)  # branch once its reply is complete
                 continue
             try:
-                self._sessions[command.pane_id] = source.fork(command.pane_id, command.config)
+                self._sessions[command.chat_id] = source.fork(command.chat_id, command.config)
             except PanechatError as e:
                 delta.notice = f"could not branch: {e}"
 
     def _frame(self) -> None:
-        deltas: dict[str, PaneDelta] = {}
+        deltas: dict[str, ChatDelta] = {}
         self._drain(deltas)
         if not self._running:
             return
@@ -382,9 +319,9 @@ class DecodeLoop:
         generating = sum(1 for s in self._sessions.values() if s.generating)
         if not generating and not sampled:
             self._rate = 0.0
-        for pane_id, session in self._sessions.items():
-            if session.generating or pane_id in deltas:
-                d = self._delta(deltas, pane_id)
+        for chat_id, session in self._sessions.items():
+            if session.generating or chat_id in deltas:
+                d = self._delta(deltas, chat_id)
                 d.generating = session.generating
                 d.tokens_per_second = session.tokens_per_second
                 d.context_used = session.conversation.token_count
@@ -399,11 +336,11 @@ class DecodeLoop:
                 kv_total=self.executor.n_ctx,
                 decode_share=decode / elapsed if elapsed > 0 else 0.0,
             )
-            self._post(FrameUpdate(deltas, stats))
+            self._emit(Frame(deltas, stats))
 
-    def _start_turn(self, session: PaneSession, deltas: dict[str, PaneDelta]) -> None:
+    def _start_turn(self, session: ChatSession, deltas: dict[str, ChatDelta]) -> None:
         text = session.turns.popleft()
-        delta = self._delta(deltas, session.pane_id)
+        delta = self._delta(deltas, session.chat_id)
         try:
             session.begin_reply(text, self.executor.n_ctx_seq)
         except PanechatError as e:
@@ -413,11 +350,11 @@ class DecodeLoop:
         self._take_shift_notice(session, delta)
 
     @staticmethod
-    def _take_shift_notice(session: PaneSession, delta: PaneDelta) -> None:
+    def _take_shift_notice(session: ChatSession, delta: ChatDelta) -> None:
         if session.shift_notice:
             delta.notice, session.shift_notice = session.shift_notice, ""
 
-    def _sample_all(self, deltas: dict[str, PaneDelta]) -> int:
+    def _sample_all(self, deltas: dict[str, ChatDelta]) -> int:
         sampled = 0
         limit = self.executor.n_ctx_seq - 1
         for session in self._sessions.values():
@@ -426,7 +363,7 @@ class DecodeLoop:
                 continue
             token = conv.sample()
             sampled += 1
-            delta = self._delta(deltas, session.pane_id)
+            delta = self._delta(deltas, session.chat_id)
             delta.text += session.feed(token)
             reply = session.reply
             if reply.done:
@@ -445,7 +382,7 @@ class DecodeLoop:
                 conv.prompt([*queued, token])
         return sampled
 
-    def _make_room_in_cache(self, deltas: dict[str, PaneDelta]) -> None:
+    def _make_room_in_cache(self, deltas: dict[str, ChatDelta]) -> None:
         """The shared KV cache is full: shift the oldest turns out of the pane holding the most
         tokens; if no pane has turns to drop, stop the biggest one and tell it."""
         by_size = sorted(
@@ -456,7 +393,7 @@ class DecodeLoop:
         need = max(1, int(self.executor.n_ctx * SHIFT_SHARE / 2))
         for session in by_size:
             if session.make_room(need, whole_history=not session.generating):
-                self._take_shift_notice(session, self._delta(deltas, session.pane_id))
+                self._take_shift_notice(session, self._delta(deltas, session.chat_id))
                 return
         candidates = [s for s in self._sessions.values() if s.conversation.requires_inference]
         if not candidates:
@@ -464,7 +401,7 @@ class DecodeLoop:
         victim = max(
             candidates, key=lambda s: s.conversation.token_count + s.conversation.pending_count
         )
-        delta = self._delta(deltas, victim.pane_id)
+        delta = self._delta(deltas, victim.chat_id)
         if victim.generating:
             delta.text += victim.end_reply()
             delta.finished = StopReason.CONTEXT_FULL

@@ -10,7 +10,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class TurnState:
-    """What a pane knows beyond its tokens (see :class:`tui.pane_session.PaneSession`)."""
+    """What a pane knows beyond its tokens (see :class:`core.chat.session.ChatSession`)."""
 
     carry: str = ""  # shown reply text that is not in the KV cache yet
     replied_before: bool = False

@@ -1,4 +1,4 @@
-"""The decode loop's side of one pane: its conversation, queued turns and the reply in flight."""
+"""The engine's side of one chat: its conversation, queued turns and the reply in flight."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplyStream
-from tui.config import PaneConfig
-from tui.pane_state import TurnState
+from core.chat.config import ChatConfig
+from core.chat.state import TurnState
 
 CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
 #: Share of the context a shift frees at least, so chats do not shift on every turn.
@@ -20,9 +20,9 @@ class ContextFullError(PanechatError):
 
 
 @dataclass(slots=True)
-class PaneSession:
-    pane_id: str
-    config: PaneConfig
+class ChatSession:
+    chat_id: str
+    config: ChatConfig
     conversation: Conversation
     template: ChatTemplate
     turns: deque[str] = field(default_factory=deque)
@@ -217,12 +217,12 @@ class PaneSession:
         self.reply = None
         return tail
 
-    def fork(self, pane_id: str, config: PaneConfig) -> PaneSession:
+    def fork(self, chat_id: str, config: ChatConfig) -> ChatSession:
         """A session for a new pane continuing from this one's current point: the new
         conversation shares this one's KV cells (nothing is decoded again) and samples with
         ``config.sampling`` (a fresh sampler, so replies can differ)."""
-        branch = PaneSession(
-            pane_id, config, self.conversation.fork(config.sampling), self.template
+        branch = ChatSession(
+            chat_id, config, self.conversation.fork(config.sampling), self.template
         )
         branch.restore_state(self.state())
         return branch

@@ -1,0 +1,52 @@
+"""The headless multi-chat engine: several chats with one model, decoded together.
+
+A :class:`ChatEngine` owns a :class:`core.BatchedExecutor` in a thread of its own. Callers
+:meth:`~ChatEngine.submit` typed commands (open a chat, send a turn, stop, fork, regenerate…)
+and receive one :class:`Frame` per decode step through the ``emit`` callback: every chat's new
+text, finished replies with their :class:`core.StopReason`, notices, and figures. Nothing here
+imports Textual; the app (``tui``) is one view of it, a script another.
+"""
+
+from core.chat.commands import (
+    ClearChat,
+    CloseChat,
+    Command,
+    EditLastTurn,
+    ForkChat,
+    OpenChat,
+    Regenerate,
+    Restore,
+    SendTurn,
+    Shutdown,
+    StopChat,
+)
+from core.chat.config import ChatConfig
+from core.chat.engine import ChatEngine
+from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
+from core.chat.session import CONTEXT_FULL, ChatSession
+from core.chat.state import SavedState, TurnState
+
+__all__ = [
+    "CONTEXT_FULL",
+    "ChatConfig",
+    "ChatDelta",
+    "ChatEngine",
+    "ChatSession",
+    "ClearChat",
+    "CloseChat",
+    "Command",
+    "EditLastTurn",
+    "EngineEvent",
+    "EngineFailure",
+    "ForkChat",
+    "Frame",
+    "FrameStats",
+    "OpenChat",
+    "Regenerate",
+    "Restore",
+    "SavedState",
+    "SendTurn",
+    "Shutdown",
+    "StopChat",
+    "TurnState",
+]

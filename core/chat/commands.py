@@ -1,0 +1,83 @@
+"""What a caller asks of the chat engine: typed commands, applied in the engine's thread at
+the start of its next frame (several submitted together apply in the same frame)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.chat.config import ChatConfig
+from core.chat.state import SavedState
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """A saved pane: its transcript, and the decode state written when it was last closed."""
+
+    messages: list[tuple[str, str]]
+    state: SavedState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenChat:
+    chat_id: str
+    config: ChatConfig
+    restore: Restore | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseChat:
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendTurn:
+    chat_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopChat:
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearChat:
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForkChat:
+    """Open ``chat_id`` as a branch of ``source_id`` at its current point (waits for the
+    source's reply in flight, if any, to finish)."""
+
+    source_id: str
+    chat_id: str
+    config: ChatConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EditLastTurn:
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+Command = (
+    OpenChat
+    | CloseChat
+    | SendTurn
+    | StopChat
+    | ClearChat
+    | ForkChat
+    | Regenerate
+    | EditLastTurn
+    | Shutdown
+)

@@ -1,0 +1,73 @@
+"""What the chat engine hands out: one frame per decode step, with every chat's new text and
+the frame's figures; or, once, why the engine stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.reply_stream import StopReason
+
+
+@dataclass(slots=True)
+class ChatDelta:
+    """What happened to one pane during one frame."""
+
+    text: str = ""
+    started: bool = False  # a new reply began (the UI opens a new message block)
+    replaces_last: bool = False  # ...as another version of the last reply (regenerate)
+    taken_back: str | None = None  # the last user turn was rewound: its text, to edit
+    finished: StopReason | None = None  # why the reply ended, if it ended this frame
+    reply_tokens: int = 0  # the finished reply's length in tokens
+    notice: str | None = None  # something to tell the user (context full, error)
+    tokens_per_second: float = 0.0
+    context_used: int = 0
+    generating: bool = False
+
+    def absorb(self, later: ChatDelta) -> bool:
+        """Fold a later frame's delta into this one, unless that would reorder a reply's end and
+        the next one's start; returns whether it did."""
+        if (
+            self.finished is not None
+            or later.started
+            or self.taken_back is not None
+            or later.taken_back is not None
+        ):
+            return False
+        self.text += later.text
+        self.finished = later.finished
+        self.reply_tokens = later.reply_tokens
+        self.notice = later.notice or self.notice
+        self.tokens_per_second = later.tokens_per_second
+        self.context_used = later.context_used
+        self.generating = later.generating
+        return True
+
+
+@dataclass(slots=True)
+class FrameStats:
+    frame: int = 0
+    batch_tokens: int = 0
+    generating: int = 0
+    tokens_per_second: float = 0.0  # aggregate over panes, smoothed
+    kv_used: int = 0
+    kv_total: int = 0
+    decode_share: float = 0.0  # share of the frame spent inside llama_decode
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decode step: new text for every chat that produced some, plus the step's figures."""
+
+    deltas: dict[str, ChatDelta] = field(default_factory=dict)
+    stats: FrameStats = field(default_factory=FrameStats)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFailure:
+    """The engine hit an unexpected error and stopped; ``error`` says what."""
+
+    error: str
+
+
+#: What the engine's ``emit`` callback receives.
+EngineEvent = Frame | EngineFailure
