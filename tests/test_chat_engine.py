@@ -1,0 +1,161 @@
+"""The chat engine headless, on the real model, with no Textual: several chats in one batch,
+stop, fork, regenerate, and a context shift — driven the way a script drives it."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from core import (
+    BatchedExecutor,
+    ContextParams,
+    LlamaWeights,
+    SamplingParams,
+    StopReason,
+    template_for,
+)
+from core.chat import (
+    ChatConfig,
+    ChatEngine,
+    EngineEvent,
+    ForkChat,
+    Frame,
+    OpenChat,
+    Regenerate,
+    SendTurn,
+    StopChat,
+)
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class Driver:
+    """An engine with its events in a queue, and the text each chat has shown so far."""
+
+    def __init__(self, engine: ChatEngine, events: queue.SimpleQueue[EngineEvent]) -> None:
+        self.engine = engine
+        self.events = events
+        self.frames: list[Frame] = []
+        self.text: dict[str, str] = {}
+        self.finished: dict[str, list[StopReason]] = {}
+        self.notices: dict[str, list[str]] = {}
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "the engine did not get there in time"
+            try:
+                event = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            assert isinstance(event, Frame), event
+            self.frames.append(event)
+            for chat_id, delta in event.deltas.items():
+                self.text[chat_id] = self.text.get(chat_id, "") + delta.text
+                if delta.finished is not None:
+                    self.finished.setdefault(chat_id, []).append(delta.finished)
+                if delta.notice:
+                    self.notices.setdefault(chat_id, []).append(delta.notice)
+
+    def replies(self, chat_id: str) -> int:
+        return len(self.finished.get(chat_id, []))
+
+
+@pytest.fixture
+def make_driver(weights: LlamaWeights) -> Iterator[Callable[..., Driver]]:
+    made: list[tuple[ChatEngine, BatchedExecutor]] = []
+
+    def make(**params: int) -> Driver:
+        settings = {"n_ctx": 2048, "n_batch": 256, "n_seq_max": 4, **params}
+        executor = BatchedExecutor(weights, ContextParams(**settings))  # type: ignore[arg-type]
+        events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
+        engine = ChatEngine(executor, template_for(weights.chat_template), events.put)
+        engine.start()
+        made.append((engine, executor))
+        return Driver(engine, events)
+
+    yield make
+    for engine, executor in made:
+        engine.shutdown()
+        executor.close()
+
+
+def chat(name: str, max_tokens: int = 24, stop: tuple[str, ...] = ("\n\n",)) -> ChatConfig:
+    return ChatConfig(name, "A helpful assistant answers briefly.", GREEDY, max_tokens, stop)
+
+
+def test_several_chats_answer_together_in_one_batch(make_driver: Callable[..., Driver]) -> None:
+    driver = make_driver()
+    names = ("a", "b", "c")
+    driver.engine.submit(*(OpenChat(n, chat(n)) for n in names))
+    questions = ("What is the capital of France?", "Name a fruit.", "What is two plus two?")
+    driver.engine.submit(*(SendTurn(n, q) for n, q in zip(names, questions, strict=True)))
+    driver.run_until(lambda: all(driver.replies(n) == 1 for n in names))
+    assert all(driver.text[n].strip() for n in names)
+    assert max(f.stats.generating for f in driver.frames) == 3  # all three in one batch
+    assert all(driver.finished[n][0] in StopReason for n in names)
+
+
+def test_stop_ends_a_reply_as_cancelled(make_driver: Callable[..., Driver]) -> None:
+    driver = make_driver()
+    driver.engine.submit(OpenChat("long", chat("long", max_tokens=400, stop=())))
+    driver.engine.submit(SendTurn("long", "Write a very long story about the sea."))
+    driver.run_until(lambda: len(driver.text.get("long", "")) > 20)
+    driver.engine.submit(StopChat("long"))
+    driver.run_until(lambda: driver.replies("long") == 1)
+    assert driver.finished["long"] == [StopReason.CANCELLED]
+
+
+def test_a_fork_continues_from_the_same_point(make_driver: Callable[..., Driver]) -> None:
+    driver = make_driver()
+    driver.engine.submit(OpenChat("main", chat("main")))
+    driver.engine.submit(SendTurn("main", "What is the capital of France?"))
+    driver.run_until(lambda: driver.replies("main") == 1)
+    driver.engine.submit(ForkChat("main", "branch", chat("branch")))
+    driver.engine.submit(SendTurn("branch", "And of Spain?"), SendTurn("main", "And of Italy?"))
+    driver.run_until(lambda: driver.replies("branch") == 1 and driver.replies("main") == 2)
+    main, branch = driver.engine.session("main"), driver.engine.session("branch")
+    assert main is not None and branch is not None
+    first_turn = main.state().turn_starts[1]  # where main's second turn began
+    assert branch.conversation.tokens[:first_turn] == main.conversation.tokens[:first_turn]
+    assert branch.conversation.tokens != main.conversation.tokens  # they went apart after
+
+
+def test_regenerate_replaces_the_last_reply(make_driver: Callable[..., Driver]) -> None:
+    driver = make_driver()
+    config = ChatConfig("r", "", SamplingParams(temperature=0.9, seed=3), 16, ("\n\n",))
+    driver.engine.submit(OpenChat("r", config))
+    driver.engine.submit(SendTurn("r", "Tell me a word."))
+    driver.run_until(lambda: driver.replies("r") == 1)
+    tokens_after_first = driver.engine.session("r").conversation.token_count  # type: ignore[union-attr]
+    driver.engine.submit(Regenerate("r"))
+    driver.run_until(lambda: driver.replies("r") == 2)
+    started = [d for f in driver.frames for k, d in f.deltas.items() if k == "r" and d.started]
+    assert started[-1].replaces_last
+    session = driver.engine.session("r")
+    assert session is not None and len(session.state().turn_starts) == 1  # still one turn
+    assert session.conversation.token_count <= tokens_after_first + 16
+
+
+def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(
+    make_driver: Callable[..., Driver],
+) -> None:
+    driver = make_driver(n_ctx=256, n_batch=128, n_seq_max=2)
+    driver.engine.submit(OpenChat("s", chat("s", max_tokens=40, stop=())))
+    question = "tell me more about the sea, the sky and the mountains. " * 3
+    turn = 0
+    while not driver.notices.get("s") and turn < 20:
+        driver.engine.submit(SendTurn("s", f"Turn {turn}: {question}"))
+        driver.run_until(lambda t=turn: driver.replies("s") == t + 1)  # type: ignore[misc]
+        turn += 1
+    assert any("oldest turn" in n for n in driver.notices.get("s", [])), driver.notices
+    driver.engine.submit(SendTurn("s", "One more question: what is the sea?"))
+    driver.run_until(lambda: driver.replies("s") == turn + 1)  # it goes on after the shift
+    session = driver.engine.session("s")
+    assert session is not None and session.state().dropped_turns >= 1
+    assert session.conversation.token_count < 256
+    assert turn >= 3  # several whole turns fitted before the first shift
