@@ -152,64 +152,78 @@ class ChatEngine:
         return deltas.setdefault(chat_id, ChatDelta())
 
     def _apply(self, command: Command, deltas: dict[str, ChatDelta]) -> None:
-        if isinstance(command, Shutdown):
-            self._running = False
-            return
-        if isinstance(command, ForkChat):
-            self._waiting_forks.append(command)
-            self._fork_ready(deltas)
-            return
-        if isinstance(command, OpenChat):
-            self._waiting_opens[command.chat_id] = command
-            self._open_ready(deltas)
-            return
-        if command.chat_id in self._waiting_opens:
-            if isinstance(command, SendTurn):
-                self._early_turns.setdefault(command.chat_id, []).append(command.text)
-            elif isinstance(command, CloseChat):
-                del self._waiting_opens[command.chat_id]
-                self._early_turns.pop(command.chat_id, None)
-            return
-        session = self._sessions.get(command.chat_id)
-        if session is None:
-            return
-        delta = self._delta(deltas, command.chat_id)
-        if isinstance(command, Regenerate):
-            if session.generating or session.turns:
-                delta.notice = "a reply is still coming — stop it (esc) before regenerating"
-            elif not session.can_regenerate:
-                delta.notice = "nothing to regenerate yet — send a message first"
-            else:
-                session.regenerate()
-                delta.started = True
-                delta.replaces_last = True
-            return
-        if isinstance(command, EditLastTurn):
-            if session.generating or session.turns:
-                delta.notice = "a reply is still coming — stop it (esc) before editing"
-                return
-            try:
-                delta.taken_back = session.take_back_last_turn()
-            except PanechatError as e:
-                delta.notice = str(e)
-            return
-        if isinstance(command, SendTurn):
-            session.turns.append(command.text)
-        elif isinstance(command, StopChat):
-            session.turns.clear()
-            if session.reply is not None:
-                delta.reply_tokens = session.reply.token_count
-                delta.text += session.end_reply()
-                delta.finished = StopReason.CANCELLED
-        elif isinstance(command, ClearChat | CloseChat):
-            if session.generating:
-                session.end_reply()
-                delta.finished = StopReason.CANCELLED
-            session.conversation.dispose()
-            if isinstance(command, CloseChat):
-                del self._sessions[command.chat_id]
-            else:
-                session.reset(self._open_conversation(session.config, wait=False))
+        """Apply one command (in the engine's thread, at the start of a frame)."""
+        match command:
+            case Shutdown():
+                self._running = False
+            case ForkChat():
+                self._waiting_forks.append(command)
+                self._fork_ready(deltas)
+            case OpenChat():
+                self._waiting_opens[command.chat_id] = command
+                self._open_ready(deltas)
+            case _ if command.chat_id in self._waiting_opens:
+                self._apply_while_opening(command)
+            case _:
+                session = self._sessions.get(command.chat_id)
+                if session is not None:
+                    self._apply_to(session, command, self._delta(deltas, command.chat_id))
+
+    def _apply_while_opening(self, command: Command) -> None:
+        """A chat still waiting for its shared system prompt keeps its turns for later."""
+        match command:
+            case SendTurn(chat_id=chat_id, text=text):
+                self._early_turns.setdefault(chat_id, []).append(text)
+            case CloseChat(chat_id=chat_id):
+                del self._waiting_opens[chat_id]
+                self._early_turns.pop(chat_id, None)
+
+    def _apply_to(self, session: ChatSession, command: Command, delta: ChatDelta) -> None:
+        match command:
+            case SendTurn(text=text):
+                session.turns.append(text)
+            case StopChat():
+                session.turns.clear()
+                if session.reply is not None:
+                    self._end_reply(session, delta, StopReason.CANCELLED)
+            case ClearChat() | CloseChat():
+                if session.reply is not None:
+                    self._end_reply(session, delta, StopReason.CANCELLED, shown=False)
+                session.conversation.dispose()
+                if isinstance(command, CloseChat):
+                    del self._sessions[session.chat_id]
+                else:
+                    session.reset(self._open_conversation(session.config, wait=False))
+            case Regenerate():
+                if session.generating or session.turns:
+                    delta.notice = "a reply is still coming — stop it (esc) before regenerating"
+                elif not session.can_regenerate:
+                    delta.notice = "nothing to regenerate yet — send a message first"
+                else:
+                    session.regenerate()
+                    delta.started = True
+                    delta.replaces_last = True
+            case EditLastTurn():
+                if session.generating or session.turns:
+                    delta.notice = "a reply is still coming — stop it (esc) before editing"
+                    return
+                try:
+                    delta.taken_back = session.take_back_last_turn()
+                except PanechatError as e:
+                    delta.notice = str(e)
+
+    @staticmethod
+    def _end_reply(
+        session: ChatSession, delta: ChatDelta, reason: StopReason, *, shown: bool = True
+    ) -> None:
+        """End the chat's reply in this frame: its last text (not for a chat being cleared),
+        why it ended, and its length in tokens."""
+        assert session.reply is not None
+        delta.reply_tokens = session.reply.token_count
+        text = session.end_reply()
+        if shown:
+            delta.text += text
+        delta.finished = reason
 
     def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
         """A conversation for a pane: with a system prompt, one that shares its decoded
@@ -367,13 +381,9 @@ class ChatEngine:
             delta.text += session.feed(token)
             reply = session.reply
             if reply.done:
-                delta.text += session.end_reply()
-                delta.finished = reply.stop_reason or StopReason.STOP_STRING
-                delta.reply_tokens = reply.token_count
+                self._end_reply(session, delta, reply.stop_reason or StopReason.STOP_STRING)
             elif conv.token_count >= limit and not session.make_room(int(limit * SHIFT_SHARE)):
-                delta.text += session.end_reply()
-                delta.finished = StopReason.CONTEXT_FULL
-                delta.reply_tokens = reply.token_count
+                self._end_reply(session, delta, StopReason.CONTEXT_FULL)
                 delta.notice = CONTEXT_FULL
             else:
                 self._take_shift_notice(session, delta)
@@ -402,9 +412,8 @@ class ChatEngine:
             candidates, key=lambda s: s.conversation.token_count + s.conversation.pending_count
         )
         delta = self._delta(deltas, victim.chat_id)
-        if victim.generating:
-            delta.text += victim.end_reply()
-            delta.finished = StopReason.CONTEXT_FULL
+        if victim.reply is not None:
+            self._end_reply(victim, delta, StopReason.CONTEXT_FULL)
         victim.conversation.discard_pending()
         victim.turns.clear()
         delta.notice = CONTEXT_FULL
