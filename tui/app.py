@@ -16,7 +16,6 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
-from core import PanechatError
 from core.chat import (
     ChatConfig,
     ChatDelta,
@@ -41,6 +40,7 @@ from tui.messages import EngineFailed, FrameUpdate
 from tui.screens.compare_screen import CompareScreen, ReplySummary
 from tui.screens.help_screen import HelpScreen
 from tui.screens.sessions_screen import SessionsScreen
+from tui.session_recorder import NullRecorder, Recorder, SessionRecorder
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
@@ -123,8 +123,11 @@ class PanechatApp(App[int | None]):
         self.session_id = session_id
         if store is not None and session_id is None:
             self.session_id = store.create_session()
-        self._regenerating: set[str] = set()
-        self._stored: dict[str, int] = {}  # pane id -> its row in the store
+        self.recorder: Recorder = (
+            SessionRecorder(store, self.session_id)
+            if store is not None and self.session_id is not None
+            else NullRecorder()
+        )
         self.config = config
         self.source = source
         self.model_name = model_name
@@ -222,8 +225,8 @@ class PanechatApp(App[int | None]):
         self._pane_counter += 1
         pane = ChatPane(f"pane-{self._pane_counter}", pane_config, self.config.context.n_ctx)
         if saved is not None:
-            pane.branched_from, pane.store_id = saved.branched_from, saved.id
-            self._stored[pane.pane_id] = saved.id
+            pane.branched_from = saved.branched_from
+            self.recorder.pane_restored(pane.pane_id, saved.id)
             await self.pane_row.mount(pane)
             await pane.add_messages(saved.messages)
             restore = Restore(saved.messages, saved.state)
@@ -231,7 +234,7 @@ class PanechatApp(App[int | None]):
             return pane
         if fork_of is None:
             await self.pane_row.mount(pane)
-            self._store_pane(pane)
+            self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
             self.source.submit(OpenChat(pane.pane_id, pane_config))
             return pane
         messages = fork_of.messages()
@@ -239,37 +242,11 @@ class PanechatApp(App[int | None]):
         pane.branched_from = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
         await self.pane_row.mount(pane, after=fork_of)
         await pane.add_messages(messages)
-        self._store_pane(pane)
+        self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
         for role, text in messages:
-            self._record(pane, role, text)
+            self.recorder.message(pane.pane_id, role, text)
         self.source.submit(ForkChat(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
-
-    # -- saving ----------------------------------------------------------------------------
-
-    def _store_pane(self, pane: ChatPane) -> None:
-        if self.store is not None and self.session_id is not None:
-            position = len(self.panes)
-            pane.store_id = self.store.add_pane(
-                self.session_id, position, pane.config, pane.branched_from
-            )
-            self._stored[pane.pane_id] = pane.store_id
-
-    def _record(self, pane: ChatPane, role: str, text: str) -> None:
-        if self.store is not None and pane.store_id is not None:
-            self.store.add_message(pane.store_id, role, text)
-
-    def _save_states(self) -> None:
-        """On quit: every pane's KV cells and decode state, to resume without re-decoding."""
-        if self.store is None or self.session_id is None:
-            return
-        for pane_id, store_id in self._stored.items():  # the widgets may be gone by now
-            path = self.store.kv_path(self.session_id, store_id)
-            try:
-                state = self.source.snapshot(pane_id, path)
-            except PanechatError:  # the decode loop did not stop: keep the transcript only
-                state = None
-            self.store.save_state(store_id, state)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -283,7 +260,7 @@ class PanechatApp(App[int | None]):
     async def _show_user_turn(self, pane: ChatPane, text: str) -> None:
         """Show the user's message in the pane and save it (before the model sees it)."""
         await pane.add_user_message(text)
-        self._record(pane, "user", text)
+        self.recorder.message(pane.pane_id, "user", text)
 
     def on_frame_update(self, event: FrameUpdate) -> None:
         self.frames_seen = [*self.frames_seen[-63:], event]
@@ -335,7 +312,7 @@ class PanechatApp(App[int | None]):
                 pane = panes.get(pane_id)
                 for delta in deltas if pane is not None else ():
                     await pane.apply(delta)  # type: ignore[union-attr]
-                    self._save_delta(pane, delta)  # type: ignore[arg-type]
+                    self.recorder.frame(pane_id, delta)
             stats, self._buffered_stats = self._buffered_stats, None
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
                 self.status_bar.stats = stats
@@ -343,21 +320,6 @@ class PanechatApp(App[int | None]):
             # The batch held the screen's update back, and ending it wakes only the app:
             # without this, what was applied can wait for some other widget to repaint.
             self.screen.check_idle()
-
-    def _save_delta(self, pane: ChatPane, delta: ChatDelta) -> None:
-        """Write what a frame completed: a reply when it finishes, a taken-back turn."""
-        if self.store is None or pane.store_id is None:
-            return
-        if delta.replaces_last:
-            self._regenerating.add(pane.pane_id)
-        if delta.taken_back is not None:
-            self.store.drop_last_turn(pane.store_id)
-        if delta.finished is not None:
-            if pane.pane_id in self._regenerating:
-                self._regenerating.discard(pane.pane_id)
-                self.store.replace_last_reply(pane.store_id, pane.last_reply)
-            else:
-                self.store.add_message(pane.store_id, "assistant", pane.last_reply)
 
     def on_engine_failed(self, event: EngineFailed) -> None:
         self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)
@@ -385,9 +347,7 @@ class PanechatApp(App[int | None]):
             self.notify("the last pane stays open — quit with ctrl+q", severity="warning")
             return
         self.source.submit(CloseChat(pane.pane_id))
-        if self.store is not None and pane.store_id is not None:
-            self.store.close_pane(pane.store_id)
-            self._stored.pop(pane.pane_id, None)
+        self.recorder.pane_closed(pane.pane_id)
         self.action_focus_pane(1)
         # Hidden first: Textual prunes a pane's children before the pane leaves the layout, and
         # a screen update in between (frames keep arriving) would draw the pruned input box
@@ -432,8 +392,7 @@ class PanechatApp(App[int | None]):
         pane = self.focused_pane()
         if pane is not None:
             self.source.submit(ClearChat(pane.pane_id))
-            if self.store is not None and pane.store_id is not None:
-                self.store.clear_pane(pane.store_id)
+            self.recorder.pane_cleared(pane.pane_id)
             await pane.clear_transcript()
 
     def action_copy_reply(self) -> None:
@@ -592,5 +551,5 @@ class PanechatApp(App[int | None]):
 
     async def on_unmount(self) -> None:
         self.source.shutdown()
-        self._save_states()
+        self.recorder.save_states(self.source.snapshot)
         self.gc_policy.restore()

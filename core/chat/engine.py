@@ -218,12 +218,14 @@ class ChatEngine:
     ) -> None:
         """End the chat's reply in this frame: its last text (not for a chat being cleared),
         why it ended, and its length in tokens."""
-        assert session.reply is not None
-        delta.reply_tokens = session.reply.token_count
+        reply = session.reply
+        assert reply is not None
         text = session.end_reply()
+        delta.finished = reason
+        delta.reply_tokens = reply.token_count
         if shown:
             delta.text += text
-        delta.finished = reason
+            delta.reply_text = reply.text.strip()
 
     def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
         """A conversation for a pane: with a system prompt, one that shares its decoded

@@ -18,6 +18,7 @@ class ChatDelta:
     taken_back: str | None = None  # the last user turn was rewound: its text, to edit
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
+    reply_text: str | None = None  # the finished reply's whole text, stripped (to save it)
     notice: str | None = None  # something to tell the user (context full, error)
     tokens_per_second: float = 0.0
     context_used: int = 0
@@ -36,6 +37,7 @@ class ChatDelta:
         self.text += later.text
         self.finished = later.finished
         self.reply_tokens = later.reply_tokens
+        self.reply_text = later.reply_text
         self.notice = later.notice or self.notice
         self.tokens_per_second = later.tokens_per_second
         self.context_used = later.context_used

@@ -42,7 +42,6 @@ class ChatPane(Vertical):
         self.last_reply = ""
         self.finished_replies = 0
         self.branched_from = ""  # "name after N turns" when this pane is a fork
-        self.store_id: int | None = None  # its row in the session store, when saving
         self.in_broadcast_set = False  # ctrl+b sends to the chosen panes when any is chosen
         self.last_reply_tokens = 0
         self.last_reply_rate = 0.0

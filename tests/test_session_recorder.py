@@ -1,0 +1,58 @@
+"""The app's recorder writes what frames say: replies from the frame's text, regenerations
+replace, taken-back turns leave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core import StopReason
+from core.chat import ChatConfig, ChatDelta, SavedState, TurnState
+from tui.session_recorder import SessionRecorder
+from tui.session_store import SessionStore
+
+ENDED = StopReason.END_OF_GENERATION
+
+
+def test_replies_come_from_frames_and_regenerations_replace_them(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create_session()
+    recorder = SessionRecorder(store, session)
+    recorder.pane_opened("p1", ChatConfig("A"), "")
+    recorder.message("p1", "user", "Hello")
+    recorder.frame("p1", ChatDelta(text="Hi", started=True))  # streaming: nothing yet
+    assert store.load(session)[0].messages == [("user", "Hello")]
+    recorder.frame("p1", ChatDelta(text="!", finished=ENDED, reply_text="Hi!"))
+    recorder.frame("p1", ChatDelta(started=True, replaces_last=True))
+    recorder.frame("p1", ChatDelta(text="Hey.", finished=ENDED, reply_text="Hey."))
+    assert store.load(session)[0].messages == [("user", "Hello"), ("assistant", "Hey.")]
+    recorder.frame("p1", ChatDelta(taken_back="Hello"))
+    assert store.load(session)[0].messages == []
+    recorder.frame("p1", ChatDelta(finished=StopReason.CANCELLED))  # a cleared reply: no text
+    assert store.load(session)[0].messages == []
+    store.close()
+
+
+def test_clear_close_and_save_states(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create_session()
+    recorder = SessionRecorder(store, session)
+    recorder.pane_opened("a", ChatConfig("A"), "")
+    recorder.pane_opened("b", ChatConfig("B"), "A after 1 turn")
+    for pane in ("a", "b"):
+        recorder.message(pane, "user", f"to {pane}")
+    recorder.pane_cleared("a")
+    recorder.pane_closed("b")
+    recorder.message("b", "user", "after close")  # a closed pane records nothing more
+    saved = {p.config.name: p for p in store.load(session)}
+    assert list(saved) == ["A"] and saved["A"].messages == []
+    state = SavedState(TurnState(turn_starts=(0,)), "kv", 7)
+    paths: list[Path] = []
+
+    def snapshot(pane_id: str, path: Path) -> SavedState | None:
+        paths.append(path)
+        return state if pane_id == "a" else None
+
+    recorder.save_states(snapshot)
+    assert store.load(session)[0].state == state and len(paths) == 1
+    store.close()
+
