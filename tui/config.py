@@ -29,7 +29,7 @@ _CONTEXT_KEYS = {
 }
 _MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout"}
 _UI_KEYS = {"decode_nice", "update_interval"}
-#: How much nicer than the UI thread decoding runs (tui/thread_priority.py).
+#: How much nicer than the UI thread decoding runs (core/thread_priority.py).
 DEFAULT_DECODE_NICE = 10
 #: Seconds between screen updates while 8 panes stream (see the app's update interval).
 DEFAULT_UPDATE_INTERVAL = 0.25

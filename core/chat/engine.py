@@ -62,7 +62,7 @@ class ChatEngine:
         self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
         self._sessions: dict[str, ChatSession] = {}
         self._waiting_forks: list[ForkChat] = []
-        self._waiting_opens: dict[str, OpenChat] = {}  # panes waiting for a shared prefix
+        self._waiting_opens: dict[str, OpenChat] = {}  # chats waiting for a shared prefix
         self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
         self._prefixes = SharedPrefixes(executor)
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
@@ -70,7 +70,7 @@ class ChatEngine:
         self._running = False
         self._rate = 0.0
         self.frames = 0
-        self.tokens_sampled = 0  # every pane's reply tokens since the loop started
+        self.tokens_sampled = 0  # every chat's reply tokens since the loop started
 
     # -- UI thread API ---------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ class ChatEngine:
 
     def submit(self, *commands: Command) -> None:
         """Queue commands; several given at once are applied in the same frame (a broadcast
-        starts every pane's turn in one batch, not one pane per frame)."""
+        starts every chat's turn in one batch, not one chat per frame)."""
         if any(isinstance(c, StopChat | ClearChat | CloseChat) for c in commands):
             self._cancel.cancel()  # interrupt a long prefill so the command applies at once
         self._commands.put(commands)
@@ -113,10 +113,10 @@ class ChatEngine:
         )
 
     def snapshot(self, chat_id: str, path: Path) -> SavedState | None:
-        """Save a pane's KV cells to ``path`` and return its decode state. Only after
+        """Save a chat's KV cells to ``path`` and return its decode state. Only after
         ``shutdown()``: the loop thread must no longer touch the executor."""
         if self._thread.is_alive():
-            raise PanechatError("snapshot() needs the decode loop stopped first")
+            raise PanechatError("snapshot() needs the engine stopped first (shutdown())")
         session = self._sessions.get(chat_id)
         if session is None:
             return None
@@ -132,7 +132,7 @@ class ChatEngine:
         return SavedState(session.state(), str(path), conv.token_count)
 
     def session(self, chat_id: str) -> ChatSession | None:
-        """The decode side of a pane (for tests and diagnostics; read it between frames)."""
+        """A chat's session (for tests and diagnostics; read it between frames)."""
         return self._sessions.get(chat_id)
 
     def _drain(self, deltas: dict[str, ChatDelta]) -> None:
@@ -228,8 +228,8 @@ class ChatEngine:
             delta.reply_text = reply.text.strip()
 
     def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
-        """A conversation for a pane: with a system prompt, one that shares its decoded
-        tokens with other panes that have the same one (may raise PrefillInFlight)."""
+        """A conversation for a chat: with a system prompt, one that shares its decoded
+        tokens with other chats that have the same one (may raise PrefillInFlight)."""
         prefix = self.template.system_prefix(config.system)
         if prefix is None:
             return self.executor.create(config.sampling)
@@ -238,7 +238,7 @@ class ChatEngine:
         return self._prefixes.open(tokens, config.sampling, wait=wait)
 
     def _restore(self, command: OpenChat, delta: ChatDelta) -> ChatSession | None:
-        """A saved pane's session from its KV state file, without decoding its history; None
+        """A saved chat's session from its KV state file, without decoding its history; None
         (with a notice) when the state is missing, corrupt, or from other weights/settings."""
         restore = command.restore
         if restore is None or restore.state is None:
@@ -258,7 +258,7 @@ class ChatEngine:
         return session
 
     def _open_ready(self, deltas: dict[str, ChatDelta]) -> None:
-        """Open the panes that can be opened now; the others wait for a shared prefix."""
+        """Open the chats that can be opened now; the others wait for a shared prefix."""
         for chat_id, command in list(self._waiting_opens.items()):
             if command.restore is not None:
                 restored = self._restore(command, self._delta(deltas, chat_id))
@@ -314,7 +314,7 @@ class ChatEngine:
             self._fork_ready(deltas)
         self._cancel.reset()
         for session in self._sessions.values():
-            # A pane whose system prompt is still queued starts its turn after that decode.
+            # A chat whose system prompt is still queued starts its turn after that decode.
             if not session.generating and session.turns and not session.conversation.pending_count:
                 self._start_turn(session, deltas)
         started = time.perf_counter()
@@ -395,8 +395,8 @@ class ChatEngine:
         return sampled
 
     def _make_room_in_cache(self, deltas: dict[str, ChatDelta]) -> None:
-        """The shared KV cache is full: shift the oldest turns out of the pane holding the most
-        tokens; if no pane has turns to drop, stop the biggest one and tell it."""
+        """The shared KV cache is full: shift the oldest turns out of the chat holding the most
+        tokens; if no chat has turns to drop, stop the biggest one and tell it."""
         by_size = sorted(
             self._sessions.values(),
             key=lambda s: s.conversation.token_count + s.conversation.pending_count,

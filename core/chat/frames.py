@@ -50,7 +50,7 @@ class FrameStats:
     frame: int = 0
     batch_tokens: int = 0
     generating: int = 0
-    tokens_per_second: float = 0.0  # aggregate over panes, smoothed
+    tokens_per_second: float = 0.0  # aggregate over chats, smoothed
     kv_used: int = 0
     kv_total: int = 0
     decode_share: float = 0.0  # share of the frame spent inside llama_decode
