@@ -55,4 +55,3 @@ def test_clear_close_and_save_states(tmp_path: Path) -> None:
     recorder.save_states(snapshot)
     assert store.load(session)[0].state == state and len(paths) == 1
     store.close()
-

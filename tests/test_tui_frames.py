@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core import StopReason
 from core.chat import ChatDelta
 
@@ -36,3 +38,28 @@ def test_notices_are_kept() -> None:
     delta = ChatDelta(notice="context full")
     assert delta.absorb(ChatDelta(text="x"))
     assert delta.notice == "context full"
+
+
+def test_frame_buffer_times_screen_updates() -> None:
+    from core.chat import FrameStats
+    from tui.frame_buffer import INPUT_FIRST, MIN_UPDATE_INTERVAL, FrameBuffer
+
+    buffer = FrameBuffer(update_interval=0.25)
+    assert buffer.interval(8) == 0.25 and buffer.interval(16) == 0.25
+    assert buffer.interval(4) == 0.125 and buffer.interval(1) == MIN_UPDATE_INTERVAL
+    streaming = FrameStats(generating=8)
+    # After a quiet spell the first frame is due at once; the next waits for the interval.
+    assert buffer.add({"a": ChatDelta(text="x", started=True)}, streaming, now=10.0) == 10.0
+    assert buffer.add({"a": ChatDelta(text="y")}, streaming, now=10.01) is None  # no sooner
+    deltas, stats = buffer.take(now=10.02)
+    assert [d.text for d in deltas["a"]] == ["xy"] and stats is streaming
+    assert buffer.add({"a": ChatDelta(text="z")}, streaming, now=10.03) == pytest.approx(10.27)
+    # The last reply's end is due at once, even with an update scheduled later.
+    ended = ChatDelta(finished=StopReason.END_OF_GENERATION)
+    assert buffer.add({"a": ended}, FrameStats(generating=0), now=10.04) == 10.04
+    # A key press holds a due update back briefly, unless it is already an interval late.
+    buffer.key_pressed(now=10.05)
+    assert buffer.hold(now=10.06) == pytest.approx(INPUT_FIRST - 0.01)
+    assert buffer.hold(now=10.30) == 0.0
+    buffer.take(now=10.30)
+    assert buffer.due_at is None and buffer.hold(now=10.31) == 0.0

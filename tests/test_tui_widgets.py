@@ -158,17 +158,21 @@ async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interv
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
         app.post_message(frame(0, 8, started=True, generating=True))
-        while not app._last_flush:  # the first frame after a quiet spell is shown at once
+        while (
+            not app.frame_buffer.last_update
+        ):  # the first frame after a quiet spell is shown at once
             await pilot.pause(0.01)
         app.post_message(frame(1, 8, generating=True))  # with 8 streaming: in 1/4 s
         await pilot.pause()
-        assert app._flush_at is not None and app._flush_at > time.monotonic()
+        due = app.frame_buffer.due_at
+        assert due is not None and due > time.monotonic()
         last = frame(2, 0, finished=StopReason.END_OF_GENERATION)
         app.post_message(last)
         while app.frames_seen[-1] is not last:
             await asyncio.sleep(0.001)
         # Due now, not at the interval frame 1 set: nothing more is coming.
-        assert app._flush_at is None or app._flush_at <= time.monotonic()
+        due = app.frame_buffer.due_at
+        assert due is None or due <= time.monotonic()
         await pilot.pause()
         assert all(p.finished_replies == 1 for p in panes)
         assert all(p.last_reply == "w0 w1 w2" for p in panes)
@@ -190,10 +194,10 @@ async def test_screen_updates_follow_the_configured_interval(
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
         app.post_message(frame(0, started=True, generating=True))
-        while not app._last_flush:
+        while not app.frame_buffer.last_update:
             await pilot.pause(0.01)
         app.post_message(frame(1, generating=True))
-        while app._flush_at is None:
+        while app.frame_buffer.due_at is None:
             await pilot.pause(0.01)
-        assert app._flush_at - app._last_flush == pytest.approx(expected)
-        assert app._ui_interval(1) == pytest.approx(interval / 8)  # one streaming pane
+        assert app.frame_buffer.due_at - app.frame_buffer.last_update == pytest.approx(expected)
+        assert app.frame_buffer.interval(1) == pytest.approx(interval / 8)  # one streaming pane

@@ -18,13 +18,11 @@ from textual.widgets import Footer
 
 from core.chat import (
     ChatConfig,
-    ChatDelta,
     ClearChat,
     CloseChat,
     Command,
     EditLastTurn,
     ForkChat,
-    FrameStats,
     OpenChat,
     Regenerate,
     Restore,
@@ -35,6 +33,7 @@ from core.chat import (
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
+from tui.frame_buffer import FrameBuffer
 from tui.gc_policy import GcPolicy
 from tui.messages import EngineFailed, FrameUpdate
 from tui.screens.compare_screen import CompareScreen, ReplySummary
@@ -57,19 +56,9 @@ class DecodeSource(Protocol):
 
 
 class PanechatApp(App[int | None]):
-    """Frames from the decode loop are buffered and applied together, one screen update for
-    all panes: each update re-lays out every pane whose text grew, and that work takes CPU from
-    llama.cpp's threads (on 2 cores, a UI thread busy 30% of the time costs ~20% of the decode
-    speed). The interval grows with the number of streaming panes, from
-    ``MIN_UPDATE_INTERVAL`` up to ``[ui] update_interval`` (1/4 s) at ``FULL_INTERVAL_PANES``;
-    when the last reply ends, its end is shown at once (see docs/BENCHMARKS.md).
-    """
+    """The panes, drawn from the chat engine's frames: frames are buffered and applied
+    together, one screen update for all panes, when :class:`FrameBuffer` says it is due."""
 
-    MIN_UPDATE_INTERVAL = 1 / 15
-    FULL_INTERVAL_PANES = 8
-    #: After a key press, streamed text waits this long, so the screen update that shows the
-    #: key is not queued behind a re-layout of every pane.
-    INPUT_FIRST = 0.06
     CSS_PATH = "app.tcss"
     TITLE = "panechat"
     BINDINGS = [
@@ -136,12 +125,8 @@ class PanechatApp(App[int | None]):
         self.persist_theme = persist_theme
         self._pane_counter = 0
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
-        self._buffered: dict[str, list[ChatDelta]] = {}
-        self._buffered_stats: FrameStats | None = None
-        self._flush_at: float | None = None  # when the scheduled flush runs
+        self.frame_buffer = FrameBuffer(config.update_interval)
         self._flush_timer: Timer | None = None
-        self._last_flush = 0.0
-        self._last_key = 0.0
         self.gc_policy = GcPolicy()
         self.pane_row = Horizontal(id="panes")
         self.status_bar = StatusBar(id="status")
@@ -264,22 +249,13 @@ class PanechatApp(App[int | None]):
 
     def on_frame_update(self, event: FrameUpdate) -> None:
         self.frames_seen = [*self.frames_seen[-63:], event]
-        for pane_id, delta in event.deltas.items():
-            queue = self._buffered.setdefault(pane_id, [])
-            if not queue or not queue[-1].absorb(delta):
-                queue.append(replace(delta))
-        self._buffered_stats = event.stats
         now = time.monotonic()
-        if event.stats.generating == 0:
-            due = now  # the last reply has ended: nothing more is coming, show it at once
-        else:
-            due = max(now, self._last_flush + self._ui_interval(event.stats.generating))
-        if self._flush_at is not None and self._flush_at <= due:
-            return  # already due no later
+        due = self.frame_buffer.add(event.deltas, event.stats, now)
+        if due is None:
+            return  # an update is already due no later
         if self._flush_timer is not None:
             self._flush_timer.stop()
             self._flush_timer = None
-        self._flush_at = due
         # A timer with a (near) zero delay may never fire: Textual skips its late ticks.
         if due - now < 0.005:
             self.call_later(self._flush_frames)
@@ -288,24 +264,18 @@ class PanechatApp(App[int | None]):
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key):
-            self._last_key = time.monotonic()
+            self.frame_buffer.key_pressed(time.monotonic())
         await super().on_event(event)
-
-    def _ui_interval(self, streaming: int) -> float:
-        full = self.config.update_interval
-        interval = max(self.MIN_UPDATE_INTERVAL, full * streaming / self.FULL_INTERVAL_PANES)
-        return min(interval, full)
 
     async def _flush_frames(self) -> None:
         """Apply every buffered frame: one screen update for all of them."""
         now = time.monotonic()
-        hold = self._last_key + self.INPUT_FIRST - now
-        due = self._flush_at
-        if hold > 0 and due is not None and now - due < self.config.update_interval:
+        hold = self.frame_buffer.hold(now)
+        if hold:
             self._flush_timer = self.set_timer(hold, self._flush_frames)  # the key goes first
             return
-        self._flush_at, self._last_flush, self._flush_timer = None, now, None
-        pending, self._buffered = self._buffered, {}
+        self._flush_timer = None
+        pending, stats = self.frame_buffer.take(now)
         panes = {pane.pane_id: pane for pane in self.panes}
         with self.batch_update():
             for pane_id, deltas in pending.items():
@@ -313,7 +283,6 @@ class PanechatApp(App[int | None]):
                 for delta in deltas if pane is not None else ():
                     await pane.apply(delta)  # type: ignore[union-attr]
                     self.recorder.frame(pane_id, delta)
-            stats, self._buffered_stats = self._buffered_stats, None
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
                 self.status_bar.stats = stats
         if self.status_bar.is_attached:
