@@ -325,6 +325,7 @@ class Conversation:
         """The one KV edit: remove positions ``[start, end)``. With ``shift_tail`` the tokens
         after them slide down in place; without, they leave the cache and are queued again.
         Token list, cache cells, fork point and logits stay in step."""
+        assert not self._pending, "KV edits need the queued tokens decoded first"
         executor, tail = self._executor, self._tokens[end:]
         if shift_tail:
             executor.remove_positions(self._seq_id, start, end)

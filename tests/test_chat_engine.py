@@ -97,7 +97,7 @@ def test_several_chats_answer_together_in_one_batch(make_driver: Callable[..., D
     driver.run_until(lambda: all(driver.replies(n) == 1 for n in names))
     assert all(driver.text[n].strip() for n in names)
     assert max(f.stats.generating for f in driver.frames) == 3  # all three in one batch
-    assert all(driver.finished[n][0] in StopReason for n in names)
+    assert all(driver.finished[n] == [StopReason.STOP_STRING] for n in names)  # "\n\n"
 
 
 def test_stop_ends_a_reply_as_cancelled(make_driver: Callable[..., Driver]) -> None:
@@ -110,12 +110,32 @@ def test_stop_ends_a_reply_as_cancelled(make_driver: Callable[..., Driver]) -> N
     assert driver.finished["long"] == [StopReason.CANCELLED]
 
 
+def test_stop_and_send_together_end_one_reply_before_the_next(
+    make_driver: Callable[..., Driver],
+) -> None:
+    """A frame's delta tells of at most one reply ending, and only then of another starting:
+    Esc then Enter in one go must not fold the two replies into one."""
+    driver = make_driver()
+    driver.engine.submit(OpenChat("c", chat("c", max_tokens=400, stop=())))
+    driver.engine.submit(SendTurn("c", "Write a very long story about the sea."))
+    driver.run_until(lambda: len(driver.text.get("c", "")) > 20)
+    driver.engine.submit(StopChat("c"), SendTurn("c", "Now tell me about the sky."))
+    driver.run_until(lambda: driver.replies("c") == 2)
+    deltas = [f.deltas["c"] for f in driver.frames if "c" in f.deltas]
+    (stopped,) = [d for d in deltas if d.finished is StopReason.CANCELLED]
+    assert not stopped.started  # the next reply starts in a later frame
+    assert sum(d.started for d in deltas) == 2
+
+
 def test_a_fork_continues_from_the_same_point(make_driver: Callable[..., Driver]) -> None:
     driver = make_driver()
     driver.engine.submit(OpenChat("main", chat("main")))
     driver.engine.submit(SendTurn("main", "What is the capital of France?"))
     driver.run_until(lambda: driver.replies("main") == 1)
+    decoded = driver.engine.executor.stats.tokens_decoded
     driver.engine.submit(ForkChat("main", "branch", chat("branch")))
+    driver.run_until(lambda: driver.engine.session("branch") is not None)
+    assert driver.engine.executor.stats.tokens_decoded == decoded  # the fork decoded nothing
     driver.engine.submit(SendTurn("branch", "And of Spain?"), SendTurn("main", "And of Italy?"))
     driver.run_until(lambda: driver.replies("branch") == 1 and driver.replies("main") == 2)
     main, branch = driver.engine.session("main"), driver.engine.session("branch")
@@ -131,14 +151,17 @@ def test_regenerate_replaces_the_last_reply(make_driver: Callable[..., Driver]) 
     driver.engine.submit(OpenChat("r", config))
     driver.engine.submit(SendTurn("r", "Tell me a word."))
     driver.run_until(lambda: driver.replies("r") == 1)
-    tokens_after_first = driver.engine.session("r").conversation.token_count  # type: ignore[union-attr]
+    session = driver.engine.session("r")
+    assert session is not None
+    base = session.state().reply_base  # where the reply starts in the KV
+    prompt = session.conversation.tokens[:base]
     driver.engine.submit(Regenerate("r"))
     driver.run_until(lambda: driver.replies("r") == 2)
     started = [d for f in driver.frames for k, d in f.deltas.items() if k == "r" and d.started]
     assert started[-1].replaces_last
-    session = driver.engine.session("r")
-    assert session is not None and len(session.state().turn_starts) == 1  # still one turn
-    assert session.conversation.token_count <= tokens_after_first + 16
+    assert len(session.state().turn_starts) == 1  # still one turn
+    assert session.conversation.tokens[:base] == prompt  # only the reply was decoded again
+    assert base < session.conversation.token_count <= base + 16
 
 
 def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(

@@ -131,7 +131,7 @@ def test_saved_state_round_trips_and_damage_reads_as_none(tmp_path: Path) -> Non
     assert SavedState.from_json(state.to_json()) == state
     store = SessionStore(tmp_path / "sessions.db")
     session = store.create_session()
-    pane = store.add_pane(session, 0, load_config().panes[0])
+    pane = store.add_pane(session, load_config().panes[0])
     store.save_state(pane, state)
     assert store.load(session)[0].state == state
     for damaged in (
@@ -141,6 +141,28 @@ def test_saved_state_round_trips_and_damage_reads_as_none(tmp_path: Path) -> Non
         json.dumps({"kv": "/kv", "tokens": "3"}),
         json.dumps({"kv": "/kv", "tokens": 3, "turn_starts": ["0"]}),
         json.dumps({"kv": "/kv", "tokens": 3, "replied_before": "yes"}),
+        json.dumps({"kv": "/kv", "tokens": 3, "replied_before": 1}),
+        json.dumps({"kv": "/kv", "tokens": 3, "reply_base": True}),
+        json.dumps({"kv": "/kv", "tokens": True}),
+        json.dumps({"kv": "/kv", "tokens": 3, "turn_starts": [True]}),
+        # well typed, but not a state the chat could have been in
+        json.dumps({"kv": "/kv", "tokens": 3, "turn_starts": [0, 5]}),
+        json.dumps({"kv": "/kv", "tokens": 9, "turn_starts": [4, 2]}),
+        json.dumps({"kv": "/kv", "tokens": 9, "turn_base": 12}),
+        json.dumps({"kv": "/kv", "tokens": 9, "reply_base": -1}),
+        json.dumps({"kv": "/kv", "tokens": -1}),
     ):
         assert SavedState.from_json(damaged) is None, damaged
+    store.close()
+
+
+def test_a_new_pane_reopens_after_the_others(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create_session()
+    config = load_config().panes[0]
+    a, b, c = (store.add_pane(session, config) for _ in range(3))
+    store.close_pane(a)
+    store.close_pane(b)
+    d = store.add_pane(session, config)
+    assert [p.id for p in store.load(session)] == [c, d]
     store.close()

@@ -482,7 +482,7 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
 ) -> None:
     store = SessionStore(tmp_path / "sessions.db")
     session_id = store.create_session("broken")
-    pane_id = store.add_pane(session_id, 0, config.panes[0])
+    pane_id = store.add_pane(session_id, config.panes[0])
     store.add_message(pane_id, "user", "Tell me about the ocean.")
     store.add_message(pane_id, "assistant", "The ocean is big and blue.")
     kv = store.kv_path(session_id, pane_id)

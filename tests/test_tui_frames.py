@@ -63,3 +63,9 @@ def test_frame_buffer_times_screen_updates() -> None:
     assert buffer.hold(now=10.30) == 0.0
     buffer.take(now=10.30)
     assert buffer.due_at is None and buffer.hold(now=10.31) == 0.0
+    # An update already a whole interval late does not wait for a key.
+    assert buffer.add({"a": ChatDelta(text="w")}, streaming, now=11.0) == 11.0
+    buffer.key_pressed(now=11.29)
+    assert buffer.hold(now=11.30) == 0.0
+    buffer.drop("a")  # a cleared pane's buffered text is not shown
+    assert buffer.take(now=11.31)[0] == {}

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from core import ContextParams
-from core.chat import ChatDelta, Command, FrameStats
+from core import ContextParams, StopReason
+from core.chat import ChatDelta, Command, FrameStats, SavedState
 from tui.app import PanechatApp
 from tui.config import load_config
 from tui.messages import FrameUpdate
@@ -34,7 +34,7 @@ class ScriptedSource:
     def shutdown(self, timeout: float = 5.0) -> None:
         pass
 
-    def snapshot(self, pane_id: str, path: Path) -> dict[str, Any] | None:
+    def snapshot(self, pane_id: str, path: Path) -> SavedState | None:
         return None
 
 
@@ -66,7 +66,7 @@ async def script(pilot: Any) -> None:
                     pane.pane_id: ChatDelta(
                         text=text,
                         started=True,
-                        finished="eog",
+                        finished=StopReason.END_OF_GENERATION,
                         tokens_per_second=50.0 + i,
                         context_used=40 + i,
                     )

@@ -317,6 +317,7 @@ class PanechatApp(App[int | None]):
             return
         self.source.submit(CloseChat(pane.pane_id))
         self.recorder.pane_closed(pane.pane_id)
+        self.frame_buffer.drop(pane.pane_id)
         self.action_focus_pane(1)
         # Hidden first: Textual prunes a pane's children before the pane leaves the layout, and
         # a screen update in between (frames keep arriving) would draw the pruned input box
@@ -362,6 +363,7 @@ class PanechatApp(App[int | None]):
         if pane is not None:
             self.source.submit(ClearChat(pane.pane_id))
             self.recorder.pane_cleared(pane.pane_id)
+            self.frame_buffer.drop(pane.pane_id)
             await pane.clear_transcript()
 
     def action_copy_reply(self) -> None:
@@ -393,7 +395,7 @@ class PanechatApp(App[int | None]):
                 p.last_reply,
                 p.last_reply_tokens,
                 p.last_reply_rate,
-                str(p.last_stop) if p.last_stop else "-",
+                p.last_stop,
             )
             for p in self.panes
         ]

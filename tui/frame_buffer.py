@@ -53,6 +53,10 @@ class FrameBuffer:
         self.due_at = due
         return due
 
+    def drop(self, pane_id: str) -> None:
+        """Forget a pane's buffered deltas (it was cleared or closed)."""
+        self._deltas.pop(pane_id, None)
+
     def key_pressed(self, now: float) -> None:
         self._last_key = now
 
@@ -60,7 +64,8 @@ class FrameBuffer:
         """Seconds the due update should wait for a key press to be shown first (0: none)."""
         wait = self._last_key + INPUT_FIRST - now
         late = self.due_at is not None and now - self.due_at >= self.update_interval
-        return wait if wait > 0 and self.due_at is not None and not late else 0.0
+        # Below 5 ms a Textual timer may find its time passed and never fire: no wait then.
+        return wait if wait >= 0.005 and self.due_at is not None and not late else 0.0
 
     def take(self, now: float) -> tuple[dict[str, list[ChatDelta]], FrameStats | None]:
         """Everything buffered since the last update, and the latest figures."""

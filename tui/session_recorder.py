@@ -62,8 +62,7 @@ class SessionRecorder:
         self._regenerating: set[str] = set()  # panes whose next reply replaces the last
 
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None:
-        position = len(self._rows)
-        self._rows[pane_id] = self.store.add_pane(self.session_id, position, config, branched_from)
+        self._rows[pane_id] = self.store.add_pane(self.session_id, config, branched_from)
 
     def pane_restored(self, pane_id: str, row: int) -> None:
         self._rows[pane_id] = row
@@ -83,12 +82,16 @@ class SessionRecorder:
             self._regenerating.add(pane_id)
         if delta.taken_back is not None:
             self.store.drop_last_turn(row)
-        if delta.finished is not None and delta.reply_text is not None:
-            if pane_id in self._regenerating:
-                self._regenerating.discard(pane_id)
-                self.store.replace_last_reply(row, delta.reply_text)
-            else:
-                self.store.add_message(row, "assistant", delta.reply_text)
+        if delta.finished is None:
+            return
+        replaces = pane_id in self._regenerating
+        self._regenerating.discard(pane_id)
+        if delta.reply_text is None:  # a reply cancelled by a clear: nothing to keep
+            return
+        if replaces:
+            self.store.replace_last_reply(row, delta.reply_text)
+        else:
+            self.store.add_message(row, "assistant", delta.reply_text)
 
     def pane_cleared(self, pane_id: str) -> None:
         row = self._rows.get(pane_id)

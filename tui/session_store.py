@@ -53,8 +53,10 @@ CREATE TABLE IF NOT EXISTS messages (
 
 def _create_schema_1(db: sqlite3.Connection) -> None:
     """Version 0 is an empty file, or one written before the schema had a version (its tables
-    are schema 1's, without the version stamp): create whatever is missing."""
-    db.executescript(_SCHEMA_1)
+    are schema 1's, without the version stamp): create whatever is missing. Runs inside the
+    upgrade's transaction (``executescript`` would commit it)."""
+    for statement in filter(str.strip, _SCHEMA_1.split(";")):
+        db.execute(statement)
 
 
 #: The upgrade from each version to the next.
@@ -68,17 +70,32 @@ class StoreVersionError(PanechatError):
 def upgrade(db: sqlite3.Connection, path: Path) -> int:
     """Bring an open database to :data:`SCHEMA_VERSION`, one version at a time; return the
     version it had."""
-    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    found = _version(db)
     if found > SCHEMA_VERSION:
         raise StoreVersionError(
             f"{path} was written by a newer panechat (sessions schema {found}; this one reads "
             f"up to {SCHEMA_VERSION}) — upgrade panechat, or move the file away to start afresh"
         )
-    for version in range(found, SCHEMA_VERSION):
-        _UPGRADES[version](db)
-        db.execute(f"PRAGMA user_version = {version + 1}")
-        db.commit()
+    while (version := _version(db)) < SCHEMA_VERSION:
+        # One step, one transaction: an interrupted step is redone whole next time, and a
+        # second process waits for the lock, then finds the step done.
+        previous, db.isolation_level = db.isolation_level, None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if _version(db) == version:
+                _UPGRADES[version](db)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.isolation_level = previous
     return found
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def default_store_path() -> Path:
@@ -113,9 +130,13 @@ class SessionStore:
         self.path = path
         self.kv_dir = path.parent / "kv"
         self._db = sqlite3.connect(path)
+        try:
+            upgrade(self._db, path)
+        except StoreVersionError:
+            self._db.close()
+            raise
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
-        upgrade(self._db, path)
 
     def close(self) -> None:
         self._db.close()
@@ -160,14 +181,14 @@ class SessionStore:
 
     # -- panes and messages -----------------------------------------------------------------
 
-    def add_pane(
-        self, session_id: int, position: int, config: ChatConfig, branched_from: str = ""
-    ) -> int:
+    def add_pane(self, session_id: int, config: ChatConfig, branched_from: str = "") -> int:
+        """A new pane after the session's others (it reopens in that place)."""
         with self._db:
             cur = self._db.execute(
                 "INSERT INTO panes (session_id, position, config, branched_from) "
-                "VALUES (?, ?, ?, ?)",
-                (session_id, position, _dump_config(config), branched_from),
+                "VALUES (?, (SELECT COALESCE(MAX(position), -1) + 1 FROM panes "
+                "WHERE session_id = ?), ?, ?)",
+                (session_id, session_id, _dump_config(config), branched_from),
             )
             self._touch(session_id)
         return int(cur.lastrowid or 0)

@@ -64,6 +64,7 @@ class ChatEngine:
         self._waiting_forks: list[ForkChat] = []
         self._waiting_opens: dict[str, OpenChat] = {}  # chats waiting for a shared prefix
         self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
+        self._deferred: list[Command] = []  # applied at the start of the next frame
         self._prefixes = SharedPrefixes(executor)
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._cancel = CancellationToken()
@@ -106,7 +107,8 @@ class ChatEngine:
 
     def _busy(self) -> bool:
         return (
-            any(s.generating or s.turns for s in self._sessions.values())
+            bool(self._deferred)
+            or any(s.generating or s.turns for s in self._sessions.values())
             or bool(self.executor.batched_token_count)
             or bool(self._waiting_forks)
             or bool(self._waiting_opens)
@@ -136,6 +138,9 @@ class ChatEngine:
         return self._sessions.get(chat_id)
 
     def _drain(self, deltas: dict[str, ChatDelta]) -> None:
+        deferred, self._deferred = self._deferred, []
+        for command in deferred:
+            self._apply(command, deltas)
         block = not self._busy()
         while True:
             try:
@@ -194,6 +199,8 @@ class ChatEngine:
                     del self._sessions[session.chat_id]
                 else:
                     session.reset(self._open_conversation(session.config, wait=False))
+            case Regenerate() if delta.finished is not None:
+                self._deferred.append(command)  # one frame ends a reply, the next starts one
             case Regenerate():
                 if session.generating or session.turns:
                     delta.notice = "a reply is still coming — stop it (esc) before regenerating"
@@ -314,8 +321,16 @@ class ChatEngine:
             self._fork_ready(deltas)
         self._cancel.reset()
         for session in self._sessions.values():
-            # A chat whose system prompt is still queued starts its turn after that decode.
-            if not session.generating and session.turns and not session.conversation.pending_count:
+            # A chat whose system prompt is still queued starts its turn after that decode; one
+            # whose reply ended in this frame starts the next in the next frame (a frame's
+            # delta says at most one reply ended, then perhaps another started).
+            ended = session.chat_id in deltas and deltas[session.chat_id].finished is not None
+            if (
+                not session.generating
+                and session.turns
+                and not session.conversation.pending_count
+                and not ended
+            ):
                 self._start_turn(session, deltas)
         started = time.perf_counter()
         decode_before = self.executor.stats.decode_seconds

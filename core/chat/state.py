@@ -49,7 +49,22 @@ class SavedState:
         if not isinstance(kv, str) or not kv or type(tokens) is not int:
             return None
         turns = _turn_state(data)
-        return None if turns is None else cls(turns, kv, tokens)
+        if turns is None or not _consistent(turns, tokens):
+            return None
+        return cls(turns, kv, tokens)
+
+
+def _consistent(turns: TurnState, tokens: int) -> bool:
+    """Positions that fit the saved tokens: a state that does not would break a later shift."""
+    starts = list(turns.turn_starts)
+    return (
+        tokens >= 0
+        and starts == sorted(starts)
+        and all(0 <= start <= tokens for start in starts)
+        and -1 <= turns.turn_base <= tokens
+        and 0 <= turns.reply_base <= tokens
+        and turns.dropped_turns >= 0
+    )
 
 
 def _turn_state(data: dict[str, Any]) -> TurnState | None:

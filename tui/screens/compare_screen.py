@@ -10,6 +10,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Markdown, Static
 
+from core import StopReason
+
 
 @dataclass(frozen=True, slots=True)
 class ReplySummary:
@@ -18,7 +20,7 @@ class ReplySummary:
     text: str
     tokens: int
     tokens_per_second: float
-    stop_reason: str
+    stop_reason: StopReason | None  # None: no reply yet
 
 
 class CompareScreen(ModalScreen[None]):
@@ -43,7 +45,7 @@ class CompareScreen(ModalScreen[None]):
                     str(r.tokens),
                     f"{r.tokens_per_second:.1f}",
                     str(len(r.text.split())),
-                    r.stop_reason,
+                    str(r.stop_reason) if r.stop_reason else "-",
                 )
             yield table
             with VerticalScroll(id="compare-texts"):
