@@ -13,6 +13,7 @@ from core import (
     BatchedExecutor,
     ContextParams,
     LlamaWeights,
+    PanechatError,
     SamplingParams,
     StopReason,
     template_for,
@@ -182,3 +183,27 @@ def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(
     assert session is not None and session.state().dropped_turns >= 1
     assert session.conversation.token_count < 256
     assert turn >= 3  # several whole turns fitted before the first shift
+
+
+def test_a_script_can_step_the_engine_in_its_own_thread(weights: LlamaWeights) -> None:
+    with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
+        engine = ChatEngine(executor, template_for(weights.chat_template))  # no thread
+        engine.submit(OpenChat("x", chat("x")), OpenChat("y", chat("y")))
+        engine.submit(SendTurn("x", "Name a fruit."), SendTurn("y", "Name a colour."))
+        frames = []
+        while engine.busy:
+            frame = engine.step()
+            if frame is not None:
+                frames.append(frame)
+        ended = {k: d.finished for f in frames for k, d in f.deltas.items() if d.finished}
+        assert set(ended) == {"x", "y"}
+        assert max(f.stats.generating for f in frames) == 2
+        assert engine.step() is None  # nothing left to do
+        with pytest.raises(PanechatError, match="needs an emit callback"):
+            engine.start()
+
+
+def test_step_is_refused_while_the_engine_thread_runs(make_driver: Callable[..., Driver]) -> None:
+    driver = make_driver()
+    with pytest.raises(PanechatError, match="thread is not started"):
+        driver.engine.step()

@@ -51,7 +51,7 @@ class ChatEngine:
         self,
         executor: BatchedExecutor,
         template: ChatTemplate,
-        emit: Callable[[EngineEvent], object],
+        emit: Callable[[EngineEvent], object] | None = None,
         *,
         nice: int = 0,
     ) -> None:
@@ -73,11 +73,27 @@ class ChatEngine:
         self.frames = 0
         self.tokens_sampled = 0  # every chat's reply tokens since the loop started
 
-    # -- UI thread API ---------------------------------------------------------------------
+    # -- the caller's side -----------------------------------------------------------------
 
     def start(self) -> None:
+        """Run frames in the engine's own thread, emitting each (how the app runs it)."""
+        if self._emit is None:
+            raise PanechatError("start() needs an emit callback for the frames; or use step()")
         self._running = True
         self._thread.start()
+
+    def step(self) -> Frame | None:
+        """Or run one frame in the calling thread and return it (None: nothing happened), for
+        scripts and tests that drive the engine themselves; never together with start()."""
+        if self._thread.is_alive():
+            raise PanechatError("step() drives an engine whose thread is not started")
+        self._running = True
+        return self._frame(block=False)
+
+    @property
+    def busy(self) -> bool:
+        """Something is left to do: a reply streaming, a turn queued, a chat opening."""
+        return self._busy()
 
     def submit(self, *commands: Command) -> None:
         """Queue commands; several given at once are applied in the same frame (a broadcast
@@ -99,15 +115,20 @@ class ChatEngine:
             lower_this_thread(self.nice)  # before the first decode starts llama.cpp's threads
             self.executor.warm_up()  # here: this thread does all the decoding
             while self._running:
-                self._frame()
+                frame = self._frame(block=True)
+                if frame is not None:
+                    assert self._emit is not None
+                    self._emit(frame)
         except Exception as e:  # keep the app alive and say what broke
+            assert self._emit is not None
             self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
         finally:
             self._running = False
 
     def _busy(self) -> bool:
         return (
-            bool(self._deferred)
+            not self._commands.empty()
+            or bool(self._deferred)
             or any(s.generating or s.turns for s in self._sessions.values())
             or bool(self.executor.batched_token_count)
             or bool(self._waiting_forks)
@@ -137,11 +158,13 @@ class ChatEngine:
         """A chat's session (for tests and diagnostics; read it between frames)."""
         return self._sessions.get(chat_id)
 
-    def _drain(self, deltas: dict[str, ChatDelta]) -> None:
+    def _drain(self, deltas: dict[str, ChatDelta], block: bool) -> None:
+        """Apply the queued commands; with ``block``, wait for some while there is nothing
+        else to do."""
         deferred, self._deferred = self._deferred, []
         for command in deferred:
             self._apply(command, deltas)
-        block = not self._busy()
+        block = block and not self._busy()
         while True:
             try:
                 commands = self._commands.get(block=block, timeout=0.5 if block else None)
@@ -310,11 +333,12 @@ class ChatEngine:
             except PanechatError as e:
                 delta.notice = f"could not branch: {e}"
 
-    def _frame(self) -> None:
+    def _frame(self, block: bool) -> Frame | None:
+        """Commands in, turns started, one decode, every reply sampled: the frame's events."""
         deltas: dict[str, ChatDelta] = {}
-        self._drain(deltas)
+        self._drain(deltas, block)
         if not self._running:
-            return
+            return None
         if self._waiting_opens:
             self._open_ready(deltas)
         if self._waiting_forks:
@@ -356,18 +380,19 @@ class ChatEngine:
                 d.generating = session.generating
                 d.tokens_per_second = session.tokens_per_second
                 d.context_used = session.conversation.token_count
-        if deltas:
-            decode = self.executor.stats.decode_seconds - decode_before
-            stats = FrameStats(
-                frame=self.frames,
-                batch_tokens=self.executor.stats.last_batch_tokens if sampled else 0,
-                generating=generating,
-                tokens_per_second=self._rate,
-                kv_used=self.executor.tokens_in_kv,
-                kv_total=self.executor.n_ctx,
-                decode_share=decode / elapsed if elapsed > 0 else 0.0,
-            )
-            self._emit(Frame(deltas, stats))
+        if not deltas:
+            return None
+        decode = self.executor.stats.decode_seconds - decode_before
+        stats = FrameStats(
+            frame=self.frames,
+            batch_tokens=self.executor.stats.last_batch_tokens if sampled else 0,
+            generating=generating,
+            tokens_per_second=self._rate,
+            kv_used=self.executor.tokens_in_kv,
+            kv_total=self.executor.n_ctx,
+            decode_share=decode / elapsed if elapsed > 0 else 0.0,
+        )
+        return Frame(deltas, stats)
 
     def _start_turn(self, session: ChatSession, deltas: dict[str, ChatDelta]) -> None:
         text = session.turns.popleft()
