@@ -31,7 +31,7 @@ _MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout"}
 _UI_KEYS = {"decode_nice", "update_interval"}
 #: How much nicer than the UI thread decoding runs (core/thread_priority.py).
 DEFAULT_DECODE_NICE = 10
-#: Seconds between screen updates while 8 panes stream (see the app's update interval).
+#: Seconds between screen updates while 8 panes stream (tui/frame_buffer.py).
 DEFAULT_UPDATE_INTERVAL = 0.25
 UPDATE_INTERVAL_RANGE = (0.05, 2.0)
 _TOP_KEYS = {"theme", "model", "context", "ui", "pane_defaults", "panes", "keys"}
