@@ -33,7 +33,7 @@ from core.chat import (
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
-from tui.frame_buffer import FrameBuffer
+from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
 from tui.gc_policy import GcPolicy
 from tui.messages import EngineFailed, FrameUpdate
 from tui.screens.compare_screen import CompareScreen, ReplySummary
@@ -255,12 +255,15 @@ class PanechatApp(App[int | None]):
             return  # an update is already due no later
         if self._flush_timer is not None:
             self._flush_timer.stop()
+        self._schedule_flush(due - now)
+
+    def _schedule_flush(self, delay: float) -> None:
+        """Flush after ``delay``, or at once where a timer might never fire."""
+        if delay < MIN_TIMER_DELAY:
             self._flush_timer = None
-        # A timer with a (near) zero delay may never fire: Textual skips its late ticks.
-        if due - now < 0.005:
             self.call_later(self._flush_frames)
         else:
-            self._flush_timer = self.set_timer(due - now, self._flush_frames)
+            self._flush_timer = self.set_timer(delay, self._flush_frames)
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key):
@@ -272,7 +275,7 @@ class PanechatApp(App[int | None]):
         now = time.monotonic()
         hold = self.frame_buffer.hold(now)
         if hold:
-            self._flush_timer = self.set_timer(hold, self._flush_frames)  # the key goes first
+            self._schedule_flush(hold)  # the key goes first
             return
         self._flush_timer = None
         pending, stats = self.frame_buffer.take(now)

@@ -20,6 +20,8 @@ FULL_INTERVAL_PANES = 8
 #: After a key press, streamed text waits this long, so the screen update that shows the key
 #: is not queued behind a re-layout of every pane.
 INPUT_FIRST = 0.06
+#: A Textual timer with a shorter delay may find its time passed and never fire.
+MIN_TIMER_DELAY = 0.005
 
 
 class FrameBuffer:
@@ -64,8 +66,7 @@ class FrameBuffer:
         """Seconds the due update should wait for a key press to be shown first (0: none)."""
         wait = self._last_key + INPUT_FIRST - now
         late = self.due_at is not None and now - self.due_at >= self.update_interval
-        # Below 5 ms a Textual timer may find its time passed and never fire: no wait then.
-        return wait if wait >= 0.005 and self.due_at is not None and not late else 0.0
+        return wait if wait >= MIN_TIMER_DELAY and self.due_at is not None and not late else 0.0
 
     def take(self, now: float) -> tuple[dict[str, list[ChatDelta]], FrameStats | None]:
         """Everything buffered since the last update, and the latest figures."""
