@@ -59,8 +59,8 @@ class Driver:
                 self.text[chat_id] = self.text.get(chat_id, "") + delta.text
                 if delta.finished is not None:
                     self.finished.setdefault(chat_id, []).append(delta.finished)
-                if delta.notice:
-                    self.notices.setdefault(chat_id, []).append(delta.notice)
+                if delta.notice is not None:
+                    self.notices.setdefault(chat_id, []).append(delta.notice.text())
 
     def replies(self, chat_id: str) -> int:
         return len(self.finished.get(chat_id, []))

@@ -17,13 +17,16 @@ def tokens_of(executor: BatchedExecutor, text: str) -> list[int]:
     return executor.model.tokenize(text, add_special=True)
 
 
-def run_pair(make: Make, first: list[int], second: list[int], steps: int) -> tuple[list, list]:
+def run_pair(
+    make: Make, first: list[int], second: list[int], steps: int
+) -> tuple[list[np.ndarray], list[int]]:
     """Decode two conversations together greedily; return the first one's logits and tokens."""
     executor = make()
     a, b = executor.create(GREEDY), executor.create(GREEDY)
     a.prompt(first)
     b.prompt(second)
-    logits, tokens = [], []
+    logits: list[np.ndarray] = []
+    tokens: list[int] = []
     for _ in range(steps):
         assert executor.infer_sync() is DecodeResult.OK
         logits.append(a.logits())

@@ -8,7 +8,14 @@ from collections.abc import Callable
 import llama_cpp
 import pytest
 
-from core import BatchedExecutor, ContextParams, DecodeResult, InvalidParamsError, SamplingParams
+from core import (
+    BatchedExecutor,
+    ContextParams,
+    Conversation,
+    DecodeResult,
+    InvalidParamsError,
+    SamplingParams,
+)
 from core.prefill_budget import PrefillBudget
 from core.sampling import SamplerChain
 
@@ -35,7 +42,7 @@ def test_greedy_fast_path_picks_what_the_native_greedy_sampler_picks(make_execut
         llama_cpp.llama_sampler_free(native)
 
 
-def start_generators(executor: BatchedExecutor, count: int) -> list:
+def start_generators(executor: BatchedExecutor, count: int) -> list[Conversation]:
     convs = [executor.create(GREEDY) for _ in range(count)]
     for i, conv in enumerate(convs):
         conv.prompt(f"Story {i}: once upon a time")
@@ -43,7 +50,7 @@ def start_generators(executor: BatchedExecutor, count: int) -> list:
     return convs
 
 
-def step(executor: BatchedExecutor, convs: list) -> None:
+def step(executor: BatchedExecutor, convs: list[Conversation]) -> None:
     for conv in convs:
         conv.prompt([conv.sample()])
     assert executor.infer_sync() is DecodeResult.OK

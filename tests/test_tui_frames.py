@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from core import StopReason
-from core.chat import ChatDelta
+from core.chat import ChatDelta, Notice, NoticeKind
+from tui.bindings import KeyNames
+from tui.notice_text import notice_text
 
 
 def test_text_of_later_frames_is_appended() -> None:
@@ -35,9 +37,23 @@ def test_a_new_reply_starts_its_own_delta() -> None:
 
 
 def test_notices_are_kept() -> None:
-    delta = ChatDelta(notice="context full")
+    full = Notice(NoticeKind.CONTEXT_FULL)
+    delta = ChatDelta(notice=full)
     assert delta.absorb(ChatDelta(text="x"))
-    assert delta.notice == "context full"
+    assert delta.notice == full
+
+
+def test_notices_name_the_users_keys() -> None:
+    """The engine names no keys; the app names the keys the user's keymap gives."""
+    full = Notice(NoticeKind.CONTEXT_FULL)
+    assert "ctrl+" not in full.text() and "esc" not in Notice(NoticeKind.BUSY, "editing").text()
+    assert "press ctrl+l to clear" in notice_text(full, KeyNames({}))
+    remapped = KeyNames({"pane.clear": "f5,ctrl+x", "pane.stop": "f6"})
+    assert "press f5 to clear" in notice_text(full, remapped)
+    busy = notice_text(Notice(NoticeKind.BUSY, "editing"), remapped)
+    assert busy == "a reply is still coming — stop it (f6) before editing"
+    dropped = Notice(NoticeKind.TURNS_DROPPED, count=1)
+    assert "the 1 oldest turn left" in notice_text(dropped, remapped)
 
 
 def test_frame_buffer_times_screen_updates() -> None:

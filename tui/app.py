@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.binding import Binding, BindingType
+from textual.driver import Driver
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
@@ -23,6 +23,8 @@ from core.chat import (
     Command,
     EditLastTurn,
     ForkChat,
+    Notice,
+    NoticeKind,
     OpenChat,
     Regenerate,
     Restore,
@@ -30,19 +32,22 @@ from core.chat import (
     SendTurn,
     StopChat,
 )
+from tui.bindings import APP_BINDINGS, KeyNames
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
 from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
 from tui.gc_policy import GcPolicy
 from tui.messages import EngineFailed, FrameUpdate
-from tui.screens.compare_screen import CompareScreen, ReplySummary
+from tui.notice_text import notice_text
+from tui.screens.compare_screen import CompareScreen
 from tui.screens.help_screen import HelpScreen
 from tui.screens.sessions_screen import SessionsScreen
 from tui.session_recorder import NullRecorder, Recorder, SessionRecorder
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.pane_row import PaneRow
 from tui.widgets.status_bar import StatusBar
 
 
@@ -61,35 +66,7 @@ class PanechatApp(App[int | None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "panechat"
-    BINDINGS = [
-        Binding("ctrl+right", "focus_pane(1)", "Next pane", id="pane.next", priority=True),
-        Binding("ctrl+left", "focus_pane(-1)", "Prev pane", id="pane.previous", priority=True),
-        Binding("ctrl+n", "new_pane", "New pane", id="pane.new", priority=True),
-        Binding("ctrl+w", "close_pane", "Close pane", id="pane.close", priority=True),
-        Binding("escape", "stop", "Stop", id="pane.stop"),
-        Binding("ctrl+k", "stop_all", "Stop all", id="pane.stop_all", priority=True),
-        Binding("ctrl+b", "broadcast", "Broadcast", id="input.broadcast", priority=True),
-        Binding(
-            "alt+b",
-            "toggle_broadcast_set",
-            "Choose for broadcast",
-            id="input.choose",
-            priority=True,
-        ),
-        Binding("ctrl+g", "compare", "Compare replies", id="app.compare", priority=True),
-        Binding("ctrl+o", "toggle_maximize", "Maximize", id="pane.maximize", priority=True),
-        Binding("ctrl+l", "clear_pane", "Clear", id="pane.clear", priority=True),
-        Binding("ctrl+y", "copy_reply", "Copy reply", id="pane.copy", priority=True),
-        Binding("ctrl+t", "fork_pane", "Fork pane", id="pane.fork", priority=True),
-        Binding("ctrl+r", "regenerate", "Regenerate", id="pane.regenerate", priority=True),
-        Binding("alt+up", "edit_last", "Edit last", id="pane.edit_last", priority=True),
-        Binding("alt+left", "page_reply(-1)", "Older reply", id="reply.older", priority=True),
-        Binding("alt+right", "page_reply(1)", "Newer reply", id="reply.newer", priority=True),
-        Binding("ctrl+e", "export_session", "Export", id="session.export", priority=True),
-        Binding("ctrl+s", "sessions", "Sessions", id="session.list", priority=True),
-        Binding("f1", "help", "Help", id="app.help"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [*APP_BINDINGS]
 
     def __init__(
         self,
@@ -104,8 +81,9 @@ class PanechatApp(App[int | None]):
         store: SessionStore | None = None,
         session_id: int | None = None,
         restore: list[SavedPane] | None = None,
+        driver_class: type[Driver] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(driver_class=driver_class)
         self.export_dir = export_dir or Path.cwd()
         self.store = store
         self.restore = restore or []
@@ -123,12 +101,12 @@ class PanechatApp(App[int | None]):
         self.backend = backend
         self.initial_panes = self._initial_panes(panes)
         self.persist_theme = persist_theme
-        self._pane_counter = 0
+        self.keys = KeyNames(config.keys)
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
         self.frame_buffer = FrameBuffer(config.update_interval)
         self._flush_timer: Timer | None = None
         self.gc_policy = GcPolicy()
-        self.pane_row = Horizontal(id="panes")
+        self.pane_row = PaneRow(config.context.n_ctx, self.keys)
         self.status_bar = StatusBar(id="status")
         for theme in load_themes():
             self.register_theme(theme)
@@ -179,17 +157,10 @@ class PanechatApp(App[int | None]):
 
     @property
     def panes(self) -> list[ChatPane]:
-        """In screen order. Read from the row's children: a query would walk every widget."""
-        return [child for child in self.pane_row.children if isinstance(child, ChatPane)]
+        return self.pane_row.panes
 
     def focused_pane(self) -> ChatPane | None:
-        node = self.focused
-        while node is not None:
-            if isinstance(node, ChatPane):
-                return node
-            node = node.parent  # type: ignore[assignment]
-        panes = self.panes
-        return panes[0] if panes else None
+        return self.pane_row.pane_holding(self.focused)
 
     async def add_pane(
         self,
@@ -207,26 +178,24 @@ class PanechatApp(App[int | None]):
                 severity="warning",
             )
             return None
-        self._pane_counter += 1
-        pane = ChatPane(f"pane-{self._pane_counter}", pane_config, self.config.context.n_ctx)
+        row = self.pane_row
         if saved is not None:
-            pane.branched_from = saved.branched_from
+            pane = await row.open(pane_config, branched_from=saved.branched_from)
             self.recorder.pane_restored(pane.pane_id, saved.id)
-            await self.pane_row.mount(pane)
             await pane.add_messages(saved.messages)
-            restore = Restore(saved.messages, saved.state)
-            self.source.submit(OpenChat(pane.pane_id, pane_config, restore))
+            self.source.submit(
+                OpenChat(pane.pane_id, pane_config, Restore(saved.messages, saved.state))
+            )
             return pane
         if fork_of is None:
-            await self.pane_row.mount(pane)
+            pane = await row.open(pane_config)
             self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
             self.source.submit(OpenChat(pane.pane_id, pane_config))
             return pane
         messages = fork_of.messages()
         turns = sum(1 for role, _ in messages if role == "user")
-        pane.branched_from = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
-        await self.pane_row.mount(pane, after=fork_of)
-        await pane.add_messages(messages)
+        origin = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
+        pane = await row.open(pane_config, after=fork_of, messages=messages, branched_from=origin)
         self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
         for role, text in messages:
             self.recorder.message(pane.pane_id, role, text)
@@ -279,7 +248,7 @@ class PanechatApp(App[int | None]):
             return
         self._flush_timer = None
         pending, stats = self.frame_buffer.take(now)
-        panes = {pane.pane_id: pane for pane in self.panes}
+        panes = self.pane_row.by_id()
         with self.batch_update():
             for pane_id, deltas in pending.items():
                 pane = panes.get(pane_id)
@@ -299,15 +268,12 @@ class PanechatApp(App[int | None]):
     # -- actions ---------------------------------------------------------------------------
 
     def action_focus_pane(self, step: int) -> None:
-        panes = self.panes
         current = self.focused_pane()
-        if not panes or current is None:
-            return
-        index = (panes.index(current) + step) % len(panes)
-        panes[index].input.focus()
+        if current is not None:
+            self.pane_row.neighbour(current, step).input.focus()
 
     async def action_new_pane(self) -> None:
-        pane = await self.add_pane(self._pane_config(self._pane_counter))
+        pane = await self.add_pane(self._pane_config(self.pane_row.opened))
         if pane is not None:
             pane.input.focus()
 
@@ -316,17 +282,14 @@ class PanechatApp(App[int | None]):
         if pane is None:
             return
         if len(self.panes) == 1:
-            self.notify("the last pane stays open — quit with ctrl+q", severity="warning")
+            quit_key = self.keys.key("app.quit")
+            self.notify(f"the last pane stays open — quit with {quit_key}", severity="warning")
             return
         self.source.submit(CloseChat(pane.pane_id))
         self.recorder.pane_closed(pane.pane_id)
         self.frame_buffer.drop(pane.pane_id)
         self.action_focus_pane(1)
-        # Hidden first: Textual prunes a pane's children before the pane leaves the layout, and
-        # a screen update in between (frames keep arriving) would draw the pruned input box
-        # from the old layout and crash the app ("No 'text-area--gutter' key").
-        pane.display = False
-        await pane.remove()
+        await self.pane_row.close(pane)
 
     def action_stop(self) -> None:
         """Esc: stop the focused pane's reply, else leave the maximized view."""
@@ -346,7 +309,9 @@ class PanechatApp(App[int | None]):
             return
         text = pane.input.text.strip()
         if not text:
-            self.notify("type a message first, then broadcast it with ctrl+b")
+            self.notify(
+                f"type a message first, then broadcast it with {self.keys.key('input.broadcast')}"
+            )
             return
         pane.input.clear()
         panes = [p for p in self.panes if p.in_broadcast_set] or self.panes
@@ -387,23 +352,15 @@ class PanechatApp(App[int | None]):
         count = sum(p.in_broadcast_set for p in self.panes)
         target = f"the {count} chosen panes" if count else "every pane"
         self.notify(
-            f"{pane.config.name} {'joins' if chosen else 'leaves'}; ctrl+b sends to {target}"
+            f"{pane.config.name} {'joins' if chosen else 'leaves'}; "
+            f"{self.keys.key('input.broadcast')} sends to {target}"
         )
 
     def action_compare(self) -> None:
-        replies = [
-            ReplySummary(
-                p.config.name,
-                p.config.sampling.summary(),
-                p.last_reply,
-                p.last_reply_tokens,
-                p.last_reply_rate,
-                p.last_stop,
-            )
-            for p in self.panes
-        ]
+        replies = [pane.reply_summary() for pane in self.panes]
         if not any(r.text for r in replies):
-            self.notify("no replies to compare yet — broadcast a question with ctrl+b")
+            broadcast = self.keys.key("input.broadcast")
+            self.notify(f"no replies to compare yet — broadcast a question with {broadcast}")
             return
         self.push_screen(CompareScreen(replies))
 
@@ -426,7 +383,7 @@ class PanechatApp(App[int | None]):
         """The focused pane, unless a reply is still streaming into it (then say so)."""
         pane = self.focused_pane()
         if pane is not None and pane.generating:
-            self.notify(f"a reply is still coming — stop it (esc) before {doing}")
+            self.notify(notice_text(Notice(NoticeKind.BUSY, doing), self.keys))
             return None
         return pane
 
@@ -442,27 +399,18 @@ class PanechatApp(App[int | None]):
     async def action_page_reply(self, step: int) -> None:
         pane = self.focused_pane()
         if pane is not None and not await pane.page_last_reply(step):
-            self.notify("no other version of the last reply — regenerate it with ctrl+r")
+            regenerate = self.keys.key("pane.regenerate")
+            self.notify(f"no other version of the last reply — regenerate it with {regenerate}")
 
     def transcripts(self) -> list[PaneTranscript]:
-        return [
-            PaneTranscript(
-                pane.config.name,
-                pane.config.sampling.summary(),
-                pane.config.system,
-                pane.messages(),
-                pane.branched_from,
-            )
-            for pane in self.panes
-        ]
+        return [pane.transcript_for_export() for pane in self.panes]
 
     def action_export_pane(self) -> None:
         """The focused pane to its own Markdown file."""
         pane = self.focused_pane()
         if pane is None:
             return
-        index = self.panes.index(pane)
-        self._export(pane_markdown(self.transcripts()[index]) + "\n", "panechat-pane")
+        self._export(pane_markdown(pane.transcript_for_export()) + "\n", "panechat-pane")
 
     def action_export_session(self) -> None:
         """Every pane to one Markdown file, panes as sections, in the export directory."""
@@ -491,16 +439,7 @@ class PanechatApp(App[int | None]):
         self.push_screen(SessionsScreen(self.store, self.session_id), opened)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.key_rows()))
-
-    def key_rows(self) -> list[tuple[str, str]]:
-        rows = []
-        for _key, binding in self._bindings:
-            rows.append((binding.key, binding.description or binding.action))
-        seen: dict[str, tuple[str, str]] = {}
-        for key, description in rows:
-            seen.setdefault(description, (key, description))
-        return list(seen.values())
+        self.push_screen(HelpScreen(self.keys.help_rows()))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

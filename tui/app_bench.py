@@ -3,9 +3,9 @@
 Two figures: the app's aggregate tokens/s as a share of the executor's (the same replies with
 no UI: the throughput section's batch, and the app's own decode loop, each measured alongside
 the app runs), and input latency: the time from a key press reaching the app to the screen
-update that shows it, measured while every pane streams. Headless Textual computes every
-screen update but does not write it; the hook here renders each update to terminal text as a
-real terminal driver would, so that cost is counted.
+update that shows it, measured while every pane streams. The app runs on a driver that takes
+the place of a terminal: Textual renders every screen update to terminal text for it, as for a
+real terminal (so that cost is counted), and the driver notes when each arrives.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from textual import events
+from textual.driver import Driver
+from textual.drivers.headless_driver import HeadlessDriver
 
 from core import BatchedExecutor, ChatTemplate, ContextParams, SamplingParams, template_for
 from core.bench.__main__ import in_own_thread
@@ -141,25 +143,30 @@ async def measure_app(
 ) -> AppRun:
     """The same replies through the headless app, with key presses while they stream."""
     executor = _executor(ctx, config)
-    app = create_app(config, executor, _template(ctx), persist_theme=False)
-    source: Any = app.source
     latencies: list[float] = []
+    waiting: list[tuple[float, int]] = []  # (pressed at, input length that shows it)
+    shown: list[PromptInput] = []  # the input whose text the key presses grow
+
+    def on_write(now: float) -> None:
+        if shown:
+            _on_display(now, shown[0], waiting, latencies)
+
+    driver = timed_driver(on_write)
+    app = create_app(config, executor, _template(ctx), persist_theme=False, driver_class=driver)
+    source: Any = app.source
     try:
-        async with app.run_test(size=(240, 60)) as pilot:
+        async with app.run_test(headless=False, size=(240, 60)) as pilot:
             await pilot.pause()
             prompt_input = app.focused
             if not isinstance(prompt_input, PromptInput):
                 raise RuntimeError("the first pane's input does not have focus")
-            waiting: list[tuple[float, int]] = []  # (pressed at, input length that shows it)
-            _hook_display(app, lambda now: _on_display(now, prompt_input, waiting, latencies))
+            shown.append(prompt_input)
             panes = app.panes
             started = time.perf_counter()
             ui_started = time.thread_time()
             for pane, prompt in zip(panes, prompts, strict=True):  # a broadcast, but each
                 await pane.add_user_message(prompt)  # pane gets its own prompt
             source.submit(*(SendTurn(p.pane_id, t) for p, t in zip(panes, prompts, strict=True)))
-            driver = app._driver
-            assert driver is not None
             presses = 0
             while not all(p.finished_replies >= 1 and not p.generating for p in panes):
                 if time.perf_counter() - started > 300:
@@ -168,7 +175,7 @@ async def measure_app(
                 if not waiting and press_keys:
                     presses += 1
                     waiting.append((time.perf_counter(), len(prompt_input.text) + 1))
-                    driver.send_message(events.Key("x", "x"))
+                    app.post_message(events.Key("x", "x"))
             seconds = time.perf_counter() - started
             ui_cpu = (time.thread_time() - ui_started) / seconds
             tokens = source.tokens_sampled
@@ -180,16 +187,20 @@ async def measure_app(
         executor.close()
 
 
-def _hook_display(app: Any, on_display: Callable[[float], None]) -> None:
-    original = app._display
+def timed_driver(on_write: Callable[[float], None]) -> type[Driver]:
+    """A driver that stands in for a terminal: the app renders each screen update to terminal
+    text for it (a headless driver would skip that), and it calls ``on_write`` with the time
+    each update arrives instead of writing it anywhere."""
 
-    def display(screen: Any, renderable: Any) -> None:
-        original(screen, renderable)
-        if renderable is not None and hasattr(renderable, "render_segments"):
-            renderable.render_segments(app.console)  # what a terminal driver would write
-        on_display(time.perf_counter())
+    class TimedDriver(HeadlessDriver):
+        @property
+        def is_headless(self) -> bool:
+            return False  # so that the app renders its updates, as for a terminal
 
-    app._display = display
+        def write(self, data: str) -> None:
+            on_write(time.perf_counter())
+
+    return TimedDriver
 
 
 def _on_display(

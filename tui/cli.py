@@ -25,6 +25,8 @@ from tui.messages import message_for
 from tui.session_store import SavedPane, SessionStore, default_store_path
 
 if TYPE_CHECKING:
+    from textual.driver import Driver
+
     from tui.app import PanechatApp
 
 
@@ -142,6 +144,7 @@ def create_app(
     store: SessionStore | None = None,
     session_id: int | None = None,
     restore: list[SavedPane] | None = None,
+    driver_class: type[Driver] | None = None,
 ) -> PanechatApp:
     """Wire the decode loop (worker thread) to the app it posts its frames to."""
     from core.chat import ChatEngine
@@ -164,6 +167,7 @@ def create_app(
         store=store,
         session_id=session_id,
         restore=restore,
+        driver_class=driver_class,
     )
     holder.append(app)
     return app

@@ -23,11 +23,11 @@ from core.chat.commands import (
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
-from core.chat.session import CONTEXT_FULL, ChatSession
+from core.chat.notices import Notice, NoticeKind
+from core.chat.session import ChatSession
 from core.chat.state import SavedState, TurnState
 
 __all__ = [
-    "CONTEXT_FULL",
     "ChatConfig",
     "ChatDelta",
     "ChatEngine",
@@ -41,6 +41,8 @@ __all__ = [
     "ForkChat",
     "Frame",
     "FrameStats",
+    "Notice",
+    "NoticeKind",
     "OpenChat",
     "Regenerate",
     "Restore",

@@ -38,7 +38,8 @@ from core.chat.commands import (
 )
 from core.chat.config import ChatConfig
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
-from core.chat.session import CONTEXT_FULL, SHIFT_SHARE, ChatSession
+from core.chat.notices import Notice, NoticeKind
+from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError
 from core.chat.state import SavedState
 from core.shared_prefix import PrefillInFlight, SharedPrefixes
 from core.thread_priority import lower_this_thread
@@ -226,21 +227,21 @@ class ChatEngine:
                 self._deferred.append(command)  # one frame ends a reply, the next starts one
             case Regenerate():
                 if session.generating or session.turns:
-                    delta.notice = "a reply is still coming — stop it (esc) before regenerating"
+                    delta.notice = Notice(NoticeKind.BUSY, "regenerating")
                 elif not session.can_regenerate:
-                    delta.notice = "nothing to regenerate yet — send a message first"
+                    delta.notice = Notice(NoticeKind.NOTHING_TO_REGENERATE)
                 else:
                     session.regenerate()
                     delta.started = True
                     delta.replaces_last = True
             case EditLastTurn():
                 if session.generating or session.turns:
-                    delta.notice = "a reply is still coming — stop it (esc) before editing"
+                    delta.notice = Notice(NoticeKind.BUSY, "editing")
                     return
                 try:
                     delta.taken_back = session.take_back_last_turn()
                 except PanechatError as e:
-                    delta.notice = str(e)
+                    delta.notice = Notice(NoticeKind.FAILED, str(e))
 
     @staticmethod
     def _end_reply(
@@ -277,11 +278,11 @@ class ChatEngine:
         try:
             conv = self.executor.load(state.kv_path, command.config.sampling)
         except PanechatError as e:
-            delta.notice = f"saved state not used ({e}); the chat is read again instead"
+            delta.notice = Notice(NoticeKind.STATE_NOT_USED, str(e))
             return None
         if conv.token_count != state.tokens:
             conv.dispose()
-            delta.notice = "saved state does not match the chat; the chat is read again instead"
+            delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it does not match the chat's tokens")
             return None
         session = ChatSession(command.chat_id, command.config, conv, self.template)
         session.restore_state(state.turns)
@@ -302,7 +303,7 @@ class ChatEngine:
             except PrefillInFlight:
                 continue
             except PanechatError as e:
-                self._delta(deltas, chat_id).notice = str(e)
+                self._delta(deltas, chat_id).notice = Notice(NoticeKind.FAILED, str(e))
                 conv = None
             del self._waiting_opens[chat_id]
             turns = self._early_turns.pop(chat_id, [])
@@ -323,7 +324,7 @@ class ChatEngine:
                 self._waiting_forks.append(command)  # the source is still opening
                 continue
             if source is None:
-                delta.notice = "the pane to branch from was closed"
+                delta.notice = Notice(NoticeKind.BRANCH_SOURCE_CLOSED)
                 continue
             if source.generating or source.turns or source.conversation.requires_inference:
                 self._waiting_forks.append(command)  # branch once its reply is complete
@@ -331,7 +332,7 @@ class ChatEngine:
             try:
                 self._sessions[command.chat_id] = source.fork(command.chat_id, command.config)
             except PanechatError as e:
-                delta.notice = f"could not branch: {e}"
+                delta.notice = Notice(NoticeKind.FAILED, f"could not branch: {e}")
 
     def _frame(self, block: bool) -> Frame | None:
         """Commands in, turns started, one decode, every reply sampled: the frame's events."""
@@ -399,16 +400,19 @@ class ChatEngine:
         delta = self._delta(deltas, session.chat_id)
         try:
             session.begin_reply(text, self.executor.n_ctx_seq)
+        except ContextFullError:
+            delta.notice = Notice(NoticeKind.CONTEXT_FULL)
+            return
         except PanechatError as e:
-            delta.notice = str(e)
+            delta.notice = Notice(NoticeKind.FAILED, str(e))
             return
         delta.started = True
         self._take_shift_notice(session, delta)
 
     @staticmethod
     def _take_shift_notice(session: ChatSession, delta: ChatDelta) -> None:
-        if session.shift_notice:
-            delta.notice, session.shift_notice = session.shift_notice, ""
+        if session.shift_notice is not None:
+            delta.notice, session.shift_notice = session.shift_notice, None
 
     def _sample_all(self, deltas: dict[str, ChatDelta]) -> int:
         sampled = 0
@@ -426,7 +430,7 @@ class ChatEngine:
                 self._end_reply(session, delta, reply.stop_reason or StopReason.STOP_STRING)
             elif conv.token_count >= limit and not session.make_room(int(limit * SHIFT_SHARE)):
                 self._end_reply(session, delta, StopReason.CONTEXT_FULL)
-                delta.notice = CONTEXT_FULL
+                delta.notice = Notice(NoticeKind.CONTEXT_FULL)
             else:
                 self._take_shift_notice(session, delta)
                 queued = conv.pending_tokens  # a tail to decode again after a shift
@@ -458,4 +462,4 @@ class ChatEngine:
             self._end_reply(victim, delta, StopReason.CONTEXT_FULL)
         victim.conversation.discard_pending()
         victim.turns.clear()
-        delta.notice = CONTEXT_FULL
+        delta.notice = Notice(NoticeKind.CONTEXT_FULL)

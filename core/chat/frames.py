@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.chat.notices import Notice
 from core.reply_stream import StopReason
 
 
@@ -19,7 +20,7 @@ class ChatDelta:
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
     reply_text: str | None = None  # the finished reply's whole text, stripped (to save it)
-    notice: str | None = None  # something to tell the user (context full, error)
+    notice: Notice | None = None  # something to tell the user (context full, error)
     tokens_per_second: float = 0.0
     context_used: int = 0
     generating: bool = False

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 
 from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplyStream
 from core.chat.config import ChatConfig
+from core.chat.notices import Notice, NoticeKind
 from core.chat.state import TurnState
 
-CONTEXT_FULL = "context full — press ctrl+l to clear this pane; the other panes carry on"
 #: Share of the context a shift frees at least, so chats do not shift on every turn.
 SHIFT_SHARE = 0.25
 
 
 class ContextFullError(PanechatError):
-    """The pane's conversation has no room for the next turn."""
+    """The chat's conversation has no room for the next turn."""
 
 
 @dataclass(slots=True)
@@ -40,7 +40,7 @@ class ChatSession:
     last_user_text: str = ""
     turn_starts: list[int] = field(default_factory=list)  # KV position where each turn begins
     dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
-    shift_notice: str = ""  # set by make_room, for the decode loop to show once
+    shift_notice: Notice | None = None  # set by make_room, for the engine to hand out once
 
     @property
     def generating(self) -> bool:
@@ -72,7 +72,7 @@ class ChatSession:
             self.make_room(over, whole_history=True)
             if conv.token_count + conv.pending_count >= context_limit:
                 conv.discard_pending()
-                raise ContextFullError(CONTEXT_FULL)
+                raise ContextFullError("context full: the turn does not fit")
         self.turn_starts.append(conv.token_count)
         self.turn_base, self.turn_carry = conv.token_count, self.carry
         self.turn_replied_before, self.last_user_text = self.replied_before, user_text
@@ -119,10 +119,7 @@ class ChatSession:
         kept = [s for s in starts if s >= cut]
         dropped = len(starts) - first - len(kept)
         self.dropped_turns += dropped
-        self.shift_notice = (
-            f"context full — the {dropped} oldest turn{'s' * (dropped != 1)} left the model's "
-            "memory to make room (the system prompt stays; the transcript still shows them)"
-        )
+        self.shift_notice = Notice(NoticeKind.TURNS_DROPPED, count=dropped)
         self.turn_starts = [*starts[:first], *(s - discard for s in kept)]
         self.turn_base = self.turn_base - discard if self.turn_base >= cut else -1
         self.reply_base = max(self.reply_base - discard, 0) if self.reply_base >= cut else 0
@@ -244,7 +241,7 @@ class ChatSession:
         settings (a fixed seed gives the same reply again; the default random seed a new one).
         """
         if not self.can_regenerate:
-            raise PanechatError("there is no finished reply to regenerate in this pane")
+            raise PanechatError("there is no finished reply to regenerate in this chat")
         conv = self.conversation
         turn = conv.tokens[self.turn_base : self.reply_base]
         conv.rewind(conv.token_count - self.turn_base)
@@ -258,7 +255,7 @@ class ChatSession:
         the user to edit and send again."""
         conv = self.conversation
         if self.generating or self.turn_base < 0 or conv.token_count < self.turn_base:
-            raise PanechatError("there is no finished turn to edit in this pane")
+            raise PanechatError("there is no finished turn to edit in this chat")
         conv.rewind(conv.token_count - self.turn_base)
         self.carry, self.replied_before = self.turn_carry, self.turn_replied_before
         self.reply_base, self.turn_base = 0, -1  # one step back only

@@ -10,6 +10,10 @@ from textual.message import Message
 
 from core import StopReason
 from core.chat import ChatConfig, ChatDelta
+from tui.bindings import KeyNames
+from tui.export import PaneTranscript
+from tui.notice_text import notice_text
+from tui.screens.compare_screen import ReplySummary
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.pane_title import PaneTitle
 from tui.widgets.prompt_input import PromptInput
@@ -31,9 +35,16 @@ class ChatPane(Vertical):
             self.pane = pane
             self.text = text
 
-    def __init__(self, pane_id: str, config: ChatConfig, context_size: int) -> None:
+    def __init__(
+        self,
+        pane_id: str,
+        config: ChatConfig,
+        context_size: int,
+        keys: KeyNames | None = None,
+    ) -> None:
         super().__init__(id=pane_id, classes="chat-pane")
         self.pane_id = pane_id
+        self.keys = keys or KeyNames({})  # the keys its notices name
         self.config = config
         self.context_size = context_size
         self.generating = False
@@ -115,6 +126,26 @@ class ChatPane(Vertical):
             self._last_reply_message = replies[-1]
             self.last_reply = replies[-1].text.strip()
 
+    def transcript_for_export(self) -> PaneTranscript:
+        return PaneTranscript(
+            self.config.name,
+            self.config.sampling.summary(),
+            self.config.system,
+            self.messages(),
+            self.branched_from,
+        )
+
+    def reply_summary(self) -> ReplySummary:
+        """The last reply and its figures, for the compare screen."""
+        return ReplySummary(
+            self.config.name,
+            self.config.sampling.summary(),
+            self.last_reply,
+            self.last_reply_tokens,
+            self.last_reply_rate,
+            self.last_stop,
+        )
+
     def toggle_broadcast_set(self) -> bool:
         self.in_broadcast_set = not self.in_broadcast_set
         self.title_bar.chosen = self.in_broadcast_set
@@ -158,8 +189,8 @@ class ChatPane(Vertical):
             await self._remove_last_turn()
             self.input.load_text(delta.taken_back)
             self.input.focus()
-        if delta.notice:
-            await self.add_notice(f"⚠ {delta.notice}")
+        if delta.notice is not None:
+            await self.add_notice(f"⚠ {notice_text(delta.notice, self.keys)}")
         title, now = self.title_bar, time.monotonic()
         if (
             title.generating != delta.generating

@@ -1,0 +1,59 @@
+"""The app's key bindings, and the keys they end up on once the user's ``[keys]`` keymap is
+applied: the help screen, the command palette and the notices all name those keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+APP_BINDINGS: list[Binding] = [
+    Binding("ctrl+right", "focus_pane(1)", "Next pane", id="pane.next", priority=True),
+    Binding("ctrl+left", "focus_pane(-1)", "Prev pane", id="pane.previous", priority=True),
+    Binding("ctrl+n", "new_pane", "New pane", id="pane.new", priority=True),
+    Binding("ctrl+w", "close_pane", "Close pane", id="pane.close", priority=True),
+    Binding("escape", "stop", "Stop", id="pane.stop"),
+    Binding("ctrl+k", "stop_all", "Stop all", id="pane.stop_all", priority=True),
+    Binding("ctrl+b", "broadcast", "Broadcast", id="input.broadcast", priority=True),
+    Binding(
+        "alt+b", "toggle_broadcast_set", "Choose for broadcast", id="input.choose", priority=True
+    ),
+    Binding("ctrl+g", "compare", "Compare replies", id="app.compare", priority=True),
+    Binding("ctrl+o", "toggle_maximize", "Maximize", id="pane.maximize", priority=True),
+    Binding("ctrl+l", "clear_pane", "Clear", id="pane.clear", priority=True),
+    Binding("ctrl+y", "copy_reply", "Copy reply", id="pane.copy", priority=True),
+    Binding("ctrl+t", "fork_pane", "Fork pane", id="pane.fork", priority=True),
+    Binding("ctrl+r", "regenerate", "Regenerate", id="pane.regenerate", priority=True),
+    Binding("alt+up", "edit_last", "Edit last", id="pane.edit_last", priority=True),
+    Binding("alt+left", "page_reply(-1)", "Older reply", id="reply.older", priority=True),
+    Binding("alt+right", "page_reply(1)", "Newer reply", id="reply.newer", priority=True),
+    Binding("ctrl+e", "export_session", "Export", id="session.export", priority=True),
+    Binding("ctrl+s", "sessions", "Sessions", id="session.list", priority=True),
+    Binding("f1", "help", "Help", id="app.help"),
+    Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNames:
+    """Which key runs each binding, after the user's keymap (binding id -> keys)."""
+
+    keymap: Mapping[str, str]
+
+    def key(self, binding_id: str) -> str:
+        """The first key bound to ``binding_id`` (as Textual spells it: ``ctrl+l``)."""
+        for binding in APP_BINDINGS:
+            if binding.id == binding_id:
+                keys = self.keymap.get(binding_id, binding.key)
+                return keys.split(",")[0].strip()
+        raise KeyError(binding_id)
+
+    def help_rows(self) -> list[tuple[str, str]]:
+        """(keys, description) per binding, first one per description, for the help screen."""
+        rows: dict[str, tuple[str, str]] = {}
+        for binding in APP_BINDINGS:
+            keys = self.keymap.get(binding.id or "", binding.key)
+            description = binding.description or binding.action
+            rows.setdefault(description, (keys, description))
+        return list(rows.values())
