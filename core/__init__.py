@@ -32,7 +32,7 @@ from core.model_path import embedded_model_path, resolve_model_path
 from core.params import ContextParams
 from core.reply_stream import ReplyStream, StopReason
 from core.sampling import SamplingParams
-from core.shared_prefix import PrefillInFlight, SharedPrefixes
+from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.weight_layout import LayoutChoice, WeightLayout
 from core.weights import LlamaWeights
 
@@ -59,6 +59,7 @@ __all__ = [
     "NoLogitsError",
     "PanechatError",
     "PrefillInFlight",
+    "PrefixSharing",
     "ReplyStream",
     "RequiresInferenceError",
     "RewindError",

@@ -36,6 +36,21 @@ class PrefillBudget:
         self.min_chunk = max(1, min_chunk)
         self._generators_seconds: dict[int, float] = {}
         self._prompt_token_seconds: float | None = None
+        self._frozen = False
+
+    @property
+    def prompt_token_seconds(self) -> float | None:
+        """The learned cost of one prompt token in a mixed frame (None: not learned yet)."""
+        return self._prompt_token_seconds
+
+    def reset(self) -> None:
+        """Forget the learned costs (when they no longer hold); a few frames learn them again."""
+        self._generators_seconds.clear()
+        self._prompt_token_seconds = None
+
+    def freeze(self) -> None:
+        """Stop learning and keep the costs learned so far, for runs that must be repeatable."""
+        self._frozen = True
 
     def limit(self, generators: int, free: int) -> int:
         """Prompt tokens allowed in a frame that already holds ``generators`` single tokens."""
@@ -62,7 +77,7 @@ class PrefillBudget:
         self, generators: int, prompt_tokens: int, seconds: float, prompt_outputs: int = 0
     ) -> None:
         """Record one successful decode (``prompt_outputs``: chunks that ended their prompt)."""
-        if seconds <= 0:
+        if seconds <= 0 or self._frozen:
             return
         if prompt_tokens == 0:
             if generators:

@@ -9,6 +9,7 @@ costs one prefill of the persona, not eight.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.conversation import Conversation
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
 
 class PrefillInFlight(Exception):
     """The prefix is being decoded for another conversation: open again after ``infer()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixSharing:
+    """Conversations opened on a prefix: ``shared`` reused another's cells, ``prefilled``
+    decoded the prefix themselves."""
+
+    prefilled: int
+    shared: int
 
 
 class SharedPrefixes:
@@ -63,3 +73,6 @@ class SharedPrefixes:
         holders.append(conv)
         self.prefilled += 1
         return conv
+
+    def sharing(self) -> PrefixSharing:
+        return PrefixSharing(self.prefilled, self.shared)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from core import (
     ContextParams,
     LlamaWeights,
     PanechatError,
+    PrefixSharing,
     SamplingParams,
     StopReason,
     template_for,
@@ -24,8 +26,11 @@ from core.chat import (
     EngineEvent,
     ForkChat,
     Frame,
+    Notice,
+    NoticeKind,
     OpenChat,
     Regenerate,
+    Restore,
     SendTurn,
     StopChat,
 )
@@ -207,3 +212,68 @@ def test_step_is_refused_while_the_engine_thread_runs(make_driver: Callable[...,
     driver = make_driver()
     with pytest.raises(PanechatError, match="thread is not started"):
         driver.engine.step()
+
+
+def run_steps(
+    engine: ChatEngine, until: Callable[[list[Frame]], bool] | None = None
+) -> list[Frame]:
+    """Step a thread-less engine until ``until`` (given the frames so far) holds, or without
+    it until the engine is idle."""
+    frames: list[Frame] = []
+    for _ in range(2000):
+        if until(frames) if until is not None else frames and not engine.busy:
+            return frames
+        assert engine.busy or not frames, "the engine went idle first"
+        frame = engine.step()
+        if frame is not None:
+            frames.append(frame)
+    raise AssertionError("the engine did not get there in 2000 steps")
+
+
+def shown(frames: list[Frame], chat_id: str) -> str:
+    return "".join(f.deltas[chat_id].text for f in frames if chat_id in f.deltas)
+
+
+def test_stop_while_a_chat_opens_drops_the_turns_sent_to_it(weights: LlamaWeights) -> None:
+    """The second chat waits for the first to decode their shared system prompt; a stop sent
+    meanwhile drops its queued turn, as it does for an open chat."""
+    with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
+        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine.submit(OpenChat("a", chat("a")), OpenChat("b", chat("b")))
+        engine.submit(SendTurn("b", "Name a fruit."), StopChat("b"), Regenerate("b"))
+        frames = run_steps(engine)
+        notices = [f.deltas["b"].notice for f in frames if "b" in f.deltas]
+        assert Notice(NoticeKind.OPENING) in notices  # the regenerate came too early
+        assert not any(d.started for f in frames for d in f.deltas.values())
+        session = engine.session("b")
+        assert session is not None and not session.turns and not session.generating
+        assert engine.prefix_sharing() == PrefixSharing(prefilled=1, shared=1)
+
+
+def test_quitting_mid_reply_hands_back_the_cut_reply_and_a_state_that_resumes(
+    weights: LlamaWeights, tmp_path: Path
+) -> None:
+    """The KV cells saved on quit hold the reply that was streaming; the snapshot returns its
+    text so that the transcript saved beside them holds it too, and the pair resumes."""
+    question = "Count from one to fifty in words."  # a long greedy reply on the embedded model
+    long_chat = chat("s", max_tokens=400, stop=())
+    with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
+        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine.submit(OpenChat("s", long_chat), SendTurn("s", question))
+        frames = run_steps(engine, lambda frames: len(shown(frames, "s")) > 40)
+        snap = engine.snapshot("s", tmp_path / "s.kv")
+        assert snap.state is not None and snap.cut_reply is not None
+        assert snap.cut_reply.startswith(shown(frames, "s").strip())
+        session = engine.session("s")
+        assert session is not None and not session.generating
+    with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
+        engine = ChatEngine(executor, template_for(weights.chat_template))
+        messages = [("user", question), ("assistant", snap.cut_reply)]
+        engine.submit(OpenChat("s", long_chat, Restore(messages, snap.state)))
+        frames = run_steps(engine, lambda _: engine.session("s") is not None)
+        assert not any(d.notice for f in frames for d in f.deltas.values())
+        resumed = engine.session("s")
+        assert resumed is not None and resumed.conversation.token_count == snap.state.tokens
+        engine.submit(SendTurn("s", "And the sky?"))
+        frames = run_steps(engine)
+        assert shown(frames, "s").strip()

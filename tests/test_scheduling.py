@@ -17,7 +17,6 @@ from core import (
     SamplingParams,
 )
 from core.prefill_budget import PrefillBudget
-from core.sampling import SamplerChain
 
 GREEDY = SamplingParams(temperature=0.0)
 Make = Callable[..., BatchedExecutor]
@@ -26,14 +25,13 @@ Make = Callable[..., BatchedExecutor]
 def test_greedy_fast_path_picks_what_the_native_greedy_sampler_picks(make_executor: Make) -> None:
     executor = make_executor()
     conv = executor.create(GREEDY)
-    n_vocab = executor.model.n_vocab
-    native = SamplerChain._build(GREEDY, n_vocab)  # the chain the fast path skips
+    native = llama_cpp.llama_sampler_init_greedy()  # what the fast path stands in for
     try:
         conv.prompt("The capital of France is")
         for _ in range(12):
             assert executor.infer_sync() is DecodeResult.OK
-            index = conv._fresh_logits_index()
-            expected = llama_cpp.llama_sampler_sample(native, executor.context, index)
+            # The batch holds one conversation, so its row is the batch's last one (-1).
+            expected = llama_cpp.llama_sampler_sample(native, executor.context, -1)
             assert int(conv.logits().argmax()) == expected
             token = conv.sample()
             assert token == expected
@@ -71,7 +69,7 @@ def test_a_long_prompt_is_fed_in_small_chunks_while_others_generate(make_executo
         assert all(g.requires_sampling for g in generators)  # nobody skipped a frame
     assert long.requires_sampling and long.token_count == 240
     assert len(chunks) > 1 and max(chunks) < 240
-    assert executor.prefill_budget._prompt_token_seconds is not None
+    assert executor.prefill_budget.prompt_token_seconds is not None
 
 
 def test_with_the_cap_off_a_prompt_fills_whole_batches(make_executor: Make) -> None:
@@ -126,17 +124,17 @@ def test_the_frame_that_ends_a_prompt_stays_within_the_cap(make_executor: Make) 
         conv.prompt("Once upon a time")
     executor.infer_sync()
     budget = executor.prefill_budget
+    budget.reset()  # forget what the frame above taught it, for costs the test chooses
     budget.observe(4, 0, 0.030)
     budget.observe(5, 0, 0.036)
     budget.observe(4, 8, 0.038)  # allows 15 prompt tokens; a logits row costs 6 of them
+    budget.freeze()  # keep these costs for the test
     long = executor.create(GREEDY)
     long.prompt(executor.model.tokenize("Words and more words. " * 5)[:12])
 
     def frame() -> None:
         for conv in gens:
             conv.prompt([conv.sample()])
-        budget._prompt_token_seconds = 0.001  # keep the learned costs fixed for the test
-        budget._generators_seconds.update({4: 0.030, 5: 0.036})
         assert executor.infer_sync() is DecodeResult.OK
 
     frame()  # 12 tokens + a row would cost 18 of the 15 allowed: end it next frame instead

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core import StopReason
-from core.chat import ChatConfig, ChatDelta, SavedState, TurnState
+from core.chat import ChatConfig, ChatDelta, ChatSnapshot, SavedState, TurnState
 from tui.session_recorder import SessionRecorder
 from tui.session_store import SessionStore
 
@@ -48,10 +48,33 @@ def test_clear_close_and_save_states(tmp_path: Path) -> None:
     state = SavedState(TurnState(turn_starts=(0,)), "kv", 7)
     paths: list[Path] = []
 
-    def snapshot(pane_id: str, path: Path) -> SavedState | None:
+    def snapshot(pane_id: str, path: Path) -> ChatSnapshot:
         paths.append(path)
-        return state if pane_id == "a" else None
+        return ChatSnapshot(state if pane_id == "a" else None)
 
     recorder.save_states(snapshot)
     assert store.load(session)[0].state == state and len(paths) == 1
+    store.close()
+
+
+def test_a_reply_cut_short_by_quitting_is_saved_with_the_state(tmp_path: Path) -> None:
+    """The KV cells saved on quit hold the reply streaming then: its text must be saved too,
+    or a resumed chat's transcript would miss what its model remembers."""
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create_session()
+    recorder = SessionRecorder(store, session)
+    for pane in ("new", "again"):
+        recorder.pane_opened(pane, ChatConfig(pane), "")
+        recorder.message(pane, "user", "Hello")
+        recorder.frame(pane, ChatDelta(text="Hi", finished=ENDED, reply_text="Hi"))
+    recorder.message("new", "user", "More?")
+    recorder.frame("new", ChatDelta(text="Half a", started=True))
+    recorder.frame("again", ChatDelta(text="Hello th", started=True, replaces_last=True))
+    state = SavedState(TurnState(turn_starts=(0,)), "kv", 9)
+    cut = {"new": "Half a rep", "again": "Hello there"}
+    recorder.save_states(lambda pane_id, path: ChatSnapshot(state, cut[pane_id]))
+    saved = {p.config.name: p for p in store.load(session)}
+    assert saved["new"].messages[2:] == [("user", "More?"), ("assistant", "Half a rep")]
+    assert saved["again"].messages == [("user", "Hello"), ("assistant", "Hello there")]
+    assert saved["new"].state == state
     store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
+from core import BatchedExecutor, ContextParams, LlamaWeights, PrefixSharing, template_for
 from core.chat import ChatConfig, ChatEngine, SavedState, TurnState
 from tui.app import PanechatApp
 from tui.cli import create_app
@@ -384,8 +385,7 @@ async def test_panes_with_one_system_prompt_decode_it_once(
         await pilot.pause()
         loop = loop_of(app)
         await wait_for(pilot, lambda: all(loop.session(p.pane_id) for p in app.panes))
-        prefixes = loop._prefixes
-        assert (prefixes.prefilled, prefixes.shared) == (1, 2)
+        assert loop.prefix_sharing() == PrefixSharing(prefilled=1, shared=2)
         system_tokens = loop.session(app.panes[0].pane_id).conversation.token_count  # type: ignore[union-attr]
         assert system_tokens > 5
         assert loop.executor.stats.tokens_decoded <= system_tokens + 16  # + the warm-up
@@ -477,8 +477,9 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
     executor.close()
 
 
+@pytest.mark.parametrize("damaged", ["kv file", "state record"])
 async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text(
-    weights: LlamaWeights, config: AppConfig, tmp_path: Path
+    weights: LlamaWeights, config: AppConfig, tmp_path: Path, damaged: str
 ) -> None:
     store = SessionStore(tmp_path / "sessions.db")
     session_id = store.create_session("broken")
@@ -488,7 +489,11 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
     kv = store.kv_path(session_id, pane_id)
     kv.write_bytes(b"not a state file")
     store.save_state(pane_id, SavedState(TurnState(turn_starts=(0,)), str(kv), 40))
+    if damaged == "state record":  # half a JSON object, as a torn write might leave
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE panes SET state = '{\"kv\": ' WHERE id = ?", (pane_id,))
     saved = store.load(session_id)
+    assert (saved[0].state is None) == (damaged == "state record")
     executor = BatchedExecutor(weights, config.context)
     template = template_for(weights.chat_template, config.template)
     app = create_app(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from core import ContextParams, StopReason
-from core.chat import ChatDelta, Command, FrameStats, SavedState
+from core.chat import ChatDelta, ChatSnapshot, Command, FrameStats
 from tui.app import PanechatApp
 from tui.config import load_config
 from tui.messages import FrameUpdate
@@ -34,8 +34,8 @@ class ScriptedSource:
     def shutdown(self, timeout: float = 5.0) -> None:
         pass
 
-    def snapshot(self, pane_id: str, path: Path) -> SavedState | None:
-        return None
+    def snapshot(self, pane_id: str, path: Path) -> ChatSnapshot:
+        return ChatSnapshot(None)
 
 
 def make_app(panes: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PanechatApp:

@@ -73,7 +73,7 @@ def test_llama_cpp_threads_inherit_the_decode_threads_priority(weights: LlamaWei
         deadline = time.monotonic() + 30
         while executor.stats.tokens_decoded == 0 and time.monotonic() < deadline:
             time.sleep(0.05)  # warm_up() decodes once
-        decode_thread = loop._thread.native_id
+        decode_thread = loop.thread_id
         assert decode_thread is not None and nice_of(decode_thread) == min(19, base + 5)
         started = {int(t) for t in set(os.listdir("/proc/self/task")) - before}
         assert started - {decode_thread}, "llama.cpp started no worker thread"

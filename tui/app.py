@@ -18,6 +18,7 @@ from textual.widgets import Footer
 
 from core.chat import (
     ChatConfig,
+    ChatSnapshot,
     ClearChat,
     CloseChat,
     Command,
@@ -28,7 +29,6 @@ from core.chat import (
     OpenChat,
     Regenerate,
     Restore,
-    SavedState,
     SendTurn,
     StopChat,
 )
@@ -57,7 +57,7 @@ class DecodeSource(Protocol):
     def start(self) -> None: ...
     def submit(self, *commands: Command) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
-    def snapshot(self, pane_id: str, path: Path) -> SavedState | None: ...
+    def snapshot(self, pane_id: str, path: Path) -> ChatSnapshot: ...
 
 
 class PanechatApp(App[int | None]):
@@ -183,6 +183,9 @@ class PanechatApp(App[int | None]):
             pane = await row.open(pane_config, branched_from=saved.branched_from)
             self.recorder.pane_restored(pane.pane_id, saved.id)
             await pane.add_messages(saved.messages)
+            if saved.state_damaged:
+                notice = Notice(NoticeKind.STATE_NOT_USED, "its record is damaged")
+                await pane.add_notice(f"⚠ {notice_text(notice, self.keys)}")
             self.source.submit(
                 OpenChat(pane.pane_id, pane_config, Restore(saved.messages, saved.state))
             )

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Protocol
 
 from core import PanechatError
-from core.chat import ChatConfig, ChatDelta, SavedState
+from core.chat import ChatConfig, ChatDelta, ChatSnapshot
 from tui.session_store import SessionStore
 
 #: Saves a pane's KV cells to a path and returns its decode state (``ChatEngine.snapshot``).
-Snapshot = Callable[[str, Path], SavedState | None]
+Snapshot = Callable[[str, Path], ChatSnapshot]
 
 
 class Recorder(Protocol):
@@ -82,16 +82,19 @@ class SessionRecorder:
             self._regenerating.add(pane_id)
         if delta.taken_back is not None:
             self.store.drop_last_turn(row)
-        if delta.finished is None:
-            return
+        if delta.finished is not None:
+            self._reply_ended(pane_id, row, delta.reply_text)
+
+    def _reply_ended(self, pane_id: str, row: int, text: str | None) -> None:
+        """Save a finished reply (None: cancelled by a clear, nothing to keep)."""
         replaces = pane_id in self._regenerating
         self._regenerating.discard(pane_id)
-        if delta.reply_text is None:  # a reply cancelled by a clear: nothing to keep
+        if text is None:
             return
         if replaces:
-            self.store.replace_last_reply(row, delta.reply_text)
+            self.store.replace_last_reply(row, text)
         else:
-            self.store.add_message(row, "assistant", delta.reply_text)
+            self.store.add_message(row, "assistant", text)
 
     def pane_cleared(self, pane_id: str) -> None:
         row = self._rows.get(pane_id)
@@ -104,10 +107,13 @@ class SessionRecorder:
             self.store.close_pane(row)
 
     def save_states(self, snapshot: Snapshot) -> None:
-        """On quit: every open pane's KV cells and decode state, to resume without decoding."""
+        """On quit: every open pane's KV cells and decode state, to resume without decoding,
+        and the text of a reply that quitting cut short (the KV cells hold it)."""
         for pane_id, row in self._rows.items():
             try:
-                state = snapshot(pane_id, self.store.kv_path(self.session_id, row))
+                saved = snapshot(pane_id, self.store.kv_path(self.session_id, row))
             except PanechatError:  # the engine did not stop: keep the transcript only
-                state = None
-            self.store.save_state(row, state)
+                saved = ChatSnapshot(None)
+            if saved.cut_reply is not None:
+                self._reply_ended(pane_id, row, saved.cut_reply)
+            self.store.save_state(row, saved.state)

@@ -120,6 +120,7 @@ class SavedPane:
     branched_from: str
     messages: list[tuple[str, str]]
     state: SavedState | None  # decode state written on quit (see ChatEngine.snapshot)
+    state_damaged: bool = False  # a state was written but cannot be read: say so on resume
 
 
 class SessionStore:
@@ -265,13 +266,15 @@ class SessionStore:
             messages = self._db.execute(
                 "SELECT role, text FROM messages WHERE pane_id = ? ORDER BY id", (pane_id,)
             ).fetchall()
+            decode_state = SavedState.from_json(state) if state else None
             saved.append(
                 SavedPane(
                     pane_id,
                     _load_config(config),
                     branched_from,
                     [(role, text) for role, text in messages],
-                    SavedState.from_json(state) if state else None,
+                    decode_state,
+                    state_damaged=bool(state) and decode_state is None,
                 )
             )
         return saved

@@ -25,13 +25,14 @@ from core.chat.engine import ChatEngine
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
-from core.chat.state import SavedState, TurnState
+from core.chat.state import ChatSnapshot, SavedState, TurnState
 
 __all__ = [
     "ChatConfig",
     "ChatDelta",
     "ChatEngine",
     "ChatSession",
+    "ChatSnapshot",
     "ClearChat",
     "CloseChat",
     "Command",

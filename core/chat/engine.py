@@ -40,8 +40,8 @@ from core.chat.config import ChatConfig
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError
-from core.chat.state import SavedState
-from core.shared_prefix import PrefillInFlight, SharedPrefixes
+from core.chat.state import ChatSnapshot, SavedState
+from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.thread_priority import lower_this_thread
 
 
@@ -136,24 +136,37 @@ class ChatEngine:
             or bool(self._waiting_opens)
         )
 
-    def snapshot(self, chat_id: str, path: Path) -> SavedState | None:
-        """Save a chat's KV cells to ``path`` and return its decode state. Only after
+    def snapshot(self, chat_id: str, path: Path) -> ChatSnapshot:
+        """Save a chat's KV cells to ``path`` and return its decode state, ending a reply in
+        flight (its text comes back, to be saved with the transcript). Only after
         ``shutdown()``: the loop thread must no longer touch the executor."""
         if self._thread.is_alive():
             raise PanechatError("snapshot() needs the engine stopped first (shutdown())")
         session = self._sessions.get(chat_id)
         if session is None:
-            return None
-        if session.generating:
+            return ChatSnapshot(None)
+        cut_reply = None
+        if session.reply is not None:
+            reply = session.reply
             session.end_reply()
+            cut_reply = reply.text.strip()
         conv = session.conversation
         if conv.requires_inference:  # a prompt not decoded yet: nothing worth saving
-            return None
+            return ChatSnapshot(None, cut_reply)
         try:
             conv.save(path)
         except (PanechatError, OSError):
-            return None
-        return SavedState(session.state(), str(path), conv.token_count)
+            return ChatSnapshot(None, cut_reply)
+        return ChatSnapshot(SavedState(session.state(), str(path), conv.token_count), cut_reply)
+
+    @property
+    def thread_id(self) -> int | None:
+        """The decode thread's native id while it runs (to watch or pin it), else None."""
+        return self._thread.native_id if self._thread.is_alive() else None
+
+    def prefix_sharing(self) -> PrefixSharing:
+        """How many chats shared a decoded system prompt, and how many decoded their own."""
+        return self._prefixes.sharing()
 
     def session(self, chat_id: str) -> ChatSession | None:
         """A chat's session (for tests and diagnostics; read it between frames)."""
@@ -192,20 +205,25 @@ class ChatEngine:
                 self._waiting_opens[command.chat_id] = command
                 self._open_ready(deltas)
             case _ if command.chat_id in self._waiting_opens:
-                self._apply_while_opening(command)
+                self._apply_while_opening(command, self._delta(deltas, command.chat_id))
             case _:
                 session = self._sessions.get(command.chat_id)
                 if session is not None:
                     self._apply_to(session, command, self._delta(deltas, command.chat_id))
 
-    def _apply_while_opening(self, command: Command) -> None:
-        """A chat still waiting for its shared system prompt keeps its turns for later."""
+    def _apply_while_opening(self, command: Command, delta: ChatDelta) -> None:
+        """A chat still waiting for its shared system prompt keeps its turns for later; a
+        stop or a clear drops them, as it drops an open chat's queued turns."""
         match command:
             case SendTurn(chat_id=chat_id, text=text):
                 self._early_turns.setdefault(chat_id, []).append(text)
+            case StopChat(chat_id=chat_id) | ClearChat(chat_id=chat_id):
+                self._early_turns.pop(chat_id, None)
             case CloseChat(chat_id=chat_id):
                 del self._waiting_opens[chat_id]
                 self._early_turns.pop(chat_id, None)
+            case Regenerate() | EditLastTurn():
+                delta.notice = Notice(NoticeKind.OPENING)
 
     def _apply_to(self, session: ChatSession, command: Command, delta: ChatDelta) -> None:
         match command:

@@ -16,6 +16,7 @@ class NoticeKind(StrEnum):
     TURNS_DROPPED = "turns dropped"  # old turns left the model's memory to make room
     STATE_NOT_USED = "state not used"  # a saved KV state was unusable; the chat is read again
     BRANCH_SOURCE_CLOSED = "branch source closed"
+    OPENING = "opening"  # the chat is still reading its system prompt
     FAILED = "failed"  # a command failed; ``detail`` says why
 
 
@@ -47,6 +48,8 @@ class Notice:
                 return f"saved state not used ({self.detail}); the chat is read again instead"
             case NoticeKind.BRANCH_SOURCE_CLOSED:
                 return "the chat to branch from was closed"
+            case NoticeKind.OPENING:
+                return "the chat is still reading its system prompt — try again in a moment"
             case NoticeKind.FAILED:
                 return self.detail
 

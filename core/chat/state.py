@@ -54,6 +54,16 @@ class SavedState:
         return cls(turns, kv, tokens)
 
 
+@dataclass(frozen=True, slots=True)
+class ChatSnapshot:
+    """What ``ChatEngine.snapshot`` leaves of a chat: its decode state (None: nothing worth
+    keeping, the chat is read again on resume), and the text of a reply it had to cut short
+    at quit, which belongs in the saved transcript (None: no reply was streaming)."""
+
+    state: SavedState | None
+    cut_reply: str | None = None
+
+
 def _consistent(turns: TurnState, tokens: int) -> bool:
     """Positions that fit the saved tokens: a state that does not would break a later shift."""
     starts = list(turns.turn_starts)
