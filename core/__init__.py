@@ -7,6 +7,7 @@ Modelled on LLamaSharp's ``BatchedExecutor``: the executor owns the model's cont
 
 from core.cancellation import CancellationToken
 from core.chat_template import ChatMessage, ChatTemplate, template_for
+from core.context_budget import ContextTooLargeError
 from core.conversation import Conversation
 from core.conversation_state import ConversationState
 from core.decode_result import DecodeResult
@@ -43,6 +44,7 @@ __all__ = [
     "ChatMessage",
     "ChatTemplate",
     "ContextParams",
+    "ContextTooLargeError",
     "Conversation",
     "ConversationDisposedError",
     "ConversationState",

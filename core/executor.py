@@ -13,6 +13,7 @@ from pathlib import Path
 import llama_cpp
 
 from core.cancellation import CancellationToken, native_abort_callback
+from core.context_budget import available_memory, check_context
 from core.conversation import Conversation
 from core.conversation_state import ConversationState
 from core.decode_result import DecodeResult
@@ -88,6 +89,13 @@ class BatchedExecutor:
     def __init__(self, weights: LlamaWeights, params: ContextParams | None = None) -> None:
         self._weights = weights
         self._params = params = params or ContextParams()
+        kv_on_cpu = not (weights.gpu_offload_supported() and weights.n_gpu_layers != 0)
+        check_context(
+            params.n_ctx,
+            weights.n_ctx_train,
+            weights.kv_shape() if kv_on_cpu else None,
+            available_memory() if kv_on_cpu else None,
+        )
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = params.n_ctx
         cparams.n_batch = params.n_batch

@@ -9,6 +9,8 @@ from core.errors import InvalidParamsError
 from core.machine import cores_available
 
 FlashAttention = Literal["auto", "on", "off"]
+#: The largest count llama.cpp's context parameters hold as they should (int32 / uint32).
+INT32_MAX = 2**31 - 1
 
 
 def default_threads() -> int:
@@ -49,6 +51,9 @@ class ContextParams:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidParamsError(f"{name} must be 0 (auto) or a positive integer")
+        for name in ("n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch"):
+            if getattr(self, name) > INT32_MAX:  # llama.cpp would wrap it without a word
+                raise InvalidParamsError(f"{name} must be at most {INT32_MAX:,}")
         if self.physical_batch > self.n_batch:
             raise InvalidParamsError(
                 f"n_ubatch ({self.n_ubatch}) must not exceed n_batch ({self.n_batch})"

@@ -12,6 +12,7 @@ import llama_cpp
 
 from core import native_log
 from core.amx_trial import TrialRecords
+from core.context_budget import KvShape
 from core.errors import ModelLoadError, PanechatError
 from core.load_report import LoadReport
 from core.model_path import check_gguf
@@ -155,6 +156,22 @@ class LlamaWeights:
     @property
     def n_ctx_train(self) -> int:
         return int(llama_cpp.llama_model_n_ctx_train(self.model))
+
+    def kv_shape(self) -> KvShape | None:
+        """What one token costs in the KV cache, from the model's shape (None: unreadable)."""
+        layers = self.n_layer
+        heads = int(llama_cpp.llama_model_n_head(self.model))
+        kv_heads = int(llama_cpp.llama_model_n_head_kv(self.model))
+        embd = int(llama_cpp.llama_model_n_embd(self.model))
+        if min(layers, heads, kv_heads, embd) <= 0:
+            return None
+        arch = self.metadata("general.architecture") or ""
+
+        def length(kind: str) -> int:
+            value = self.metadata(f"{arch}.attention.{kind}_length")
+            return int(value) if value and value.isdigit() else embd // heads
+
+        return KvShape(layers, kv_heads, length("key"), length("value"))
 
     @property
     def chat_template(self) -> str | None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.widgets import DataTable
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, PrefixSharing, template_for
@@ -153,6 +156,25 @@ async def test_broadcast_sends_the_input_to_every_pane(make_app: Factory) -> Non
         for pane in app.panes:
             users = [m.text for m in pane.query(".-user")]  # type: ignore[attr-defined]
             assert users == ["Say hi"]
+        assert first.input.text == ""
+
+
+async def test_broadcast_right_after_fast_typing_sends_every_key(make_app: Factory) -> None:
+    """Keys reach the app faster than the input handles them (a fast typist, a paste
+    tool): Ctrl+B must send everything typed before it, and leave nothing behind."""
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        first = app.panes[0]
+        first.input.focus()
+        await pilot.pause()
+        typed = "Tell me about the sea please"
+        for char in typed:  # in one go, as a terminal delivers them, without waiting
+            app.post_message(events.Key(char if char != " " else "space", char))
+        app.post_message(events.Key("ctrl+b", None))
+        await wait_for(pilot, lambda: all(p.messages() for p in app.panes))
+        for pane in app.panes:
+            assert pane.messages()[0] == ("user", typed)
+        await pilot.pause()
         assert first.input.text == ""
 
 
@@ -574,3 +596,49 @@ async def test_sessions_screen_renames_deletes_and_opens_another(
         await pilot.pause()
     assert app.return_value == other
     executor.close()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "ctrl+c"])
+async def test_sigterm_and_ctrl_c_quit_and_save_as_ctrl_q_does(
+    weights: LlamaWeights, config: AppConfig, tmp_path: Path, how: str
+) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    executor = BatchedExecutor(weights, config.context)
+    template = template_for(weights.chat_template, config.template)
+    app = create_app(config, executor, template, persist_theme=False, store=store)
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await pilot.pause()
+            pane = app.panes[0]
+            await ask(pilot, app, pane, "Hello there.")
+            assert app.return_code is None
+            if how == "SIGTERM":
+                # Only with the handler in place: the default would end the test run.
+                assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                await pilot.press("ctrl+c")
+            for _ in range(100):
+                if app.return_code is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert app.return_code == 0  # it quit by itself, before the test left it
+    finally:
+        executor.close()
+    saved = store.load(app.session_id or 0)
+    store.close()
+    assert saved[0].state is not None  # the decode state was saved, as on Ctrl+Q
+    assert saved[0].messages[0] == ("user", "Hello there.")
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)  # handler removed
+
+
+async def test_ctrl_c_with_a_selection_copies_it(make_app: Factory) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        pane = app.panes[0]
+        pane.input.focus()
+        pane.input.load_text("copy me")
+        pane.input.select_all()
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.return_code is None and app.clipboard == "copy me"

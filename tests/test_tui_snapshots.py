@@ -34,7 +34,7 @@ class ScriptedSource:
     def shutdown(self, timeout: float = 5.0) -> None:
         pass
 
-    def snapshot(self, pane_id: str, path: Path) -> ChatSnapshot:
+    def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot:
         return ChatSnapshot(None)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -12,9 +15,11 @@ from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.theme import Theme
 from textual.timer import Timer
-from textual.widgets import Footer
+from textual.widgets import Footer, TextArea
 
 from core.chat import (
     ChatConfig,
@@ -32,6 +37,7 @@ from core.chat import (
     SendTurn,
     StopChat,
 )
+from core.printable import printable
 from tui.bindings import APP_BINDINGS, KeyNames
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice
@@ -57,7 +63,7 @@ class DecodeSource(Protocol):
     def start(self) -> None: ...
     def submit(self, *commands: Command) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> None: ...
-    def snapshot(self, pane_id: str, path: Path) -> ChatSnapshot: ...
+    def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot: ...
 
 
 class PanechatApp(App[int | None]):
@@ -88,10 +94,14 @@ class PanechatApp(App[int | None]):
         self.store = store
         self.restore = restore or []
         self.session_id = session_id
+        self.save_failures: list[str] = []  # what could not be saved, to print after quit
         if store is not None and session_id is None:
-            self.session_id = store.create_session()
+            try:
+                self.session_id = store.create_session()
+            except (sqlite3.Error, OSError) as e:
+                self.save_failures.append(f"this session is not saved: {e}")
         self.recorder: Recorder = (
-            SessionRecorder(store, self.session_id)
+            SessionRecorder(store, self.session_id, self._save_failed)
             if store is not None and self.session_id is not None
             else NullRecorder()
         )
@@ -101,6 +111,7 @@ class PanechatApp(App[int | None]):
         self.backend = backend
         self.initial_panes = self._initial_panes(panes)
         self.persist_theme = persist_theme
+        self.saved_theme = config.theme  # what the user config file says
         self.keys = KeyNames(config.keys)
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
         self.frame_buffer = FrameBuffer(config.update_interval)
@@ -110,6 +121,30 @@ class PanechatApp(App[int | None]):
         self.status_bar = StatusBar(id="status")
         for theme in load_themes():
             self.register_theme(theme)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """As Textual's, but the message is plain text by default: notices carry pane names,
+        paths and error messages ("[Errno 13]"), which must show as written, never as markup
+        or terminal escapes."""
+        super().notify(
+            message if markup else printable(message),
+            title=title,
+            severity=severity,
+            timeout=timeout,
+            markup=markup,
+        )
+
+    def _save_failed(self, message: str) -> None:
+        self.save_failures.append(message)
+        self.notify(message, severity="error", timeout=15)
 
     def _initial_panes(self, count: int | None) -> list[ChatConfig]:
         panes = list(self.config.panes) or [self.config.pane_defaults]
@@ -134,6 +169,7 @@ class PanechatApp(App[int | None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        self._on_termination(True)
         if self.config.keys:
             self.set_keymap(self.config.keys)
         self.theme = self.config.theme
@@ -148,12 +184,21 @@ class PanechatApp(App[int | None]):
                 await self.add_pane(pane_config)
         self.source.start()
         self.panes[0].input.focus()
+        for failure in self.save_failures:  # before the first pane opened
+            self.notify(failure, severity="error", timeout=15)
         self.gc_policy.apply()
 
-    def _on_theme_changed(self, theme: object) -> None:
-        name = getattr(theme, "name", None)
-        if self.persist_theme and isinstance(name, str):
-            save_theme_choice(name)
+    def _on_theme_changed(self, theme: Theme) -> None:
+        """Remember a theme the user chose (only then: a start writes nothing)."""
+        if not self.persist_theme or theme.name == self.saved_theme:
+            return
+        try:
+            path = save_theme_choice(theme.name)
+        except OSError as e:
+            self._save_failed(f"the theme is used but not saved: {e}")
+            return
+        self.saved_theme = theme.name
+        self.log(f"theme saved to {path}")
 
     @property
     def panes(self) -> list[ChatPane]:
@@ -306,10 +351,14 @@ class PanechatApp(App[int | None]):
         for pane in self.panes:
             self.source.submit(StopChat(pane.pane_id))
 
-    async def action_broadcast(self) -> None:
+    def action_broadcast(self) -> None:
         pane = self.focused_pane()
-        if pane is None:
-            return
+        if pane is not None:
+            # Ctrl+B is the app's binding and runs at once, while the keys typed just before
+            # it may still wait in the input's own queue: read the text after them.
+            pane.input.call_later(self._broadcast_from, pane)
+
+    async def _broadcast_from(self, pane: ChatPane) -> None:
         text = pane.input.text.strip()
         if not text:
             self.notify(
@@ -448,7 +497,7 @@ class PanechatApp(App[int | None]):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
-            if binding.id in ("app.quit", "app.help"):
+            if binding.id in ("app.quit", "app.help", "app.interrupt"):
                 continue
             yield SystemCommand(
                 binding.description,
@@ -465,7 +514,28 @@ class PanechatApp(App[int | None]):
         )
         yield SystemCommand("Keys", "Show every key binding", self.action_help)
 
+    def _on_termination(self, listen: bool) -> None:
+        """SIGTERM (a shutdown, ``kill``, a closed SSH session's supervisor) quits as Ctrl+Q
+        does, saving every pane. Only where the app runs on the main thread's loop."""
+        try:
+            loop = asyncio.get_running_loop()
+            if listen:
+                loop.add_signal_handler(signal.SIGTERM, self.exit)
+            else:
+                loop.remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # Windows, or not the main thread: the default (no save) stays
+
+    def action_interrupt(self) -> None:
+        """Ctrl+C: copy the input's selection if there is one, else quit (and save)."""
+        focused = self.focused
+        if isinstance(focused, TextArea) and focused.selected_text:
+            focused.action_copy()
+        else:
+            self.exit()
+
     async def on_unmount(self) -> None:
+        self._on_termination(False)
         self.source.shutdown()
         self.recorder.save_states(self.source.snapshot)
         self.gc_policy.restore()

@@ -32,6 +32,8 @@ APP_BINDINGS: list[Binding] = [
     Binding("ctrl+s", "sessions", "Sessions", id="session.list", priority=True),
     Binding("f1", "help", "Help", id="app.help"),
     Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    # Ctrl+C copies a selection in the input, else quits as Ctrl+Q does (saving every pane).
+    Binding("ctrl+c", "interrupt", "Quit", id="app.interrupt", show=False, priority=True),
 ]
 
 

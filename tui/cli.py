@@ -10,19 +10,28 @@ import logging
 import sqlite3
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import (
     BatchedExecutor,
     ChatTemplate,
+    ContextTooLargeError,
     LlamaWeights,
     PanechatError,
     resolve_model_path,
     template_for,
 )
-from tui.config import AppConfig, load_config
+from core.printable import printable
+from tui.config import AppConfig, load_config, setting_location
 from tui.messages import message_for
-from tui.session_store import SavedPane, SessionStore, default_store_path
+from tui.session_store import (
+    SavedPane,
+    SessionStore,
+    StoreDamagedError,
+    default_store_path,
+    set_aside,
+)
 
 if TYPE_CHECKING:
     from textual.driver import Driver
@@ -47,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         const="latest",
         metavar="ID",
         help="reopen a saved session (default: the latest); see --sessions",
+    )
+    parser.add_argument(
+        "--no-save", action="store_true", help="save nothing of this run (no session is kept)"
     )
     parser.add_argument("--sessions", action="store_true", help="list saved sessions and exit")
     parser.add_argument("--rename-session", nargs=2, metavar=("ID", "NAME"), help="rename one")
@@ -180,12 +192,12 @@ def session_command(args: argparse.Namespace, store: SessionStore) -> int | None
         if not rows:
             print("no saved sessions yet")
         for s in rows:
-            print(f"{s.id:>4}  {s.name}  ({s.panes} panes, {s.messages} messages)")
+            print(f"{s.id:>4}  {printable(s.name)}  ({s.panes} panes, {s.messages} messages)")
         return 0
     if args.rename_session:
         session_id, name = _session_id(args.rename_session[0], store), args.rename_session[1]
         store.rename(session_id, name)
-        print(f"renamed session {session_id} to {name!r}")
+        print(f"renamed session {session_id} to {printable(name)!r}")
         return 0
     if args.delete_session:
         session_id = _session_id(args.delete_session, store)
@@ -207,6 +219,29 @@ def _session_id(text: str, store: SessionStore) -> int:
     return int(text)
 
 
+def open_store(path: Path) -> SessionStore:
+    """The sessions store at ``path``. A damaged file is moved aside (never overwritten) and a
+    new one started, with a line saying where the old one went and how to recover it; a file
+    that cannot be opened raises PanechatError saying why."""
+    try:
+        return SessionStore(path)
+    except StoreDamagedError as e:
+        moved = set_aside(path)
+        print(
+            f"panechat: {e}; moved it to {moved} and started a new one — to recover its "
+            f"rows: sqlite3 {moved} .recover | sqlite3 recovered.db",
+            file=sys.stderr,
+        )
+        return SessionStore(path)
+    except PermissionError as e:
+        raise PanechatError(
+            f"cannot open the saved sessions: {e} — make {path.parent} writable, "
+            "or run with --no-save"
+        ) from None
+    except (sqlite3.Error, OSError) as e:
+        raise PanechatError(f"cannot open the saved sessions at {path}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["doctor"]:
@@ -219,14 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("panechat").addHandler(logging.NullHandler())
     _show_amx_trial()
+    saves = not args.no_save
+    wants_store = args.resume or args.sessions or args.rename_session or args.delete_session
+    if args.no_save and wants_store:
+        build_parser().error("--no-save runs without the saved sessions; drop one of the two")
     try:
-        store = SessionStore(default_store_path())
-        done = session_command(args, store)
-        if done is not None:
+        store = open_store(default_store_path()) if saves else None
+        done = session_command(args, store) if store is not None else None
+        if done is not None and store is not None:
             store.close()
             return done
         session_id = restore = None
-        if args.resume is not None:
+        if args.resume is not None and store is not None:
             session_id = _session_id(args.resume, store)
             restore = store.load(session_id)
         config = prepare(args)
@@ -234,16 +273,16 @@ def main(argv: list[str] | None = None) -> int:
             resolve_model_path(config.model_path), config.n_gpu_layers, config.weight_layout
         )
         template = template_for(weights.chat_template, config.template)
-        executor = BatchedExecutor(weights, config.context)
+        try:
+            executor = BatchedExecutor(weights, config.context)
+        except ContextTooLargeError as e:
+            where = setting_location(config, "context", e.key)
+            raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
     except PanechatError as e:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2
     except (sqlite3.Error, OSError) as e:
-        print(
-            f"panechat: error: cannot open the saved sessions ({e}) — check that "
-            f"{default_store_path().parent} is writable",
-            file=sys.stderr,
-        )
+        print(f"panechat: error: {e}", file=sys.stderr)
         return 2
     backend = "GPU" if weights.gpu_offload_supported() and config.n_gpu_layers != 0 else "CPU"
     try:
@@ -264,12 +303,18 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 app.source.shutdown()
                 executor.close()
-            if next_session is None:
+                for failure in app.save_failures:  # the screen that showed them is gone
+                    print(f"panechat: {failure}", file=sys.stderr)
+            if next_session is None or store is None:
                 break
             session_id, restore = next_session, store.load(next_session)
             executor = BatchedExecutor(weights, config.context)
+    except KeyboardInterrupt:  # a second Ctrl+C while quitting: at once, without a traceback
+        print("panechat: interrupted", file=sys.stderr)
+        return 130
     finally:
-        store.close()
+        if store is not None:
+            store.close()
         weights.close()
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any
 import tomli
 
 from core import ContextParams, InvalidParamsError, PanechatError, SamplingParams, WeightLayout
+from core.atomic_file import replacing
 from core.chat.config import ChatConfig
 
 APP_NAME = "panechat"
@@ -140,6 +141,20 @@ def _line_of(text: str, section: str, key: str, index: int = 0) -> int | None:
         if match:
             return text.count("\n", 0, match.start()) + 1
     return None
+
+
+def setting_location(config: AppConfig, section: str, key: str) -> str:
+    """ "FILE, line N" of the config file that set ``[section] key`` last (for errors found
+    after loading, such as an n_ctx the model cannot hold); "" when none did."""
+    for path in reversed(config.sources):
+        try:
+            text, data = _read(path)
+        except ConfigError:
+            continue
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            return _where(path, text, section, key)
+    return ""
 
 
 def _where(path: Path, text: str, section: str, key: str, index: int = 0) -> str:
@@ -276,7 +291,8 @@ def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfi
 
 
 def save_theme_choice(theme: str, path: Path | None = None) -> Path:
-    """Persist the chosen theme in the user config, keeping the rest of the file as it is."""
+    """Persist the chosen theme in the user config, keeping the rest of the file as it is;
+    raises OSError when the file cannot be written."""
     target = path or user_config_path()
     line = f'theme = "{theme}"'
     text = target.read_text(encoding="utf-8") if target.is_file() else ""
@@ -287,6 +303,6 @@ def save_theme_choice(theme: str, path: Path | None = None) -> Path:
         head = re.sub(r"(?m)^\s*theme\s*=.*$", line, head, count=1)
     else:
         head = line + "\n" + head
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(head + rest, encoding="utf-8")
+    with replacing(target) as partial:  # a crash mid-write keeps the old file whole
+        partial.write_text(head + rest, encoding="utf-8")
     return target

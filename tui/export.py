@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from core.printable import printable
+
 
 @dataclass(frozen=True, slots=True)
 class PaneTranscript:
@@ -18,6 +20,8 @@ class PaneTranscript:
 
 
 def pane_markdown(pane: PaneTranscript, level: int = 1) -> str:
+    """The pane as Markdown; control characters are written as their pictures (``␛``), so a
+    terminal that shows the file (``cat``) interprets none of them."""
     heading = "#" * level
     lines = [f"{heading} {pane.name}", ""]
     meta = [f"settings: `{pane.settings}`"]
@@ -29,7 +33,7 @@ def pane_markdown(pane: PaneTranscript, level: int = 1) -> str:
     for role, text in pane.messages:
         who = "You" if role == "user" else "Reply"
         lines += [f"**{who}:**", "", text.strip() or "_(no reply)_", ""]
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def session_markdown(panes: Sequence[PaneTranscript], when: datetime | None = None) -> str:

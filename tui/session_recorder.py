@@ -4,7 +4,11 @@ nothing is saved, so the app never asks whether a store exists."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -13,7 +17,7 @@ from core.chat import ChatConfig, ChatDelta, ChatSnapshot
 from tui.session_store import SessionStore
 
 #: Saves a pane's KV cells to a path and returns its decode state (``ChatEngine.snapshot``).
-Snapshot = Callable[[str, Path], ChatSnapshot]
+Snapshot = Callable[[str, Path | None], ChatSnapshot]
 
 
 class Recorder(Protocol):
@@ -51,18 +55,62 @@ class NullRecorder:
         pass
 
 
+#: How often a streaming reply is written: a crash (``kill -9``, power loss) loses at most
+#: this much of it.
+CHECKPOINT_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class StreamingReply:
+    """A reply being written as it streams: its text so far, its row once written."""
+
+    replaces_last: bool  # a regeneration: it overwrites the last reply's row
+    text: str = ""
+    message_id: int | None = None
+    written_at: float = 0.0
+
+
 class SessionRecorder:
     """Writes one session: each pane's row, its messages as they happen, and on quit its
-    decode state. User turns are written when sent, replies when they finish."""
+    decode state. User turns are written when sent (before the model sees them); a reply is
+    written as it streams, at most every :data:`CHECKPOINT_INTERVAL`, and whole when it ends.
 
-    def __init__(self, store: SessionStore, session_id: int) -> None:
+    A write that fails (a full disk, a folder that cannot be written, a damaged database)
+    never stops the chat: the text stays on screen, ``on_error`` is told once, and later
+    writes are tried again (the first that succeeds ends the outage)."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: int,
+        on_error: Callable[[str], None] = lambda message: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.session_id = session_id
+        self.on_error = on_error
+        self.clock = clock
+        self._streaming: dict[str, StreamingReply] = {}  # pane id -> its reply in flight
+        self.failing = False  # the last write failed (and the user was told)
         self._rows: dict[str, int] = {}  # pane id -> its row in the store
-        self._regenerating: set[str] = set()  # panes whose next reply replaces the last
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as e:
+            if not self.failing:
+                self.failing = True
+                self.on_error(
+                    f"could not save to {self.store.path} ({e}); the chat goes on unsaved "
+                    "— export it to keep it"
+                )
+        else:
+            self.failing = False
 
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None:
-        self._rows[pane_id] = self.store.add_pane(self.session_id, config, branched_from)
+        with self._writing():
+            self._rows[pane_id] = self.store.add_pane(self.session_id, config, branched_from)
 
     def pane_restored(self, pane_id: str, row: int) -> None:
         self._rows[pane_id] = row
@@ -70,50 +118,73 @@ class SessionRecorder:
     def message(self, pane_id: str, role: str, text: str) -> None:
         row = self._rows.get(pane_id)
         if row is not None:
-            self.store.add_message(row, role, text)
+            with self._writing():
+                self.store.add_message(row, role, text)
 
     def frame(self, pane_id: str, delta: ChatDelta) -> None:
-        """What a frame completed: a taken-back turn, a reply that finished (or replaced the
-        last one, after a regenerate)."""
+        """What a frame says: a taken-back turn, a reply that streams (checkpointed), one that
+        finished (or replaced the last one, after a regenerate)."""
         row = self._rows.get(pane_id)
         if row is None:
             return
-        if delta.replaces_last:
-            self._regenerating.add(pane_id)
         if delta.taken_back is not None:
-            self.store.drop_last_turn(row)
+            with self._writing():
+                self.store.drop_last_turn(row)
+        if delta.started:
+            self._streaming[pane_id] = StreamingReply(delta.replaces_last, written_at=self.clock())
+        reply = self._streaming.get(pane_id)
+        if reply is not None and delta.finished is None:
+            reply.text += delta.text
+            if self.clock() - reply.written_at >= CHECKPOINT_INTERVAL and reply.text.strip():
+                self._write_reply(row, reply, reply.text.strip())
         if delta.finished is not None:
             self._reply_ended(pane_id, row, delta.reply_text)
 
+    def _write_reply(self, row: int, reply: StreamingReply, text: str) -> None:
+        reply.written_at = self.clock()
+        with self._writing():
+            if reply.message_id is not None:
+                self.store.update_message(reply.message_id, text)
+            elif reply.replaces_last:
+                self.store.replace_last_reply(row, text)
+            else:
+                reply.message_id = self.store.add_message(row, "assistant", text)
+
     def _reply_ended(self, pane_id: str, row: int, text: str | None) -> None:
-        """Save a finished reply (None: cancelled by a clear, nothing to keep)."""
-        replaces = pane_id in self._regenerating
-        self._regenerating.discard(pane_id)
-        if text is None:
-            return
-        if replaces:
-            self.store.replace_last_reply(row, text)
-        else:
-            self.store.add_message(row, "assistant", text)
+        """Save a finished reply whole (None: cancelled by a clear, nothing to keep)."""
+        reply = self._streaming.pop(pane_id, None) or StreamingReply(replaces_last=False)
+        if text is not None:
+            self._write_reply(row, reply, text)
 
     def pane_cleared(self, pane_id: str) -> None:
+        self._streaming.pop(pane_id, None)  # its late frames write nothing
         row = self._rows.get(pane_id)
         if row is not None:
-            self.store.clear_pane(row)
+            with self._writing():
+                self.store.clear_pane(row)
 
     def pane_closed(self, pane_id: str) -> None:
+        self._streaming.pop(pane_id, None)
         row = self._rows.pop(pane_id, None)
         if row is not None:
-            self.store.close_pane(row)
+            with self._writing():
+                self.store.close_pane(row)
 
     def save_states(self, snapshot: Snapshot) -> None:
         """On quit: every open pane's KV cells and decode state, to resume without decoding,
-        and the text of a reply that quitting cut short (the KV cells hold it)."""
+        and the text of a reply that quitting cut short (the KV cells hold it). A pane whose
+        state cannot be written keeps its transcript: it is read again on resume."""
         for pane_id, row in self._rows.items():
             try:
-                saved = snapshot(pane_id, self.store.kv_path(self.session_id, row))
+                path: Path | None = self.store.kv_path(self.session_id, row)
+            except OSError as e:  # the kv folder cannot be made: save the transcript only
+                self.on_error(f"could not save the decode state of a pane ({e})")
+                path = None
+            try:
+                saved = snapshot(pane_id, path)
             except PanechatError:  # the engine did not stop: keep the transcript only
                 saved = ChatSnapshot(None)
             if saved.cut_reply is not None:
                 self._reply_ended(pane_id, row, saved.cut_reply)
-            self.store.save_state(row, saved.state)
+            with self._writing():
+                self.store.save_state(row, saved.state)

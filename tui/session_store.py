@@ -67,6 +67,31 @@ class StoreVersionError(PanechatError):
     """The sessions file was written by a newer panechat."""
 
 
+class StoreDamagedError(PanechatError):
+    """The sessions file is not a database, or SQLite finds damaged pages in it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is damaged ({reason})")
+        self.path = path
+
+
+def set_aside(path: Path, when: float | None = None) -> Path:
+    """Move a damaged database (and its WAL files) out of the way, never overwriting it;
+    return where it went. Its rows may still be recovered from there."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    path.rename(target)
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            extra.rename(target.with_name(target.name + suffix))
+    return target
+
+
 def upgrade(db: sqlite3.Connection, path: Path) -> int:
     """Bring an open database to :data:`SCHEMA_VERSION`, one version at a time; return the
     version it had."""
@@ -94,8 +119,23 @@ def upgrade(db: sqlite3.Connection, path: Path) -> int:
     return found
 
 
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreDamagedError unless SQLite's quick check passes (a few ms for a sessions
+    file): damaged pages behind a valid header would otherwise fail the first write."""
+    try:
+        result = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
+        raise StoreDamagedError(path, str(e)) from None
+    if result != [("ok",)]:
+        raise StoreDamagedError(path, str(result[0][0]) if result else "no answer")
+
+
 def _version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+#: Seconds a write waits for another panechat's transaction on the same file.
+BUSY_TIMEOUT = 10.0
 
 
 def default_store_path() -> Path:
@@ -130,14 +170,16 @@ class SessionStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.kv_dir = path.parent / "kv"
-        self._db = sqlite3.connect(path)
+        # A second panechat on the same folder waits for the lock rather than failing.
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT)
         try:
+            _check_intact(self._db, path)
             upgrade(self._db, path)
-        except StoreVersionError:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+        except BaseException:
             self._db.close()
             raise
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
 
     def close(self) -> None:
         self._db.close()
@@ -198,9 +240,10 @@ class SessionStore:
         with self._db:
             self._db.execute("UPDATE panes SET closed = 1 WHERE id = ?", (pane_id,))
 
-    def add_message(self, pane_id: int, role: str, text: str) -> None:
+    def add_message(self, pane_id: int, role: str, text: str) -> int:
+        """Append a message; returns its id (to update a reply as it streams)."""
         with self._db:
-            self._db.execute(
+            cur = self._db.execute(
                 "INSERT INTO messages (pane_id, role, text, created) VALUES (?, ?, ?, ?)",
                 (pane_id, role, text, time.time()),
             )
@@ -209,6 +252,12 @@ class SessionStore:
                 "(SELECT session_id FROM panes WHERE id = ?)",
                 (time.time(), pane_id),
             )
+        return int(cur.lastrowid or 0)
+
+    def update_message(self, message_id: int, text: str) -> None:
+        """A streaming reply's checkpoint, or its final text."""
+        with self._db:
+            self._db.execute("UPDATE messages SET text = ? WHERE id = ?", (text, message_id))
 
     def replace_last_reply(self, pane_id: int, text: str) -> None:
         """A regenerated reply replaces the stored one (the screen keeps both versions)."""

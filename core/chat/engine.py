@@ -136,10 +136,10 @@ class ChatEngine:
             or bool(self._waiting_opens)
         )
 
-    def snapshot(self, chat_id: str, path: Path) -> ChatSnapshot:
+    def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot:
         """Save a chat's KV cells to ``path`` and return its decode state, ending a reply in
-        flight (its text comes back, to be saved with the transcript). Only after
-        ``shutdown()``: the loop thread must no longer touch the executor."""
+        flight (its text comes back, to be saved with the transcript; ``path`` None: only
+        that). Only after ``shutdown()``: the loop thread must no longer touch the executor."""
         if self._thread.is_alive():
             raise PanechatError("snapshot() needs the engine stopped first (shutdown())")
         session = self._sessions.get(chat_id)
@@ -151,7 +151,7 @@ class ChatEngine:
             session.end_reply()
             cut_reply = reply.text.strip()
         conv = session.conversation
-        if conv.requires_inference:  # a prompt not decoded yet: nothing worth saving
+        if path is None or conv.requires_inference:  # a prompt not decoded: nothing to keep
             return ChatSnapshot(None, cut_reply)
         try:
             conv.save(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -11,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Markdown, Static
 
 from core import StopReason
+from core.printable import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +38,12 @@ class CompareScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="compare"):
             yield Static("[b]Last replies, side by side[/b]")
-            table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
+            table: DataTable[str | Text] = DataTable(cursor_type="row", zebra_stripes=True)
             table.add_columns("pane", "settings", "tokens", "tok/s", "words", "ended by")
             for r in self.replies:
                 table.add_row(
-                    r.pane,
-                    r.settings,
+                    Text(printable(r.pane)),
+                    Text(printable(r.settings)),
                     str(r.tokens),
                     f"{r.tokens_per_second:.1f}",
                     str(len(r.text.split())),
@@ -50,5 +52,6 @@ class CompareScreen(ModalScreen[None]):
             yield table
             with VerticalScroll(id="compare-texts"):
                 for r in self.replies:
-                    yield Markdown(f"**{r.pane}** · `{r.settings}`\n\n{r.text or '_(no reply)_'}")
+                    text = printable(r.text) or "_(no reply)_"
+                    yield Markdown(f"**{printable(r.pane)}** · `{printable(r.settings)}`\n\n{text}")
             yield Static("[dim]Esc closes[/dim]")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from core.printable import printable
 from tui.session_store import SessionStore
 
 
@@ -33,7 +35,7 @@ class SessionsScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="sessions"):
             yield Static("[b]Saved sessions[/b]")
-            table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
+            table: DataTable[str | Text] = DataTable(cursor_type="row", zebra_stripes=True)
             table.add_columns("", "name", "panes", "messages", "last used")
             yield table
             yield Input(placeholder="new name, then Enter", id="rename")
@@ -55,7 +57,8 @@ class SessionsScreen(ModalScreen[int | None]):
         for i, s in enumerate(self.store.sessions()):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
             mark = "●" if s.id == self.current else ""
-            table.add_row(mark, s.name, str(s.panes), str(s.messages), when, key=str(s.id))
+            name = Text(printable(s.name))  # a name shown as typed, never as markup
+            table.add_row(mark, name, str(s.panes), str(s.messages), when, key=str(s.id))
             if s.id == keep:
                 row = i
         table.move_cursor(row=row)

@@ -10,6 +10,8 @@ from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.widgets import Markdown
 
+from core.printable import printable
+
 #: A Markdown link reference definition, ``[label]: url``, which can change earlier blocks.
 LINK_REFERENCE = re.compile(r"(?m)^ {0,3}\[[^\]]+\]:")
 
@@ -50,6 +52,7 @@ class ChatMessage(Markdown):
 
     def __init__(self, role: str, text: str = "", *, notice: bool = False) -> None:
         classes = f"message -{role}" + (" -notice" if notice else "")
+        text = printable(text)  # untrusted: the model's, the user's, a saved session's
         super().__init__(text, classes=classes, parser_factory=shared_parser)
         self.role = role
         self.text = text
@@ -98,6 +101,7 @@ class ChatMessage(Markdown):
             fragment = fragment.lstrip()
             if not fragment:
                 return
+        fragment = printable(fragment)
         self.streaming = True
         self.text += fragment
         await self.append(fragment)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import Static
+
+from core.printable import printable
 
 
 class PaneTitle(Static):
@@ -18,8 +21,14 @@ class PaneTitle(Static):
 
     def render(self) -> str:
         marker = ("● " if self.generating else "") + ("[b]»[/b] " if self.chosen else "")
-        origin = f" [dim]⑂ {self.origin}[/dim]" if self.origin else ""
+        name, origin = shown(self.pane_name), shown(self.origin)
+        origin = f" [dim]⑂ {origin}[/dim]" if origin else ""
         return (
-            f"{marker}[b]{self.pane_name}[/b]{origin} · {self.tokens_per_second:.0f} tok/s · "
-            f"ctx {self.context_used}/{self.context_size} · [dim]{self.sampler}[/dim]"
+            f"{marker}[b]{name}[/b]{origin} · {self.tokens_per_second:.0f} tok/s · "
+            f"ctx {self.context_used}/{self.context_size} · [dim]{shown(self.sampler)}[/dim]"
         )
+
+
+def shown(text: str) -> str:
+    """A name from a config file or a model as markup that shows it literally."""
+    return escape(printable(text))

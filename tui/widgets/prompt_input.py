@@ -5,6 +5,9 @@ from __future__ import annotations
 from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
+from textual.widgets.text_area import Edit, EditResult
+
+from core.printable import printable
 
 
 class PromptInput(TextArea):
@@ -24,6 +27,13 @@ class PromptInput(TextArea):
         super().__init__(
             soft_wrap=True, show_line_numbers=False, compact=True, placeholder=placeholder
         )
+
+    def edit(self, edit: Edit) -> EditResult:
+        """Every insertion (typed, pasted, loaded) lands here: control characters from a paste
+        are kept as visible pictures, never as escapes for the terminal or the model."""
+        if not edit.text.isprintable():
+            edit.text = printable(edit.text)
+        return super().edit(edit)
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":

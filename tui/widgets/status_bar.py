@@ -6,6 +6,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from core.chat import FrameStats
+from tui.widgets.pane_title import shown
 
 
 class StatusBar(Static):
@@ -16,7 +17,7 @@ class StatusBar(Static):
     def render(self) -> str:
         s = self.stats
         return (
-            f"{self.model_name} · {self.backend} · generating {s.generating} · "
+            f"{shown(self.model_name)} · {shown(self.backend)} · generating {s.generating} · "
             f"batch {s.batch_tokens} tok · {s.tokens_per_second:.1f} tok/s · "
             f"KV {s.kv_used}/{s.kv_total}"
         )

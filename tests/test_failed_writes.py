@@ -1,0 +1,145 @@
+"""Writes that fail, files that are damaged, settings out of range: one clear line or a
+notice, the chat goes on, and nothing the user typed is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_tui_config import run_cli
+
+from core import (
+    BatchedExecutor,
+    ContextParams,
+    ContextTooLargeError,
+    InvalidParamsError,
+    LlamaWeights,
+    template_for,
+)
+from core.chat import ChatConfig, ChatSnapshot
+from core.context_budget import KvShape, check_context
+from tui.cli import create_app, open_store
+from tui.config import ConfigError, load_config
+from tui.session_recorder import SessionRecorder
+from tui.session_store import SessionStore
+
+
+def filled_store(path: Path) -> int:
+    """A sessions file of many pages, closed; returns its session id."""
+    store = SessionStore(path)
+    session = store.create_session("precious")
+    pane = store.add_pane(session, ChatConfig("A"))
+    for i in range(200):
+        store.add_message(pane, "user", f"message {i} " + "x" * 1000)
+    store.close()
+    return session
+
+
+@pytest.mark.parametrize("damage", ["damaged pages", "not a database"])
+def test_a_damaged_sessions_file_is_moved_aside_never_overwritten(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sessions.db"
+    filled_store(path)
+    data = bytearray(path.read_bytes())
+    if damage == "damaged pages":  # the header is intact, pages behind it are not
+        data[8192:24576] = b"\xa5" * 16384
+    else:
+        data[:100] = b"this is not an SQLite file" * 3 + b"." * 22
+    path.write_bytes(bytes(data))
+    store = open_store(path)
+    try:
+        assert store.sessions() == []  # a new, empty file
+    finally:
+        store.close()
+    (moved,) = tmp_path.glob("sessions.db.damaged-*")
+    assert moved.read_bytes() == bytes(data)  # kept as it was, for recovery
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(moved) in err and ".recover" in err
+
+
+def test_writes_that_fail_tell_the_user_once_and_the_chat_goes_on(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create_session()
+    told: list[str] = []
+    recorder = SessionRecorder(store, session, told.append)
+    recorder.pane_opened("p", ChatConfig("A"), "")
+    with sqlite3.connect(store.path) as other:  # the file breaks under the running app
+        other.execute("DROP TABLE messages")
+    recorder.message("p", "user", "hello")
+    recorder.message("p", "user", "again")
+    assert len(told) == 1 and "could not save" in told[0] and str(store.path) in told[0]
+    assert recorder.failing
+    store.close()
+
+
+def test_a_kv_path_that_is_not_a_folder_keeps_the_transcript(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    session = store.create_session()
+    told: list[str] = []
+    recorder = SessionRecorder(store, session, told.append)
+    recorder.pane_opened("p", ChatConfig("A"), "")
+    recorder.message("p", "user", "hello")
+    store.kv_dir.write_text("a file where the kv folder goes")
+    recorder.save_states(lambda pane_id, path: ChatSnapshot(None, "a cut reply"))
+    assert told and "decode state" in told[0]
+    assert store.load(session)[0].messages == [("user", "hello"), ("assistant", "a cut reply")]
+    store.close()
+
+
+@pytest.mark.parametrize("n_ctx", [4294967296, 100000000000])
+def test_a_huge_n_ctx_is_refused_with_file_and_line(
+    n_ctx: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, 2^32 wrapped silently and 10^11 grew the process to the whole machine."""
+    with pytest.raises(InvalidParamsError, match="n_ctx must be at most"):
+        ContextParams(n_ctx=n_ctx)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    extra = tmp_path / "big.toml"
+    extra.write_text(f"# mine\n[context]\nn_ctx = {n_ctx}\n")
+    with pytest.raises(ConfigError, match=rf"{extra}, line 3: .*n_ctx must be at most"):
+        load_config(extra)
+
+
+def test_the_context_must_fit_the_model_and_the_memory() -> None:
+    gemma = KvShape(layers=18, kv_heads=1, key_length=256, value_length=256)
+    check_context(32768, 32768, gemma, 2**30)  # 18 KiB a token: 576 MiB of 1 GiB
+    with pytest.raises(ContextTooLargeError, match=r"trained for .*at most 32768"):
+        check_context(32769, 32768, gemma, None)
+    with pytest.raises(ContextTooLargeError, match=r"GiB of KV cache .*at most 23301"):
+        check_context(1_000_000, 10_000_000, gemma, 2**29)
+
+
+def test_the_app_refuses_a_context_beyond_the_trained_one(tmp_path: Path) -> None:
+    extra = tmp_path / "long.toml"
+    extra.write_text("[context]\nn_ctx = 1000000\n")
+    done = run_cli("--config", str(extra), "--no-save", env_home=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"{extra}, line 2: [context] n_ctx = 1,000,000 is more than" in done.stderr
+
+
+def test_the_executor_checks_the_context_against_the_model(weights: LlamaWeights) -> None:
+    with pytest.raises(ContextTooLargeError, match="trained for"):
+        BatchedExecutor(weights, ContextParams(n_ctx=weights.n_ctx_train + 1))
+
+
+async def test_a_start_writes_no_config_and_an_unwritable_one_gives_a_notice(
+    weights: LlamaWeights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    config = replace(load_config(), context=ContextParams(n_ctx=512, n_seq_max=2))
+    executor = BatchedExecutor(weights, config.context)
+    template = template_for(weights.chat_template, config.template)
+    app = create_app(config, executor, template, panes=1)  # persists the theme
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause()
+            assert not (tmp_path / "xdg").exists()  # nothing changed, nothing written
+            (tmp_path / "xdg").write_text("a file where the config folder goes")
+            app.theme = "nord" if config.theme != "nord" else "gruvbox"
+            await pilot.pause()
+    finally:
+        executor.close()
+    assert any("theme is used but not saved" in n for n in app.save_failures)

@@ -1,0 +1,133 @@
+"""Untrusted text never drives the terminal: escape sequences in model output, typed or pasted
+input, restored sessions, persona and model names, and exports are shown as text.
+
+The app runs on the real model and renders every screen update to terminal text for a driver
+that records it, as a terminal would receive it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from textual import events
+from textual.drivers.headless_driver import HeadlessDriver
+
+from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
+from core.chat import ChatDelta
+from core.printable import printable
+from tui.app import PanechatApp
+from tui.cli import create_app
+from tui.config import load_config
+from tui.export import PaneTranscript, pane_markdown
+from tui.session_store import SessionStore
+
+CLEAR_SCREEN = "\x1b[2J"
+SET_CLIPBOARD = "\x1b]52;c;cHduZWQ=\x07"  # OSC 52: the clipboard becomes "pwned"
+SET_TITLE = "\x1b]0;PWNED\x07"  # OSC 0: the terminal's title
+C1_CSI = "\x9b2J"  # the 8-bit form of CSI, which some terminals honour
+HOSTILE = (CLEAR_SCREEN, SET_CLIPBOARD, SET_TITLE, C1_CSI)
+
+
+def test_printable_shows_control_characters_as_pictures() -> None:
+    assert printable("a\x1b[2Jb") == "a␛[2Jb"
+    assert printable("ok\r\nnext\tcol") == "ok\nnext\tcol"  # tabs and newlines stay
+    assert printable("\x07\x7f\x9b") == "␇␡\ufffd"
+    assert printable("plain é ✓") == "plain é ✓"
+    every = printable("".join(chr(c) for c in range(0x100)))
+    assert not [ch for ch in every if is_control(ch) and ch not in "\t\n"]
+
+
+def is_control(ch: str) -> bool:
+    """C0, DEL or C1: what a terminal may act on."""
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0
+
+
+def test_export_writes_no_control_characters() -> None:
+    pane = PaneTranscript(
+        f"evil{SET_TITLE}", "T0.7", f"sys{CLEAR_SCREEN}", [("user", SET_CLIPBOARD)]
+    )
+    text = pane_markdown(pane)
+    assert "\x1b" not in text and "\x07" not in text and "␛]52;c;cHduZWQ=␇" in text
+
+
+class Terminal:
+    """What the app wrote: every screen update, rendered to terminal text."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def driver(self) -> type[HeadlessDriver]:
+        written = self.written
+
+        class RecordingDriver(HeadlessDriver):
+            @property
+            def is_headless(self) -> bool:
+                return False  # so that the app renders its updates, as for a terminal
+
+            def write(self, data: str) -> None:
+                written.append(data)
+
+        return RecordingDriver
+
+    def text(self) -> str:
+        return "".join(self.written)
+
+
+async def test_no_escape_sequence_reaches_the_terminal(
+    weights: LlamaWeights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)  # where the export lands
+    base = load_config()
+    evil = replace(base.panes[0], name=f"Evil{SET_TITLE}[b]bold[/b]", system=CLEAR_SCREEN)
+    config = replace(
+        base,
+        context=ContextParams(n_ctx=1024, n_batch=256, n_seq_max=2),
+        panes=(evil, base.panes[1]),
+    )
+    store = SessionStore(tmp_path / "sessions.db")
+    session_id = store.create_session(f"session{SET_TITLE}")
+    pane_row = store.add_pane(session_id, evil)
+    store.add_message(pane_row, "user", f"hi{SET_CLIPBOARD}")
+    store.add_message(pane_row, "assistant", f"hello{CLEAR_SCREEN}{C1_CSI}")
+    restored = store.load(session_id)
+    terminal = Terminal()
+    executor = BatchedExecutor(weights, config.context)
+    app: PanechatApp = create_app(
+        config,
+        executor,
+        template_for(weights.chat_template, config.template),
+        model_name=f"model{SET_TITLE}",
+        persist_theme=False,
+        store=store,
+        session_id=session_id,
+        restore=restored,
+        driver_class=terminal.driver(),
+    )
+    try:
+        async with app.run_test(headless=False, size=(160, 40)) as pilot:
+            await pilot.pause()
+            (pane,) = app.panes
+            pane.input.post_message(events.Paste(f"pasted{SET_CLIPBOARD}{C1_CSI}"))
+            await pilot.pause()
+            assert "\x1b" not in pane.input.text and "␛]52" in pane.input.text
+            # What a model might stream (the embedded one has echoed ESC[2J), in two pieces.
+            await pane.apply(ChatDelta(text=f"model says {SET_TITLE[:3]}", started=True))
+            await pane.apply(ChatDelta(text=f"{SET_TITLE[3:]}{CLEAR_SCREEN}", generating=True))
+            app.notify(f"a pane named {evil.name}")
+            app.action_export_session()
+            for _ in range(10):
+                await pilot.pause(0.05)
+            await asyncio.sleep(0.1)
+            written = terminal.text()
+            assert "PWNED" in written  # the text is shown...
+            for sequence in HOSTILE:  # ...but never as a sequence the terminal acts on
+                assert sequence not in written, repr(sequence)
+            assert "␛[2J" in written and "[b]bold[/b]" in written  # shown as typed
+            exports = list(app.export_dir.glob("panechat-*.md"))
+    finally:
+        executor.close()
+        store.close()
+    assert exports and "\x1b" not in exports[0].read_text(encoding="utf-8")
