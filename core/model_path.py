@@ -7,6 +7,7 @@ from pathlib import Path
 
 from core.atomic_file import replacing
 from core.errors import ModelLoadError
+from core.gguf_header import read_header
 
 GGUF_MAGIC = b"GGUF"
 EMBEDDED_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -38,6 +39,7 @@ def check_gguf(path: str | os.PathLike[str]) -> Path:
         raise ModelLoadError(
             f"not a GGUF model file: {model} — convert it with llama.cpp or pick a .gguf file"
         )
+    read_header(model)  # a damaged or cut-short file is refused here, not inside llama.cpp
     return model
 
 

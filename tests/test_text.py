@@ -9,6 +9,7 @@ import pytest
 from core import ChatMessage, LlamaWeights, ModelLoadError, TemplateError, template_for
 from core.chat_template import GEMMA, TRANSCRIPT
 from core.detokenizer import IncrementalDetokenizer
+from core.gguf_header import GGML_BLOCKS, read_header
 from core.model_path import resolve_model_path
 from core.reply_stream import ReplyStream, StopReason
 from core.stop_strings import StopStringMatcher
@@ -152,11 +153,50 @@ def test_non_gguf_file_gives_a_one_line_error(tmp_path: Path) -> None:
         resolve_model_path(tmp_path)
 
 
-def test_truncated_gguf_is_refused_by_llama_cpp(tmp_path: Path, weights: LlamaWeights) -> None:
-    broken = tmp_path / "truncated.gguf"
-    broken.write_bytes(weights.path.read_bytes()[:4096])
-    with pytest.raises(ModelLoadError, match="could not load"):
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("cut in the header", "cut short .* inside its header"),
+        ("cut in the tensor data", "cut short: its tensors need 253,113,024 bytes"),
+        ("absurd counts", "cannot fit in the file"),
+        ("unknown version", "GGUF version 99"),
+    ],
+)
+def test_a_damaged_gguf_is_refused_before_llama_cpp_reads_it(
+    tmp_path: Path, weights: LlamaWeights, damage: str, expected: str
+) -> None:
+    """A download cut short or a damaged header: one line naming the file, and llama.cpp
+    never reads it (it trusts the header's sizes)."""
+    data = bytearray(weights.path.read_bytes())
+    if damage == "cut in the header":
+        data = data[:4096]
+    elif damage == "cut in the tensor data":
+        data = data[: len(data) - 1_000_000]
+    elif damage == "absurd counts":
+        data[8:16] = (2**60).to_bytes(8, "little")  # the tensor count
+    else:
+        data[4:8] = (99).to_bytes(4, "little")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=expected) as info:
         LlamaWeights.load(broken)
+    assert "\n" not in str(info.value) and str(broken) in str(info.value)
+
+
+def test_the_header_reader_knows_the_sizes_gguf_py_knows() -> None:
+    from gguf.constants import GGML_QUANT_SIZES
+
+    theirs = {int(kind): size for kind, size in GGML_QUANT_SIZES.items()}
+    assert {kind: GGML_BLOCKS[kind] for kind in theirs if kind in GGML_BLOCKS} == {
+        kind: size for kind, size in theirs.items() if kind in GGML_BLOCKS
+    }
+    assert set(theirs) <= set(GGML_BLOCKS)
+
+
+def test_the_embedded_model_s_header_accounts_for_every_byte(weights: LlamaWeights) -> None:
+    header = read_header(weights.path)
+    assert header.architecture == "gemma3" and header.tensors > 0
+    assert header.data_end == weights.path.stat().st_size
 
 
 def test_default_model_is_the_embedded_gemma(weights: LlamaWeights) -> None:

@@ -1,0 +1,144 @@
+"""A long run that looks for leaks: ``python -m core.soak [--seconds 600]``.
+
+Eight chats stream through the headless engine on the embedded model; each is closed and
+opened again (its conversation disposed and recreated) once it holds about 2,000 tokens, so
+every KV cell, sequence id, sampler and file handle is recycled again and again. The
+process's resident memory and open file descriptors are sampled; after a warm-up, memory may
+grow by at most ``--max-growth-mb`` and the descriptors not at all. Exit 0 when it holds,
+1 when it does not (the CI runs 60 s; docs/RELIABILITY.md has a 10-minute run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from core.chat import ChatConfig, ChatEngine, CloseChat, OpenChat, SendTurn
+from core.chat_template import template_for
+from core.errors import PanechatError
+from core.executor import BatchedExecutor
+from core.model_path import resolve_model_path
+from core.params import ContextParams
+from core.sampling import SamplingParams
+from core.weights import LlamaWeights
+
+CHATS = 8
+TOKENS_PER_CHAT = 2000
+WARM_UP_SHARE = 0.25  # of the run, before the baseline is taken
+SAMPLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    seconds: float
+    rss_mb: float
+    fds: int
+    tokens: int
+    recycled: int  # chats closed and opened again so far
+
+
+@dataclass(frozen=True, slots=True)
+class SoakResult:
+    samples: tuple[Sample, ...]
+    baseline: Sample  # the first sample after the warm-up
+    max_growth_mb: float
+
+    @property
+    def growth_mb(self) -> float:
+        after = [s.rss_mb for s in self.samples if s.seconds >= self.baseline.seconds]
+        return max(after) - self.baseline.rss_mb
+
+    @property
+    def fd_growth(self) -> int:
+        return max(s.fds for s in self.samples[self.samples.index(self.baseline) :]) - (
+            self.baseline.fds
+        )
+
+    @property
+    def holds(self) -> bool:
+        return self.growth_mb <= self.max_growth_mb and self.fd_growth <= 0
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def soak(
+    seconds: float, max_growth_mb: float = 20.0, tokens_per_chat: int = TOKENS_PER_CHAT
+) -> SoakResult:
+    weights = LlamaWeights.load(resolve_model_path(None))
+    params = ContextParams(n_ctx=CHATS * (tokens_per_chat + 256), n_seq_max=CHATS)
+    sampling = SamplingParams(temperature=0.8, top_k=40, seed=7)
+    samples: list[Sample] = []
+    with BatchedExecutor(weights, params) as executor:
+        engine = ChatEngine(executor, template_for(weights.chat_template))
+        serial = {f"c{i}": 0 for i in range(CHATS)}
+
+        def name(slot: str) -> str:
+            return f"{slot}.{serial[slot]}"
+
+        def open_chat(slot: str) -> None:
+            config = ChatConfig(name(slot), "You tell long stories.", sampling, 160, ())
+            engine.submit(OpenChat(name(slot), config), SendTurn(name(slot), "Tell a story."))
+
+        for slot in serial:
+            open_chat(slot)
+        started = next_sample = time.monotonic()
+        tokens = recycled = 0
+        while (now := time.monotonic()) - started < seconds:
+            frame = engine.step()
+            for slot in serial:
+                delta = frame.deltas.get(name(slot)) if frame is not None else None
+                if delta is None or delta.finished is None:
+                    continue
+                tokens += delta.reply_tokens
+                if delta.context_used >= tokens_per_chat:  # recycle: dispose and recreate
+                    engine.submit(CloseChat(name(slot)))
+                    serial[slot] += 1
+                    recycled += 1
+                    open_chat(slot)
+                else:
+                    engine.submit(SendTurn(name(slot), "Go on."))
+            if now >= next_sample:
+                samples.append(Sample(now - started, rss_mb(), open_fds(), tokens, recycled))
+                next_sample = now + SAMPLE_SECONDS
+    weights.close()
+    samples.append(Sample(time.monotonic() - started, rss_mb(), open_fds(), tokens, recycled))
+    warm = next(s for s in samples if s.seconds >= seconds * WARM_UP_SHARE)
+    return SoakResult(tuple(samples), warm, max_growth_mb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.soak", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--max-growth-mb", type=float, default=20.0)
+    parser.add_argument(
+        "--tokens-per-chat", type=int, default=TOKENS_PER_CHAT, help="recycle a chat after this"
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = soak(args.seconds, args.max_growth_mb, args.tokens_per_chat)
+    except PanechatError as e:
+        print(f"soak: error: {e}", file=sys.stderr)
+        return 2
+    last, base = result.samples[-1], result.baseline
+    print(
+        f"{last.seconds:.0f} s, {last.tokens:,} tokens, {last.recycled} chats recycled; "
+        f"after the warm-up ({base.seconds:.0f} s, {base.rss_mb:.1f} MB, {base.fds} fds): "
+        f"memory grew {result.growth_mb:+.1f} MB (limit {result.max_growth_mb:.0f}), "
+        f"fds {result.fd_growth:+d}; {'holds' if result.holds else 'LEAK'}"
+    )
+    return 0 if result.holds else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
