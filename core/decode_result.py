@@ -6,7 +6,10 @@ from enum import Enum
 
 
 class DecodeResult(Enum):
-    """Outcome of one batched decode. Anything but ``OK`` leaves every conversation unchanged."""
+    """Outcome of one batched decode. Anything but ``OK`` leaves every conversation's tokens as
+    they were; where llama.cpp lost the logits rows (``COMPUTE_ABORTED`` and other failures),
+    a conversation that was waiting to sample queues its last token again, so the next
+    ``infer()`` computes its logits anew."""
 
     OK = "ok"
     #: Not enough free KV cells for the batch: dispose or rewind a conversation and retry.

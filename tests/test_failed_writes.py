@@ -4,7 +4,8 @@ notice, the chat goes on, and nothing the user typed is lost."""
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from core import (
 )
 from core.chat import ChatConfig, ChatSnapshot
 from core.context_budget import KvShape, check_context
-from tui.cli import create_app, open_store
+from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
 from tui.config import ConfigError, load_config
 from tui.session_recorder import SessionRecorder
 from tui.session_store import SessionStore
@@ -60,33 +61,45 @@ def test_a_damaged_sessions_file_is_moved_aside_never_overwritten(
     assert err.count("\n") == 1 and str(moved) in err and ".recover" in err
 
 
-def test_writes_that_fail_tell_the_user_once_and_the_chat_goes_on(tmp_path: Path) -> None:
+@dataclass
+class Recording:
+    """A session being recorded with one pane "p", and what the recorder told the user."""
+
+    store: SessionStore
+    session: int
+    recorder: SessionRecorder
+    told: list[str]
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> Iterator[Recording]:
     store = SessionStore(tmp_path / "sessions.db")
     session = store.create_session()
     told: list[str] = []
     recorder = SessionRecorder(store, session, told.append)
     recorder.pane_opened("p", ChatConfig("A"), "")
+    yield Recording(store, session, recorder, told)
+    store.close()
+
+
+def test_writes_that_fail_tell_the_user_once_and_the_chat_goes_on(recording: Recording) -> None:
+    store, recorder, told = recording.store, recording.recorder, recording.told
     with sqlite3.connect(store.path) as other:  # the file breaks under the running app
         other.execute("DROP TABLE messages")
     recorder.message("p", "user", "hello")
     recorder.message("p", "user", "again")
     assert len(told) == 1 and "could not save" in told[0] and str(store.path) in told[0]
     assert recorder.failing
-    store.close()
 
 
-def test_a_kv_path_that_is_not_a_folder_keeps_the_transcript(tmp_path: Path) -> None:
-    store = SessionStore(tmp_path / "sessions.db")
-    session = store.create_session()
-    told: list[str] = []
-    recorder = SessionRecorder(store, session, told.append)
-    recorder.pane_opened("p", ChatConfig("A"), "")
+def test_a_kv_path_that_is_not_a_folder_keeps_the_transcript(recording: Recording) -> None:
+    store, recorder, told = recording.store, recording.recorder, recording.told
     recorder.message("p", "user", "hello")
     store.kv_dir.write_text("a file where the kv folder goes")
     recorder.save_states(lambda pane_id, path: ChatSnapshot(None, "a cut reply"))
     assert told and "decode state" in told[0]
-    assert store.load(session)[0].messages == [("user", "hello"), ("assistant", "a cut reply")]
-    store.close()
+    saved = store.load(recording.session)[0].messages
+    assert saved == [("user", "hello"), ("assistant", "a cut reply")]
 
 
 @pytest.mark.parametrize("n_ctx", [4294967296, 100000000000])
@@ -143,3 +156,14 @@ async def test_a_start_writes_no_config_and_an_unwritable_one_gives_a_notice(
     finally:
         executor.close()
     assert any("theme is used but not saved" in n for n in app.save_failures)
+
+
+def test_an_unwritable_data_folder_runs_unsaved_and_says_so(tmp_path: Path) -> None:
+    blocked = tmp_path / "data"
+    blocked.write_text("a file where the data folder goes")
+    store, notice = store_for_run(blocked / "panechat" / "sessions.db", wanted=True)
+    assert store is None and notice.startswith("this run is not saved: cannot open")
+    assert "\n" not in notice and "writable" in notice
+    assert store_for_run(blocked / "sessions.db", wanted=False) == (None, "")
+    with pytest.raises(StoreUnavailableError):  # --sessions and --resume need the store
+        open_store(blocked / "panechat" / "sessions.db")

@@ -212,3 +212,19 @@ def test_leading_blank_lines_do_not_trip_a_blank_line_stop(weights: LlamaWeights
     rewind, carry = reply.settle(reply.token_count - 1)
     kept = reply.token_count - 1 - rewind
     assert weights.detokenize(tokens[:kept]) + carry == "\n\nParis."
+
+
+def test_an_unknown_architecture_is_refused_in_one_line(
+    tmp_path: Path, weights: LlamaWeights
+) -> None:
+    """A well-formed GGUF of an architecture this llama.cpp does not know."""
+    data = bytearray(weights.path.read_bytes())
+    key = b"general.architecture"
+    at = data.index(key) + len(key) + 4 + 8  # the key, the value type, the string length
+    assert data[at : at + 6] == b"gemma3"
+    data[at : at + 6] = b"nosuch"
+    other = tmp_path / "other.gguf"
+    other.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="unsupported architecture") as info:
+        LlamaWeights.load(other)
+    assert "\n" not in str(info.value)

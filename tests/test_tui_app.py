@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import signal
 import sqlite3
@@ -15,7 +16,14 @@ import pytest
 from textual import events
 from textual.widgets import DataTable
 
-from core import BatchedExecutor, ContextParams, LlamaWeights, PrefixSharing, template_for
+from core import (
+    BatchedExecutor,
+    ContextParams,
+    LlamaWeights,
+    PrefixSharing,
+    SamplingParams,
+    template_for,
+)
 from core.chat import ChatConfig, ChatEngine, SavedState, TurnState
 from tui.app import PanechatApp
 from tui.cli import create_app
@@ -642,3 +650,39 @@ async def test_ctrl_c_with_a_selection_copies_it(make_app: Factory) -> None:
         await pilot.press("ctrl+c")
         await pilot.pause()
         assert app.return_code is None and app.clipboard == "copy me"
+
+
+async def test_a_huge_paste_gets_a_notice_and_the_other_pane_keeps_streaming(
+    make_app: Factory, config: AppConfig
+) -> None:
+    """200,000 characters do not fit a 2,048-token context: the pane says so and keeps the
+    text on screen; the pane beside it streams on while the paste is read and refused."""
+    greedy = SamplingParams(temperature=0.0)
+    # With this persona the embedded model answers the question below at length.
+    system = "A helpful assistant answers briefly."
+    long_reply = replace(config.panes[1], system=system, sampling=greedy, max_tokens=300)
+    app = make_app(config=replace(config, panes=(config.panes[0], long_reply)))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        first, second = app.panes
+        await app.send_to(second, "Count from one to fifty in words.")
+        await wait_for(pilot, lambda: len(replies(second)) == 1 and len(replies(second)[0]) > 20)
+        paste = "Grüße, 世界! " * 18_182  # 200,002 characters, multi-byte ones included
+        first.input.focus()
+        await pilot.pause()
+        app.post_message(events.Paste(paste))  # as the terminal driver delivers it
+        await pilot.pause()
+        assert first.input.text == paste
+        shown_at: list[tuple[float, int]] = []
+        loop = asyncio.get_running_loop()
+        await pilot.press("enter")
+        while second.generating or not shown_at:
+            shown_at.append((loop.time(), len(replies(second)[0])))
+            await pilot.pause(0.05)
+            assert shown_at[-1][0] - shown_at[0][0] < 60
+        notices = [m.text for m in first.query(".-notice")]  # type: ignore[attr-defined]
+        assert any("context full" in n for n in notices), notices
+        assert first.messages()[0] == ("user", paste.strip())  # kept, not lost
+        growth = [t for (_, before), (t, n) in itertools.pairwise(shown_at) if n > before]
+        gaps = [b - a for a, b in itertools.pairwise(growth)]
+        assert growth and max(gaps, default=0.0) < 2.0, gaps  # it kept streaming

@@ -233,13 +233,30 @@ def open_store(path: Path) -> SessionStore:
             file=sys.stderr,
         )
         return SessionStore(path)
-    except PermissionError as e:
-        raise PanechatError(
-            f"cannot open the saved sessions: {e} — make {path.parent} writable, "
-            "or run with --no-save"
-        ) from None
     except (sqlite3.Error, OSError) as e:
-        raise PanechatError(f"cannot open the saved sessions at {path}: {e}") from None
+        raise StoreUnavailableError(
+            f"cannot open the saved sessions at {path}: {e} — make {path.parent} writable"
+        ) from None
+
+
+class StoreUnavailableError(PanechatError):
+    """The sessions file cannot be opened or made (an unwritable or missing data folder)."""
+
+
+def session_command_given(args: argparse.Namespace) -> bool:
+    return bool(args.sessions or args.rename_session or args.delete_session)
+
+
+def store_for_run(path: Path, wanted: bool) -> tuple[SessionStore | None, str]:
+    """The store for an interactive run, and what to tell the user about it: a data folder
+    that cannot be written does not stop the chat, it runs unsaved and says so. (Commands
+    that only manage sessions need the store: they fail with the reason instead.)"""
+    if not wanted:
+        return None, ""
+    try:
+        return open_store(path), ""
+    except StoreUnavailableError as e:
+        return None, f"this run is not saved: {e}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,11 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("panechat").addHandler(logging.NullHandler())
     _show_amx_trial()
     saves = not args.no_save
-    wants_store = args.resume or args.sessions or args.rename_session or args.delete_session
-    if args.no_save and wants_store:
+    if args.no_save and (args.resume or session_command_given(args)):
         build_parser().error("--no-save runs without the saved sessions; drop one of the two")
     try:
-        store = open_store(default_store_path()) if saves else None
+        if args.resume is not None or session_command_given(args):
+            store: SessionStore | None = open_store(default_store_path())
+            unsaved = ""
+        else:
+            store, unsaved = store_for_run(default_store_path(), saves)
         done = session_command(args, store) if store is not None else None
         if done is not None and store is not None:
             store.close()
@@ -298,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 session_id=session_id,
                 restore=restore,
             )
+            if unsaved:
+                app.save_failures.append(unsaved)  # shown once the app is up
             try:
                 next_session = app.run()
             finally:
