@@ -28,7 +28,9 @@ class ContextTooLargeError(InvalidParamsError):
 
 @dataclass(frozen=True, slots=True)
 class KvShape:
-    """What one token costs in the KV cache: per layer, a K and a V row per KV head."""
+    """What one token costs in the KV cache: per layer, a K and a V row per KV head. Every
+    layer counts the whole context: llama.cpp's default context parameters keep full-size
+    caches for sliding-window layers too (``swa_full``), as its log says when it loads one."""
 
     layers: int
     kv_heads: int
@@ -42,7 +44,17 @@ class KvShape:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation without swapping (None: unknown)."""
+    """Bytes a new allocation may take without swapping or meeting the OOM killer: the
+    machine's available memory, or less where a cgroup (a container, a systemd slice) caps
+    this process (None: unknown)."""
+    free = _meminfo_available()
+    room = cgroup_room()
+    if free is None:
+        return room
+    return free if room is None else min(free, room)
+
+
+def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -52,6 +64,41 @@ def available_memory() -> int | None:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cgroup_room(
+    root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """Room left under this process's cgroup memory limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), if it has one. In a container the group's path may name the
+    host's hierarchy, so the cgroup root itself is tried too."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        number, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if number == "0" and controllers == "":  # v2
+            base, files = root, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):  # v1
+            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for group in (base / path.lstrip("/"), base):
+            room = _room(group / files[0], group / files[1])
+            if room is not None:
+                return room
+    return None
+
+
+def _room(limit_file: Path, usage_file: Path) -> int | None:
+    try:
+        limit = limit_file.read_text().strip()
+        if limit == "max" or int(limit) >= 2**60:  # no limit
+            return None
+        return max(0, int(limit) - int(usage_file.read_text()))
+    except (OSError, ValueError):
         return None
 
 

@@ -89,7 +89,9 @@ class BatchedExecutor:
     def __init__(self, weights: LlamaWeights, params: ContextParams | None = None) -> None:
         self._weights = weights
         self._params = params = params or ContextParams()
-        kv_on_cpu = not (weights.gpu_offload_supported() and weights.n_gpu_layers != 0)
+        kv_on_cpu = not (
+            weights.gpu_offload_supported() and weights.n_gpu_layers != 0 and params.offload_kqv
+        )
         check_context(
             params.n_ctx,
             weights.n_ctx_train,

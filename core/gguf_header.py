@@ -18,10 +18,11 @@ from typing import BinaryIO
 
 from core.errors import ModelLoadError
 
-#: ggml type id -> (elements per block, bytes per block), as gguf-py's GGML_QUANT_SIZES.
+#: ggml type id -> (elements per block, bytes per block), as ggml's block structs (gguf-py's
+#: GGML_QUANT_SIZES agrees except for Q8_1, which it sizes with f32 scales: ggml's are f16).
 GGML_BLOCKS: dict[int, tuple[int, int]] = {
     0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
-    9: (32, 40), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
+    9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
     14: (256, 210), 15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98),
     19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1),
     25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
@@ -102,9 +103,8 @@ class _Reader:
             elif item == _STRING:
                 for _ in range(count):
                     self.skip(self.unpack("Q"))
-            else:
-                for _ in range(count):
-                    self.value(item)
+            else:  # llama.cpp's reader refuses arrays of arrays too
+                raise ValueError(f"an array of value type {item}")
             return None
         raise ValueError(f"unknown metadata value type {kind}")
 
@@ -146,15 +146,20 @@ def _walk(r: _Reader) -> GgufHeader:
     if version not in (2, 3):
         raise ValueError(f"GGUF version {version}; llama.cpp reads versions 2 and 3")
     tensors, kv = r.unpack("Q"), r.unpack("Q")
-    if tensors > r.size // 16 or kv > r.size // 16:  # each entry takes more bytes than that
+    # Counts beyond the file's size in bytes are damage, not a short file (each entry takes
+    # 13 bytes or more); counts that merely overrun a short file end in _Truncated below.
+    if tensors > r.size or kv > r.size:
         raise ValueError(f"{tensors} tensors and {kv} metadata keys cannot fit in the file")
     architecture, alignment = "", DEFAULT_ALIGNMENT
     for _ in range(kv):
         key = r.string().decode("utf-8")
-        value = r.value(r.unpack("I"))
+        kind = r.unpack("I")
+        value = r.value(kind)
         if key == "general.architecture" and isinstance(value, bytes):
             architecture = value.decode("utf-8")
-        elif key == "general.alignment" and isinstance(value, int) and value > 0:
+        elif key == "general.alignment":
+            if kind != 4 or not isinstance(value, int) or value <= 0 or value & (value - 1):
+                raise ValueError("general.alignment must be a u32 power of two")
             alignment = value
     end: int | None = 0
     for _ in range(tensors):

@@ -74,7 +74,9 @@ def test_a_kill_mid_stream_loses_at_most_the_last_second(tmp_path: Path, run: in
     for chat, row in by_chat.items():
         messages = saved[row].messages
         sent = [text for _, kind, c, text in lines if kind == "SENT" and c == chat]
-        assert [text for role, text in messages if role == "user"] == sent  # every turn
+        users = [text for role, text in messages if role == "user"]
+        # Every turn committed before the kill; one more if it came between commit and print.
+        assert users[: len(sent)] == sent and len(users) - len(sent) in (0, 1), (users, sent)
         # The reply streaming at the kill: the text shown up to a second before it is saved.
         last_sent = max(t for t, kind, c, _ in lines if kind == "SENT" and c == chat)
         streamed = [

@@ -19,8 +19,8 @@ from core import (
     LlamaWeights,
     template_for,
 )
-from core.chat import ChatConfig, ChatSnapshot
-from core.context_budget import KvShape, check_context
+from core.chat import ChatConfig, ChatSnapshot, SavedState, TurnState
+from core.context_budget import KvShape, cgroup_room, check_context
 from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
 from tui.config import ConfigError, load_config
 from tui.session_recorder import SessionRecorder
@@ -167,3 +167,52 @@ def test_an_unwritable_data_folder_runs_unsaved_and_says_so(tmp_path: Path) -> N
     assert store_for_run(blocked / "sessions.db", wanted=False) == (None, "")
     with pytest.raises(StoreUnavailableError):  # --sessions and --resume need the store
         open_store(blocked / "panechat" / "sessions.db")
+
+
+def test_an_outage_is_retried_and_a_pane_that_lost_a_write_is_read_again(
+    recording: Recording,
+) -> None:
+    """A pane whose row could not be written gets it once writes work again; a pane whose
+    transcript missed a write saves no KV state (the cells would not match the text)."""
+    store, recorder = recording.store, recording.recorder
+    with sqlite3.connect(store.path) as other:  # an outage: every insert fails
+        other.execute(
+            "CREATE TRIGGER outage BEFORE INSERT ON messages "
+            "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
+        )
+        other.execute(
+            "CREATE TRIGGER outage2 BEFORE INSERT ON panes "
+            "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
+        )
+    recorder.pane_opened("q", ChatConfig("B"), "")
+    recorder.message("p", "user", "lost")
+    assert recording.told and recorder.failing
+    with sqlite3.connect(store.path) as other:
+        other.execute("DROP TRIGGER outage")
+        other.execute("DROP TRIGGER outage2")
+    recorder.message("q", "user", "after the outage")  # writes q's row first
+    assert not recorder.failing
+    state = SavedState(TurnState(turn_starts=(0,)), "kv", 5)
+    recorder.save_states(lambda pane_id, path: ChatSnapshot(state))
+    saved = {pane.config.name: pane for pane in store.load(recording.session)}
+    assert saved["B"].messages == [("user", "after the outage")] and saved["B"].state == state
+    assert saved["A"].messages == [] and saved["A"].state is None  # missed "lost"
+
+
+@pytest.mark.parametrize("version", ["v2", "v1", "unlimited"])
+def test_a_cgroup_limit_bounds_the_memory_available(tmp_path: Path, version: str) -> None:
+    """In a container the cgroup's limit, not the machine's free memory, is what an n_ctx
+    must fit: the OOM killer acts on it."""
+    membership = tmp_path / "cgroup"
+    if version == "v2":
+        membership.write_text("0::/app\n")
+        group, files = tmp_path / "app", ("memory.max", "memory.current")
+    else:
+        membership.write_text("9:name=systemd:/\n4:memory:/host/path/app\n")
+        group, files = tmp_path / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    group.mkdir(parents=True)  # v1: only the namespace root exists, as in a container
+    limit = "9223372036854771712" if version == "unlimited" else str(8 * 2**30)
+    (group / files[0]).write_text(limit + "\n")
+    (group / files[1]).write_text(str(3 * 2**30) + "\n")
+    room = cgroup_room(tmp_path, membership)
+    assert room == (None if version == "unlimited" else 5 * 2**30)

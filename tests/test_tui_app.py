@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from core import (
     BatchedExecutor,
@@ -22,9 +22,10 @@ from core import (
     LlamaWeights,
     PrefixSharing,
     SamplingParams,
+    StopReason,
     template_for,
 )
-from core.chat import ChatConfig, ChatEngine, SavedState, TurnState
+from core.chat import ChatConfig, ChatDelta, ChatEngine, Frame, SavedState, TurnState
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, load_config
@@ -600,6 +601,13 @@ async def test_sessions_screen_renames_deletes_and_opens_another(
         table.move_cursor(row=keys.index(str(other)))
         await pilot.press("r", *"monday", "enter")
         assert {s.id: s.name for s in store.sessions()}[other] == "monday"
+        hostile = "[/x] [@click=app.quit]click[/] \x1b[2J"  # bad markup, an action, an escape
+        await pilot.press("r")
+        screen.query_one("#rename", Input).value = hostile
+        await pilot.press("enter")
+        await pilot.pause()
+        assert {s.id: s.name for s in store.sessions()}[other] == hostile.strip()
+        assert app.return_code is None and app.screen is screen  # shown, not run
         await pilot.press("enter")  # open it: the app exits asking for that session
         await pilot.pause()
     assert app.return_value == other
@@ -686,3 +694,45 @@ async def test_a_huge_paste_gets_a_notice_and_the_other_pane_keeps_streaming(
         growth = [t for (_, before), (t, n) in itertools.pairwise(shown_at) if n > before]
         gaps = [b - a for a, b in itertools.pairwise(growth)]
         assert growth and max(gaps, default=0.0) < 2.0, gaps  # it kept streaming
+
+
+@pytest.mark.parametrize("when", ["buffered", "during shutdown"])
+async def test_quitting_saves_what_the_screen_had_not_shown_yet(
+    weights: LlamaWeights,
+    config: AppConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    """A frame the engine posted just before quit still reaches the transcript, whether the
+    app had buffered it for the next screen update or not handled its message at all, so the
+    saved text matches the saved KV cells."""
+    store = SessionStore(tmp_path / "sessions.db")
+    executor = BatchedExecutor(weights, config.context)
+    template = template_for(weights.chat_template, config.template)
+    app = create_app(config, executor, template, persist_theme=False, store=store)
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await pilot.pause()
+            pane = app.panes[0]
+            await ask(pilot, app, pane, "Hello there.")
+            # As the engine's thread would, right before the app stops handling messages:
+            late = ChatDelta(text="late", started=True, finished=StopReason.END_OF_GENERATION)
+            late.reply_text = "a late reply"
+            if when == "buffered":
+                app.receive(Frame({pane.pane_id: late}))
+            else:  # the frame the engine emits while quitting waits for it (no message runs)
+                engine = loop_of(app)
+                stop = engine.shutdown
+
+                def emit_then_stop(timeout: float = 5.0) -> None:
+                    app.receive(Frame({pane.pane_id: late}))
+                    stop(timeout)
+
+                monkeypatch.setattr(engine, "shutdown", emit_then_stop)
+            app.exit()
+    finally:
+        executor.close()
+    (saved, *_) = store.load(app.session_id or 0)
+    store.close()
+    assert saved.messages[-1] == ("assistant", "a late reply")

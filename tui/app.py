@@ -28,7 +28,9 @@ from core.chat import (
     CloseChat,
     Command,
     EditLastTurn,
+    EngineEvent,
     ForkChat,
+    Frame,
     Notice,
     NoticeKind,
     OpenChat,
@@ -43,8 +45,9 @@ from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice
 from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
 from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
+from tui.frame_inbox import FrameInbox
 from tui.gc_policy import GcPolicy
-from tui.messages import EngineFailed, FrameUpdate
+from tui.messages import EngineFailed, FrameUpdate, message_for
 from tui.notice_text import notice_text
 from tui.screens.compare_screen import CompareScreen
 from tui.screens.help_screen import HelpScreen
@@ -115,6 +118,7 @@ class PanechatApp(App[int | None]):
         self.keys = KeyNames(config.keys)
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
         self.frame_buffer = FrameBuffer(config.update_interval)
+        self.inbox = FrameInbox()
         self._flush_timer: Timer | None = None
         self.gc_policy = GcPolicy()
         self.pane_row = PaneRow(config.context.n_ctx, self.keys)
@@ -264,7 +268,15 @@ class PanechatApp(App[int | None]):
         await pane.add_user_message(text)
         self.recorder.message(pane.pane_id, "user", text)
 
+    def receive(self, event: EngineEvent) -> None:
+        """The engine's callback, in the engine's thread: keep the frame until it is handled
+        (see FrameInbox) and wake the app with it (``post_message`` is thread-safe)."""
+        if isinstance(event, Frame):
+            self.inbox.put(event)
+        self.post_message(message_for(event))
+
     def on_frame_update(self, event: FrameUpdate) -> None:
+        self.inbox.take()
         self.frames_seen = [*self.frames_seen[-63:], event]
         now = time.monotonic()
         due = self.frame_buffer.add(event.deltas, event.stats, now)
@@ -537,5 +549,14 @@ class PanechatApp(App[int | None]):
     async def on_unmount(self) -> None:
         self._on_termination(False)
         self.source.shutdown()
+        # What the screen had not shown yet still belongs in the transcript: the buffered
+        # deltas, then the frames posted but not handled, in the order they came.
+        pending, _ = self.frame_buffer.take(time.monotonic())
+        for pane_id, deltas in pending.items():
+            for delta in deltas:
+                self.recorder.frame(pane_id, delta)
+        for frame in self.inbox.drain():
+            for pane_id, delta in frame.deltas.items():
+                self.recorder.frame(pane_id, delta)
         self.recorder.save_states(self.source.snapshot)
         self.gc_policy.restore()

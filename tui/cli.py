@@ -24,7 +24,6 @@ from core import (
 )
 from core.printable import printable
 from tui.config import AppConfig, load_config, setting_location
-from tui.messages import message_for
 from tui.session_store import (
     SavedPane,
     SessionStore,
@@ -166,7 +165,7 @@ def create_app(
     loop = ChatEngine(
         executor,
         template,
-        lambda event: holder[0].post_message(message_for(event)),
+        lambda event: holder[0].receive(event),
         nice=config.decode_nice,
     )
     app = PanechatApp(
@@ -226,17 +225,24 @@ def open_store(path: Path) -> SessionStore:
     try:
         return SessionStore(path)
     except StoreDamagedError as e:
-        moved = set_aside(path)
-        print(
-            f"panechat: {e}; moved it to {moved} and started a new one — to recover its "
-            f"rows: sqlite3 {moved} .recover | sqlite3 recovered.db",
-            file=sys.stderr,
-        )
-        return SessionStore(path)
-    except (sqlite3.Error, OSError) as e:
+        damaged = e
+    except OSError as e:  # the folder cannot be made or written
         raise StoreUnavailableError(
             f"cannot open the saved sessions at {path}: {e} — make {path.parent} writable"
         ) from None
+    except sqlite3.Error as e:  # locked past the busy timeout, an I/O error
+        raise StoreUnavailableError(f"cannot open the saved sessions at {path}: {e}") from None
+    try:
+        moved = set_aside(path)
+        store = SessionStore(path)
+    except (sqlite3.Error, OSError) as e:
+        raise StoreUnavailableError(f"{damaged}, and starting a new one failed: {e}") from None
+    print(
+        f"panechat: {damaged}; moved it to {moved} and started a new one — to recover its "
+        f"rows: sqlite3 {moved} .recover | sqlite3 recovered.db",
+        file=sys.stderr,
+    )
+    return store
 
 
 class StoreUnavailableError(PanechatError):
@@ -260,7 +266,16 @@ def store_for_run(path: Path, wanted: bool) -> tuple[SessionStore | None, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``panechat``. Ctrl+C outside the app's screen (loading the model, saving after quit)
+    ends it at once with 130 and one line, not a traceback."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        print("panechat: interrupted", file=sys.stderr)
+        return 130
+
+
+def run(argv: list[str]) -> int:
     if argv[:1] == ["doctor"]:
         return doctor_command(argv[1:])
     if argv[:1] == ["bench"]:
@@ -329,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"panechat: {failure}", file=sys.stderr)
             if next_session is None or store is None:
                 break
-            session_id, restore = next_session, store.load(next_session)
+            try:
+                session_id, restore = next_session, store.load(next_session)
+            except (sqlite3.Error, OSError) as e:
+                print(f"panechat: error: cannot open session {next_session}: {e}", file=sys.stderr)
+                return 2
             executor = BatchedExecutor(weights, config.context)
-    except KeyboardInterrupt:  # a second Ctrl+C while quitting: at once, without a traceback
-        print("panechat: interrupted", file=sys.stderr)
-        return 130
     finally:
         if store is not None:
             store.close()

@@ -93,12 +93,17 @@ class SessionRecorder:
         self._streaming: dict[str, StreamingReply] = {}  # pane id -> its reply in flight
         self.failing = False  # the last write failed (and the user was told)
         self._rows: dict[str, int] = {}  # pane id -> its row in the store
+        self._unwritten: dict[str, tuple[ChatConfig, str]] = {}  # panes whose row failed
+        self._lost: set[str] = set()  # panes that missed a write: their KV is not saved
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, pane_id: str | None = None) -> Iterator[None]:
+        """Guard one write; a failure marks the pane as having lost it."""
         try:
             yield
         except (sqlite3.Error, OSError) as e:
+            if pane_id is not None:
+                self._lost.add(pane_id)
             if not self.failing:
                 self.failing = True
                 self.on_error(
@@ -109,26 +114,39 @@ class SessionRecorder:
             self.failing = False
 
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None:
-        with self._writing():
-            self._rows[pane_id] = self.store.add_pane(self.session_id, config, branched_from)
+        self._unwritten[pane_id] = (config, branched_from)
+        self._row(pane_id)
+
+    def _row(self, pane_id: str) -> int | None:
+        """The pane's row, written now if an earlier try failed (None: still failing, or a
+        pane this session does not record)."""
+        if pane_id in self._unwritten:
+            config, branched_from = self._unwritten[pane_id]
+            with self._writing():
+                self._rows[pane_id] = self.store.add_pane(self.session_id, config, branched_from)
+                del self._unwritten[pane_id]
+        return self._rows.get(pane_id)
 
     def pane_restored(self, pane_id: str, row: int) -> None:
         self._rows[pane_id] = row
 
     def message(self, pane_id: str, role: str, text: str) -> None:
-        row = self._rows.get(pane_id)
-        if row is not None:
-            with self._writing():
-                self.store.add_message(row, role, text)
+        row = self._row(pane_id)
+        if row is None:
+            self._lost.add(pane_id)
+            return
+        with self._writing(pane_id):
+            self.store.add_message(row, role, text)
 
     def frame(self, pane_id: str, delta: ChatDelta) -> None:
         """What a frame says: a taken-back turn, a reply that streams (checkpointed), one that
         finished (or replaced the last one, after a regenerate)."""
-        row = self._rows.get(pane_id)
+        row = self._row(pane_id)
         if row is None:
+            self._lost.add(pane_id)
             return
         if delta.taken_back is not None:
-            with self._writing():
+            with self._writing(pane_id):
                 self.store.drop_last_turn(row)
         if delta.started:
             self._streaming[pane_id] = StreamingReply(delta.replaces_last, written_at=self.clock())
@@ -140,9 +158,13 @@ class SessionRecorder:
         if delta.finished is not None:
             self._reply_ended(pane_id, row, delta.reply_text)
 
-    def _write_reply(self, row: int, reply: StreamingReply, text: str) -> None:
+    def _write_reply(
+        self, row: int, reply: StreamingReply, text: str, final_of: str | None = None
+    ) -> None:
+        """A checkpoint, or with ``final_of`` (the pane) the whole reply: only a final write
+        that fails loses anything (a failed checkpoint is covered by the final one)."""
         reply.written_at = self.clock()
-        with self._writing():
+        with self._writing(final_of):
             if reply.message_id is not None:
                 self.store.update_message(reply.message_id, text)
             elif reply.replaces_last:
@@ -154,17 +176,19 @@ class SessionRecorder:
         """Save a finished reply whole (None: cancelled by a clear, nothing to keep)."""
         reply = self._streaming.pop(pane_id, None) or StreamingReply(replaces_last=False)
         if text is not None:
-            self._write_reply(row, reply, text)
+            self._write_reply(row, reply, text, pane_id)
 
     def pane_cleared(self, pane_id: str) -> None:
         self._streaming.pop(pane_id, None)  # its late frames write nothing
-        row = self._rows.get(pane_id)
+        row = self._row(pane_id)
         if row is not None:
-            with self._writing():
+            with self._writing(pane_id):
                 self.store.clear_pane(row)
+                self._lost.discard(pane_id)  # nothing left to be missing
 
     def pane_closed(self, pane_id: str) -> None:
         self._streaming.pop(pane_id, None)
+        self._unwritten.pop(pane_id, None)
         row = self._rows.pop(pane_id, None)
         if row is not None:
             with self._writing():
@@ -186,5 +210,7 @@ class SessionRecorder:
                 saved = ChatSnapshot(None)
             if saved.cut_reply is not None:
                 self._reply_ended(pane_id, row, saved.cut_reply)
+            # A transcript that missed a write would not match the cells: read it again.
+            state = None if pane_id in self._lost else saved.state
             with self._writing():
-                self.store.save_state(row, saved.state)
+                self.store.save_state(row, state)

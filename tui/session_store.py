@@ -119,13 +119,19 @@ def upgrade(db: sqlite3.Connection, path: Path) -> int:
     return found
 
 
+#: SQLite's primary result codes that mean the file itself is damaged.
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
 def _check_intact(db: sqlite3.Connection, path: Path) -> None:
     """Raise StoreDamagedError unless SQLite's quick check passes (a few ms for a sessions
     file): damaged pages behind a valid header would otherwise fail the first write."""
     try:
         result = db.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
-        raise StoreDamagedError(path, str(e)) from None
+    except sqlite3.DatabaseError as e:
+        if e.sqlite_errorcode & 0xFF in _DAMAGED:  # "not a database", "malformed"
+            raise StoreDamagedError(path, str(e)) from None
+        raise  # locked, I/O, permissions: the file may be fine, and is left where it is
     if result != [("ok",)]:
         raise StoreDamagedError(path, str(result[0][0]) if result else "no answer")
 

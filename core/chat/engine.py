@@ -151,7 +151,9 @@ class ChatEngine:
             session.end_reply()
             cut_reply = reply.text.strip()
         conv = session.conversation
-        if path is None or conv.requires_inference:  # a prompt not decoded: nothing to keep
+        if path is None or conv.requires_inference or session.turns:
+            # A prompt not decoded, or turns the model has not seen: the transcript holds
+            # more than the cells, so the chat is read again on resume.
             return ChatSnapshot(None, cut_reply)
         try:
             conv.save(path)

@@ -19,7 +19,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
-            yield Static("[b]panechat keys[/b]  (rebind them in the [keys] table of config.toml)")
+            yield Static(r"[b]panechat keys[/b]  (rebind them in the \[keys] table of config.toml)")
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
             table.add_columns("key", "action")
             for key, description in self.rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from rich.text import Text
@@ -54,7 +55,12 @@ class SessionsScreen(ModalScreen[int | None]):
         keep = self._selected()
         table.clear()
         row = 0
-        for i, s in enumerate(self.store.sessions()):
+        try:
+            sessions = self.store.sessions()
+        except (sqlite3.Error, OSError) as e:
+            self._failed("list the sessions", e)
+            sessions = []
+        for i, s in enumerate(sessions):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
             mark = "●" if s.id == self.current else ""
             name = Text(printable(s.name))  # a name shown as typed, never as markup
@@ -98,8 +104,12 @@ class SessionsScreen(ModalScreen[int | None]):
         chosen, name = self._selected(), rename.value.strip()
         rename.display = False
         if chosen is not None and name:
-            self.store.rename(chosen, name)
-            self.notify(f"renamed to {name!r}")
+            try:
+                self.store.rename(chosen, name)
+            except (sqlite3.Error, OSError) as e:
+                self._failed("rename it", e)
+            else:
+                self.notify(f"renamed to {printable(name)!r}", markup=False)
         self._fill()
         self.query_one(DataTable).focus()
 
@@ -114,7 +124,16 @@ class SessionsScreen(ModalScreen[int | None]):
             self._armed_delete = chosen
             self.notify("press d again to delete this session and its saved state")
             return
-        self.store.delete(chosen)
         self._armed_delete = None
-        self.notify("session deleted")
+        try:
+            self.store.delete(chosen)
+        except (sqlite3.Error, OSError) as e:
+            self._failed("delete it", e)
+        else:
+            self.notify("session deleted")
         self._fill()
+
+    def _failed(self, doing: str, error: Exception) -> None:
+        """A sessions file that fails under the screen: say so, and keep the app running."""
+        message = f"could not {doing}: {printable(str(error))}"
+        self.notify(message, severity="error", markup=False)

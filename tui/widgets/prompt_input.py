@@ -29,8 +29,9 @@ class PromptInput(TextArea):
         )
 
     def edit(self, edit: Edit) -> EditResult:
-        """Every insertion (typed, pasted, loaded) lands here: control characters from a paste
-        are kept as visible pictures, never as escapes for the terminal or the model."""
+        """Every typed or pasted insertion lands here: control characters from a paste are kept
+        as visible pictures, never as escapes for the terminal or the model. (``load_text``
+        bypasses it; the app loads only text that came through here: a taken-back turn.)"""
         if not edit.text.isprintable():
             edit.text = printable(edit.text)
         return super().edit(edit)
