@@ -616,31 +616,26 @@ async def test_sessions_screen_renames_deletes_and_opens_another(
 
 @pytest.mark.parametrize("how", ["SIGTERM", "ctrl+c"])
 async def test_sigterm_and_ctrl_c_quit_and_save_as_ctrl_q_does(
-    weights: LlamaWeights, config: AppConfig, tmp_path: Path, how: str
+    make_app: Factory, tmp_path: Path, how: str
 ) -> None:
     store = SessionStore(tmp_path / "sessions.db")
-    executor = BatchedExecutor(weights, config.context)
-    template = template_for(weights.chat_template, config.template)
-    app = create_app(config, executor, template, persist_theme=False, store=store)
-    try:
-        async with app.run_test(size=(140, 40)) as pilot:
-            await pilot.pause()
-            pane = app.panes[0]
-            await ask(pilot, app, pane, "Hello there.")
-            assert app.return_code is None
-            if how == "SIGTERM":
-                # Only with the handler in place: the default would end the test run.
-                assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
-                os.kill(os.getpid(), signal.SIGTERM)
-            else:
-                await pilot.press("ctrl+c")
-            for _ in range(100):
-                if app.return_code is not None:
-                    break
-                await asyncio.sleep(0.05)
-            assert app.return_code == 0  # it quit by itself, before the test left it
-    finally:
-        executor.close()
+    app = make_app(store=store)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Hello there.")
+        assert app.return_code is None
+        if how == "SIGTERM":
+            # Only with the handler in place: the default would end the test run.
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            await pilot.press("ctrl+c")
+        for _ in range(100):
+            if app.return_code is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert app.return_code == 0  # it quit by itself, before the test left it
     saved = store.load(app.session_id or 0)
     store.close()
     assert saved[0].state is not None  # the decode state was saved, as on Ctrl+Q
@@ -698,41 +693,32 @@ async def test_a_huge_paste_gets_a_notice_and_the_other_pane_keeps_streaming(
 
 @pytest.mark.parametrize("when", ["buffered", "during shutdown"])
 async def test_quitting_saves_what_the_screen_had_not_shown_yet(
-    weights: LlamaWeights,
-    config: AppConfig,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    when: str,
+    make_app: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     """A frame the engine posted just before quit still reaches the transcript, whether the
     app had buffered it for the next screen update or not handled its message at all, so the
     saved text matches the saved KV cells."""
     store = SessionStore(tmp_path / "sessions.db")
-    executor = BatchedExecutor(weights, config.context)
-    template = template_for(weights.chat_template, config.template)
-    app = create_app(config, executor, template, persist_theme=False, store=store)
-    try:
-        async with app.run_test(size=(140, 40)) as pilot:
-            await pilot.pause()
-            pane = app.panes[0]
-            await ask(pilot, app, pane, "Hello there.")
-            # As the engine's thread would, right before the app stops handling messages:
-            late = ChatDelta(text="late", started=True, finished=StopReason.END_OF_GENERATION)
-            late.reply_text = "a late reply"
-            if when == "buffered":
+    app = make_app(store=store)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Hello there.")
+        # As the engine's thread would, right before the app stops handling messages:
+        late = ChatDelta(text="late", started=True, finished=StopReason.END_OF_GENERATION)
+        late.reply_text = "a late reply"
+        if when == "buffered":
+            app.receive(Frame({pane.pane_id: late}))
+        else:  # the frame the engine emits while quitting waits for it (no message runs)
+            engine = loop_of(app)
+            stop = engine.shutdown
+
+            def emit_then_stop(timeout: float = 5.0) -> None:
                 app.receive(Frame({pane.pane_id: late}))
-            else:  # the frame the engine emits while quitting waits for it (no message runs)
-                engine = loop_of(app)
-                stop = engine.shutdown
+                stop(timeout)
 
-                def emit_then_stop(timeout: float = 5.0) -> None:
-                    app.receive(Frame({pane.pane_id: late}))
-                    stop(timeout)
-
-                monkeypatch.setattr(engine, "shutdown", emit_then_stop)
-            app.exit()
-    finally:
-        executor.close()
+            monkeypatch.setattr(engine, "shutdown", emit_then_stop)
+        app.exit()
     (saved, *_) = store.load(app.session_id or 0)
     store.close()
     assert saved.messages[-1] == ("assistant", "a late reply")
