@@ -8,6 +8,7 @@ import itertools
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -713,12 +714,46 @@ async def test_quitting_saves_what_the_screen_had_not_shown_yet(
             engine = loop_of(app)
             stop = engine.shutdown
 
-            def emit_then_stop(timeout: float = 5.0) -> None:
+            def emit_then_stop(timeout: float = 5.0) -> bool:
                 app.receive(Frame({pane.pane_id: late}))
-                stop(timeout)
+                return stop(timeout)
 
             monkeypatch.setattr(engine, "shutdown", emit_then_stop)
         app.exit()
     (saved, *_) = store.load(app.session_id or 0)
     store.close()
     assert saved.messages[-1] == ("assistant", "a late reply")
+
+
+async def test_a_second_ctrl_c_quits_without_waiting_for_a_stuck_decode(
+    make_app: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first Ctrl+C stops the decode thread off the UI thread; if that hangs (a decode
+    that will not stop), a second Ctrl+C exits at once, the transcripts saved as ever."""
+    store = SessionStore(tmp_path / "sessions.db")
+    app = make_app(store=store)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Hello there.")
+        engine = loop_of(app)
+        stop = engine.shutdown
+
+        def stuck_then_stop(timeout: float = 5.0) -> bool:
+            time.sleep(min(timeout, 4.0))  # a decode that takes its time to stop
+            return stop(timeout)
+
+        monkeypatch.setattr(engine, "shutdown", stuck_then_stop)
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.3)
+        assert app.return_code is None and app.quitting  # still stopping the decode
+        pressed = time.monotonic()
+        await pilot.press("ctrl+c")
+        for _ in range(100):
+            if app.return_code is not None:
+                break
+            await asyncio.sleep(0.02)
+    assert app.return_code == 0 and time.monotonic() - pressed < 1.5  # the app has ended
+    saved = store.load(app.session_id or 0)
+    store.close()
+    assert saved[0].messages[0] == ("user", "Hello there.")

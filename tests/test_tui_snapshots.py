@@ -31,8 +31,8 @@ class ScriptedSource:
     def submit(self, *commands: Command) -> None:
         self.commands.extend(commands)
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        pass
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        return True
 
     def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot:
         return ChatSnapshot(None)

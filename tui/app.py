@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -47,7 +48,7 @@ from tui.export import PaneTranscript, pane_markdown, session_markdown, write_ex
 from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
 from tui.frame_inbox import FrameInbox
 from tui.gc_policy import GcPolicy
-from tui.messages import EngineFailed, FrameUpdate, message_for
+from tui.messages import DecodeStopped, EngineFailed, FrameUpdate, message_for
 from tui.notice_text import notice_text
 from tui.screens.compare_screen import CompareScreen
 from tui.screens.help_screen import HelpScreen
@@ -59,13 +60,19 @@ from tui.widgets.chat_pane import ChatPane
 from tui.widgets.pane_row import PaneRow
 from tui.widgets.status_bar import StatusBar
 
+#: Seconds quitting waits for the decode thread to stop before the KV cells are saved
+#: (a decode is cancelled at its next step; this is for one that will not stop).
+SHUTDOWN_WAIT = 5.0
+#: A quit that takes longer than this says what it is doing, and how to skip it.
+QUIT_NOTICE_AFTER = 0.5
+
 
 class DecodeSource(Protocol):
     """What the app needs from the decode loop (a scripted fake in layout tests)."""
 
     def start(self) -> None: ...
     def submit(self, *commands: Command) -> None: ...
-    def shutdown(self, timeout: float = 5.0) -> None: ...
+    def shutdown(self, timeout: float = 5.0) -> bool: ...
     def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot: ...
 
 
@@ -115,6 +122,8 @@ class PanechatApp(App[int | None]):
         self.initial_panes = self._initial_panes(panes)
         self.persist_theme = persist_theme
         self.saved_theme = config.theme  # what the user config file says
+        self.quitting = False  # a quit is under way (the decode thread is being stopped)
+        self.hurry = False  # a second quit came: exit without waiting for the decode thread
         self.keys = KeyNames(config.keys)
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
         self.frame_buffer = FrameBuffer(config.update_interval)
@@ -532,23 +541,50 @@ class PanechatApp(App[int | None]):
         try:
             loop = asyncio.get_running_loop()
             if listen:
-                loop.add_signal_handler(signal.SIGTERM, self.exit)
+                loop.add_signal_handler(signal.SIGTERM, lambda: self.call_next(self.action_quit))
             else:
                 loop.remove_signal_handler(signal.SIGTERM)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # Windows, or not the main thread: the default (no save) stays
 
-    def action_interrupt(self) -> None:
+    async def action_interrupt(self) -> None:
         """Ctrl+C: copy the input's selection if there is one, else quit (and save)."""
         focused = self.focused
         if isinstance(focused, TextArea) and focused.selected_text:
             focused.action_copy()
         else:
+            await self.action_quit()
+
+    async def action_quit(self) -> None:
+        """Ctrl+Q, Ctrl+C, SIGTERM: stop the decode thread (off the UI thread, in a worker),
+        then exit, saving every pane. A second quit meanwhile exits at once: transcripts are
+        saved as ever, the KV cells of a decode that would not stop are not."""
+        if self.quitting:
+            self.hurry = True
             self.exit()
+            return
+        self.quitting = True
+        self.set_timer(QUIT_NOTICE_AFTER, self._say_saving)
+        # A daemon thread, not an executor's: a decode that never stops must not keep the
+        # process alive after the second quit.
+        threading.Thread(target=self._stop_decoding, name="panechat-quit", daemon=True).start()
+
+    def _stop_decoding(self) -> None:
+        """In its own thread: wait for the decode thread, then tell the app."""
+        self.source.shutdown(SHUTDOWN_WAIT)
+        self.post_message(DecodeStopped())
+
+    def on_decode_stopped(self, _event: DecodeStopped) -> None:
+        self.exit()
+
+    def _say_saving(self) -> None:
+        if self.is_running and not self.hurry:
+            quit_key = self.keys.key("app.interrupt")
+            self.notify(f"saving the panes… press {quit_key} again to quit without waiting")
 
     async def on_unmount(self) -> None:
         self._on_termination(False)
-        self.source.shutdown()
+        self.source.shutdown(timeout=0.0 if self.hurry else SHUTDOWN_WAIT)
         # What the screen had not shown yet still belongs in the transcript: the buffered
         # deltas, then the frames posted but not handled, in the order they came.
         pending, _ = self.frame_buffer.take(time.monotonic())

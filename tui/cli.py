@@ -320,6 +320,9 @@ def run(argv: list[str]) -> int:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2
     backend = "GPU" if weights.gpu_offload_supported() and config.n_gpu_layers != 0 else "CPU"
+    from tui.app import SHUTDOWN_WAIT
+
+    stopped = True  # the decode thread has stopped: the model may be freed
     try:
         while True:  # the sessions screen may ask to reopen the app on another session
             app = create_app(
@@ -338,10 +341,14 @@ def run(argv: list[str]) -> int:
             try:
                 next_session = app.run()
             finally:
-                app.source.shutdown()
-                executor.close()
+                stopped = app.source.shutdown(timeout=0.0 if app.hurry else SHUTDOWN_WAIT)
+                if stopped:  # else a decode may still run inside llama.cpp: the exit frees it
+                    executor.close()
                 for failure in app.save_failures:  # the screen that showed them is gone
                     print(f"panechat: {failure}", file=sys.stderr)
+            if not stopped:
+                print("panechat: quit without waiting for the model to stop", file=sys.stderr)
+                return 0
             if next_session is None or store is None:
                 break
             try:
@@ -353,7 +360,8 @@ def run(argv: list[str]) -> int:
     finally:
         if store is not None:
             store.close()
-        weights.close()
+        if stopped:
+            weights.close()
     return 0
 
 

@@ -25,6 +25,10 @@ class EngineFailed(Message):
         self.error = error
 
 
+class DecodeStopped(Message):
+    """After a quit: the decode thread has stopped, the panes can be saved."""
+
+
 def message_for(event: EngineEvent) -> Message:
     """The Textual message that carries an engine event to the app."""
     if isinstance(event, EngineFailure):

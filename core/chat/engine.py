@@ -103,11 +103,16 @@ class ChatEngine:
             self._cancel.cancel()  # interrupt a long prefill so the command applies at once
         self._commands.put(commands)
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop the engine's thread (its decode is cancelled at the next step) and wait up to
+        ``timeout`` seconds; returns whether it has stopped. Until it has, the executor must
+        not be closed: the thread may still be inside llama.cpp."""
         if self._running:
             self._cancel.cancel()
             self._commands.put((Shutdown(),))
+        if self._thread.is_alive():
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # -- worker thread ----------------------------------------------------------------------
 
