@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
-from textual.drivers.headless_driver import HeadlessDriver
+from textual.driver import Driver
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
 from core.chat import ChatDelta
@@ -22,6 +22,7 @@ from tui.cli import create_app
 from tui.config import load_config
 from tui.export import PaneTranscript, pane_markdown
 from tui.session_store import SessionStore
+from tui.terminal_driver import stand_in_terminal
 
 CLEAR_SCREEN = "\x1b[2J"
 SET_CLIPBOARD = "\x1b]52;c;cHduZWQ=\x07"  # OSC 52: the clipboard becomes "pwned"
@@ -58,18 +59,8 @@ class Terminal:
     def __init__(self) -> None:
         self.written: list[str] = []
 
-    def driver(self) -> type[HeadlessDriver]:
-        written = self.written
-
-        class RecordingDriver(HeadlessDriver):
-            @property
-            def is_headless(self) -> bool:
-                return False  # so that the app renders its updates, as for a terminal
-
-            def write(self, data: str) -> None:
-                written.append(data)
-
-        return RecordingDriver
+    def driver(self) -> type[Driver]:
+        return stand_in_terminal(self.written.append)
 
     def text(self) -> str:
         return "".join(self.written)

@@ -14,13 +14,10 @@ import asyncio
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from textual import events
-from textual.driver import Driver
-from textual.drivers.headless_driver import HeadlessDriver
 
 from core import BatchedExecutor, ChatTemplate, ContextParams, SamplingParams, template_for
 from core.bench.__main__ import in_own_thread
@@ -30,6 +27,7 @@ from core.bench.throughput import executor_params, open_executor, run_batched
 from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
 from tui.cli import create_app
 from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig
+from tui.terminal_driver import stand_in_terminal
 from tui.widgets.prompt_input import PromptInput
 
 if TYPE_CHECKING:
@@ -151,7 +149,7 @@ async def measure_app(
         if shown:
             _on_display(now, shown[0], waiting, latencies)
 
-    driver = timed_driver(on_write)
+    driver = stand_in_terminal(lambda _text: on_write(time.perf_counter()))
     app = create_app(config, executor, _template(ctx), persist_theme=False, driver_class=driver)
     source: Any = app.source
     try:
@@ -185,22 +183,6 @@ async def measure_app(
     finally:
         source.shutdown()
         executor.close()
-
-
-def timed_driver(on_write: Callable[[float], None]) -> type[Driver]:
-    """A driver that stands in for a terminal: the app renders each screen update to terminal
-    text for it (a headless driver would skip that), and it calls ``on_write`` with the time
-    each update arrives instead of writing it anywhere."""
-
-    class TimedDriver(HeadlessDriver):
-        @property
-        def is_headless(self) -> bool:
-            return False  # so that the app renders its updates, as for a terminal
-
-        def write(self, data: str) -> None:
-            on_write(time.perf_counter())
-
-    return TimedDriver
 
 
 def _on_display(
