@@ -6,7 +6,7 @@ Modelled on LLamaSharp's ``BatchedExecutor``: the executor owns the model's cont
 """
 
 from core.cancellation import CancellationToken
-from core.chat_template import ChatMessage, ChatTemplate, template_for
+from core.chat_template import ChatFormat, ChatMessage, ChatTemplate
 from core.context_budget import ContextTooLargeError
 from core.conversation import Conversation
 from core.conversation_state import ConversationState
@@ -29,18 +29,22 @@ from core.errors import (
     TemplateError,
 )
 from core.executor import BatchedExecutor, DecodeStats
+from core.jinja_template import JinjaTemplate
 from core.model_path import embedded_model_path, resolve_model_path
 from core.params import ContextParams
 from core.reply_stream import ReplyStream, StopReason
 from core.sampling import SamplingParams
 from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
+from core.template_choice import TEMPLATE_NAMES, model_template, template_for
 from core.weight_layout import LayoutChoice, WeightLayout
 from core.weights import LlamaWeights
 
 __all__ = [
+    "TEMPLATE_NAMES",
     "AlreadyPromptedError",
     "BatchedExecutor",
     "CancellationToken",
+    "ChatFormat",
     "ChatMessage",
     "ChatTemplate",
     "ContextParams",
@@ -54,6 +58,7 @@ __all__ = [
     "ExecutorDisposedError",
     "ForkPendingTokensError",
     "InvalidParamsError",
+    "JinjaTemplate",
     "KvShiftError",
     "LayoutChoice",
     "LlamaWeights",
@@ -73,6 +78,7 @@ __all__ = [
     "TemplateError",
     "WeightLayout",
     "embedded_model_path",
+    "model_template",
     "resolve_model_path",
     "template_for",
 ]

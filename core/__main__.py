@@ -2,6 +2,8 @@
 
 Every prompt becomes a conversation; all of them are decoded together, one batch per step, and
 their replies stream to the terminal, one line per conversation, then the aggregate speed.
+``--show-prompt`` prints the exact prompt each chat would get instead (how a user checks a
+model's chat template), and decodes nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import argparse
 import sys
 import time
 
-from core.chat_template import ChatMessage, template_for
+from core.chat_template import ChatFormat, ChatMessage
 from core.errors import PanechatError
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
 from core.params import ContextParams
 from core.reply_stream import ReplyStream
 from core.sampling import SamplingParams
+from core.template_choice import TEMPLATE_NAMES, model_template
 from core.weight_layout import add_layout_option
 from core.weights import LlamaWeights
 
@@ -33,14 +36,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--system", default=DEFAULT_SYSTEM, help="system prompt for every chat")
-    parser.add_argument("--template", default="auto", help="chat template (auto, transcript, ...)")
+    parser.add_argument(
+        "--template",
+        default="auto",
+        choices=TEMPLATE_NAMES,
+        help="chat template: auto (the model's own, else transcript), jinja, or a built-in",
+    )
+    parser.add_argument(
+        "--show-prompt",
+        action="store_true",
+        help="print the exact prompt text each chat would get (special tokens spelled out), "
+        "then exit without decoding",
+    )
     add_layout_option(parser)
     return parser.parse_args(argv)
 
 
+def chat_messages(system: str, question: str) -> list[ChatMessage]:
+    messages = [ChatMessage("system", system)] if system.strip() else []
+    return [*messages, ChatMessage("user", question)]
+
+
+def show_prompts(weights: LlamaWeights, template: ChatFormat, args: argparse.Namespace) -> None:
+    """Each chat's prompt as the model receives it: the template's text, tokenized as the
+    executor tokenizes it, every token (BOS and markers too) spelled as text."""
+    for question in args.prompts:
+        tokens = weights.tokenize_prompt(template.render(chat_messages(args.system, question)))
+        sys.stdout.write("".join(weights.token_text(t) for t in tokens))
+        sys.stdout.write(f"\n[{len(tokens)} tokens, template {template.name}]\n")
+
+
 def run(args: argparse.Namespace) -> None:
     weights = LlamaWeights.load(resolve_model_path(args.model), layout=args.weight_layout)
-    template = template_for(weights.chat_template, args.template)
+    template = model_template(weights, args.template)
+    if args.show_prompt:
+        show_prompts(weights, template, args)
+        return
     n = len(args.prompts)
     params = ContextParams(n_ctx=max(2048, n * 512), n_seq_max=max(n, 1))
     sampling = SamplingParams(temperature=args.temperature, seed=args.seed)
@@ -48,8 +79,8 @@ def run(args: argparse.Namespace) -> None:
         convs, replies = [], []
         for question in args.prompts:
             conv = executor.create(sampling)
-            messages = [ChatMessage("system", args.system), ChatMessage("user", question)]
-            conv.prompt(template.render(messages))
+            text = template.render(chat_messages(args.system, question))
+            conv.prompt(weights.tokenize_prompt(text))
             convs.append(conv)
             replies.append(ReplyStream(weights, template.stop_strings, args.max_tokens))
         started = time.perf_counter()

@@ -1,17 +1,17 @@
-"""Chat messages to prompt text, one turn at a time, so a chat never re-renders its history.
+"""Chat messages to prompt text: what every chat format offers (:class:`ChatFormat`), and the
+built-in formats, sets of turn markers.
 
-A template is a set of turn markers. Rendering turn by turn (rather than the whole chat through
-Jinja) gives the exact text to append after a reply that is already in the KV cache: the
-closing marker of the reply and the opening of the next user turn. Models whose GGUF carries a
-chat template get the built-in template of the same family; models without one (like the
-embedded Gemma 3 270M, a base model) get a plain transcript that base models continue well.
+Models whose GGUF carries a chat template get that template (``core.jinja_template``); the
+built-ins serve models without one (like the embedded Gemma 3 270M, a base model, which
+continues a plain transcript well) and users who choose one by name. Either way the engine
+renders the whole chat at each turn and decodes only what the KV cache does not hold yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from core.errors import TemplateError
 
@@ -22,6 +22,34 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+
+
+class ChatFormat(Protocol):
+    """How a chat becomes prompt text: a built-in :class:`ChatTemplate` or a model's own
+    :class:`core.jinja_template.JinjaTemplate`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]: ...
+
+    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        """The whole chat as prompt text (raises TemplateError when the format refuses it)."""
+        ...
+
+    def system_prefix(self, system: str) -> str | None:
+        """The text a chat with this system prompt starts with, before its first user turn
+        (decoded once and shared between chats); None when there is none to share."""
+        ...
+
+    def with_stops(self, extra: Iterable[str]) -> tuple[str, ...]:
+        """The format's own stop strings and ``extra``."""
+        ...
+
+    def reply_content(self, text: str) -> str:
+        """A saved reply's text as the format expects it back in a message."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +102,11 @@ class ChatTemplate:
     def user_turn(self, content: str) -> str:
         return self.user_prefix + content.strip() + self.user_suffix
 
-    def next_turn(self, user_content: str, *, after_reply: bool) -> str:
-        """Text that closes the reply in the KV cache (if any) and asks for the next one."""
-        closing = self.assistant_suffix if after_reply else ""
-        return closing + self.user_turn(user_content) + self.assistant_prefix
+    def reply_content(self, text: str) -> str:
+        """A reply as the model wrote it: after a prefix like ``Assistant:`` it began with a
+        space, so the saved text gets it back and renders the tokens the KV cache holds."""
+        space = "" if self.assistant_prefix[-1:].isspace() else " "
+        return space + text.strip()
 
     def with_stops(self, extra: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.stop_strings, *extra)))
@@ -123,24 +152,3 @@ LLAMA3 = ChatTemplate(
 BUILTIN_TEMPLATES: dict[str, ChatTemplate] = {
     t.name: t for t in (TRANSCRIPT, GEMMA, CHATML, LLAMA3)
 }
-_FAMILY_MARKERS = (
-    ("<start_of_turn>", GEMMA),
-    ("<|im_start|>", CHATML),
-    ("<|start_header_id|>", LLAMA3),
-)
-
-
-def template_for(model_template: str | None, name: str = "auto") -> ChatTemplate:
-    """Pick a template: a built-in by ``name``, or for ``auto`` the family of the model's own
-    Jinja template, falling back to the plain transcript (models without a template)."""
-    if name != "auto":
-        try:
-            return BUILTIN_TEMPLATES[name]
-        except KeyError:
-            known = ", ".join(["auto", *BUILTIN_TEMPLATES])
-            raise TemplateError(f"unknown chat template {name!r} — use one of: {known}") from None
-    if model_template:
-        for marker, template in _FAMILY_MARKERS:
-            if marker in model_template:
-                return template
-    return TRANSCRIPT

@@ -87,11 +87,17 @@ class ReplyStream:
             self.text += tail
         return tail
 
+    @property
+    def written(self) -> str:
+        """The reply as the model wrote it, leading whitespace included: rendered back into
+        the chat, it spells the tokens the KV cache holds."""
+        return self._lead + self.text
+
     def settle(self, tokens_in_kv: int) -> tuple[int, str]:
         """After the reply ended, with ``tokens_in_kv`` of its tokens decoded: return how many
         of them to rewind (they spell text the user never saw, like a stop string) and the
         shown text that lies after the kept tokens, to prompt again with the next turn."""
-        full = self._lead + self.text
+        full = self.written
         shown = len(full)
         keep = 0
         limit = min(tokens_in_kv, len(self._raw_len_after))

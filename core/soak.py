@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 
 from core.chat import ChatConfig, ChatEngine, CloseChat, OpenChat, SendTurn
-from core.chat_template import template_for
 from core.errors import PanechatError
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
 from core.params import ContextParams
 from core.sampling import SamplingParams
+from core.template_choice import model_template
 from core.weights import LlamaWeights
 
 CHATS = 8
@@ -80,7 +80,7 @@ def soak(
     sampling = SamplingParams(temperature=0.8, top_k=40, seed=7)
     samples: list[Sample] = []
     with BatchedExecutor(weights, params) as executor:
-        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine = ChatEngine(executor, model_template(weights))
         serial = {f"c{i}": 0 for i in range(CHATS)}
 
         def name(slot: str) -> str:

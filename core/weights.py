@@ -231,6 +231,25 @@ class LlamaWeights:
             self._pieces[token] = piece
         return piece
 
+    def token_text(self, token: int) -> str:
+        """One token as text, special tokens spelled out (``<bos>``, ``<|im_end|>``); "" for
+        no token (-1), as a model without an EOS has."""
+        if token < 0:
+            return ""
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """Tokens of templated text that starts a sequence: BOS added when the model wants one
+        and the text does not spell it already (templates that render ``bos_token`` do)."""
+        bos = self.token_text(self.bos_token) if self.add_bos else ""
+        add_bos = self.add_bos and not (bos and text.startswith(bos))
+        return self.tokenize(text, add_special=add_bos, parse_special=True)
+
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self.token_piece(t) for t in tokens).decode("utf-8", errors="replace")
 
@@ -245,6 +264,10 @@ class LlamaWeights:
     @property
     def bos_token(self) -> int:
         return int(llama_cpp.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_eos(self.vocab))
 
     @property
     def add_bos(self) -> bool:

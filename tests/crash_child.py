@@ -17,8 +17,8 @@ from core import (
     ContextParams,
     LlamaWeights,
     SamplingParams,
+    model_template,
     resolve_model_path,
-    template_for,
 )
 from core.chat import ChatConfig, ChatEngine, OpenChat, SendTurn
 from tui.session_recorder import SessionRecorder
@@ -35,7 +35,7 @@ def main(path: Path) -> None:
     recorder = SessionRecorder(store, session, lambda message: print("ERROR", message))
     with LlamaWeights.load(resolve_model_path(None)) as weights:
         executor = BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2))
-        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine = ChatEngine(executor, model_template(weights))
         config = ChatConfig("c", SYSTEM, SamplingParams(temperature=0.0), 400, ())
         chats = ("a", "b")
         for chat in chats:

@@ -18,7 +18,7 @@ from core import (
     PrefixSharing,
     SamplingParams,
     StopReason,
-    template_for,
+    model_template,
 )
 from core.chat import (
     ChatConfig,
@@ -79,7 +79,7 @@ def make_driver(weights: LlamaWeights) -> Iterator[Callable[..., Driver]]:
         settings = {"n_ctx": 2048, "n_batch": 256, "n_seq_max": 4, **params}
         executor = BatchedExecutor(weights, ContextParams(**settings))  # type: ignore[arg-type]
         events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
-        engine = ChatEngine(executor, template_for(weights.chat_template), events.put)
+        engine = ChatEngine(executor, model_template(weights), events.put)
         engine.start()
         made.append((engine, executor))
         return Driver(engine, events)
@@ -192,7 +192,7 @@ def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(
 
 def test_a_script_can_step_the_engine_in_its_own_thread(weights: LlamaWeights) -> None:
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
-        engine = ChatEngine(executor, template_for(weights.chat_template))  # no thread
+        engine = ChatEngine(executor, model_template(weights))  # no thread
         engine.submit(OpenChat("x", chat("x")), OpenChat("y", chat("y")))
         engine.submit(SendTurn("x", "Name a fruit."), SendTurn("y", "Name a colour."))
         frames = []
@@ -238,7 +238,7 @@ def test_stop_while_a_chat_opens_drops_the_turns_sent_to_it(weights: LlamaWeight
     """The second chat waits for the first to decode their shared system prompt; a stop sent
     meanwhile drops its queued turn, as it does for an open chat."""
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
-        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine = ChatEngine(executor, model_template(weights))
         engine.submit(OpenChat("a", chat("a")), OpenChat("b", chat("b")))
         engine.submit(SendTurn("b", "Name a fruit."), StopChat("b"), Regenerate("b"))
         frames = run_steps(engine)
@@ -258,7 +258,7 @@ def test_quitting_mid_reply_hands_back_the_cut_reply_and_a_state_that_resumes(
     question = "Count from one to fifty in words."  # a long greedy reply on the embedded model
     long_chat = chat("s", max_tokens=400, stop=())
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
-        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine = ChatEngine(executor, model_template(weights))
         engine.submit(OpenChat("s", long_chat), SendTurn("s", question))
         frames = run_steps(engine, lambda frames: len(shown(frames, "s")) > 40)
         snap = engine.snapshot("s", tmp_path / "s.kv")
@@ -267,7 +267,7 @@ def test_quitting_mid_reply_hands_back_the_cut_reply_and_a_state_that_resumes(
         session = engine.session("s")
         assert session is not None and not session.generating
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
-        engine = ChatEngine(executor, template_for(weights.chat_template))
+        engine = ChatEngine(executor, model_template(weights))
         messages = [("user", question), ("assistant", snap.cut_reply)]
         engine.submit(OpenChat("s", long_chat, Restore(messages, snap.state)))
         frames = run_steps(engine, lambda _: engine.session("s") is not None)

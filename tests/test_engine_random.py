@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from test_executor_random import weights
 
-from core import BatchedExecutor, ContextParams, SamplingParams, template_for
+from core import BatchedExecutor, ContextParams, SamplingParams, model_template
 from core.chat import (
     ChatConfig,
     ChatEngine,
@@ -43,7 +43,7 @@ class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.executor = BatchedExecutor(weights(), PARAMS)
-        self.engine = ChatEngine(self.executor, template_for(weights().chat_template))
+        self.engine = ChatEngine(self.executor, model_template(weights()))
         self.opened: set[str] = set()
         self.forks = 0
 

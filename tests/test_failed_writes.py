@@ -17,9 +17,9 @@ from core import (
     ContextTooLargeError,
     InvalidParamsError,
     LlamaWeights,
-    template_for,
+    model_template,
 )
-from core.chat import ChatConfig, ChatSnapshot, SavedState, TurnState
+from core.chat import ChatConfig, ChatSnapshot, Exchange, SavedState, TurnState
 from core.context_budget import KvShape, cgroup_room, check_context
 from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
 from tui.config import ConfigError, load_config
@@ -144,7 +144,7 @@ async def test_a_start_writes_no_config_and_an_unwritable_one_gives_a_notice(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     config = replace(load_config(), context=ContextParams(n_ctx=512, n_seq_max=2))
     executor = BatchedExecutor(weights, config.context)
-    template = template_for(weights.chat_template, config.template)
+    template = model_template(weights, config.template)
     app = create_app(config, executor, template, panes=1)  # persists the theme
     try:
         async with app.run_test(size=(120, 30)) as pilot:
@@ -192,7 +192,7 @@ def test_an_outage_is_retried_and_a_pane_that_lost_a_write_is_read_again(
         other.execute("DROP TRIGGER outage2")
     recorder.message("q", "user", "after the outage")  # writes q's row first
     assert not recorder.failing
-    state = SavedState(TurnState(turn_starts=(0,)), "kv", 5)
+    state = SavedState(TurnState(turn_starts=(0,), exchanges=(Exchange("Hi"),)), "kv", 5)
     recorder.save_states(lambda pane_id, path: ChatSnapshot(state))
     saved = {pane.config.name: pane for pane in store.load(recording.session)}
     assert saved["B"].messages == [("user", "after the outage")] and saved["B"].state == state

@@ -14,7 +14,7 @@ import pytest
 from textual import events
 from textual.driver import Driver
 
-from core import BatchedExecutor, ContextParams, LlamaWeights, template_for
+from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
 from core.chat import ChatDelta
 from core.printable import printable
 from tui.app import PanechatApp
@@ -89,7 +89,7 @@ async def test_no_escape_sequence_reaches_the_terminal(
     app: PanechatApp = create_app(
         config,
         executor,
-        template_for(weights.chat_template, config.template),
+        model_template(weights, config.template),
         model_name=f"model{SET_TITLE}",
         persist_theme=False,
         store=store,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core import StopReason
-from core.chat import ChatConfig, ChatDelta, ChatSnapshot, SavedState, TurnState
+from core.chat import ChatConfig, ChatDelta, ChatSnapshot, Exchange, SavedState, TurnState
 from tui.session_recorder import SessionRecorder
 from tui.session_store import SessionStore
 
@@ -45,7 +45,7 @@ def test_clear_close_and_save_states(tmp_path: Path) -> None:
     recorder.message("b", "user", "after close")  # a closed pane records nothing more
     saved = {p.config.name: p for p in store.load(session)}
     assert list(saved) == ["A"] and saved["A"].messages == []
-    state = SavedState(TurnState(turn_starts=(0,)), "kv", 7)
+    state = SavedState(TurnState(turn_starts=(0,), exchanges=(Exchange("Hi"),)), "kv", 7)
     paths: list[Path | None] = []
 
     def snapshot(pane_id: str, path: Path | None) -> ChatSnapshot:
@@ -70,7 +70,7 @@ def test_a_reply_cut_short_by_quitting_is_saved_with_the_state(tmp_path: Path) -
     recorder.message("new", "user", "More?")
     recorder.frame("new", ChatDelta(text="Half a", started=True))
     recorder.frame("again", ChatDelta(text="Hello th", started=True, replaces_last=True))
-    state = SavedState(TurnState(turn_starts=(0,)), "kv", 9)
+    state = SavedState(TurnState(turn_starts=(0,), exchanges=(Exchange("Hi"),)), "kv", 9)
     cut = {"new": "Half a rep", "again": "Hello there"}
     recorder.save_states(lambda pane_id, path: ChatSnapshot(state, cut[pane_id]))
     saved = {p.config.name: p for p in store.load(session)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.chat import SavedState, TurnState
+from core.chat import Exchange, SavedState, TurnState
 from tui.config import load_config
 from tui.session_store import SCHEMA_VERSION, SessionStore, StoreVersionError
 
@@ -86,18 +86,8 @@ def test_a_file_written_before_the_schema_had_a_version_opens(tmp_path: Path) ->
     (pane,) = store.load(1)
     assert pane.config.name == "Concise" and pane.config.sampling.seed == 7
     assert pane.messages == [("user", "What is the capital?"), ("assistant", "Paris.")]
-    assert pane.state == SavedState(
-        TurnState(
-            carry="\n",
-            replied_before=True,
-            reply_base=31,
-            turn_base=12,
-            last_user_text="What is the capital of France?",
-            turn_starts=(12,),
-        ),
-        "/data/kv/1-1.state",
-        40,
-    )
+    # Its decode state predates the exchanges a state keeps: the chat is read again instead.
+    assert pane.state is None
     store.add_message(pane.id, "user", "And Spain?")  # it is writable as it was
     store.close()
     db = sqlite3.connect(path)
@@ -127,7 +117,10 @@ def test_a_file_from_a_newer_panechat_is_refused_in_one_line(tmp_path: Path) -> 
 
 
 def test_saved_state_round_trips_and_damage_reads_as_none(tmp_path: Path) -> None:
-    state = SavedState(TurnState(turn_starts=(0, 17), dropped_turns=2), "/kv/1-2.state", 99)
+    exchanges = (Exchange("Hi", " Hello."), Exchange("What is ␛[2J?", ""))
+    state = SavedState(
+        TurnState(turn_starts=(0, 17), exchanges=exchanges, dropped_turns=2), "/kv/1-2.state", 99
+    )
     assert SavedState.from_json(state.to_json()) == state
     store = SessionStore(tmp_path / "sessions.db")
     session = store.create_session()
@@ -140,13 +133,15 @@ def test_saved_state_round_trips_and_damage_reads_as_none(tmp_path: Path) -> Non
         json.dumps({"tokens": 3}),  # no KV file
         json.dumps({"kv": "/kv", "tokens": "3"}),
         json.dumps({"kv": "/kv", "tokens": 3, "turn_starts": ["0"]}),
-        json.dumps({"kv": "/kv", "tokens": 3, "replied_before": "yes"}),
-        json.dumps({"kv": "/kv", "tokens": 3, "replied_before": 1}),
+        json.dumps({"kv": "/kv", "tokens": 3, "exchanges": [["Hi"]]}),
+        json.dumps({"kv": "/kv", "tokens": 3, "exchanges": [["Hi", 1]]}),
+        json.dumps({"kv": "/kv", "tokens": 3, "exchanges": {"Hi": ""}}),
         json.dumps({"kv": "/kv", "tokens": 3, "reply_base": True}),
         json.dumps({"kv": "/kv", "tokens": True}),
         json.dumps({"kv": "/kv", "tokens": 3, "turn_starts": [True]}),
         # well typed, but not a state the chat could have been in
         json.dumps({"kv": "/kv", "tokens": 3, "turn_starts": [0, 5]}),
+        json.dumps({"kv": "/kv", "tokens": 9, "turn_starts": [0]}),  # an exchange short
         json.dumps({"kv": "/kv", "tokens": 9, "turn_starts": [4, 2]}),
         json.dumps({"kv": "/kv", "tokens": 9, "turn_base": 12}),
         json.dumps({"kv": "/kv", "tokens": 9, "reply_base": -1}),

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from core import ChatMessage, LlamaWeights, ModelLoadError, TemplateError, template_for
+from core import (
+    ChatMessage,
+    LlamaWeights,
+    ModelLoadError,
+    TemplateError,
+    model_template,
+    template_for,
+)
 from core.chat_template import GEMMA, TRANSCRIPT
 from core.detokenizer import IncrementalDetokenizer
 from core.gguf_header import GGML_BLOCKS, read_header
@@ -117,14 +124,17 @@ def test_templates_render_turns_and_continuations() -> None:
     assert GEMMA.render(messages[:2]) == (
         "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
     )
-    # Rendering the chat so far and appending the next turn gives the full render.
-    first = TRANSCRIPT.render(messages[:2]) + " Hello."
-    assert first + TRANSCRIPT.next_turn("Bye", after_reply=True) == TRANSCRIPT.render(messages)
+    # A saved reply gets back the space the model wrote after "Assistant:".
+    assert TRANSCRIPT.reply_content("Hello. ") == " Hello."
+    assert GEMMA.reply_content(" Hello.") == "Hello."
 
 
 def test_template_choice() -> None:
     assert template_for(None).name == "transcript"
-    assert template_for("{{ '<start_of_turn>' + role }}").name == "gemma"
+    assert template_for("{{ messages[0]['content'] }}").name == "jinja"  # the model's own
+    assert template_for("{{ messages[0]['content'] }}", "chatml").name == "chatml"
+    with pytest.raises(TemplateError, match="no chat template of its own"):
+        template_for(None, "jinja")
     assert template_for(None, "chatml").name == "chatml"
     with pytest.raises(TemplateError, match="unknown chat template"):
         template_for(None, "nope")
@@ -132,7 +142,7 @@ def test_template_choice() -> None:
 
 def test_embedded_model_has_no_template_so_gets_the_transcript(weights: LlamaWeights) -> None:
     assert weights.chat_template is None
-    assert template_for(weights.chat_template).name == "transcript"
+    assert model_template(weights).name == "transcript"
 
 
 def test_missing_model_path_gives_a_one_line_error(tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ from core import (
     PrefixSharing,
     SamplingParams,
     StopReason,
-    template_for,
+    model_template,
 )
-from core.chat import ChatConfig, ChatDelta, ChatEngine, Frame, SavedState, TurnState
+from core.chat import ChatConfig, ChatDelta, ChatEngine, Exchange, Frame, SavedState, TurnState
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, load_config
@@ -63,7 +63,7 @@ async def make_app(weights: LlamaWeights, config: AppConfig) -> AsyncIterator[Fa
         assert isinstance(cfg, AppConfig)
         executor = BatchedExecutor(weights, cfg.context)
         executors.append(executor)
-        template = template_for(weights.chat_template, cfg.template)
+        template = model_template(weights, cfg.template)
         return create_app(cfg, executor, template, persist_theme=False, **kwargs)  # type: ignore[arg-type]
 
     yield make
@@ -460,7 +460,7 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
     weights: LlamaWeights, config: AppConfig, tmp_path: Path
 ) -> None:
     store_path = tmp_path / "data" / "sessions.db"
-    template = template_for(weights.chat_template, config.template)
+    template = model_template(weights, config.template)
 
     def launch(**kwargs: object) -> tuple[PanechatApp, BatchedExecutor]:
         executor = BatchedExecutor(weights, config.context)
@@ -520,14 +520,16 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
     store.add_message(pane_id, "assistant", "The ocean is big and blue.")
     kv = store.kv_path(session_id, pane_id)
     kv.write_bytes(b"not a state file")
-    store.save_state(pane_id, SavedState(TurnState(turn_starts=(0,)), str(kv), 40))
+    store.save_state(
+        pane_id, SavedState(TurnState(turn_starts=(0,), exchanges=(Exchange("Hi"),)), str(kv), 40)
+    )
     if damaged == "state record":  # half a JSON object, as a torn write might leave
         with sqlite3.connect(store.path) as db:
             db.execute("UPDATE panes SET state = '{\"kv\": ' WHERE id = ?", (pane_id,))
     saved = store.load(session_id)
     assert (saved[0].state is None) == (damaged == "state record")
     executor = BatchedExecutor(weights, config.context)
-    template = template_for(weights.chat_template, config.template)
+    template = model_template(weights, config.template)
     app = create_app(
         config,
         executor,
@@ -584,7 +586,7 @@ async def test_sessions_screen_renames_deletes_and_opens_another(
     other = store.create_session("yesterday")
     doomed = store.create_session("scratch")
     executor = BatchedExecutor(weights, config.context)
-    template = template_for(weights.chat_template, config.template)
+    template = model_template(weights, config.template)
     app = create_app(config, executor, template, persist_theme=False, store=store)
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()

@@ -164,14 +164,17 @@ def test_a_withheld_type_that_still_gets_weights_switches_all_repacking_off(
 ) -> None:
     """The safety net: if withholding ever stops reaching llama.cpp (a future ggml copying its
     list, say), the load notices from its buffers and loads again with every layout off."""
-    if "CPU_REPACK" not in cpu_extra_buffer_types():
+    offered = cpu_extra_buffer_types()
+    if "CPU_REPACK" not in offered:
         pytest.skip("this llama.cpp build offers no CPU_REPACK")
     monkeypatch.setattr("core.weights.withholding", lambda _choice: nullcontext())
-    pretend = LayoutChoice(R, ("CPU_REPACK", "OTHER"), ("CPU_REPACK",), "a test")
+    # Every layout the build offers is "withheld", so whichever llama.cpp fills (AMX before
+    # CPU_REPACK on an AMX build) leaks; nothing is decoded, so AMX cannot crash here.
+    pretend = LayoutChoice(R, (*offered, "OTHER"), offered, "a test")
     with LlamaWeights.load(resolve_model_path(None), 0, pretend) as loaded:
-        assert "CPU_REPACK" not in _buffers(loaded)
+        assert not set(offered) & set(_buffers(loaded))
         assert loaded.layout.effective is WeightLayout.PLAIN
-        assert "llama.cpp used CPU_REPACK anyway, so none is used" in loaded.layout.reason
+        assert "anyway, so none is used" in loaded.layout.reason
 
 
 def test_the_benchmark_baseline_loads_with_the_same_layout(weights: LlamaWeights) -> None:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from textual import events
 
-from core import BatchedExecutor, ChatTemplate, ContextParams, SamplingParams, template_for
+from core import (
+    BatchedExecutor,
+    ChatFormat,
+    ChatTemplate,
+    ContextParams,
+    SamplingParams,
+    model_template,
+)
 from core.bench.__main__ import in_own_thread
 from core.bench.prompts import short_prompts
 from core.bench.report import ms, pct, table
@@ -75,8 +82,10 @@ def bench_config(params: ContextParams, panes: int, tokens: int) -> AppConfig:
     )
 
 
-def _template(ctx: BenchContext) -> ChatTemplate:
-    return replace(template_for(ctx.weights.chat_template, "auto"), stop_strings=())
+def _template(ctx: BenchContext) -> ChatFormat:
+    """The model's template without stop strings, so every reply runs to max_tokens."""
+    template = model_template(ctx.weights)
+    return replace(template, stop_strings=()) if isinstance(template, ChatTemplate) else template
 
 
 def _executor(ctx: BenchContext, config: AppConfig) -> BatchedExecutor:

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from core import (
     BatchedExecutor,
-    ChatTemplate,
+    ChatFormat,
     ContextTooLargeError,
     LlamaWeights,
     PanechatError,
+    model_template,
     resolve_model_path,
-    template_for,
 )
 from core.printable import printable
 from tui.config import AppConfig, load_config, setting_location
@@ -146,7 +146,7 @@ def prepare(args: argparse.Namespace) -> AppConfig:
 def create_app(
     config: AppConfig,
     executor: BatchedExecutor,
-    template: ChatTemplate,
+    template: ChatFormat,
     *,
     model_name: str = "",
     backend: str = "CPU",
@@ -307,7 +307,7 @@ def run(argv: list[str]) -> int:
         weights = LlamaWeights.load(
             resolve_model_path(config.model_path), config.n_gpu_layers, config.weight_layout
         )
-        template = template_for(weights.chat_template, config.template)
+        template = model_template(weights, config.template)
         try:
             executor = BatchedExecutor(weights, config.context)
         except ContextTooLargeError as e:

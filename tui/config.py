@@ -10,7 +10,14 @@ from typing import Any
 
 import tomli
 
-from core import ContextParams, InvalidParamsError, PanechatError, SamplingParams, WeightLayout
+from core import (
+    TEMPLATE_NAMES,
+    ContextParams,
+    InvalidParamsError,
+    PanechatError,
+    SamplingParams,
+    WeightLayout,
+)
 from core.atomic_file import replacing
 from core.chat.config import ChatConfig
 
@@ -219,8 +226,8 @@ def _build(
     except InvalidParamsError as e:
         raise fail("model", "weight_layout", str(e).removeprefix("weight_layout ")) from e
     template = model.get("template", "auto")
-    if not isinstance(template, str):
-        raise fail("model", "template", "must be a string")
+    if not isinstance(template, str) or template not in TEMPLATE_NAMES:
+        raise fail("model", "template", f"must be one of: {', '.join(TEMPLATE_NAMES)}")
     theme = data.get("theme", "textual-dark")
     if not isinstance(theme, str):
         raise fail("theme", "theme", "must be a string")

@@ -25,7 +25,7 @@ from core.chat.engine import ChatEngine
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
-from core.chat.state import ChatSnapshot, SavedState, TurnState
+from core.chat.state import ChatSnapshot, Exchange, SavedState, TurnState
 
 __all__ = [
     "ChatConfig",
@@ -39,6 +39,7 @@ __all__ = [
     "EditLastTurn",
     "EngineEvent",
     "EngineFailure",
+    "Exchange",
     "ForkChat",
     "Frame",
     "FrameStats",

@@ -18,7 +18,6 @@ from pathlib import Path
 from core import (
     BatchedExecutor,
     CancellationToken,
-    ChatTemplate,
     Conversation,
     DecodeResult,
     PanechatError,
@@ -41,6 +40,7 @@ from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError
 from core.chat.state import ChatSnapshot, SavedState
+from core.chat_template import ChatFormat
 from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.thread_priority import lower_this_thread
 
@@ -51,7 +51,7 @@ class ChatEngine:
     def __init__(
         self,
         executor: BatchedExecutor,
-        template: ChatTemplate,
+        template: ChatFormat,
         emit: Callable[[EngineEvent], object] | None = None,
         *,
         nice: int = 0,
@@ -289,8 +289,7 @@ class ChatEngine:
         prefix = self.template.system_prefix(config.system)
         if prefix is None:
             return self.executor.create(config.sampling)
-        model = self.executor.model
-        tokens = model.tokenize(prefix, add_special=model.add_bos, parse_special=True)
+        tokens = self.executor.model.tokenize_prompt(prefix)
         return self._prefixes.open(tokens, config.sampling, wait=wait)
 
     def _restore(self, command: OpenChat, delta: ChatDelta) -> ChatSession | None:
@@ -335,7 +334,10 @@ class ChatEngine:
             if conv is not None:
                 session = ChatSession(chat_id, command.config, conv, self.template)
                 if command.restore is not None and command.restore.messages:
-                    session.replay(command.restore.messages)
+                    try:
+                        session.replay(command.restore.messages)
+                    except PanechatError as e:  # a template that refuses the saved chat
+                        self._delta(deltas, chat_id).notice = Notice(NoticeKind.FAILED, str(e))
                 session.turns.extend(turns)
                 self._sessions[chat_id] = session
 

@@ -1,15 +1,18 @@
-"""The engine's side of one chat: its conversation, queued turns and the reply in flight."""
+"""The engine's side of one chat: its conversation, its history, queued turns and the reply in
+flight."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core import ChatMessage, ChatTemplate, Conversation, PanechatError, ReplyStream
+from core import ChatMessage, Conversation, PanechatError, ReplyStream, TemplateError
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
-from core.chat.state import TurnState
+from core.chat.state import Exchange, TurnState
+from core.chat_template import ChatFormat
 
 #: Share of the context a shift frees at least, so chats do not shift on every turn.
 SHIFT_SHARE = 0.25
@@ -19,26 +22,37 @@ class ContextFullError(PanechatError):
     """The chat's conversation has no room for the next turn."""
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
 @dataclass(slots=True)
 class ChatSession:
+    """One chat's history in the KV cache, kept in step with its template.
+
+    Every turn renders the whole chat through the template and decodes only the tokens that
+    differ from those already in the KV (the common prefix stays, as llama.cpp's server does
+    with cached prompts): a template that only appends costs the new turn alone, and one that
+    rewrites an earlier turn is decoded again from the first token that differs.
+    """
+
     chat_id: str
     config: ChatConfig
     conversation: Conversation
-    template: ChatTemplate
-    turns: deque[str] = field(default_factory=deque)
+    template: ChatFormat
+    turns: deque[str] = field(default_factory=deque)  # sent, not started yet
     reply: ReplyStream | None = None
-    carry: str = ""  # shown reply text that is not in the KV cache yet
-    replied_before: bool = False
     reply_base: int = 0  # token count where the current reply starts
     first_token_at: float = 0.0
     last_rate: float = 0.0
-    # Where the last user turn began, to take it back (edit and resend): the token count
-    # before its prompt, and the carried text and reply state at that point.
-    turn_base: int = -1
-    turn_carry: str = ""
-    turn_replied_before: bool = False
-    last_user_text: str = ""
-    turn_starts: list[int] = field(default_factory=list)  # KV position where each turn begins
+    turn_base: int = -1  # where the last turn's decoded tokens begin (-1: none to take back)
+    exchanges: list[Exchange] = field(default_factory=list)  # the turns the KV holds
+    turn_starts: list[int] = field(default_factory=list)  # KV position of each exchange
     dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
     shift_notice: Notice | None = None  # set by make_room, for the engine to hand out once
 
@@ -46,39 +60,70 @@ class ChatSession:
     def generating(self) -> bool:
         return self.reply is not None
 
-    def turn_text(self, user_text: str) -> str:
-        """The prompt text for the next user turn, continuing what the KV cache holds."""
-        if self.conversation.token_count == 0 and not self.conversation.requires_inference:
-            return self.first_turn_text(user_text)
-        return self.carry + self.template.next_turn(user_text, after_reply=self.replied_before)
-
-    def first_turn_text(self, user_text: str) -> str:
-        """The whole opening of a chat: the system prompt (if any) and the first user turn."""
+    def messages(self, exchanges: Sequence[Exchange], user: str | None = None) -> list[ChatMessage]:
+        """The chat as messages: the system prompt, ``exchanges``, and a new ``user`` turn."""
         messages = []
         if self.config.system.strip():
             messages.append(ChatMessage("system", self.config.system))
-        messages.append(ChatMessage("user", user_text))
-        return self.template.render(messages)
+        for exchange in exchanges:
+            messages.append(ChatMessage("user", exchange.user))
+            messages.append(ChatMessage("assistant", exchange.reply))
+        if user is not None:
+            messages.append(ChatMessage("user", user))
+        return messages
+
+    def prompt_tokens(self, exchanges: Sequence[Exchange], user: str | None = None) -> list[int]:
+        """The tokens of the chat rendered through the template; with a ``user`` turn, up to
+        the point where the model answers it (raises TemplateError when refused)."""
+        text = self.template.render(self.messages(exchanges, user), user is not None)
+        return self.conversation.executor.model.tokenize_prompt(text)
 
     def begin_reply(self, user_text: str, context_limit: int) -> None:
-        """Queue the turn and open a reply; raises ContextFullError (queuing nothing, keeping
-        the carried text) when the turn would not fit in ``context_limit`` tokens."""
-        text = self.turn_text(user_text)
-        conv = self.conversation
-        conv.prompt(text)
-        room = max(self.config.max_tokens, int(context_limit * SHIFT_SHARE))
-        over = conv.token_count + conv.pending_count + min(room, context_limit // 2) - context_limit
-        if over > 0:
-            self.make_room(over, whole_history=True)
-            if conv.token_count + conv.pending_count >= context_limit:
-                conv.discard_pending()
-                raise ContextFullError("context full: the turn does not fit")
-        self.turn_starts.append(conv.token_count)
-        self.turn_base, self.turn_carry = conv.token_count, self.carry
-        self.turn_replied_before, self.last_user_text = self.replied_before, user_text
-        self.carry = ""
-        self.reply_base = self.conversation.token_count + self.conversation.pending_count
+        """Queue the turn and open a reply; raises ContextFullError (queuing nothing) when the
+        turn would not fit in ``context_limit`` tokens even after dropping old turns."""
+        target = self.prompt_tokens(self.exchanges, user_text)
+        room = min(
+            max(self.config.max_tokens, int(context_limit * SHIFT_SHARE)), context_limit // 2
+        )
+        over = len(target) + room - context_limit
+        if over > 0 and self.make_room(over, whole_history=True):
+            target = self.prompt_tokens(self.exchanges, user_text)
+        if len(target) >= context_limit:
+            raise ContextFullError("context full: the turn does not fit")
+        start = self._turn_start(self.exchanges, target)
+        self.turn_base = self._sync(target)
+        self.turn_starts.append(start)
+        self.exchanges.append(Exchange(user_text))
+        self.reply_base = len(target)
         self._open_reply()
+
+    def _sync(self, target: Sequence[int]) -> int:
+        """Make the conversation hold ``target``: keep the common prefix, rewind the rest, and
+        queue what is new (at least the last token: its logits are needed). Returns where the
+        queued tokens begin."""
+        if not target:
+            raise TemplateError("the chat template rendered nothing for this chat")
+        conv = self.conversation
+        conv.discard_pending()
+        keep = min(common_prefix(conv.tokens, target), len(target) - 1)
+        conv.rewind(conv.token_count - keep)
+        conv.prompt(list(target[keep:]))
+        return keep
+
+    def _turn_start(self, before: Sequence[Exchange], target: Sequence[int]) -> int:
+        """The position in ``target`` where the turn after ``before`` begins: the end of the
+        chat rendered up to there, or of the shared system prompt for the first turn."""
+        model = self.conversation.executor.model
+        if before:
+            try:
+                head = self.prompt_tokens(before)
+            except TemplateError:
+                return 0
+            return common_prefix(head, target)
+        prefix = self.template.system_prefix(self.config.system)
+        if prefix is not None:
+            return common_prefix(model.tokenize_prompt(prefix), target)
+        return 1 if target and model.add_bos and target[0] == model.bos_token else 0
 
     def _open_reply(self) -> None:
         self.reply = ReplyStream(
@@ -87,6 +132,12 @@ class ChatSession:
             self.config.max_tokens,
         )
         self.first_token_at = 0.0
+
+    @property
+    def _system_in_first_turn(self) -> bool:
+        """The template folds the system prompt into the first user turn (Gemma's do)."""
+        system = self.config.system
+        return bool(system.strip()) and self.template.system_prefix(system) is None
 
     def make_room(self, needed: int, *, whole_history: bool = False) -> int:
         """Context shift: drop the oldest turns (at least ``needed`` tokens if possible) but
@@ -97,14 +148,14 @@ class ChatSession:
         """
         conv = self.conversation
         starts = self.turn_starts
-        # With the system prompt folded into the first user turn (Gemma), that turn stays.
-        first = 1 if self.template.system_in_user and self.config.system.strip() else 0
+        first = 1 if self._system_in_first_turn else 0  # that turn holds the system prompt
         if len(starts) <= first:
             return 0
         keep = max(starts[first], 1 if conv.executor.model.add_bos else 0)
-        cuts = [c for c in starts[first + 1 :] if c > keep]
-        if whole_history and conv.token_count > keep:
-            cuts.append(conv.token_count)
+        end = conv.token_count
+        cuts = [c for c in starts[first + 1 :] if keep < c <= end]
+        if whole_history and end > keep:
+            cuts.append(end)
         if not cuts:
             return 0
         cut = next((c for c in cuts if c - keep >= needed), cuts[-1])
@@ -116,11 +167,12 @@ class ChatSession:
         conv.discard_pending()
         if requeue:
             conv.prompt(list(requeue))
-        kept = [s for s in starts if s >= cut]
+        kept = [i for i in range(first, len(starts)) if starts[i] >= cut]
         dropped = len(starts) - first - len(kept)
         self.dropped_turns += dropped
         self.shift_notice = Notice(NoticeKind.TURNS_DROPPED, count=dropped)
-        self.turn_starts = [*starts[:first], *(s - discard for s in kept)]
+        self.exchanges = [*self.exchanges[:first], *(self.exchanges[i] for i in kept)]
+        self.turn_starts = [*starts[:first], *(starts[i] - discard for i in kept)]
         self.turn_base = self.turn_base - discard if self.turn_base >= cut else -1
         self.reply_base = max(self.reply_base - discard, 0) if self.reply_base >= cut else 0
         return discard
@@ -128,58 +180,42 @@ class ChatSession:
     def state(self) -> TurnState:
         """The turn state, as a value (a fork or a saved session gets its own copy)."""
         return TurnState(
-            carry=self.carry,
-            replied_before=self.replied_before,
             reply_base=self.reply_base,
             turn_base=self.turn_base,
-            turn_carry=self.turn_carry,
-            turn_replied_before=self.turn_replied_before,
-            last_user_text=self.last_user_text,
             turn_starts=tuple(self.turn_starts),
+            exchanges=tuple(self.exchanges),
             dropped_turns=self.dropped_turns,
         )
 
     def restore_state(self, state: TurnState) -> None:
-        self.carry = state.carry
-        self.replied_before = state.replied_before
         self.reply_base = state.reply_base
         self.turn_base = state.turn_base
-        self.turn_carry = state.turn_carry
-        self.turn_replied_before = state.turn_replied_before
-        self.last_user_text = state.last_user_text
         self.turn_starts = list(state.turn_starts)
+        self.exchanges = list(state.exchanges)
         self.dropped_turns = state.dropped_turns
 
     def replay(self, messages: list[tuple[str, str]]) -> int:
-        """Queue a saved transcript for decoding (when its KV state cannot be loaded), turn by
-        turn as it was first prompted, so turn starts are known again. Returns the tokens."""
-        conv = self.conversation
-        model = conv.executor.model
-        tokens: list[int] = list(conv.tokens)  # a shared system prompt may be there already
-        pending = list(conv.pending_tokens)
-        conv.discard_pending()
-        tokens += pending
-        replied = False
-        space = " " if not self.template.assistant_prefix[-1:].isspace() else ""
+        """Queue a saved transcript for decoding (when its KV state cannot be loaded), with
+        the positions of its turns, as if it had been typed. Returns the tokens queued."""
+        exchanges: list[Exchange] = []
         for role, text in messages:
             if role == "user":
-                if not tokens:
-                    new = model.tokenize(self.first_turn_text(text), add_special=model.add_bos)
-                else:
-                    piece = self.template.next_turn(text, after_reply=replied)
-                    new = model.tokenize(piece, add_special=False)
-                self.turn_starts.append(len(tokens))
-                self.turn_base, self.last_user_text = len(tokens), text
-                tokens += new
-                self.reply_base, replied = len(tokens), False
-            elif role == "assistant" and text.strip():
-                tokens += model.tokenize(space + text.strip(), add_special=False)
-                replied = True
-        self.replied_before = replied
-        queued = tokens[conv.token_count :]
-        if queued:
-            conv.prompt(queued)
-        return len(queued)
+                exchanges.append(Exchange(text))
+            elif role == "assistant" and exchanges and text.strip():
+                exchanges[-1] = Exchange(exchanges[-1].user, self.template.reply_content(text))
+        if not exchanges:
+            return 0
+        target = self.prompt_tokens(exchanges)
+        last = exchanges[-1]
+        asked = self.prompt_tokens(exchanges[:-1], last.user)
+        self.turn_starts = [self._turn_start(exchanges[:i], target) for i in range(len(exchanges))]
+        self.exchanges = exchanges
+        self.turn_base = self.turn_starts[-1]
+        self.reply_base = common_prefix(asked, target)
+        if self.reply_base < len(asked):  # the template renders the last question otherwise
+            self.reply_base = 0
+        self._sync(target)
+        return self.conversation.pending_count
 
     def feed(self, token: int) -> str:
         assert self.reply is not None
@@ -195,23 +231,23 @@ class ChatSession:
         return self.reply.token_count / elapsed if elapsed > 0 else 0.0
 
     def end_reply(self) -> str:
-        """Close the reply: drop undecoded tokens, rewind what the user never saw, and keep the
-        rest of the shown text to prompt with the next turn. Returns any last text to show."""
-        assert self.reply is not None
+        """Close the reply: drop undecoded tokens, rewind what the user never saw (a stop
+        string), and keep the reply as written in the chat's history (the next turn decodes
+        whatever of it the KV lacks). Returns any last text to show."""
+        reply = self.reply
+        assert reply is not None
         conv = self.conversation
-        tail = self.reply.cancel()  # no-op if the reply already ended by itself
+        tail = reply.cancel()  # no-op if the reply already ended by itself
         self.last_rate = self.tokens_per_second
+        self.reply = None
+        if self.exchanges:
+            self.exchanges[-1] = Exchange(self.exchanges[-1].user, reply.written)
         if conv.token_count < self.reply_base:
             # The turn's prompt is still being decoded: let it finish, with an empty reply.
-            self.replied_before = True
-            self.reply = None
             return tail
         conv.discard_pending()
-        rewind, carry = self.reply.settle(conv.token_count - self.reply_base)
+        rewind, _ = reply.settle(conv.token_count - self.reply_base)
         conv.rewind(rewind)
-        self.carry = carry
-        self.replied_before = True
-        self.reply = None
         return tail
 
     def fork(self, chat_id: str, config: ChatConfig) -> ChatSession:
@@ -247,7 +283,7 @@ class ChatSession:
         conv.rewind(conv.token_count - self.turn_base)
         conv.prompt(turn)
         conv.sampling = self.config.sampling
-        self.carry = ""
+        self.exchanges[-1] = Exchange(self.exchanges[-1].user)
         self._open_reply()
 
     def take_back_last_turn(self) -> str:
@@ -257,19 +293,15 @@ class ChatSession:
         if self.generating or self.turn_base < 0 or conv.token_count < self.turn_base:
             raise PanechatError("there is no finished turn to edit in this chat")
         conv.rewind(conv.token_count - self.turn_base)
-        self.carry, self.replied_before = self.turn_carry, self.turn_replied_before
         self.reply_base, self.turn_base = 0, -1  # one step back only
-        if self.turn_starts:
-            self.turn_starts.pop()
-        return self.last_user_text
+        self.turn_starts.pop()
+        return self.exchanges.pop().user
 
     def reset(self, conversation: Conversation) -> None:
         """Start over on a fresh conversation (clear)."""
         self.conversation = conversation
         self.turns.clear()
         self.reply = None
-        self.carry = ""
-        self.replied_before = False
         self.last_rate = 0.0
-        self.turn_base, self.turn_carry, self.turn_replied_before = -1, "", False
-        self.turn_starts, self.dropped_turns = [], 0
+        self.reply_base, self.turn_base = 0, -1
+        self.exchanges, self.turn_starts, self.dropped_turns = [], [], 0

@@ -9,17 +9,22 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class Exchange:
+    """One user turn the KV cache holds, and the reply to it as the model wrote it ("" while
+    it streams, or when it was stopped before a word)."""
+
+    user: str
+    reply: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnState:
     """What a pane knows beyond its tokens (see :class:`core.chat.session.ChatSession`)."""
 
-    carry: str = ""  # shown reply text that is not in the KV cache yet
-    replied_before: bool = False
     reply_base: int = 0  # token count where the current reply starts
-    turn_base: int = -1  # token count before the last user turn (-1: none to take back)
-    turn_carry: str = ""
-    turn_replied_before: bool = False
-    last_user_text: str = ""
-    turn_starts: tuple[int, ...] = ()  # KV position where each turn begins
+    turn_base: int = -1  # where the last turn's decoded tokens begin (-1: none to take back)
+    turn_starts: tuple[int, ...] = ()  # KV position where each exchange begins
+    exchanges: tuple[Exchange, ...] = ()  # the turns the KV holds, oldest first
     dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
 
 
@@ -33,8 +38,11 @@ class SavedState:
     tokens: int
 
     def to_json(self) -> str:
-        """One flat JSON object: the turn fields, "kv" and "tokens" (store schema 1)."""
-        return json.dumps({**asdict(self.turns), "kv": self.kv_path, "tokens": self.tokens})
+        """One flat JSON object: the turn fields ("exchanges" as [user, reply] pairs), "kv"
+        and "tokens" (store schema 1)."""
+        turns = asdict(self.turns)
+        turns["exchanges"] = [[e.user, e.reply] for e in self.turns.exchanges]
+        return json.dumps({**turns, "kv": self.kv_path, "tokens": self.tokens})
 
     @classmethod
     def from_json(cls, text: str) -> SavedState | None:
@@ -74,17 +82,35 @@ def _consistent(turns: TurnState, tokens: int) -> bool:
         and -1 <= turns.turn_base <= tokens
         and 0 <= turns.reply_base <= tokens
         and turns.dropped_turns >= 0
+        and len(turns.exchanges) == len(starts)
     )
 
 
+def _exchanges(value: Any) -> tuple[Exchange, ...] | None:
+    """[user, reply] pairs of strings as exchanges; None if ``value`` is anything else."""
+    if not isinstance(value, list):
+        return None
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(type(p) is str for p in pair)):
+            return None
+        pairs.append(Exchange(pair[0], pair[1]))
+    return tuple(pairs)
+
+
 def _turn_state(data: dict[str, Any]) -> TurnState | None:
-    """The turn fields present in ``data``, each of its field's type; None if one is not."""
+    """The turn fields present in ``data``, each of its field's type; None if one is not.
+    A state saved before exchanges were kept has none, and does not match its turn starts."""
     values: dict[str, Any] = {}
     for f in fields(TurnState):
         if f.name not in data:
             continue
         value, default = data[f.name], f.default
-        if isinstance(default, tuple):
+        if f.name == "exchanges":
+            value = _exchanges(value)
+            if value is None:
+                return None
+        elif isinstance(default, tuple):
             if not isinstance(value, list) or any(type(v) is not int for v in value):
                 return None
             value = tuple(value)
