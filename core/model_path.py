@@ -24,7 +24,8 @@ def check_gguf(path: str | os.PathLike[str]) -> Path:
     model = Path(path).expanduser()
     if not model.exists():
         raise ModelLoadError(
-            f"model file not found: {model} — fix the path (--model or [model] path in config)"
+            f"model file not found: {model} — fix the path (--model, or path in [model] or "
+            "[models.NAME] of the config)"
         )
     if not model.is_file():
         raise ModelLoadError(f"model path is not a file: {model} — point it at a .gguf file")

@@ -94,7 +94,7 @@ def test_a_template_runs_sandboxed() -> None:
         "{{ messages.append({'role': 'user', 'content': 'x'}) }}",
         "{{ raise_exception.__globals__['os'] }}",
     ):
-        with pytest.raises(TemplateError, match="unsafe|undefined"):
+        with pytest.raises(TemplateError, match=r"unsafe|undefined"):
             jinja(hostile).render(CHAT)
     assert jinja("{{ raise_exception.__globals__ }}").render(CHAT) == ""  # nothing reached
 

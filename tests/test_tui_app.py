@@ -26,7 +26,17 @@ from core import (
     StopReason,
     model_template,
 )
-from core.chat import ChatConfig, ChatDelta, ChatEngine, Exchange, Frame, SavedState, TurnState
+from core.chat import (
+    DEFAULT,
+    ChatConfig,
+    ChatDelta,
+    ChatEngine,
+    ChatEngineGroup,
+    Exchange,
+    Frame,
+    SavedState,
+    TurnState,
+)
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, load_config
@@ -279,8 +289,11 @@ async def test_palette_lists_every_action_and_copy_uses_the_clipboard(make_app: 
 
 
 def loop_of(app: PanechatApp) -> ChatEngine:
-    assert isinstance(app.source, ChatEngine)
-    return app.source
+    """The engine of the app's default model (its panes are on it)."""
+    assert isinstance(app.source, ChatEngineGroup)
+    engine = app.source.engine(DEFAULT)
+    assert engine is not None
+    return engine
 
 
 async def test_fork_shares_the_history_without_decoding_it_again(make_app: Factory) -> None:
@@ -713,7 +726,7 @@ async def test_quitting_saves_what_the_screen_had_not_shown_yet(
         if when == "buffered":
             app.receive(Frame({pane.pane_id: late}))
         else:  # the frame the engine emits while quitting waits for it (no message runs)
-            engine = loop_of(app)
+            engine = app.source
             stop = engine.shutdown
 
             def emit_then_stop(timeout: float = 5.0) -> bool:
@@ -738,7 +751,7 @@ async def test_a_second_ctrl_c_quits_without_waiting_for_a_stuck_decode(
         await pilot.pause()
         pane = app.panes[0]
         await ask(pilot, app, pane, "Hello there.")
-        engine = loop_of(app)
+        engine = app.source
         stop = engine.shutdown
 
         def stuck_then_stop(timeout: float = 5.0) -> bool:

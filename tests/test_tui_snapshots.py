@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from core import ContextParams, StopReason
-from core.chat import ChatDelta, ChatSnapshot, Command, FrameStats
+from core.chat import ChatDelta, ChatSnapshot, FrameStats, GroupCommand
 from tui.app import PanechatApp
 from tui.config import load_config
 from tui.messages import FrameUpdate
@@ -23,12 +23,12 @@ class ScriptedSource:
     """Records commands; the test posts the frames a decode loop would have posted."""
 
     def __init__(self) -> None:
-        self.commands: list[Command] = []
+        self.commands: list[GroupCommand] = []
 
     def start(self) -> None:
         pass
 
-    def submit(self, *commands: Command) -> None:
+    def submit(self, *commands: GroupCommand) -> None:
         self.commands.extend(commands)
 
     def shutdown(self, timeout: float = 5.0) -> bool:
@@ -36,6 +36,9 @@ class ScriptedSource:
 
     def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot:
         return ChatSnapshot(None)
+
+    def close(self) -> None:
+        pass
 
 
 def make_app(panes: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PanechatApp:

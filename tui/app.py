@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -27,11 +27,11 @@ from core.chat import (
     ChatSnapshot,
     ClearChat,
     CloseChat,
-    Command,
     EditLastTurn,
     EngineEvent,
     ForkChat,
     Frame,
+    GroupCommand,
     Notice,
     NoticeKind,
     OpenChat,
@@ -39,6 +39,7 @@ from core.chat import (
     Restore,
     SendTurn,
     StopChat,
+    SwitchModel,
 )
 from core.printable import printable
 from tui.bindings import APP_BINDINGS, KeyNames
@@ -71,9 +72,10 @@ class DecodeSource(Protocol):
     """What the app needs from the decode loop (a scripted fake in layout tests)."""
 
     def start(self) -> None: ...
-    def submit(self, *commands: Command) -> None: ...
+    def submit(self, *commands: GroupCommand) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> bool: ...
     def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot: ...
+    def close(self) -> None: ...
 
 
 class PanechatApp(App[int | None]):
@@ -238,7 +240,9 @@ class PanechatApp(App[int | None]):
             return None
         row = self.pane_row
         if saved is not None:
-            pane = await row.open(pane_config, branched_from=saved.branched_from)
+            pane = await row.open(
+                pane_config, branched_from=saved.branched_from, **self._model_of(pane_config)
+            )
             self.recorder.pane_restored(pane.pane_id, saved.id)
             await pane.add_messages(saved.messages)
             if saved.state_damaged:
@@ -249,19 +253,51 @@ class PanechatApp(App[int | None]):
             )
             return pane
         if fork_of is None:
-            pane = await row.open(pane_config)
+            pane = await row.open(pane_config, **self._model_of(pane_config))
             self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
             self.source.submit(OpenChat(pane.pane_id, pane_config))
             return pane
         messages = fork_of.messages()
         turns = sum(1 for role, _ in messages if role == "user")
         origin = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
-        pane = await row.open(pane_config, after=fork_of, messages=messages, branched_from=origin)
+        pane_config = replace(pane_config, model=fork_of.config.model)  # a branch stays on it
+        pane = await row.open(
+            pane_config,
+            after=fork_of,
+            messages=messages,
+            branched_from=origin,
+            **self._model_of(pane_config),
+        )
         self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
         for role, text in messages:
             self.recorder.message(pane.pane_id, role, text)
         self.source.submit(ForkChat(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
+
+    def _model_of(self, pane_config: ChatConfig) -> dict[str, Any]:
+        """How a pane shows its model: the name in its title, and that model's context size."""
+        return {
+            "model_label": self.model_label(pane_config.model),
+            "context_size": self.config.context_size(pane_config.model),
+        }
+
+    def model_label(self, model: str) -> str:
+        """A model's name in titles, exports and the compare view; "" while every pane is on
+        the one default model (nothing to tell apart)."""
+        if not self.config.named_models():
+            return ""
+        key = self.config.model_key(model)
+        return key if key else (self.model_name or "default")
+
+    def switch_model(self, model: str) -> None:
+        """The focused pane answers with ``model`` from now on: the chat is read again there."""
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        if self.config.model_key(pane.config.model) == self.config.model_key(model):
+            self.notify(f"{printable(pane.config.name)} already answers with that model")
+            return
+        self.source.submit(SwitchModel(pane.pane_id, model))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -321,8 +357,15 @@ class PanechatApp(App[int | None]):
         with self.batch_update():
             for pane_id, deltas in pending.items():
                 pane = panes.get(pane_id)
-                for delta in deltas if pane is not None else ():
-                    await pane.apply(delta)  # type: ignore[union-attr]
+                if pane is None:
+                    continue
+                for delta in deltas:
+                    if delta.model is not None:  # it answers with another model now
+                        model = delta.model
+                        label, size = self.model_label(model), self.config.context_size(model)
+                        pane.answer_with(model, label, size)
+                        self.recorder.pane_changed(pane_id, pane.config)
+                    await pane.apply(delta)
                     self.recorder.frame(pane_id, delta)
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
                 self.status_bar.stats = stats
@@ -534,6 +577,14 @@ class PanechatApp(App[int | None]):
             "Export pane", "The focused pane to its own Markdown file", self.action_export_pane
         )
         yield SystemCommand("Keys", "Show every key binding", self.action_help)
+        if self.config.named_models():
+            for model in ("", *self.config.named_models()):
+                label = self.model_label(model)
+                yield SystemCommand(
+                    f"Answer with {label}",
+                    f"The focused pane answers with {label} from now on (it reads the chat again)",
+                    lambda model=model: self.switch_model(model),
+                )
 
     def _on_termination(self, listen: bool) -> None:
         """SIGTERM (a shutdown, ``kill``, a closed SSH session's supervisor) quits as Ctrl+Q
@@ -584,7 +635,7 @@ class PanechatApp(App[int | None]):
 
     async def on_unmount(self) -> None:
         self._on_termination(False)
-        self.source.shutdown(timeout=0.0 if self.hurry else SHUTDOWN_WAIT)
+        stopped = self.source.shutdown(timeout=0.0 if self.hurry else SHUTDOWN_WAIT)
         # What the screen had not shown yet still belongs in the transcript: the buffered
         # deltas, then the frames posted but not handled, in the order they came.
         pending, _ = self.frame_buffer.take(time.monotonic())
@@ -595,4 +646,6 @@ class PanechatApp(App[int | None]):
             for pane_id, delta in frame.deltas.items():
                 self.recorder.frame(pane_id, delta)
         self.recorder.save_states(self.source.snapshot)
+        if stopped:
+            self.source.close()  # the models it loaded (the default one is the caller's)
         self.gc_policy.restore()

@@ -157,15 +157,18 @@ def create_app(
     restore: list[SavedPane] | None = None,
     driver_class: type[Driver] | None = None,
 ) -> PanechatApp:
-    """Wire the decode loop (worker thread) to the app it posts its frames to."""
-    from core.chat import ChatEngine
+    """Wire the decode loop (worker thread) to the app it posts its frames to: the default
+    model's ``executor`` (the caller's), and the config's other models, loaded on demand."""
+    from core.chat import ChatEngineGroup
     from tui.app import PanechatApp
 
     holder: list[PanechatApp] = []
-    loop = ChatEngine(
+    loop = ChatEngineGroup(
         executor,
         template,
         lambda event: holder[0].receive(event),
+        specs=config.named_models(),
+        default_name=config.default_alias,
         nice=config.decode_nice,
     )
     app = PanechatApp(

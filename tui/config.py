@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,14 @@ from core import (
     WeightLayout,
 )
 from core.atomic_file import replacing
+from core.chat import EMBEDDED, ModelSpec
 from core.chat.config import ChatConfig
 
 APP_NAME = "panechat"
 _PANE_ONLY_KEYS = {"name", "system"}
 _REPLY_KEYS = {"max_tokens", "stop"}
 _SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
-_PANE_KEYS = _PANE_ONLY_KEYS | _REPLY_KEYS | _SAMPLING_KEYS
+_PANE_KEYS = _PANE_ONLY_KEYS | _REPLY_KEYS | _SAMPLING_KEYS | {"model"}
 _CONTEXT_KEYS = {
     "n_ctx",
     "n_batch",
@@ -42,7 +43,9 @@ DEFAULT_DECODE_NICE = 10
 #: Seconds between screen updates while 8 panes stream (tui/frame_buffer.py).
 DEFAULT_UPDATE_INTERVAL = 0.25
 UPDATE_INTERVAL_RANGE = (0.05, 2.0)
-_TOP_KEYS = {"theme", "model", "context", "ui", "pane_defaults", "panes", "keys"}
+_TOP_KEYS = {"theme", "model", "models", "context", "ui", "pane_defaults", "panes", "keys"}
+#: What a [models.NAME] table may set: the model's own keys, and context keys for its executor.
+_NAMED_MODEL_KEYS = (_MODEL_KEYS | _CONTEXT_KEYS) - {"max_frame_stretch"}
 
 
 class ConfigError(PanechatError):
@@ -63,6 +66,25 @@ class AppConfig:
     decode_nice: int = DEFAULT_DECODE_NICE  # [ui]; Linux only
     update_interval: float = DEFAULT_UPDATE_INTERVAL  # [ui]
     weight_layout: WeightLayout = WeightLayout.AUTO  # [model]
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # [models.NAME], and embedded
+
+    @property
+    def default_alias(self) -> str:
+        """The default model's other name: "embedded" when it is the embedded model."""
+        return "" if self.model_path else EMBEDDED
+
+    def model_key(self, name: str) -> str:
+        """A pane's ``model`` as the decode loop names it ("" for the default model)."""
+        return "" if name == self.default_alias else name
+
+    def named_models(self) -> dict[str, ModelSpec]:
+        """The models besides the default one, loaded when a pane needs them."""
+        return {n: s for n, s in self.models.items() if n != self.default_alias}
+
+    def context_size(self, model: str) -> int:
+        """The n_ctx of the model a pane names."""
+        spec = self.named_models().get(self.model_key(model))
+        return spec.context.n_ctx if spec is not None else self.context.n_ctx
 
 
 def default_config_path() -> Path:
@@ -188,6 +210,22 @@ def _check_keys(data: dict[str, Any], path: Path, text: str) -> None:
                 known = ", ".join(sorted(keys))
                 where = _where(path, text, table, key)
                 raise ConfigError(f"{where}: unknown key {key!r} in [{table}] (known: {known})")
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(
+            f"{_where(path, text, '', 'models')}: models must be [models.NAME] tables"
+        )
+    for name, table in models.items():
+        if not isinstance(table, dict):
+            where = _where(path, text, "", "models")
+            raise ConfigError(f"{where}: [models.{name}] must be a table")
+        for key in table:
+            if key not in _NAMED_MODEL_KEYS:
+                known = ", ".join(sorted(_NAMED_MODEL_KEYS))
+                where = _where(path, text, f"models.{name}", key)
+                raise ConfigError(
+                    f"{where}: unknown key {key!r} in [models.{name}] (known: {known})"
+                )
     panes = data.get("panes", [])
     if not isinstance(panes, list):
         raise ConfigError(f"{path}: panes must be a list of [[panes]] tables")
@@ -208,26 +246,18 @@ def _build(
         table = "" if section == "theme" else section
         return ConfigError(f"{_where(path, texts[path], table, key, index)}: {key}: {problem}")
 
-    model = data.get("model", {})
     context = data.get("context", {})
     try:
         params = ContextParams(**{k: v for k, v in context.items()})
     except (InvalidParamsError, TypeError) as e:
         key = next((k for k in context if k in str(e)), "context")
         raise fail("context", key, str(e)) from e
-    n_gpu_layers = model.get("n_gpu_layers", -1)
-    if not isinstance(n_gpu_layers, int):
-        raise fail("model", "n_gpu_layers", "must be an integer")
-    path = model.get("path", "")
-    if not isinstance(path, str):
-        raise fail("model", "path", "must be a string")
-    try:
-        weight_layout = WeightLayout.parse(model.get("weight_layout", "auto"))
-    except InvalidParamsError as e:
-        raise fail("model", "weight_layout", str(e).removeprefix("weight_layout ")) from e
-    template = model.get("template", "auto")
-    if not isinstance(template, str) or template not in TEMPLATE_NAMES:
-        raise fail("model", "template", f"must be one of: {', '.join(TEMPLATE_NAMES)}")
+    default = _model_spec("", data.get("model", {}), params, fail, "model")
+    path, n_gpu_layers = default.path or "", default.n_gpu_layers
+    template, weight_layout = default.template, default.weight_layout
+    models = {EMBEDDED: ModelSpec(EMBEDDED, None, params)}
+    for name, table in data.get("models", {}).items():
+        models[name] = _model_spec(name, table, params, fail, f"models.{name}")
     theme = data.get("theme", "textual-dark")
     if not isinstance(theme, str):
         raise fail("theme", "theme", "must be a string")
@@ -256,6 +286,14 @@ def _build(
         _pane({**defaults_raw, **raw}, fail, "panes", i)
         for i, raw in enumerate(data.get("panes", []))
     )
+    for index, pane in enumerate((defaults, *panes)):
+        if pane.model and pane.model not in models:
+            known = ", ".join(repr(n) for n in models)
+            section = "pane_defaults" if index == 0 else "panes"
+            problem = (
+                f"no model is named {pane.model!r} — add [models.{pane.model}] (known: {known})"
+            )
+            raise fail(section, "model", problem, max(index - 1, 0))
     return AppConfig(
         theme=theme,
         model_path=path or None,
@@ -269,7 +307,35 @@ def _build(
         decode_nice=decode_nice,
         update_interval=float(update_interval),
         weight_layout=weight_layout,
+        models=models,
     )
+
+
+def _model_spec(
+    name: str, table: dict[str, Any], params: ContextParams, fail: Any, section: str
+) -> ModelSpec:
+    """A model's spec from its table (``[model]`` for the default, else ``[models.NAME]``),
+    its context from ``[context]`` with the table's own context keys on top."""
+    n_gpu_layers = table.get("n_gpu_layers", -1)
+    if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool):
+        raise fail(section, "n_gpu_layers", "must be an integer")
+    path = table.get("path", "")
+    if not isinstance(path, str):
+        raise fail(section, "path", "must be a string")
+    try:
+        weight_layout = WeightLayout.parse(table.get("weight_layout", "auto"))
+    except InvalidParamsError as e:
+        raise fail(section, "weight_layout", str(e).removeprefix("weight_layout ")) from e
+    template = table.get("template", "auto")
+    if not isinstance(template, str) or template not in TEMPLATE_NAMES:
+        raise fail(section, "template", f"must be one of: {', '.join(TEMPLATE_NAMES)}")
+    overrides = {k: v for k, v in table.items() if k in _CONTEXT_KEYS}
+    try:
+        context = replace(params, **overrides)
+    except (InvalidParamsError, TypeError) as e:
+        key = next((k for k in overrides if k in str(e)), "n_ctx")
+        raise fail(section, key, str(e)) from e
+    return ModelSpec(name, path or None, context, template, n_gpu_layers, weight_layout)
 
 
 def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfig:
@@ -294,7 +360,10 @@ def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfi
     except InvalidParamsError as e:
         key = next((k for k in sampling_raw if str(e).startswith(k)), "temperature")
         raise fail(section, key, str(e), index) from e
-    return ChatConfig(name.strip(), system, sampling, max_tokens, tuple(stop))
+    model = raw.get("model", "")
+    if not isinstance(model, str):
+        raise fail(section, "model", "must be a model's name, from a [models.NAME] table", index)
+    return ChatConfig(name.strip(), system, sampling, max_tokens, tuple(stop), model)
 
 
 def save_theme_choice(theme: str, path: Path | None = None) -> Path:

@@ -17,6 +17,7 @@ class PaneTranscript:
     system: str
     messages: Sequence[tuple[str, str]]  # (role, text), role "user" or "assistant"
     branched_from: str = ""
+    model: str = ""  # which model answered ("" when the app runs only one)
 
 
 def pane_markdown(pane: PaneTranscript, level: int = 1) -> str:
@@ -25,6 +26,8 @@ def pane_markdown(pane: PaneTranscript, level: int = 1) -> str:
     heading = "#" * level
     lines = [f"{heading} {pane.name}", ""]
     meta = [f"settings: `{pane.settings}`"]
+    if pane.model:
+        meta.insert(0, f"model: {pane.model}")
     if pane.branched_from:
         meta.append(f"branched from {pane.branched_from}")
     lines += [f"_{' · '.join(meta)}_", ""]

@@ -17,5 +17,7 @@ def notice_text(notice: Notice, keys: KeyNames) -> str:
             return f"context full — press {clear} to clear this pane; the other panes carry on"
         case NoticeKind.BRANCH_SOURCE_CLOSED:
             return "the pane to branch from was closed"
+        case NoticeKind.MODEL_FAILED:
+            return f"{notice.detail} — this pane cannot answer; the other panes carry on"
         case _:
             return notice.text()

@@ -23,6 +23,7 @@ Snapshot = Callable[[str, Path | None], ChatSnapshot]
 class Recorder(Protocol):
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None: ...
     def pane_restored(self, pane_id: str, row: int) -> None: ...
+    def pane_changed(self, pane_id: str, config: ChatConfig) -> None: ...
     def message(self, pane_id: str, role: str, text: str) -> None: ...
     def frame(self, pane_id: str, delta: ChatDelta) -> None: ...
     def pane_cleared(self, pane_id: str) -> None: ...
@@ -37,6 +38,9 @@ class NullRecorder:
         pass
 
     def pane_restored(self, pane_id: str, row: int) -> None:
+        pass
+
+    def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
         pass
 
     def message(self, pane_id: str, role: str, text: str) -> None:
@@ -129,6 +133,13 @@ class SessionRecorder:
 
     def pane_restored(self, pane_id: str, row: int) -> None:
         self._rows[pane_id] = row
+
+    def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
+        """The pane's settings changed (it answers with another model): resume uses these."""
+        row = self._row(pane_id)
+        if row is not None:
+            with self._writing(pane_id):
+                self.store.update_pane_config(row, config)
 
     def message(self, pane_id: str, role: str, text: str) -> None:
         row = self._row(pane_id)

@@ -242,6 +242,12 @@ class SessionStore:
             self._touch(session_id)
         return int(cur.lastrowid or 0)
 
+    def update_pane_config(self, pane_id: int, config: ChatConfig) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE panes SET config = ? WHERE id = ?", (_dump_config(config), pane_id)
+            )
+
     def close_pane(self, pane_id: int) -> None:
         with self._db:
             self._db.execute("UPDATE panes SET closed = 1 WHERE id = ?", (pane_id,))
@@ -343,6 +349,7 @@ def _dump_config(config: ChatConfig) -> str:
             "sampling": asdict(config.sampling),
             "max_tokens": config.max_tokens,
             "stop": list(config.stop),
+            "model": config.model,
         }
     )
 
@@ -355,4 +362,5 @@ def _load_config(text: str) -> ChatConfig:
         sampling=SamplingParams(**data["sampling"]),
         max_tokens=int(data["max_tokens"]),
         stop=tuple(data["stop"]),
+        model=str(data.get("model", "")),  # files from before models had names: the default
     )

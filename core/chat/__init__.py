@@ -7,6 +7,7 @@ text, finished replies with their :class:`core.StopReason`, notices, and figures
 imports Textual; the app (``tui``) is one view of it, a script another.
 """
 
+from core.chat.chat_model import EMBEDDED, ChatModel, ModelSpec
 from core.chat.commands import (
     ClearChat,
     CloseChat,
@@ -22,15 +23,20 @@ from core.chat.commands import (
 )
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
+from core.chat.engine_group import DEFAULT, ChatEngineGroup, GroupCommand, SwitchModel
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
 from core.chat.state import ChatSnapshot, Exchange, SavedState, TurnState
 
 __all__ = [
+    "DEFAULT",
+    "EMBEDDED",
     "ChatConfig",
     "ChatDelta",
     "ChatEngine",
+    "ChatEngineGroup",
+    "ChatModel",
     "ChatSession",
     "ChatSnapshot",
     "ClearChat",
@@ -43,6 +49,8 @@ __all__ = [
     "ForkChat",
     "Frame",
     "FrameStats",
+    "GroupCommand",
+    "ModelSpec",
     "Notice",
     "NoticeKind",
     "OpenChat",
@@ -52,5 +60,6 @@ __all__ = [
     "SendTurn",
     "Shutdown",
     "StopChat",
+    "SwitchModel",
     "TurnState",
 ]

@@ -16,3 +16,4 @@ class ChatConfig:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = 200
     stop: tuple[str, ...] = ()  # strings that end a reply (the embedded base model: "\n\n")
+    model: str = ""  # which model answers ("" the default; see ChatEngineGroup)

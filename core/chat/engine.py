@@ -55,8 +55,10 @@ class ChatEngine:
         emit: Callable[[EngineEvent], object] | None = None,
         *,
         nice: int = 0,
+        model: str = "",
     ) -> None:
         self.executor = executor
+        self.model = model  # the name its frames carry (ChatEngineGroup runs several)
         self.nice = nice  # how far below the UI thread decoding runs (thread_priority.py)
         self.template = template
         self._emit = emit
@@ -100,8 +102,13 @@ class ChatEngine:
         """Queue commands; several given at once are applied in the same frame (a broadcast
         starts every chat's turn in one batch, not one chat per frame)."""
         if any(isinstance(c, StopChat | ClearChat | CloseChat) for c in commands):
-            self._cancel.cancel()  # interrupt a long prefill so the command applies at once
+            self.interrupt()
         self._commands.put(commands)
+
+    def interrupt(self) -> None:
+        """Cancel the decode in flight (a long prefill), so the next commands apply at once;
+        the frame's chats keep their tokens and go on at the next frame. Any thread."""
+        self._cancel.cancel()
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the engine's thread (its decode is cancelled at the next step) and wait up to
@@ -174,6 +181,30 @@ class ChatEngine:
     def prefix_sharing(self) -> PrefixSharing:
         """How many chats shared a decoded system prompt, and how many decoded their own."""
         return self._prefixes.sharing()
+
+    def take_out(self, chat_id: str) -> list[tuple[str, str]] | None:
+        """Close a chat that moves to another model and return what its model has read, as
+        (role, text) messages to read it again there (None: no such chat). Only between
+        frames, in the thread that steps the engine (never while its own thread runs)."""
+        if self._thread.is_alive():
+            raise PanechatError("take_out() needs an engine that the caller steps")
+        session = self._sessions.pop(chat_id, None)
+        if session is None:
+            return None
+        if session.reply is not None:
+            session.end_reply()
+        session.conversation.dispose()
+        messages = []
+        for exchange in session.exchanges:
+            messages.append(("user", exchange.user))
+            if exchange.reply.strip():
+                messages.append(("assistant", exchange.reply))
+        return messages
+
+    @property
+    def chat_count(self) -> int:
+        """Chats open or opening (a group frees a model that has none)."""
+        return len(self._sessions) + len(self._waiting_opens) + len(self._waiting_forks)
 
     def session(self, chat_id: str) -> ChatSession | None:
         """A chat's session (for tests and diagnostics; read it between frames)."""
@@ -420,7 +451,7 @@ class ChatEngine:
             kv_total=self.executor.n_ctx,
             decode_share=decode / elapsed if elapsed > 0 else 0.0,
         )
-        return Frame(deltas, stats)
+        return Frame(deltas, stats, self.model)
 
     def _start_turn(self, session: ChatSession, deltas: dict[str, ChatDelta]) -> None:
         text = session.turns.popleft()

@@ -21,6 +21,7 @@ class ChatDelta:
     reply_tokens: int = 0  # the finished reply's length in tokens
     reply_text: str | None = None  # the finished reply's whole text, stripped (to save it)
     notice: Notice | None = None  # something to tell the user (context full, error)
+    model: str | None = None  # the chat now answers with this model (a switch)
     tokens_per_second: float = 0.0
     context_used: int = 0
     generating: bool = False
@@ -40,6 +41,7 @@ class ChatDelta:
         self.reply_tokens = later.reply_tokens
         self.reply_text = later.reply_text
         self.notice = later.notice or self.notice
+        self.model = later.model if later.model is not None else self.model
         self.tokens_per_second = later.tokens_per_second
         self.context_used = later.context_used
         self.generating = later.generating
@@ -59,10 +61,12 @@ class FrameStats:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decode step: new text for every chat that produced some, plus the step's figures."""
+    """One decode step: new text for every chat that produced some, plus the step's figures,
+    and which model decoded it ("" the default one)."""
 
     deltas: dict[str, ChatDelta] = field(default_factory=dict)
     stats: FrameStats = field(default_factory=FrameStats)
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)

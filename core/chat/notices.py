@@ -18,6 +18,8 @@ class NoticeKind(StrEnum):
     BRANCH_SOURCE_CLOSED = "branch source closed"
     OPENING = "opening"  # the chat is still reading its system prompt
     FAILED = "failed"  # a command failed; ``detail`` says why
+    MODEL_FAILED = "model failed"  # the chat's model could not be loaded; ``detail`` says why
+    MODEL_SWITCHED = "model switched"  # the chat moved to model ``detail`` and is read again
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,10 @@ class Notice:
                 return "the chat is still reading its system prompt — try again in a moment"
             case NoticeKind.FAILED:
                 return self.detail
+            case NoticeKind.MODEL_FAILED:
+                return f"{self.detail} — this chat cannot answer; the other chats carry on"
+            case NoticeKind.MODEL_SWITCHED:
+                return f"now answered by {self.detail}: it reads the chat again first"
 
     def __str__(self) -> str:
         return self.text()

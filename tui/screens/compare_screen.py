@@ -23,6 +23,7 @@ class ReplySummary:
     tokens: int
     tokens_per_second: float
     stop_reason: StopReason | None  # None: no reply yet
+    model: str = ""  # which model answered ("" when the app runs only one)
 
 
 class CompareScreen(ModalScreen[None]):
@@ -39,10 +40,11 @@ class CompareScreen(ModalScreen[None]):
         with Vertical(id="compare"):
             yield Static("[b]Last replies, side by side[/b]")
             table: DataTable[str | Text] = DataTable(cursor_type="row", zebra_stripes=True)
-            table.add_columns("pane", "settings", "tokens", "tok/s", "words", "ended by")
+            table.add_columns("pane", "model", "settings", "tokens", "tok/s", "words", "ended by")
             for r in self.replies:
                 table.add_row(
                     Text(printable(r.pane)),
+                    Text(printable(r.model) or "-"),
                     Text(printable(r.settings)),
                     str(r.tokens),
                     f"{r.tokens_per_second:.1f}",
@@ -53,5 +55,7 @@ class CompareScreen(ModalScreen[None]):
             with VerticalScroll(id="compare-texts"):
                 for r in self.replies:
                     text = printable(r.text) or "_(no reply)_"
-                    yield Markdown(f"**{printable(r.pane)}** · `{printable(r.settings)}`\n\n{text}")
+                model = f" · {printable(r.model)}" if r.model else ""
+                head = f"**{printable(r.pane)}**{model} · `{printable(r.settings)}`"
+                yield Markdown(f"{head}\n\n{text}")
             yield Static("[dim]Esc closes[/dim]")

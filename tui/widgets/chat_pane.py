@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -41,12 +42,14 @@ class ChatPane(Vertical):
         config: ChatConfig,
         context_size: int,
         keys: KeyNames | None = None,
+        model_label: str = "",
     ) -> None:
         super().__init__(id=pane_id, classes="chat-pane")
         self.pane_id = pane_id
         self.keys = keys or KeyNames({})  # the keys its notices name
         self.config = config
         self.context_size = context_size
+        self.model_label = model_label  # the model's name in titles and exports
         self.generating = False
         self._reply: ChatMessage | None = None
         self._last_reply_message: ChatMessage | None = None
@@ -66,6 +69,7 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         title = self.title_bar
         title.pane_name = self.config.name
+        title.model = self.model_label
         title.sampler = self.config.sampling.summary()
         title.context_size = self.context_size
         title.origin = self.branched_from
@@ -133,6 +137,7 @@ class ChatPane(Vertical):
             self.config.system,
             self.messages(),
             self.branched_from,
+            self.model_label,
         )
 
     def reply_summary(self) -> ReplySummary:
@@ -144,7 +149,14 @@ class ChatPane(Vertical):
             self.last_reply_tokens,
             self.last_reply_rate,
             self.last_stop,
+            self.model_label,
         )
+
+    def answer_with(self, model: str, label: str, context_size: int) -> None:
+        """The chat now answers with ``model`` (its title, exports and saved config say so)."""
+        self.config = replace(self.config, model=model)
+        self.model_label, self.context_size = label, context_size
+        self.title_bar.model, self.title_bar.context_size = label, context_size
 
     def toggle_broadcast_set(self) -> bool:
         self.in_broadcast_set = not self.in_broadcast_set

@@ -51,10 +51,14 @@ class PaneRow(Horizontal):
         after: ChatPane | None = None,
         messages: list[tuple[str, str]] | None = None,
         branched_from: str = "",
+        context_size: int | None = None,
+        model_label: str = "",
     ) -> ChatPane:
-        """Mount a new pane (after ``after``, else at the end) showing ``messages``."""
+        """Mount a new pane (after ``after``, else at the end) showing ``messages``; its model
+        may have a context of its own size (default: the row's)."""
         self.opened += 1
-        pane = ChatPane(f"pane-{self.opened}", config, self.context_size, self.keys)
+        size = self.context_size if context_size is None else context_size
+        pane = ChatPane(f"pane-{self.opened}", config, size, self.keys, model_label)
         pane.branched_from = branched_from
         await self.mount(pane, after=after)
         if messages:

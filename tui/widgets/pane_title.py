@@ -1,4 +1,4 @@
-"""A pane's title bar: name, sampler summary, live tokens/s and context use."""
+"""A pane's title bar: name, model, sampler summary, live tokens/s and context use."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from core.printable import printable
 
 class PaneTitle(Static):
     pane_name: reactive[str] = reactive("")
+    model: reactive[str] = reactive("")  # which model answers ("" when the app runs only one)
     sampler: reactive[str] = reactive("")
     tokens_per_second: reactive[float] = reactive(0.0)
     context_used: reactive[int] = reactive(0)
@@ -23,8 +24,9 @@ class PaneTitle(Static):
         marker = ("● " if self.generating else "") + ("[b]»[/b] " if self.chosen else "")
         name, origin = shown(self.pane_name), shown(self.origin)
         origin = f" [dim]⑂ {origin}[/dim]" if origin else ""
+        model = f" · [i]{shown(self.model)}[/i]" if self.model else ""
         return (
-            f"{marker}[b]{name}[/b]{origin} · {self.tokens_per_second:.0f} tok/s · "
+            f"{marker}[b]{name}[/b]{model}{origin} · {self.tokens_per_second:.0f} tok/s · "
             f"ctx {self.context_used}/{self.context_size} · [dim]{shown(self.sampler)}[/dim]"
         )
 

@@ -1,0 +1,79 @@
+"""A model that chats: how to load it (:class:`ModelSpec`, a ``[models.NAME]`` table), and the
+loaded weights, context and chat format it answers with (:class:`ChatModel`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.chat_template import ChatFormat
+from core.context_budget import ContextTooLargeError
+from core.errors import ModelLoadError, PanechatError
+from core.executor import BatchedExecutor
+from core.model_path import resolve_model_path
+from core.params import ContextParams
+from core.template_choice import AUTO, model_template
+from core.weight_layout import WeightLayout
+from core.weights import LlamaWeights
+
+#: The model every install has: the embedded Gemma 3 270M (``[models.embedded]`` needs no table).
+EMBEDDED = "embedded"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How to load one model. ``path`` None (or empty) is the embedded model."""
+
+    name: str
+    path: str | None = None
+    context: ContextParams = field(default_factory=ContextParams)
+    template: str = AUTO
+    n_gpu_layers: int = -1
+    weight_layout: WeightLayout = WeightLayout.AUTO
+
+
+class ChatModel:
+    """A loaded model: its weights, one executor (the batch every chat on it shares) and its
+    chat format. Owns them: :meth:`close` frees the context, then the weights."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        weights: LlamaWeights,
+        executor: BatchedExecutor,
+        template: ChatFormat,
+    ) -> None:
+        self.spec = spec
+        self.weights = weights
+        self.executor = executor
+        self.template = template
+
+    @classmethod
+    def load(cls, spec: ModelSpec, beside: tuple[str, ...] = ()) -> ChatModel:
+        """Load ``spec``; ``beside`` names the models already loaded, so that one that does not
+        fit next to them says so. Raises PanechatError (one line) on any failure."""
+        try:
+            weights = LlamaWeights.load(
+                resolve_model_path(spec.path or None), spec.n_gpu_layers, spec.weight_layout
+            )
+        except PanechatError as e:
+            raise ModelLoadError(f"model {spec.name!r}: {e}") from None
+        try:
+            template = model_template(weights, spec.template)
+            executor = BatchedExecutor(weights, spec.context)
+        except ContextTooLargeError as e:
+            weights.close()
+            others = f" beside {', '.join(repr(n) for n in beside)}" if beside else ""
+            raise ModelLoadError(f"model {spec.name!r} does not fit{others}: {e}") from None
+        except PanechatError as e:
+            weights.close()
+            raise ModelLoadError(f"model {spec.name!r}: {e}") from None
+        return cls(spec, weights, executor, template)
+
+    @property
+    def display_name(self) -> str:
+        """What a title or a transcript calls it: the GGUF's own name, else the table's."""
+        return self.weights.name or self.spec.name
+
+    def close(self) -> None:
+        self.executor.close()
+        self.weights.close()

@@ -1,0 +1,301 @@
+"""Chats on several models side by side, decoded by one thread.
+
+Each model has its own executor and :class:`ChatEngine`: chats on one model share its batch.
+The group's thread steps the engines that have work in turn, one frame each, so a chat on a
+slow model holds up chats on a fast one by at most one of the slow model's frames. A named
+model is loaded when the first chat on it opens, in a loader thread (the other chats keep
+streaming meanwhile), and freed when the last chat on it closes. A model that cannot be
+loaded gives its chats a notice; the others go on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from core.chat.chat_model import ChatModel, ModelSpec
+from core.chat.commands import (
+    ClearChat,
+    CloseChat,
+    Command,
+    ForkChat,
+    OpenChat,
+    Restore,
+    Shutdown,
+    StopChat,
+)
+from core.chat.engine import ChatEngine
+from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame
+from core.chat.notices import Notice, NoticeKind
+from core.chat.state import ChatSnapshot
+from core.chat_template import ChatFormat
+from core.errors import PanechatError
+from core.executor import BatchedExecutor
+from core.thread_priority import lower_this_thread
+
+#: The default model's name: the one the group is given loaded (``--model``, ``[model]``).
+DEFAULT = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchModel:
+    """Move a chat to another model: its history is read again there (the chat must be idle)."""
+
+    chat_id: str
+    model: str
+
+
+GroupCommand = Command | SwitchModel
+
+
+class ChatEngineGroup:
+    """Runs chats on several models, one decode thread for all. The default model (an
+    executor the caller owns) is always there; ``specs`` name the others, loaded on demand and
+    owned by the group. Offers what the app needs of a decode loop: start, submit, shutdown,
+    snapshot; then :meth:`close` frees the models it loaded."""
+
+    def __init__(
+        self,
+        executor: BatchedExecutor,
+        template: ChatFormat,
+        emit: Callable[[EngineEvent], object],
+        *,
+        specs: Mapping[str, ModelSpec] | None = None,
+        default_name: str = "",
+        nice: int = 0,
+    ) -> None:
+        self.specs = dict(specs or {})
+        self.default_name = default_name  # another name of the default model ("embedded")
+        self.nice = nice
+        self._emit = emit
+        self._engines: dict[str, ChatEngine] = {DEFAULT: ChatEngine(executor, template)}
+        self._models: dict[str, ChatModel] = {}  # loaded by the group (not the default)
+        self._inbox: queue.SimpleQueue[tuple[GroupCommand, ...]] = queue.SimpleQueue()
+        self._loaded: queue.SimpleQueue[tuple[str, ChatModel | PanechatError]] = queue.SimpleQueue()
+        self._waiting: dict[str, list[Command]] = {}  # for models being loaded
+        self._failed: dict[str, str] = {}  # models that could not be loaded: why
+        self._chat_model: dict[str, str] = {}  # which model each chat is on
+        self._turn = 0  # round robin over the engines with work
+        self._lock = threading.Lock()  # guards _engines for submit()'s interrupts
+        self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
+        self._running = False
+
+    # -- the caller's side -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._thread.start()
+
+    def submit(self, *commands: GroupCommand) -> None:
+        """Queue commands (applied together, in order, at the group's next turn)."""
+        if any(isinstance(c, StopChat | ClearChat | CloseChat | SwitchModel) for c in commands):
+            with self._lock:
+                engines = list(self._engines.values())
+            for engine in engines:
+                engine.interrupt()  # a long prefill must not hold the command up
+        self._inbox.put(commands)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop the thread (a decode in flight is cancelled) and wait up to ``timeout`` s;
+        returns whether it stopped (until then no model may be freed)."""
+        if self._running:
+            with self._lock:
+                engines = list(self._engines.values())
+            for engine in engines:
+                engine.interrupt()
+            self._inbox.put((Shutdown(),))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot:
+        """As :meth:`ChatEngine.snapshot`, on the chat's model (after :meth:`shutdown`)."""
+        if self._thread.is_alive():
+            raise PanechatError("snapshot() needs the group stopped first (shutdown())")
+        engine = self._engines.get(self._chat_model.get(chat_id, DEFAULT))
+        return engine.snapshot(chat_id, path) if engine else ChatSnapshot(None)
+
+    def close(self) -> None:
+        """Free the models the group loaded (after a :meth:`shutdown` that stopped)."""
+        for model in self._models.values():
+            model.close()
+        self._models.clear()
+
+    @property
+    def tokens_sampled(self) -> int:
+        """Reply tokens sampled by the models loaded now (for the bench)."""
+        return sum(e.tokens_sampled for e in list(self._engines.values()))
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """The models loaded now, the default ("") first (read it between frames)."""
+        return tuple(self._engines)
+
+    def model_of(self, chat_id: str) -> str | None:
+        """The model a chat is on (None: no such chat); for tests, between frames."""
+        return self._chat_model.get(chat_id)
+
+    def engine(self, model: str) -> ChatEngine | None:
+        """A loaded model's engine (for tests and diagnostics; read it between frames)."""
+        return self._engines.get(model)
+
+    # -- the group's thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            lower_this_thread(self.nice)  # before the first decode starts llama.cpp's threads
+            self._engines[DEFAULT].executor.warm_up()
+            while self._running:
+                self._take_loaded()
+                self._take_commands(block=not self._has_work())
+                engine = self._next_busy()
+                if engine is not None:
+                    frame = engine.step()
+                    if frame is not None:
+                        self._emit(frame)
+                self._free_unused()
+        except Exception as e:  # keep the app alive and say what broke
+            self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
+        finally:
+            self._running = False
+
+    def _has_work(self) -> bool:
+        return any(e.busy for e in self._engines.values()) or not self._loaded.empty()
+
+    def _next_busy(self) -> ChatEngine | None:
+        engines = list(self._engines.values())
+        for i in range(len(engines)):
+            engine = engines[(self._turn + i) % len(engines)]
+            if engine.busy:
+                self._turn = (self._turn + i + 1) % len(engines)
+                return engine
+        return None
+
+    def _take_commands(self, block: bool) -> None:
+        while self._running:
+            try:
+                commands = self._inbox.get(block=block, timeout=0.25 if block else None)
+            except queue.Empty:
+                if block and not self._has_work() and self._loaded.empty():
+                    continue
+                return
+            block = False
+            for command in commands:
+                self._route(command)
+
+    def _key(self, model: str) -> str:
+        return DEFAULT if model == self.default_name else model
+
+    def _route(self, command: GroupCommand) -> None:
+        match command:
+            case Shutdown():
+                self._running = False
+            case SwitchModel():
+                self._switch(command)
+            case OpenChat(chat_id=chat_id, config=config):
+                self._chat_model[chat_id] = self._key(config.model)
+                self._to_model(self._key(config.model), command)
+            case ForkChat(source_id=source, chat_id=chat_id, config=config):
+                model = self._chat_model.get(source, self._key(config.model))
+                self._chat_model[chat_id] = model
+                self._to_model(model, replace(command, config=replace(config, model=model)))
+            case CloseChat(chat_id=chat_id):
+                closing = self._chat_model.pop(chat_id, None)
+                if closing is not None:
+                    self._to_model(closing, command)
+            case _:
+                held = self._chat_model.get(command.chat_id)
+                if held is not None:
+                    self._to_model(held, command)
+
+    def _to_model(self, model: str, command: Command) -> None:
+        engine = self._engines.get(model)
+        if engine is not None:
+            engine.submit(command)
+        elif model in self._failed:
+            self._tell(command, Notice(NoticeKind.MODEL_FAILED, self._failed[model]))
+        elif model in self._waiting:
+            self._waiting[model].append(command)
+        else:
+            self._waiting[model] = [command]
+            beside = tuple(self._engines)
+            threading.Thread(
+                target=self._load, args=(model, beside), name=f"panechat-load-{model}", daemon=True
+            ).start()
+
+    def _load(self, model: str, beside: tuple[str, ...]) -> None:
+        """In a loader thread: load the model and hand it to the group's thread."""
+        spec = self.specs.get(model)
+        result: ChatModel | PanechatError
+        if spec is None:
+            known = ", ".join(repr(n) for n in self.specs) or "none besides the default"
+            result = PanechatError(f"no model is named {model!r} (known: {known})")
+        else:
+            try:
+                result = ChatModel.load(spec, tuple(n or "default" for n in beside))
+            except PanechatError as e:
+                result = e
+        self._loaded.put((model, result))
+        self._inbox.put(())  # wake the group's thread
+
+    def _take_loaded(self) -> None:
+        while not self._loaded.empty():
+            name, result = self._loaded.get()
+            waiting = self._waiting.pop(name, [])
+            if isinstance(result, PanechatError):
+                self._failed[name] = str(result)
+                told: set[str] = set()
+                for command in waiting:  # once for each chat, whatever it had sent
+                    chat_id = getattr(command, "chat_id", "")
+                    if chat_id not in told:
+                        told.add(chat_id)
+                        self._tell(command, Notice(NoticeKind.MODEL_FAILED, str(result)))
+                continue
+            if not self._running:
+                result.close()
+                continue
+            result.executor.warm_up()  # here: this thread does all the decoding
+            engine = ChatEngine(result.executor, result.template, model=name)
+            self._models[name] = result
+            with self._lock:
+                self._engines[name] = engine
+            engine.submit(*waiting)
+
+    def _tell(self, command: Command, notice: Notice) -> None:
+        """A notice for the chat a command was for (a model it cannot reach, say)."""
+        chat_id = getattr(command, "chat_id", None)
+        if not isinstance(chat_id, str) or isinstance(command, CloseChat):
+            return
+        if isinstance(command, OpenChat | ForkChat):
+            self._chat_model.pop(chat_id, None)
+        self._emit(Frame({chat_id: ChatDelta(notice=notice)}))
+
+    def _switch(self, command: SwitchModel) -> None:
+        chat_id, target = command.chat_id, self._key(command.model)
+        current = self._chat_model.get(chat_id)
+        engine = self._engines.get(current) if current is not None else None
+        if current == target or engine is None:
+            return
+        session = engine.session(chat_id)
+        if session is None or session.generating or session.turns:
+            self._emit(Frame({chat_id: ChatDelta(notice=Notice(NoticeKind.BUSY, "switching"))}))
+            return
+        config = replace(session.config, model=command.model)
+        messages = engine.take_out(chat_id) or []
+        self._chat_model[chat_id] = target
+        name = command.model or "the default model"
+        delta = ChatDelta(notice=Notice(NoticeKind.MODEL_SWITCHED, name), model=command.model)
+        self._emit(Frame({chat_id: delta}, model=target))
+        self._to_model(target, OpenChat(chat_id, config, Restore(messages, None)))
+
+    def _free_unused(self) -> None:
+        """Free a loaded model once no chat is on it (the default one stays)."""
+        for name in [n for n in self._models if n not in self._chat_model.values()]:
+            engine = self._engines[name]
+            if engine.busy or engine.chat_count:
+                continue
+            with self._lock:
+                del self._engines[name]
+            self._models.pop(name).close()
