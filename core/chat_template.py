@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from core.errors import TemplateError
+from core.reasoning import ReasoningMarkers
 
 Role = Literal["system", "user", "assistant"]
 
@@ -49,6 +50,11 @@ class ChatFormat(Protocol):
 
     def reply_content(self, text: str) -> str:
         """A saved reply's text as the format expects it back in a message."""
+        ...
+
+    @property
+    def reasoning_markers(self) -> ReasoningMarkers:
+        """Where a reasoning model's thoughts begin and end in its replies."""
         ...
 
 
@@ -111,6 +117,10 @@ class ChatTemplate:
     def with_stops(self, extra: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.stop_strings, *extra)))
 
+    @property
+    def reasoning_markers(self) -> ReasoningMarkers:
+        return ReasoningMarkers()
+
 
 TRANSCRIPT = ChatTemplate(
     name="transcript",
@@ -119,7 +129,9 @@ TRANSCRIPT = ChatTemplate(
     user_suffix="\n",
     assistant_prefix="Assistant:",
     assistant_suffix="\n",
-    stop_strings=("\nUser:", "\nAssistant:", "\n\n\n"),
+    # A base model continuing a transcript ends its answer well at a blank line; a model
+    # with a chat template of its own ends at its end-of-generation token instead.
+    stop_strings=("\nUser:", "\nAssistant:", "\n\n"),
 )
 GEMMA = ChatTemplate(
     name="gemma",

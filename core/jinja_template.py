@@ -23,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from core.chat_template import ChatMessage
 from core.errors import TemplateError
+from core.reasoning import ReasoningMarkers
 
 #: A user message no real chat contains, to find where a template puts user text.
 _PROBE = "\x00panechat-probe\x00"
@@ -86,6 +87,7 @@ class JinjaTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.stop_strings: tuple[str, ...] = ()
+        self.reasoning_markers = ReasoningMarkers.in_template(source)
         self._prefixes: dict[str, str | None] = {}
 
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:

@@ -44,7 +44,7 @@ def test_extra_config_replaces_panes(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[[panes]]\nname = "Solo"\ntemperature = 0\n'))
     assert [p.name for p in config.panes] == ["Solo"]
     assert config.panes[0].sampling.greedy
-    assert config.panes[0].stop == ("\n\n",)  # from [pane_defaults]
+    assert config.panes[0].max_tokens == 200  # from [pane_defaults]
 
 
 def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:

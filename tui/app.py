@@ -518,8 +518,8 @@ class PanechatApp(App[int | None]):
             regenerate = self.keys.key("pane.regenerate")
             self.notify(f"no other version of the last reply — regenerate it with {regenerate}")
 
-    def transcripts(self) -> list[PaneTranscript]:
-        return [pane.transcript_for_export() for pane in self.panes]
+    def transcripts(self, *, reasoning: bool = False) -> list[PaneTranscript]:
+        return [pane.transcript_for_export(reasoning=reasoning) for pane in self.panes]
 
     def action_export_pane(self) -> None:
         """The focused pane to its own Markdown file."""
@@ -528,9 +528,10 @@ class PanechatApp(App[int | None]):
             return
         self._export(pane_markdown(pane.transcript_for_export()) + "\n", "panechat-pane")
 
-    def action_export_session(self) -> None:
-        """Every pane to one Markdown file, panes as sections, in the export directory."""
-        self._export(session_markdown(self.transcripts()), "panechat")
+    def action_export_session(self, reasoning: bool = False) -> None:
+        """Every pane to one Markdown file, panes as sections, in the export directory; the
+        replies' reasoning only when asked (palette: "Export session with reasoning")."""
+        self._export(session_markdown(self.transcripts(reasoning=reasoning)), "panechat")
 
     def _export(self, text: str, stem: str) -> None:
         try:
@@ -575,6 +576,11 @@ class PanechatApp(App[int | None]):
         )
         yield SystemCommand(
             "Export pane", "The focused pane to its own Markdown file", self.action_export_pane
+        )
+        yield SystemCommand(
+            "Export session with reasoning",
+            "Every pane to one Markdown file, with the replies' reasoning",
+            lambda: self.action_export_session(reasoning=True),
         )
         yield SystemCommand("Keys", "Show every key binding", self.action_help)
         if self.config.named_models():

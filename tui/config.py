@@ -26,7 +26,7 @@ APP_NAME = "panechat"
 _PANE_ONLY_KEYS = {"name", "system"}
 _REPLY_KEYS = {"max_tokens", "stop"}
 _SAMPLING_KEYS = set(SamplingParams.__dataclass_fields__)
-_PANE_KEYS = _PANE_ONLY_KEYS | _REPLY_KEYS | _SAMPLING_KEYS | {"model"}
+_PANE_KEYS = _PANE_ONLY_KEYS | _REPLY_KEYS | _SAMPLING_KEYS | {"model", "show_reasoning"}
 _CONTEXT_KEYS = {
     "n_ctx",
     "n_batch",
@@ -363,7 +363,12 @@ def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfi
     model = raw.get("model", "")
     if not isinstance(model, str):
         raise fail(section, "model", "must be a model's name, from a [models.NAME] table", index)
-    return ChatConfig(name.strip(), system, sampling, max_tokens, tuple(stop), model)
+    show_reasoning = raw.get("show_reasoning", True)
+    if not isinstance(show_reasoning, bool):
+        raise fail(section, "show_reasoning", "must be true or false", index)
+    return ChatConfig(
+        name.strip(), system, sampling, max_tokens, tuple(stop), model, show_reasoning
+    )
 
 
 def save_theme_choice(theme: str, path: Path | None = None) -> Path:

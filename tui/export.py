@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.printable import printable
+from core.reasoning import Split, split_reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,12 @@ def pane_markdown(pane: PaneTranscript, level: int = 1) -> str:
         lines += [f"> **System:** {pane.system.strip()}", ""]
     for role, text in pane.messages:
         who = "You" if role == "user" else "Reply"
-        lines += [f"**{who}:**", "", text.strip() or "_(no reply)_", ""]
+        split = split_reply(text) if role == "assistant" else Split(answer=text)
+        lines += [f"**{who}:**", ""]
+        if split.reasoning:  # only there when the export asked for it
+            quoted = "\n".join(f"> {line}" for line in split.reasoning.splitlines())
+            lines += ["> _Thinking:_", ">", quoted, ""]
+        lines += [split.answer.strip() or "_(no reply)_", ""]
     return printable("\n".join(lines))
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from core import PanechatError
 from core.chat import ChatConfig, ChatDelta, ChatSnapshot
+from core.reasoning import ReasoningMarkers
 from tui.session_store import SessionStore
 
 #: Saves a pane's KV cells to a path and returns its decode state (``ChatEngine.snapshot``).
@@ -70,6 +71,7 @@ class StreamingReply:
 
     replaces_last: bool  # a regeneration: it overwrites the last reply's row
     text: str = ""
+    reasoning: str = ""  # a reasoning model's thoughts so far
     message_id: int | None = None
     written_at: float = 0.0
 
@@ -164,8 +166,10 @@ class SessionRecorder:
         reply = self._streaming.get(pane_id)
         if reply is not None and delta.finished is None:
             reply.text += delta.text
-            if self.clock() - reply.written_at >= CHECKPOINT_INTERVAL and reply.text.strip():
-                self._write_reply(row, reply, reply.text.strip())
+            reply.reasoning += delta.reasoning
+            so_far = ReasoningMarkers().join(reply.reasoning, reply.text)
+            if self.clock() - reply.written_at >= CHECKPOINT_INTERVAL and so_far:
+                self._write_reply(row, reply, so_far)
         if delta.finished is not None:
             self._reply_ended(pane_id, row, delta.reply_text)
 

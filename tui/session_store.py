@@ -350,6 +350,7 @@ def _dump_config(config: ChatConfig) -> str:
             "max_tokens": config.max_tokens,
             "stop": list(config.stop),
             "model": config.model,
+            "show_reasoning": config.show_reasoning,
         }
     )
 
@@ -363,4 +364,5 @@ def _load_config(text: str) -> ChatConfig:
         max_tokens=int(data["max_tokens"]),
         stop=tuple(data["stop"]),
         model=str(data.get("model", "")),  # files from before models had names: the default
+        show_reasoning=bool(data.get("show_reasoning", True)),
     )

@@ -17,3 +17,4 @@ class ChatConfig:
     max_tokens: int = 200
     stop: tuple[str, ...] = ()  # strings that end a reply (the embedded base model: "\n\n")
     model: str = ""  # which model answers ("" the default; see ChatEngineGroup)
+    show_reasoning: bool = True  # a view shows a reasoning model's thoughts (the engine ignores it)

@@ -159,9 +159,8 @@ class ChatEngine:
             return ChatSnapshot(None)
         cut_reply = None
         if session.reply is not None:
-            reply = session.reply
             session.end_reply()
-            cut_reply = reply.text.strip()
+            cut_reply = session.thinking.record()
         conv = session.conversation
         if path is None or conv.requires_inference or session.turns:
             # A prompt not decoded, or turns the model has not seen: the transcript holds
@@ -307,12 +306,13 @@ class ChatEngine:
         why it ended, and its length in tokens."""
         reply = session.reply
         assert reply is not None
-        text = session.end_reply()
+        tail = session.end_reply()
         delta.finished = reason
         delta.reply_tokens = reply.token_count
         if shown:
-            delta.text += text
-            delta.reply_text = reply.text.strip()
+            delta.text += tail.answer
+            delta.reasoning += tail.reasoning
+            delta.reply_text = session.thinking.record()
 
     def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
         """A conversation for a chat: with a system prompt, one that shares its decoded
@@ -482,7 +482,9 @@ class ChatEngine:
             token = conv.sample()
             sampled += 1
             delta = self._delta(deltas, session.chat_id)
-            delta.text += session.feed(token)
+            split = session.feed(token)
+            delta.text += split.answer
+            delta.reasoning += split.reasoning
             reply = session.reply
             if reply.done:
                 self._end_reply(session, delta, reply.stop_reason or StopReason.STOP_STRING)

@@ -13,13 +13,14 @@ from core.reply_stream import StopReason
 class ChatDelta:
     """What happened to one pane during one frame."""
 
-    text: str = ""
+    text: str = ""  # the answer's new text
+    reasoning: str = ""  # new reasoning text (a reasoning model's thoughts, before its answer)
     started: bool = False  # a new reply began (the UI opens a new message block)
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
     taken_back: str | None = None  # the last user turn was rewound: its text, to edit
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
-    reply_text: str | None = None  # the finished reply's whole text, stripped (to save it)
+    reply_text: str | None = None  # the finished reply's whole text (reasoning in its markers)
     notice: Notice | None = None  # something to tell the user (context full, error)
     model: str | None = None  # the chat now answers with this model (a switch)
     tokens_per_second: float = 0.0
@@ -37,6 +38,7 @@ class ChatDelta:
         ):
             return False
         self.text += later.text
+        self.reasoning += later.reasoning
         self.finished = later.finished
         self.reply_tokens = later.reply_tokens
         self.reply_text = later.reply_text

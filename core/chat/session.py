@@ -13,6 +13,7 @@ from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import Exchange, TurnState
 from core.chat_template import ChatFormat
+from core.reasoning import ReasoningSplitter, Split
 
 #: Share of the context a shift frees at least, so chats do not shift on every turn.
 SHIFT_SHARE = 0.25
@@ -55,6 +56,8 @@ class ChatSession:
     turn_starts: list[int] = field(default_factory=list)  # KV position of each exchange
     dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
     shift_notice: Notice | None = None  # set by make_room, for the engine to hand out once
+    opens_reasoning: bool = False  # the template's generation prompt opens a reasoning block
+    thinking: ReasoningSplitter = field(default_factory=ReasoningSplitter)  # the last reply's
 
     @property
     def generating(self) -> bool:
@@ -72,16 +75,22 @@ class ChatSession:
             messages.append(ChatMessage("user", user))
         return messages
 
+    def prompt_text(self, exchanges: Sequence[Exchange], user: str | None = None) -> str:
+        """The chat rendered through the template; with a ``user`` turn, up to the point where
+        the model answers it (raises TemplateError when the template refuses the chat)."""
+        return self.template.render(self.messages(exchanges, user), user is not None)
+
     def prompt_tokens(self, exchanges: Sequence[Exchange], user: str | None = None) -> list[int]:
-        """The tokens of the chat rendered through the template; with a ``user`` turn, up to
-        the point where the model answers it (raises TemplateError when refused)."""
-        text = self.template.render(self.messages(exchanges, user), user is not None)
+        """:meth:`prompt_text`, tokenized as the model reads it."""
+        text = self.prompt_text(exchanges, user)
         return self.conversation.executor.model.tokenize_prompt(text)
 
     def begin_reply(self, user_text: str, context_limit: int) -> None:
         """Queue the turn and open a reply; raises ContextFullError (queuing nothing) when the
         turn would not fit in ``context_limit`` tokens even after dropping old turns."""
-        target = self.prompt_tokens(self.exchanges, user_text)
+        prompt = self.prompt_text(self.exchanges, user_text)
+        self.opens_reasoning = self.template.reasoning_markers.opened_by(prompt)
+        target = self.conversation.executor.model.tokenize_prompt(prompt)
         room = min(
             max(self.config.max_tokens, int(context_limit * SHIFT_SHARE)), context_limit // 2
         )
@@ -131,6 +140,7 @@ class ChatSession:
             self.template.with_stops(self.config.stop),
             self.config.max_tokens,
         )
+        self.thinking = ReasoningSplitter(self.template.reasoning_markers, self.opens_reasoning)
         self.first_token_at = 0.0
 
     @property
@@ -217,11 +227,12 @@ class ChatSession:
         self._sync(target)
         return self.conversation.pending_count
 
-    def feed(self, token: int) -> str:
+    def feed(self, token: int) -> Split:
+        """A sampled token in; the reply's new text out, its reasoning apart from its answer."""
         assert self.reply is not None
         if not self.first_token_at:
             self.first_token_at = time.perf_counter()
-        return self.reply.feed(token)
+        return self.thinking.feed(self.reply.feed(token))
 
     @property
     def tokens_per_second(self) -> float:
@@ -230,14 +241,16 @@ class ChatSession:
         elapsed = time.perf_counter() - self.first_token_at
         return self.reply.token_count / elapsed if elapsed > 0 else 0.0
 
-    def end_reply(self) -> str:
+    def end_reply(self) -> Split:
         """Close the reply: drop undecoded tokens, rewind what the user never saw (a stop
         string), and keep the reply as written in the chat's history (the next turn decodes
         whatever of it the KV lacks). Returns any last text to show."""
         reply = self.reply
         assert reply is not None
         conv = self.conversation
-        tail = reply.cancel()  # no-op if the reply already ended by itself
+        last = self.thinking.feed(reply.cancel())  # cancel: no-op if the reply ended itself
+        rest = self.thinking.flush()
+        tail = Split(last.reasoning + rest.reasoning, last.answer + rest.answer)
         self.last_rate = self.tokens_per_second
         self.reply = None
         if self.exchanges:

@@ -11,6 +11,7 @@ from textual.reactive import Reactive
 from textual.widgets import Markdown
 
 from core.printable import printable
+from tui.widgets.reasoning_block import ReasoningBlock
 
 #: A Markdown link reference definition, ``[label]: url``, which can change earlier blocks.
 LINK_REFERENCE = re.compile(r"(?m)^ {0,3}\[[^\]]+\]:")
@@ -56,6 +57,7 @@ class ChatMessage(Markdown):
         super().__init__(text, classes=classes, parser_factory=shared_parser)
         self.role = role
         self.text = text
+        self.thoughts: ReasoningBlock | None = None  # a reply's reasoning, shown above it
         self.versions: list[str] = []  # earlier versions of a regenerated reply, oldest first
         self.shown: int | None = None  # index into versions while paging, None: the newest
         self.streaming = False
@@ -71,8 +73,16 @@ class ChatMessage(Markdown):
             label += f" {index}/{total}  [dim](alt+← / alt+→){newest}[/dim]"
         return label
 
+    @property
+    def reasoning(self) -> str:
+        return self.thoughts.text if self.thoughts is not None else ""
+
     async def new_version(self) -> None:
-        """Keep the current text as an earlier version and start streaming a new one."""
+        """Keep the current text as an earlier version and start streaming a new one (the
+        earlier version's reasoning is not kept)."""
+        if self.thoughts is not None:
+            await self.thoughts.remove()
+            self.thoughts = None
         self.streaming = False
         self.versions.append(self.text)
         self.text, self.shown = "", None

@@ -11,6 +11,7 @@ from textual.message import Message
 
 from core import StopReason
 from core.chat import ChatConfig, ChatDelta
+from core.reasoning import ReasoningMarkers, split_reply
 from tui.bindings import KeyNames
 from tui.export import PaneTranscript
 from tui.notice_text import notice_text
@@ -18,6 +19,7 @@ from tui.screens.compare_screen import ReplySummary
 from tui.widgets.chat_message import ChatMessage
 from tui.widgets.pane_title import PaneTitle
 from tui.widgets.prompt_input import PromptInput
+from tui.widgets.reasoning_block import ReasoningBlock
 
 
 class ChatPane(Vertical):
@@ -96,10 +98,12 @@ class ChatPane(Vertical):
     async def add_notice(self, text: str) -> None:
         await self.transcript.mount(ChatMessage("notice", text, notice=True))
 
-    def messages(self) -> list[tuple[str, str]]:
-        """The transcript as (role, text) pairs, user turns and replies (newest versions)."""
+    def messages(self, *, reasoning: bool = False) -> list[tuple[str, str]]:
+        """The transcript as (role, text) pairs, user turns and replies (newest versions);
+        with ``reasoning``, a reply's reasoning too, between its markers."""
+        join = ReasoningMarkers().join
         return [
-            (m.role, m.text)
+            (m.role, join(m.reasoning, m.text) if reasoning and m.reasoning else m.text)
             for m in self.transcript.query(ChatMessage)
             if m.role in ("user", "assistant")
         ]
@@ -122,20 +126,31 @@ class ChatPane(Vertical):
         return [m.text for m in self.transcript.query(ChatMessage)]
 
     async def add_messages(self, messages: list[tuple[str, str]]) -> None:
-        """Show a transcript copied from another pane (a fork) or a saved session."""
-        widgets = [ChatMessage(role, text) for role, text in messages]
+        """Show a transcript copied from another pane (a fork) or a saved session; a saved
+        reply's reasoning goes into its folded block."""
+        widgets: list[ChatMessage | ReasoningBlock] = []
+        for role, text in messages:
+            if role != "assistant":
+                widgets.append(ChatMessage(role, text))
+                continue
+            split = split_reply(text)
+            message = ChatMessage(role, split.answer)
+            if split.reasoning and self.config.show_reasoning:
+                message.thoughts = ReasoningBlock(split.reasoning, settled=True)
+                widgets.append(message.thoughts)
+            widgets.append(message)
         await self.transcript.mount_all(widgets)
-        replies = [w for w in widgets if w.role == "assistant"]
+        replies = [w for w in widgets if isinstance(w, ChatMessage) and w.role == "assistant"]
         if replies:
             self._last_reply_message = replies[-1]
             self.last_reply = replies[-1].text.strip()
 
-    def transcript_for_export(self) -> PaneTranscript:
+    def transcript_for_export(self, *, reasoning: bool = False) -> PaneTranscript:
         return PaneTranscript(
             self.config.name,
             self.config.sampling.summary(),
             self.config.system,
-            self.messages(),
+            self.messages(reasoning=reasoning),
             self.branched_from,
             self.model_label,
         )
@@ -163,6 +178,15 @@ class ChatPane(Vertical):
         self.title_bar.chosen = self.in_broadcast_set
         return self.in_broadcast_set
 
+    async def _think(self, reply: ChatMessage, text: str) -> None:
+        """Stream reasoning into the reply's block (mounted above it when the first comes)."""
+        if reply.thoughts is None:
+            if not text.strip():
+                return
+            reply.thoughts = ReasoningBlock()
+            await self.transcript.mount(reply.thoughts, before=reply)
+        reply.thoughts.stream(text)
+
     async def page_last_reply(self, step: int) -> bool:
         if self._last_reply_message is None or self._reply is not None:
             return False
@@ -186,7 +210,11 @@ class ChatPane(Vertical):
         elif delta.started or (delta.text and self._reply is None):
             self._reply = ChatMessage("assistant")
             await self.transcript.mount(self._reply)
+        if delta.reasoning and self._reply is not None and self.config.show_reasoning:
+            await self._think(self._reply, delta.reasoning)
         if delta.text and self._reply is not None:
+            if self._reply.thoughts is not None and delta.text.strip():
+                self._reply.thoughts.settle()  # the answer begins: fold the thoughts away
             await self._reply.stream(delta.text)
         if delta.finished is not None and self._reply is not None:
             reply, self._reply = self._reply, None
@@ -196,6 +224,8 @@ class ChatPane(Vertical):
             self.last_reply_rate = delta.tokens_per_second
             self.last_stop = delta.finished
             self.finished_replies += 1
+            if reply.thoughts is not None:
+                reply.thoughts.settle()
             await reply.finish()
         if delta.taken_back is not None:
             await self._remove_last_turn()
