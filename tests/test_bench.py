@@ -10,6 +10,7 @@ import pytest
 from core import BatchedExecutor, ContextParams, LlamaWeights, WeightLayout, resolve_model_path
 from core.bench.__main__ import BenchContext, layout_section, main
 from core.bench.fairness import measure_fairness
+from core.bench.models import measure_models
 from core.bench.shared_prefix import measure_shared_prefix
 from tui.app_bench import app_section
 from tui.cli import main as cli_main
@@ -54,6 +55,18 @@ def test_fairness_measures_gaps_before_and_during_a_long_prompt(weights: LlamaWe
     assert 0 < result.normal_gap_median <= result.normal_gap_max
     assert 0 < result.during_gap_median <= result.during_gap_max
     assert result.long_prompt_ttft > 0 and result.max_gap_ratio > 0
+
+
+def test_models_section_takes_the_models_in_turn(weights: LlamaWeights) -> None:
+    """A chat on the default model while a second model serves two chats: between two of its
+    tokens the second model decodes at most one frame (the figures are timed, the order is
+    not, so the order is what is checked)."""
+    result = measure_models(
+        weights, str(resolve_model_path(None)), ContextParams(), slow_chats=2, tokens=8
+    )
+    assert result.slow_frames_between == 1
+    assert 0 < result.fast_gap_alone_median <= result.fast_gap_alone_max
+    assert result.slow_frame_alone_median > 0 and result.fast_gap_together_median > 0
 
 
 def test_app_section_streams_every_pane_and_times_key_presses(weights: LlamaWeights) -> None:

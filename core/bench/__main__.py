@@ -3,7 +3,8 @@
 Sections: ``throughput`` (N chats one after another vs. all N in one batch), ``fairness`` (a
 long prompt arriving while others stream), ``prefix`` (8 conversations opened on one system
 prompt, shared or not), ``layout`` (the same work with the weights repacked, plain or in AMX
-tiles) and ``app`` (the Textual app, headless, with 8 panes).
+tiles), ``models`` (a chat on one model while another model streams) and ``app`` (the Textual
+app, headless, with 8 panes).
 The app section lives in ``tui``: ``panechat bench`` hands it to :func:`main`, so ``core``
 never imports ``tui`` or Textual; ``python -m core.bench`` runs the other sections and says so.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from core.bench.fairness import FairnessResult, measure_fairness
 from core.bench.layout import PREFILL_TOKENS, ROUNDS, LayoutResult, measure_layouts
+from core.bench.models import ModelsResult, measure_models
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
 from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
@@ -39,7 +41,7 @@ from core.params import ContextParams
 from core.weight_layout import WeightLayout, add_layout_option
 from core.weights import LlamaWeights
 
-SECTIONS = ("throughput", "fairness", "prefix", "layout", "app")
+SECTIONS = ("throughput", "fairness", "prefix", "layout", "models", "app")
 
 
 @dataclass
@@ -210,6 +212,38 @@ def fairness_section(ctx: BenchContext) -> list[FairnessResult]:
     return results
 
 
+def models_section(ctx: BenchContext) -> ModelsResult:
+    print("\n## Two models side by side: a chat on a fast model while a slow one streams\n")
+    r = measure_models(ctx.weights, ctx.model_path, ctx.params)
+    rows = [
+        ["fast model, 1 chat, alone", ms(r.fast_gap_alone_median), ms(r.fast_gap_alone_max), "-"],
+        [
+            f"slow model, {r.slow_chats} chats, alone",
+            "-",
+            "-",
+            f"{ms(r.slow_frame_alone_median)} (max {ms(r.slow_frame_alone_max)})",
+        ],
+        [
+            "both at once",
+            ms(r.fast_gap_together_median),
+            ms(r.fast_gap_together_max),
+            ms(r.slow_frame_together_median),
+        ],
+    ]
+    print(table(("", "fast chat's gap (median)", "(max)", "slow model's frame"), rows))
+    verdict = "within" if r.within_bound else "beyond"
+    print(
+        f"\nBetween two tokens of the fast chat the slow model decoded at most "
+        f"{r.slow_frames_between} frame(s) (the group takes the models with work in turn, one "
+        f"frame each: core.chat.ChatEngineGroup). The fast chat's worst gap, "
+        f"{ms(r.fast_gap_together_max)}, is {verdict} its worst gap alone plus the slow "
+        f"model's worst frame alone ({ms(r.bound)}). Both models are the same weights; the "
+        "slow one serves more chats, so its frames are longer."
+    )
+    ctx.results["models"] = r
+    return r
+
+
 def prefix_section(ctx: BenchContext) -> PrefixResult:
     print("\n## Opening 8 panes with one 1,000-token system prompt\n")
     r = measure_shared_prefix(ctx.weights, ctx.params)
@@ -341,6 +375,8 @@ def main(
             in_own_thread(lambda: prefix_section(ctx))
         if "layout" in args.sections:
             in_own_thread(lambda: layout_section(ctx))
+        if "models" in args.sections:
+            models_section(ctx)  # the group runs its own decode thread
         if "app" in args.sections:
             if app_section is None:
                 print("\n## Through the app: run `panechat bench` for it (core does not load tui)")
