@@ -125,6 +125,8 @@ async def test_two_models_answer_side_by_side_and_titles_name_them(
             await app.send_to(pane, "What is the capital of France?")
         await wait_for(pilot, lambda: done(here) and done(there))
         assert here.last_reply and there.last_reply == here.last_reply  # same weights, greedy
+        status = str(app.status_bar.render())  # each model's figures
+        assert status.startswith("Gemma 3 270m") and "│ copy · generating 0" in status
         summary = there.reply_summary()
         assert summary.model == "copy"
         assert "model: copy" in pane_markdown(there.transcript_for_export())

@@ -31,6 +31,7 @@ from core.chat import (
     EngineEvent,
     ForkChat,
     Frame,
+    FrameStats,
     GroupCommand,
     Notice,
     NoticeKind,
@@ -130,6 +131,7 @@ class PanechatApp(App[int | None]):
         self.frames_seen: list[FrameUpdate] = []  # the last few, for tests and the bench
         self.frame_buffer = FrameBuffer(config.update_interval)
         self.inbox = FrameInbox()
+        self.model_stats: dict[str, FrameStats] = {}  # each model's last figures ("": default)
         self._flush_timer: Timer | None = None
         self.gc_policy = GcPolicy()
         self.pane_row = PaneRow(config.context.n_ctx, self.keys)
@@ -323,8 +325,13 @@ class PanechatApp(App[int | None]):
     def on_frame_update(self, event: FrameUpdate) -> None:
         self.inbox.take()
         self.frames_seen = [*self.frames_seen[-63:], event]
+        # Each model's frames carry its own figures; the buffer paces updates by the panes
+        # generating on every model.
+        self.model_stats[event.model] = event.stats
+        generating = sum(s.generating for s in self.model_stats.values())
+        stats = replace(self.model_stats.get("", event.stats), generating=generating)
         now = time.monotonic()
-        due = self.frame_buffer.add(event.deltas, event.stats, now)
+        due = self.frame_buffer.add(event.deltas, stats, now)
         if due is None:
             return  # an update is already due no later
         if self._flush_timer is not None:
@@ -368,11 +375,20 @@ class PanechatApp(App[int | None]):
                     await pane.apply(delta)
                     self.recorder.frame(pane_id, delta)
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
-                self.status_bar.stats = stats
+                self._show_stats()
         if self.status_bar.is_attached:
             # The batch held the screen's update back, and ending it wakes only the app:
             # without this, what was applied can wait for some other widget to repaint.
             self.screen.check_idle()
+
+    def _show_stats(self) -> None:
+        """The status bar: the default model's figures, then each other model's in use."""
+        used = {self.config.model_key(p.config.model) for p in self.panes}
+        self.model_stats = {m: s for m, s in self.model_stats.items() if not m or m in used}
+        self.status_bar.stats = self.model_stats.get("", FrameStats())
+        self.status_bar.others = tuple(
+            (self.model_label(m), s) for m, s in self.model_stats.items() if m
+        )
 
     def on_engine_failed(self, event: EngineFailed) -> None:
         self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)

@@ -11,10 +11,11 @@ from core.chat import ChatDelta, EngineEvent, EngineFailure, FrameStats
 class FrameUpdate(Message):
     """One decode frame: new text for every pane that produced some, plus frame stats."""
 
-    def __init__(self, deltas: dict[str, ChatDelta], stats: FrameStats) -> None:
+    def __init__(self, deltas: dict[str, ChatDelta], stats: FrameStats, model: str = "") -> None:
         super().__init__()
         self.deltas = deltas
         self.stats = stats
+        self.model = model  # which model decoded the frame ("" the default one)
 
 
 class EngineFailed(Message):
@@ -33,4 +34,4 @@ def message_for(event: EngineEvent) -> Message:
     """The Textual message that carries an engine event to the app."""
     if isinstance(event, EngineFailure):
         return EngineFailed(event.error)
-    return FrameUpdate(event.deltas, event.stats)
+    return FrameUpdate(event.deltas, event.stats, event.model)
