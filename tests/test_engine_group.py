@@ -163,3 +163,18 @@ def test_a_chat_moves_to_another_model_and_is_read_again_there(
     assert session is not None
     assert [e.user for e in session.exchanges] == [QUESTION, "And of Italy?"]
     assert session.exchanges[0].reply.strip() == first.strip()
+
+
+def test_a_chat_asked_to_move_to_a_model_that_cannot_load_stays_and_answers(
+    start: Callable[[dict[str, ModelSpec]], Run], tmp_path: Path
+) -> None:
+    run = start({"broken": ModelSpec("broken", str(tmp_path / "nope.gguf"), SMALL)})
+    run.group.submit(OpenChat("a", chat("a")), SendTurn("a", QUESTION))
+    run.until(lambda: run.replies("a") == 1)
+    run.group.submit(SwitchModel("a", "broken"))
+    run.until(lambda: bool(run.notices("a")))
+    ((kind, text),) = run.notices("a")
+    assert kind is NoticeKind.MODEL_FAILED and "nope.gguf" in text
+    assert run.group.model_of("a") == DEFAULT
+    run.group.submit(SendTurn("a", "And of Italy?"))
+    run.until(lambda: run.replies("a") == 2)

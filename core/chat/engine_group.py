@@ -76,6 +76,7 @@ class ChatEngineGroup:
         self._inbox: queue.SimpleQueue[tuple[GroupCommand, ...]] = queue.SimpleQueue()
         self._loaded: queue.SimpleQueue[tuple[str, ChatModel | PanechatError]] = queue.SimpleQueue()
         self._waiting: dict[str, list[Command]] = {}  # for models being loaded
+        self._switches: dict[str, list[SwitchModel]] = {}  # chats to move once it has loaded
         self._failed: dict[str, str] = {}  # models that could not be loaded: why
         self._chat_model: dict[str, str] = {}  # which model each chat is on
         self._turn = 0  # round robin over the engines with work
@@ -216,14 +217,19 @@ class ChatEngineGroup:
             engine.submit(command)
         elif model in self._failed:
             self._tell(command, Notice(NoticeKind.MODEL_FAILED, self._failed[model]))
-        elif model in self._waiting:
-            self._waiting[model].append(command)
         else:
-            self._waiting[model] = [command]
-            beside = tuple(self._engines)
-            threading.Thread(
-                target=self._load, args=(model, beside), name=f"panechat-load-{model}", daemon=True
-            ).start()
+            self._start_loading(model)
+            self._waiting[model].append(command)
+
+    def _start_loading(self, model: str) -> None:
+        """Load ``model`` in a loader thread, unless it is loading already."""
+        if model in self._waiting:
+            return
+        self._waiting[model] = []
+        beside = tuple(self._engines)
+        threading.Thread(
+            target=self._load, args=(model, beside), name=f"panechat-load-{model}", daemon=True
+        ).start()
 
     def _load(self, model: str, beside: tuple[str, ...]) -> None:
         """In a loader thread: load the model and hand it to the group's thread."""
@@ -244,8 +250,11 @@ class ChatEngineGroup:
         while not self._loaded.empty():
             name, result = self._loaded.get()
             waiting = self._waiting.pop(name, [])
+            switches = self._switches.pop(name, [])
             if isinstance(result, PanechatError):
                 self._failed[name] = str(result)
+                for switch in switches:  # the chat stays where it is
+                    self._notify(switch.chat_id, Notice(NoticeKind.MODEL_FAILED, str(result)))
                 told: set[str] = set()
                 for command in waiting:  # once for each chat, whatever it had sent
                     chat_id = getattr(command, "chat_id", "")
@@ -262,6 +271,8 @@ class ChatEngineGroup:
             with self._lock:
                 self._engines[name] = engine
             engine.submit(*waiting)
+            for switch in switches:
+                self._switch(switch)
 
     def _tell(self, command: Command, notice: Notice) -> None:
         """A notice for the chat a command was for (a model it cannot reach, say)."""
@@ -270,6 +281,9 @@ class ChatEngineGroup:
             return
         if isinstance(command, OpenChat | ForkChat):
             self._chat_model.pop(chat_id, None)
+        self._notify(chat_id, notice)
+
+    def _notify(self, chat_id: str, notice: Notice) -> None:
         self._emit(Frame({chat_id: ChatDelta(notice=notice)}))
 
     def _switch(self, command: SwitchModel) -> None:
@@ -280,7 +294,14 @@ class ChatEngineGroup:
             return
         session = engine.session(chat_id)
         if session is None or session.generating or session.turns:
-            self._emit(Frame({chat_id: ChatDelta(notice=Notice(NoticeKind.BUSY, "switching"))}))
+            self._notify(chat_id, Notice(NoticeKind.BUSY, "switching"))
+            return
+        if target in self._failed:
+            self._notify(chat_id, Notice(NoticeKind.MODEL_FAILED, self._failed[target]))
+            return
+        if target not in self._engines:  # moved once the model is there (or told it is not)
+            self._start_loading(target)
+            self._switches.setdefault(target, []).append(command)
             return
         config = replace(session.config, model=command.model)
         messages = engine.take_out(chat_id) or []
