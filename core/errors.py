@@ -65,3 +65,9 @@ class StateError(PanechatError):
 
 class TemplateError(PanechatError):
     """The chat template could not render the messages."""
+
+
+def one_line(error: BaseException) -> str:
+    """An unexpected error as one line: its type and its message, whitespace folded."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -22,7 +22,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from core.chat_template import ChatMessage
-from core.errors import TemplateError
+from core.errors import TemplateError, one_line
 from core.reasoning import ReasoningMarkers
 
 #: A user message no real chat contains, to find where a template puts user text.
@@ -101,13 +101,14 @@ class JinjaTemplate:
                 tools=None,
             )
         except jinja2.TemplateError as e:
+            reason = " ".join(str(e).split())
             raise TemplateError(
-                f"the model's chat template refused this chat: {e} — "
+                f"the model's chat template refused this chat: {reason} — "
                 "choose a built-in one with [model] template"
             ) from None
         except Exception as e:  # a template's own bug (a bad index, a None + str...)
             raise TemplateError(
-                f"the model's chat template failed: {type(e).__name__}: {e} — "
+                f"the model's chat template failed: {one_line(e)} — "
                 "choose a built-in one with [model] template"
             ) from None
 

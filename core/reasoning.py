@@ -10,6 +10,7 @@ reasoning and what is answer, holding back a partial marker until it is whole.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 #: Marker pairs of the reasoning models we know, the common one first.
 KNOWN_MARKERS: tuple[tuple[str, str], ...] = (
@@ -53,6 +54,14 @@ class Split:
     answer: str = ""
 
 
+class Part(Enum):
+    """Where in the reply the splitter is."""
+
+    START = "start"  # nothing seen yet but whitespace: a reasoning block may open
+    REASONING = "reasoning"
+    ANSWER = "answer"
+
+
 @dataclass(slots=True)
 class ReasoningSplitter:
     """Splits a streaming reply. Reasoning counts only as the reply's first block: markers
@@ -60,14 +69,14 @@ class ReasoningSplitter:
 
     markers: ReasoningMarkers = field(default_factory=ReasoningMarkers)
     inside: bool = False  # the prompt opened the block: the reply starts in it
-    _state: str = field(init=False, default="start")  # start, reasoning, answer
+    _state: Part = field(init=False, default=Part.START)
     _held: str = field(init=False, default="")
     _after_thoughts: bool = field(init=False, default=False)
     reasoning: str = field(init=False, default="")  # all reasoning so far
     answer: str = field(init=False, default="")  # all answer text so far
 
     def __post_init__(self) -> None:
-        self._state = "reasoning" if self.inside else "start"
+        self._state = Part.REASONING if self.inside else Part.START
 
     def feed(self, text: str) -> Split:
         """Add streamed reply text; return what it adds to the reasoning and to the answer."""
@@ -75,9 +84,9 @@ class ReasoningSplitter:
         text = self._held + text
         self._held = ""
         while text:
-            if self._state == "start":
+            if self._state is Part.START:
                 text = self._start(text, out)
-            elif self._state == "reasoning":
+            elif self._state is Part.REASONING:
                 text = self._in_reasoning(text, out)
             else:
                 if self._after_thoughts:  # the blank line after the thoughts is not answer
@@ -96,12 +105,12 @@ class ReasoningSplitter:
             self._held = text  # only whitespace so far: wait
             return ""
         if stripped.startswith(opening):
-            self._state = "reasoning"
+            self._state = Part.REASONING
             return stripped[len(opening) :]
         if opening.startswith(stripped):
             self._held = text  # a marker may be arriving
             return ""
-        self._state = "answer"
+        self._state = Part.ANSWER
         return text
 
     def _in_reasoning(self, text: str, out: Split) -> str:
@@ -109,7 +118,7 @@ class ReasoningSplitter:
         at = text.find(closing)
         if at >= 0:
             out.reasoning += text[:at]
-            self._state, self._after_thoughts = "answer", True
+            self._state, self._after_thoughts = Part.ANSWER, True
             return text[at + len(closing) :]
         keep = _partial_suffix(text, closing)
         out.reasoning += text[: len(text) - keep]
@@ -119,7 +128,7 @@ class ReasoningSplitter:
     def flush(self) -> Split:
         """The reply ended: what was held back (an unfinished marker) goes where it was."""
         held, self._held = self._held, ""
-        if self._state == "reasoning":
+        if self._state is Part.REASONING:
             out = Split(reasoning=held)
         else:  # before any text: whitespace is nothing, a cut-off marker is answer text
             out = Split(answer=held if held.strip() else "")
@@ -130,7 +139,7 @@ class ReasoningSplitter:
     @property
     def thinking(self) -> bool:
         """Inside the reasoning block now."""
-        return self._state == "reasoning"
+        return self._state is Part.REASONING
 
     def record(self) -> str:
         """The whole reply as one text (see :meth:`ReasoningMarkers.join`)."""

@@ -178,3 +178,46 @@ def test_a_chat_asked_to_move_to_a_model_that_cannot_load_stays_and_answers(
     assert run.group.model_of("a") == DEFAULT
     run.group.submit(SendTurn("a", "And of Italy?"))
     run.until(lambda: run.replies("a") == 2)
+
+
+def test_a_turn_sent_right_before_a_switch_is_answered_not_lost(
+    start: Callable[[dict[str, ModelSpec]], Run],
+) -> None:
+    """The switch reaches the chat's engine after the turn: the chat is busy, stays, and
+    answers; the switch is refused with a notice."""
+    run = start({"other": ModelSpec("other", None, SMALL)})
+    run.group.submit(OpenChat("a", chat("a")), SendTurn("a", QUESTION))
+    run.until(lambda: run.replies("a") == 1)
+    run.group.submit(SwitchModel("a", "other"))  # loads "other" first, then moves the chat
+    run.group.submit(SendTurn("a", "And of Italy?"))
+    run.until(lambda: run.replies("a") == 2 and bool(run.notices("a")))
+    assert run.group.model_of("a") in (DEFAULT, "other")
+    kinds = {kind for kind, _ in run.notices("a")}
+    assert kinds & {NoticeKind.BUSY, NoticeKind.MODEL_SWITCHED}
+    assert run.text("a").count("Paris") >= 1 and run.replies("a") == 2
+
+
+def test_a_chat_whose_model_never_loaded_moves_to_one_that_does(
+    start: Callable[[dict[str, ModelSpec]], Run], tmp_path: Path
+) -> None:
+    run = start({"broken": ModelSpec("broken", str(tmp_path / "nope.gguf"), SMALL)})
+    config = chat("a", "broken")
+    run.group.submit(OpenChat("a", config), SendTurn("a", QUESTION))
+    run.until(lambda: bool(run.notices("a")))
+    run.group.submit(SwitchModel("a", DEFAULT, config, [("user", QUESTION)]))
+    run.until(lambda: run.group.model_of("a") == DEFAULT)
+    run.group.submit(SendTurn("a", "And of Italy?"))
+    run.until(lambda: run.replies("a") == 1)
+    assert run.text("a").strip()
+
+
+def test_a_switch_behind_a_queued_turn_is_refused_in_order(
+    start: Callable[[dict[str, ModelSpec]], Run],
+) -> None:
+    run = start({"other": ModelSpec("other", None, SMALL)})
+    run.group.submit(OpenChat("a", chat("a")), OpenChat("b", chat("b", "other")))
+    run.until(lambda: "other" in run.group.loaded_models())
+    run.group.submit(SendTurn("a", QUESTION), SwitchModel("a", "other"))
+    run.until(lambda: run.replies("a") == 1 and bool(run.notices("a")))
+    assert [kind for kind, _ in run.notices("a")] == [NoticeKind.BUSY]
+    assert run.group.model_of("a") == DEFAULT and run.text("a").strip()

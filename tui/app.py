@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -59,7 +59,7 @@ from tui.session_recorder import NullRecorder, Recorder, SessionRecorder
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
-from tui.widgets.pane_row import PaneRow
+from tui.widgets.pane_row import PaneModel, PaneRow
 from tui.widgets.status_bar import StatusBar
 
 #: Seconds quitting waits for the decode thread to stop before the KV cells are saved
@@ -243,7 +243,7 @@ class PanechatApp(App[int | None]):
         row = self.pane_row
         if saved is not None:
             pane = await row.open(
-                pane_config, branched_from=saved.branched_from, **self._model_of(pane_config)
+                pane_config, branched_from=saved.branched_from, model=self._model_of(pane_config)
             )
             self.recorder.pane_restored(pane.pane_id, saved.id)
             await pane.add_messages(saved.messages)
@@ -255,7 +255,7 @@ class PanechatApp(App[int | None]):
             )
             return pane
         if fork_of is None:
-            pane = await row.open(pane_config, **self._model_of(pane_config))
+            pane = await row.open(pane_config, model=self._model_of(pane_config))
             self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
             self.source.submit(OpenChat(pane.pane_id, pane_config))
             return pane
@@ -268,7 +268,7 @@ class PanechatApp(App[int | None]):
             after=fork_of,
             messages=messages,
             branched_from=origin,
-            **self._model_of(pane_config),
+            model=self._model_of(pane_config),
         )
         self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
         for role, text in messages:
@@ -276,12 +276,11 @@ class PanechatApp(App[int | None]):
         self.source.submit(ForkChat(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
 
-    def _model_of(self, pane_config: ChatConfig) -> dict[str, Any]:
+    def _model_of(self, pane_config: ChatConfig) -> PaneModel:
         """How a pane shows its model: the name in its title, and that model's context size."""
-        return {
-            "model_label": self.model_label(pane_config.model),
-            "context_size": self.config.context_size(pane_config.model),
-        }
+        return PaneModel(
+            self.model_label(pane_config.model), self.config.context_size(pane_config.model)
+        )
 
     def model_label(self, model: str) -> str:
         """A model's name in titles, exports and the compare view; "" while every pane is on
@@ -299,7 +298,8 @@ class PanechatApp(App[int | None]):
         if self.config.model_key(pane.config.model) == self.config.model_key(model):
             self.notify(f"{printable(pane.config.name)} already answers with that model")
             return
-        self.source.submit(SwitchModel(pane.pane_id, model))
+        transcript = pane.messages(reasoning=True)  # for a pane whose own model never loaded
+        self.source.submit(SwitchModel(pane.pane_id, model, pane.config, transcript))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -327,7 +327,8 @@ class PanechatApp(App[int | None]):
         self.frames_seen = [*self.frames_seen[-63:], event]
         # Each model's frames carry its own figures; the buffer paces updates by the panes
         # generating on every model.
-        self.model_stats[event.model] = event.stats
+        if event.stats.decoded:
+            self.model_stats[event.model] = event.stats
         generating = sum(s.generating for s in self.model_stats.values())
         stats = replace(self.model_stats.get("", event.stats), generating=generating)
         now = time.monotonic()

@@ -162,9 +162,9 @@ def measure_models(
         fast_together, slow_together = recorder.gaps(chat="fast"), recorder.gaps(model=SLOW)
         between = recorder.most_frames_between(DEFAULT, SLOW)
     finally:
-        group.shutdown()
-        group.close()
-        executor.close()
+        if group.shutdown(timeout=30):  # else a decode may still run: the exit frees them
+            group.close()
+            executor.close()
     return ModelsResult(
         slow_chats=slow_chats,
         fast_gap_alone_median=statistics.median(fast_alone),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from core.chat_template import ChatFormat
 from core.context_budget import ContextTooLargeError
-from core.errors import ModelLoadError, PanechatError
+from core.errors import ModelLoadError, PanechatError, one_line
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
 from core.params import ContextParams
@@ -67,6 +67,9 @@ class ChatModel:
         except PanechatError as e:
             weights.close()
             raise ModelLoadError(f"model {spec.name!r}: {e}") from None
+        except Exception as e:  # a template that breaks Jinja itself, say
+            weights.close()
+            raise ModelLoadError(f"model {spec.name!r} could not be loaded: {one_line(e)}") from e
         return cls(spec, weights, executor, template)
 
     @property

@@ -66,6 +66,14 @@ class EditLastTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class TakeOutChat:
+    """Close an idle chat to read it again elsewhere (another model): the engine keeps what
+    its model had read for :meth:`ChatEngine.taken_out`, or says the chat is busy."""
+
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
@@ -79,5 +87,6 @@ Command = (
     | ForkChat
     | Regenerate
     | EditLastTurn
+    | TakeOutChat
     | Shutdown
 )

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from core import (
@@ -34,6 +35,7 @@ from core.chat.commands import (
     SendTurn,
     Shutdown,
     StopChat,
+    TakeOutChat,
 )
 from core.chat.config import ChatConfig
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
@@ -43,6 +45,15 @@ from core.chat.state import ChatSnapshot, SavedState
 from core.chat_template import ChatFormat
 from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.thread_priority import lower_this_thread
+
+
+@dataclass(frozen=True, slots=True)
+class TakenOut:
+    """A chat :class:`TakeOutChat` closed: its settings, and what its model had read, as
+    (role, text) messages to read it again elsewhere."""
+
+    config: ChatConfig
+    messages: list[tuple[str, str]]
 
 
 class ChatEngine:
@@ -68,6 +79,7 @@ class ChatEngine:
         self._waiting_opens: dict[str, OpenChat] = {}  # chats waiting for a shared prefix
         self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
         self._deferred: list[Command] = []  # applied at the start of the next frame
+        self._taken: dict[str, TakenOut | None] = {}  # TakeOutChat's results, for taken_out()
         self._prefixes = SharedPrefixes(executor)
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._cancel = CancellationToken()
@@ -181,24 +193,27 @@ class ChatEngine:
         """How many chats shared a decoded system prompt, and how many decoded their own."""
         return self._prefixes.sharing()
 
-    def take_out(self, chat_id: str) -> list[tuple[str, str]] | None:
-        """Close a chat that moves to another model and return what its model has read, as
-        (role, text) messages to read it again there (None: no such chat). Only between
-        frames, in the thread that steps the engine (never while its own thread runs)."""
-        if self._thread.is_alive():
-            raise PanechatError("take_out() needs an engine that the caller steps")
-        session = self._sessions.pop(chat_id, None)
-        if session is None:
-            return None
-        if session.reply is not None:
-            session.end_reply()
+    def taken_out(self) -> dict[str, TakenOut | None]:
+        """The chats :class:`TakeOutChat` closed since the last call (None: it was busy and
+        stays), for the caller to open elsewhere. In the thread that steps the engine."""
+        taken, self._taken = self._taken, {}
+        return taken
+
+    def _take_out(self, session: ChatSession, delta: ChatDelta) -> None:
+        chat_id = session.chat_id
+        queued = any(getattr(c, "chat_id", None) == chat_id for c in self._deferred)
+        if session.generating or session.turns or queued:
+            delta.notice = Notice(NoticeKind.BUSY, "switching the model")
+            self._taken[chat_id] = None
+            return
+        del self._sessions[chat_id]
         session.conversation.dispose()
         messages = []
         for exchange in session.exchanges:
             messages.append(("user", exchange.user))
             if exchange.reply.strip():
                 messages.append(("assistant", exchange.reply))
-        return messages
+        self._taken[chat_id] = TakenOut(session.config, messages)
 
     @property
     def chat_count(self) -> int:
@@ -261,6 +276,9 @@ class ChatEngine:
                 self._early_turns.pop(chat_id, None)
             case Regenerate() | EditLastTurn():
                 delta.notice = Notice(NoticeKind.OPENING)
+            case TakeOutChat(chat_id=chat_id):
+                delta.notice = Notice(NoticeKind.OPENING)
+                self._taken[chat_id] = None
 
     def _apply_to(self, session: ChatSession, command: Command, delta: ChatDelta) -> None:
         match command:
@@ -289,6 +307,8 @@ class ChatEngine:
                     session.regenerate()
                     delta.started = True
                     delta.replaces_last = True
+            case TakeOutChat():
+                self._take_out(session, delta)
             case EditLastTurn():
                 if session.generating or session.turns:
                     delta.notice = Notice(NoticeKind.BUSY, "editing")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.chat.chat_model import ChatModel, ModelSpec
@@ -26,13 +26,15 @@ from core.chat.commands import (
     Restore,
     Shutdown,
     StopChat,
+    TakeOutChat,
 )
+from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
 from core.chat_template import ChatFormat
-from core.errors import PanechatError
+from core.errors import ModelLoadError, PanechatError, one_line
 from core.executor import BatchedExecutor
 from core.thread_priority import lower_this_thread
 
@@ -42,10 +44,14 @@ DEFAULT = ""
 
 @dataclass(frozen=True, slots=True)
 class SwitchModel:
-    """Move a chat to another model: its history is read again there (the chat must be idle)."""
+    """Move a chat to another model: its history is read again there (the chat must be idle).
+    A chat whose own model could not load has no history in any model: it is opened on the
+    new one with ``config`` and the ``transcript`` the caller shows."""
 
     chat_id: str
     model: str
+    config: ChatConfig | None = None
+    transcript: list[tuple[str, str]] = field(default_factory=list)
 
 
 GroupCommand = Command | SwitchModel
@@ -76,7 +82,8 @@ class ChatEngineGroup:
         self._inbox: queue.SimpleQueue[tuple[GroupCommand, ...]] = queue.SimpleQueue()
         self._loaded: queue.SimpleQueue[tuple[str, ChatModel | PanechatError]] = queue.SimpleQueue()
         self._waiting: dict[str, list[Command]] = {}  # for models being loaded
-        self._switches: dict[str, list[SwitchModel]] = {}  # chats to move once it has loaded
+        self._switches: dict[str, SwitchModel] = {}  # chats to move once their model loads
+        self._moving: dict[str, SwitchModel] = {}  # chats their engine is closing for a switch
         self._failed: dict[str, str] = {}  # models that could not be loaded: why
         self._chat_model: dict[str, str] = {}  # which model each chat is on
         self._turn = 0  # round robin over the engines with work
@@ -156,6 +163,7 @@ class ChatEngineGroup:
                     frame = engine.step()
                     if frame is not None:
                         self._emit(frame)
+                    self._moved(engine)
                 self._free_unused()
         except Exception as e:  # keep the app alive and say what broke
             self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
@@ -203,6 +211,7 @@ class ChatEngineGroup:
                 self._chat_model[chat_id] = model
                 self._to_model(model, replace(command, config=replace(config, model=model)))
             case CloseChat(chat_id=chat_id):
+                self._switches.pop(chat_id, None)
                 closing = self._chat_model.pop(chat_id, None)
                 if closing is not None:
                     self._to_model(closing, command)
@@ -243,6 +252,8 @@ class ChatEngineGroup:
                 result = ChatModel.load(spec, tuple(n or "default" for n in beside))
             except PanechatError as e:
                 result = e
+            except Exception as e:  # any other failure is that model's, not the app's
+                result = ModelLoadError(f"model {model!r} could not be loaded: {one_line(e)}")
         self._loaded.put((model, result))
         self._inbox.put(())  # wake the group's thread
 
@@ -250,7 +261,9 @@ class ChatEngineGroup:
         while not self._loaded.empty():
             name, result = self._loaded.get()
             waiting = self._waiting.pop(name, [])
-            switches = self._switches.pop(name, [])
+            switches = [c for c in self._switches.values() if self._key(c.model) == name]
+            for switch in switches:
+                del self._switches[switch.chat_id]
             if isinstance(result, PanechatError):
                 self._failed[name] = str(result)
                 for switch in switches:  # the chat stays where it is
@@ -265,7 +278,14 @@ class ChatEngineGroup:
             if not self._running:
                 result.close()
                 continue
-            result.executor.warm_up()  # here: this thread does all the decoding
+            try:
+                result.executor.warm_up()  # here: this thread does all the decoding
+            except Exception as e:
+                result.close()
+                self._loaded.put((name, ModelLoadError(f"model {name!r}: {one_line(e)}")))
+                self._waiting[name] = waiting
+                self._switches.update({s.chat_id: s for s in switches})
+                continue
             engine = ChatEngine(result.executor, result.template, model=name)
             self._models[name] = result
             with self._lock:
@@ -279,37 +299,51 @@ class ChatEngineGroup:
         chat_id = getattr(command, "chat_id", None)
         if not isinstance(chat_id, str) or isinstance(command, CloseChat):
             return
-        if isinstance(command, OpenChat | ForkChat):
-            self._chat_model.pop(chat_id, None)
         self._notify(chat_id, notice)
 
     def _notify(self, chat_id: str, notice: Notice) -> None:
         self._emit(Frame({chat_id: ChatDelta(notice=notice)}))
 
     def _switch(self, command: SwitchModel) -> None:
+        """Move a chat: its engine closes it in turn with its other commands (or says it is
+        busy), then :meth:`_moved` opens it on the target, once that model is loaded."""
         chat_id, target = command.chat_id, self._key(command.model)
         current = self._chat_model.get(chat_id)
-        engine = self._engines.get(current) if current is not None else None
-        if current == target or engine is None:
-            return
-        session = engine.session(chat_id)
-        if session is None or session.generating or session.turns:
-            self._notify(chat_id, Notice(NoticeKind.BUSY, "switching"))
+        if current is None or current == target:
             return
         if target in self._failed:
             self._notify(chat_id, Notice(NoticeKind.MODEL_FAILED, self._failed[target]))
             return
         if target not in self._engines:  # moved once the model is there (or told it is not)
             self._start_loading(target)
-            self._switches.setdefault(target, []).append(command)
+            self._switches[chat_id] = command  # a later switch of the chat replaces it
             return
-        config = replace(session.config, model=command.model)
-        messages = engine.take_out(chat_id) or []
+        engine = self._engines.get(current)
+        if engine is None:  # its own model could not load: open it on the target afresh
+            self._open_moved(command, command.config, command.transcript)
+            return
+        self._moving[chat_id] = command
+        engine.submit(TakeOutChat(chat_id))
+
+    def _moved(self, engine: ChatEngine) -> None:
+        """Open the chats ``engine`` has closed for a switch on their new model."""
+        for chat_id, taken in engine.taken_out().items():
+            command = self._moving.pop(chat_id, None)
+            if command is not None and taken is not None:
+                self._open_moved(command, taken.config, taken.messages)
+
+    def _open_moved(
+        self, command: SwitchModel, config: ChatConfig | None, messages: list[tuple[str, str]]
+    ) -> None:
+        if config is None:
+            return
+        chat_id, target = command.chat_id, self._key(command.model)
         self._chat_model[chat_id] = target
         name = command.model or "the default model"
         delta = ChatDelta(notice=Notice(NoticeKind.MODEL_SWITCHED, name), model=command.model)
         self._emit(Frame({chat_id: delta}, model=target))
-        self._to_model(target, OpenChat(chat_id, config, Restore(messages, None)))
+        moved = replace(config, model=command.model)
+        self._to_model(target, OpenChat(chat_id, moved, Restore(messages, None)))
 
     def _free_unused(self) -> None:
         """Free a loaded model once no chat is on it (the default one stays)."""

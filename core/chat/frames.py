@@ -52,13 +52,18 @@ class ChatDelta:
 
 @dataclass(slots=True)
 class FrameStats:
-    frame: int = 0
+    frame: int = 0  # the engine's frame number; 0: no decode step (a notice of its own)
     batch_tokens: int = 0
     generating: int = 0
     tokens_per_second: float = 0.0  # aggregate over chats, smoothed
     kv_used: int = 0
     kv_total: int = 0
     decode_share: float = 0.0  # share of the frame spent inside llama_decode
+
+    @property
+    def decoded(self) -> bool:
+        """The figures of a decode step (a notice-only frame has none)."""
+        return self.frame > 0
 
 
 @dataclass(frozen=True, slots=True)

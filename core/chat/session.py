@@ -56,7 +56,6 @@ class ChatSession:
     turn_starts: list[int] = field(default_factory=list)  # KV position of each exchange
     dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
     shift_notice: Notice | None = None  # set by make_room, for the engine to hand out once
-    opens_reasoning: bool = False  # the template's generation prompt opens a reasoning block
     thinking: ReasoningSplitter = field(default_factory=ReasoningSplitter)  # the last reply's
 
     @property
@@ -89,7 +88,6 @@ class ChatSession:
         """Queue the turn and open a reply; raises ContextFullError (queuing nothing) when the
         turn would not fit in ``context_limit`` tokens even after dropping old turns."""
         prompt = self.prompt_text(self.exchanges, user_text)
-        self.opens_reasoning = self.template.reasoning_markers.opened_by(prompt)
         target = self.conversation.executor.model.tokenize_prompt(prompt)
         room = min(
             max(self.config.max_tokens, int(context_limit * SHIFT_SHARE)), context_limit // 2
@@ -104,7 +102,7 @@ class ChatSession:
         self.turn_starts.append(start)
         self.exchanges.append(Exchange(user_text))
         self.reply_base = len(target)
-        self._open_reply()
+        self._open_reply(prompt)
 
     def _sync(self, target: Sequence[int]) -> int:
         """Make the conversation hold ``target``: keep the common prefix, rewind the rest, and
@@ -126,21 +124,27 @@ class ChatSession:
         if before:
             try:
                 head = self.prompt_tokens(before)
-            except TemplateError:
-                return 0
-            return common_prefix(head, target)
+            except TemplateError:  # no boundary to cut at: the last known one
+                return self.turn_starts[-1] if self.turn_starts else 0
+            return max(common_prefix(head, target), self.turn_starts[-1] if self.turn_starts else 0)
         prefix = self.template.system_prefix(self.config.system)
         if prefix is not None:
             return common_prefix(model.tokenize_prompt(prefix), target)
         return 1 if target and model.add_bos and target[0] == model.bos_token else 0
 
-    def _open_reply(self) -> None:
+    def _open_reply(self, prompt: str | None = None) -> None:
+        """A reply to the last exchange; ``prompt`` is the text that asks for it (rendered
+        again when not given: a regeneration, after a fork, a resume or a switch)."""
         self.reply = ReplyStream(
             self.conversation.executor.model,
             self.template.with_stops(self.config.stop),
             self.config.max_tokens,
         )
-        self.thinking = ReasoningSplitter(self.template.reasoning_markers, self.opens_reasoning)
+        if prompt is None:
+            last = self.exchanges[-1]
+            prompt = self.prompt_text(self.exchanges[:-1], last.user)
+        markers = self.template.reasoning_markers
+        self.thinking = ReasoningSplitter(markers, markers.opened_by(prompt))
         self.first_token_at = 0.0
 
     @property
@@ -216,9 +220,16 @@ class ChatSession:
         if not exchanges:
             return 0
         target = self.prompt_tokens(exchanges)
+        limit = self.conversation.executor.n_ctx_seq * 3 // 4  # room left to answer
+        while len(target) > limit and len(exchanges) > 1:  # a smaller context: oldest go
+            exchanges = exchanges[1:]
+            self.dropped_turns += 1
+            target = self.prompt_tokens(exchanges)
         last = exchanges[-1]
         asked = self.prompt_tokens(exchanges[:-1], last.user)
-        self.turn_starts = [self._turn_start(exchanges[:i], target) for i in range(len(exchanges))]
+        self.turn_starts = []
+        for i in range(len(exchanges)):  # each start after the one before (_turn_start)
+            self.turn_starts.append(self._turn_start(exchanges[:i], target))
         self.exchanges = exchanges
         self.turn_base = self.turn_starts[-1]
         self.reply_base = common_prefix(asked, target)

@@ -3,12 +3,23 @@ frames keep arriving."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.containers import Horizontal
 from textual.dom import DOMNode
 
 from core.chat import ChatConfig
 from tui.bindings import KeyNames
 from tui.widgets.chat_pane import ChatPane
+
+
+@dataclass(frozen=True, slots=True)
+class PaneModel:
+    """What a pane shows of its model: its name in the title ("" with one model), and the
+    size of its context."""
+
+    label: str
+    context_size: int
 
 
 class PaneRow(Horizontal):
@@ -51,14 +62,13 @@ class PaneRow(Horizontal):
         after: ChatPane | None = None,
         messages: list[tuple[str, str]] | None = None,
         branched_from: str = "",
-        context_size: int | None = None,
-        model_label: str = "",
+        model: PaneModel | None = None,
     ) -> ChatPane:
         """Mount a new pane (after ``after``, else at the end) showing ``messages``; its model
         may have a context of its own size (default: the row's)."""
         self.opened += 1
-        size = self.context_size if context_size is None else context_size
-        pane = ChatPane(f"pane-{self.opened}", config, size, self.keys, model_label)
+        model = model or PaneModel("", self.context_size)
+        pane = ChatPane(f"pane-{self.opened}", config, model.context_size, self.keys, model.label)
         pane.branched_from = branched_from
         await self.mount(pane, after=after)
         if messages:
