@@ -4,7 +4,6 @@ answer, left out of exports unless asked, hidden by a pane setting)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from gguf_models import REASONING
 from test_chat_engine import run_steps
+from test_tui_app import wait_for
 
 from core import (
     BatchedExecutor,
@@ -114,14 +114,6 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppConfig:
         context=ContextParams(n_ctx=2048, n_batch=256, n_seq_max=4),
         panes=(pane, replace(pane, name="Quiet", show_reasoning=False)),
     )
-
-
-async def wait_for(pilot: object, condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting for the app"
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
 
 
 def blocks(pane: ChatPane) -> list[ReasoningBlock]:

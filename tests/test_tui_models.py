@@ -5,12 +5,12 @@ under another name (tests/gguf_models.py): real weights through the real llama.c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from gguf_models import with_metadata
+from test_tui_app import wait_for
 
 from core import BatchedExecutor, LlamaWeights, model_template
 from tui.app import PanechatApp
@@ -87,15 +87,6 @@ async def make_app(
     yield make
     for executor in executors:
         executor.close()
-
-
-async def wait_for(pilot: object, condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
 
 
 def done(pane: ChatPane, count: int = 1) -> bool:
