@@ -128,12 +128,9 @@ class JinjaTemplate:
             chat = self.render([*messages, ChatMessage("user", _PROBE)])
         except TemplateError:
             return None
-        before_user = chat.split(_PROBE, 1)[0]
-        if not alone or not chat.startswith(alone) or system.strip() not in alone:
+        if not alone or _PROBE in alone or system.strip() not in alone:
             return None
-        if _PROBE in alone or not before_user.startswith(alone):
-            return None
-        return alone
+        return alone if chat.startswith(alone) else None
 
     def with_stops(self, extra: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.stop_strings, *extra)))

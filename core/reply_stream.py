@@ -27,8 +27,8 @@ class ReplyStream:
     strings, or ``max_tokens``.
 
     When a stop string ends the reply, the tokens that spelled it may already be in the KV
-    cache; :meth:`settle` says how many to rewind and which text to prompt back with the next
-    turn, so that the KV holds exactly the text the user saw.
+    cache; :meth:`settle` says how many to rewind, so that the KV holds no text the user did
+    not see (the next turn's render decodes whatever shown text the KV then lacks).
     """
 
     weights: LlamaWeights
@@ -96,7 +96,7 @@ class ReplyStream:
     def settle(self, tokens_in_kv: int) -> tuple[int, str]:
         """After the reply ended, with ``tokens_in_kv`` of its tokens decoded: return how many
         of them to rewind (they spell text the user never saw, like a stop string) and the
-        shown text that lies after the kept tokens, to prompt again with the next turn."""
+        shown text that lies after the kept tokens (not in the KV once they are rewound)."""
         full = self.written
         shown = len(full)
         keep = 0
