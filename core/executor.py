@@ -12,6 +12,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from core.adaptive_threads import AdaptiveThreads
 from core.cancellation import CancellationToken, native_abort_callback
 from core.context_budget import available_memory, check_context
 from core.conversation import Conversation
@@ -72,6 +73,7 @@ class DecodeStats:
     decode_seconds: float = 0.0
     last_batch_tokens: int = 0
     last_decode_seconds: float = 0.0
+    thread_changes: int = 0  # times the thread count gave way to other processes, or came back
 
 
 class BatchedExecutor:
@@ -120,6 +122,7 @@ class BatchedExecutor:
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(ctx))
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
+        self._threads = AdaptiveThreads(params.threads, enabled=params.adapt_threads)
         self._batch = NativeBatch(params.n_batch)
         self.prefill_budget = PrefillBudget(params.max_frame_stretch or None)
         self._planned = BatchPlan()  # the batch being decoded
@@ -149,6 +152,23 @@ class BatchedExecutor:
         self.check_open()
         assert self._ctx is not None
         return self._ctx
+
+    @property
+    def threads(self) -> int:
+        """Threads the next decode uses: ``params.threads``, less the cores other processes
+        keep busy when ``params.adapt_threads`` is on."""
+        return self._threads.current
+
+    def watch_cpu(self) -> None:
+        """Measure other processes' CPU use now (cheap, at most every 0.5 s): a decode loop
+        calls it while idle, so that its first decode after a pause uses the right thread
+        count from the start."""
+        self._threads.observe()
+
+    @property
+    def cpu_taken_by_others(self) -> float:
+        """Cores other processes kept busy in the last measured interval (0 where unknown)."""
+        return self._threads.others
 
     @property
     def epoch(self) -> int:
@@ -298,6 +318,12 @@ class BatchedExecutor:
         llama_cpp.llama_set_abort_callback(
             ctx, self._abort_callback, ctypes.c_void_p(token.address)
         )
+        threads = self._threads.update()
+        if threads is not None:
+            params = self._params
+            batch_threads = params.threads_batch if threads == params.threads else threads
+            llama_cpp.llama_set_n_threads(ctx, threads, min(batch_threads, params.threads_batch))
+            self.stats.thread_changes += 1
         started = time.perf_counter()
         code = llama_cpp.llama_decode(ctx, self._batch.as_struct())
         elapsed = time.perf_counter() - started

@@ -27,6 +27,9 @@ class ContextParams:
     fork shares its parent's prefix cells for free and any conversation may grow to ``n_ctx``.
     With it off, llama.cpp splits the cache into ``n_seq_max`` slices of ``n_ctx / n_seq_max``.
 
+    ``adapt_threads`` lets the thread count drop while other processes keep cores busy, and
+    come back when they stop (:mod:`core.adaptive_threads`).
+
     ``max_frame_stretch`` bounds how much a prompt being prefilled may slow the frames of
     conversations that are generating (see :mod:`core.prefill_budget`); 0 turns that off.
     """
@@ -41,6 +44,9 @@ class ContextParams:
     flash_attention: FlashAttention = "auto"
     offload_kqv: bool = True
     max_frame_stretch: float = 1.5  # 0: prompts fill whole batches, whoever is generating
+    adapt_threads: bool = (
+        True  # decode with the cores other processes leave (core.adaptive_threads)
+    )
 
     def __post_init__(self) -> None:
         for name in ("n_ctx", "n_batch", "n_seq_max"):
@@ -71,6 +77,10 @@ class ContextParams:
         if not isinstance(stretch, int | float) or not (stretch == 0 or 1 < stretch < 1e6):
             raise InvalidParamsError(
                 f"max_frame_stretch must be 0 (off) or greater than 1, got {stretch!r}"
+            )
+        if not isinstance(self.adapt_threads, bool):
+            raise InvalidParamsError(
+                f"adapt_threads must be true or false, got {self.adapt_threads!r}"
             )
         if self.flash_attention not in ("auto", "on", "off"):
             raise InvalidParamsError(

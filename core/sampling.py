@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import cast
 
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from core.candidates import (
+    CandidateArray,
+    PenaltyHistory,
+    by_logit,
+    min_p_ids,
+    top_k_ids,
+    top_p_ids,
+)
 from core.errors import InvalidParamsError, NoLogitsError, PanechatError
 
 #: A random seed for the dist sampler (llama.cpp's LLAMA_DEFAULT_SEED).
@@ -81,17 +90,42 @@ def logits_row(
     return np.ctypeslib.as_array(ptr, shape=(n_vocab,))
 
 
+class Prefilter(Enum):
+    """How a chain's candidates are found before its native samplers run (core.candidates)."""
+
+    ARGMAX = "argmax"  # plain greedy: the first highest logit, no chain at all
+    TOP_K = "top-k"  # the chain starts with top-k: only the k largest logits matter
+    TOP_P = "top-p"  # no top-k: the top-p cut, computed here over the whole row
+    MIN_P = "min-p"  # min-p alone: logits near the highest, and the penalties' history
+    NONE = "none"  # temperature alone: every logit can be drawn
+
+    @classmethod
+    def for_params(cls, p: SamplingParams) -> Prefilter:
+        if p.greedy:
+            return cls.TOP_K if p.penalized else cls.ARGMAX
+        if p.top_k > 0:
+            return cls.TOP_K
+        if p.top_p < 1.0:
+            return cls.TOP_P
+        if p.min_p > 0.0:
+            return cls.MIN_P
+        return cls.NONE
+
+
 class SamplerChain:
     """Owns one native ``llama_sampler`` chain; clone it to give a fork the same state.
 
     Order: top-k first (the vocabulary of Gemma 3 has 262k entries, and penalties walk every
-    candidate), then penalties, top-p, min-p, temperature, and the random draw. The native chain
-    copies the logits into its own candidate array, so sampling never alters the context's
-    logits that a fork may still read.
+    candidate), then penalties, top-p, min-p, temperature, and the random draw. Penalized greedy
+    keeps the 64 best before its penalties and greedy pick.
 
-    Plain greedy (no penalties) skips the chain: building llama.cpp's candidate array for a
-    262k vocabulary costs ~0.3 ms per token, an argmax over the logits in place ~0.03 ms, and
-    both pick the first highest logit.
+    The chain never sees the whole row. llama.cpp's ``llama_sampler_sample`` would copy all
+    262k logits into a candidate array (~0.8 ms per token); instead :class:`Prefilter` finds
+    the only candidates the chain could keep (the top-k stage itself, or min-p's reach) on the
+    row in place, and the chain runs on those (~0.1 ms). Each native sampler sees the same
+    values in the same order as it would have, so the pick is the same. The row is only read,
+    never altered, so a fork may still sample it. ``reference=True`` builds the plain chain on
+    the whole row: the tests' yardstick.
     """
 
     def __init__(
@@ -99,17 +133,34 @@ class SamplerChain:
         params: SamplingParams,
         n_vocab: int,
         *,
+        reference: bool = False,
         _handle: llama_cpp.llama_sampler_p | None = None,
+        _history: PenaltyHistory | None = None,
     ) -> None:
         self.params = params
         self._n_vocab = n_vocab
-        self._argmax = params.greedy and not params.penalized
+        self._reference = reference
+        self.prefilter = Prefilter.NONE if reference else Prefilter.for_params(params)
+        self._top_k = max(params.top_k, 64) if params.greedy else params.top_k
+        self._history = _history or PenaltyHistory(
+            params.repeat_last_n if params.penalized else 0,
+            params.repeat_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        )
+        self._candidates = CandidateArray(max(self._top_k, 256))
+        self._all_ids = (
+            np.arange(n_vocab, dtype=np.intp) if self.prefilter is Prefilter.NONE else None
+        )
         self._chain: llama_cpp.llama_sampler_p | None = (
-            _handle if _handle is not None else self._build(params, n_vocab)
+            _handle if _handle is not None else self._build(params, n_vocab, self.prefilter)
         )
 
     @staticmethod
-    def _build(p: SamplingParams, n_vocab: int) -> llama_cpp.llama_sampler_p:
+    def _build(p: SamplingParams, n_vocab: int, done: Prefilter) -> llama_cpp.llama_sampler_p:
+        """The native chain, less the stage the pre-filter ``done`` already applied."""
+        with_top_k = done is not Prefilter.TOP_K
+        with_top_p = done is not Prefilter.TOP_P
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
         def add(sampler: llama_cpp.llama_sampler_p) -> None:
@@ -117,15 +168,16 @@ class SamplerChain:
 
         if p.greedy:
             if p.penalized:
-                add(llama_cpp.llama_sampler_init_top_k(max(p.top_k, 64)))
+                if with_top_k:
+                    add(llama_cpp.llama_sampler_init_top_k(max(p.top_k, 64)))
                 add(_penalties(p, n_vocab))
             add(llama_cpp.llama_sampler_init_greedy())
             return cast("llama_cpp.llama_sampler_p", chain)
-        if p.top_k > 0:
+        if p.top_k > 0 and with_top_k:
             add(llama_cpp.llama_sampler_init_top_k(p.top_k))
         if p.penalized:
             add(_penalties(p, n_vocab))
-        if p.top_p < 1.0:
+        if p.top_p < 1.0 and with_top_p:
             add(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
         if p.min_p > 0.0:
             add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
@@ -141,23 +193,46 @@ class SamplerChain:
 
     def sample(self, ctx: llama_cpp.llama_context_p, output_index: int) -> int:
         """Sample (and accept) a token from one output row of the last decode."""
-        if self._argmax:
-            return int(logits_row(ctx, output_index, self._n_vocab).argmax())
-        return int(llama_cpp.llama_sampler_sample(self.handle, ctx, output_index))
+        return self.sample_row(logits_row(ctx, output_index, self._n_vocab))
+
+    def sample_row(self, row: npt.NDArray[np.float32]) -> int:
+        """Sample (and accept) a token from a row of logits, which is left as it was."""
+        prefilter = self.prefilter
+        if prefilter is Prefilter.ARGMAX:
+            return int(row.argmax())
+        sort = False
+        if prefilter is Prefilter.TOP_K:
+            ids, sort = by_logit(top_k_ids(row, self._top_k), row), True
+        elif prefilter is Prefilter.TOP_P:
+            ids = top_p_ids(row, self.params.top_p, self._history)
+        elif prefilter is Prefilter.MIN_P:
+            ids = min_p_ids(row, self.params.min_p, self._history)
+        else:
+            assert self._all_ids is not None
+            ids = self._all_ids
+        chain = self.handle
+        llama_cpp.llama_sampler_apply(chain, self._candidates.fill(ids, row[ids], sort))
+        token = self._candidates.selected_token()
+        self.accept(token)
+        return token
 
     def accept(self, token: int) -> None:
-        """Tell the chain about a token chosen elsewhere (for the repetition penalties)."""
+        """Tell the chain about a token (for the repetition penalties); sampling does this."""
         llama_cpp.llama_sampler_accept(self.handle, token)
+        self._history.push(token)
 
     def reset(self) -> None:
         llama_cpp.llama_sampler_reset(self.handle)
+        self._history.clear()
 
     def clone(self) -> SamplerChain:
         """A copy with the same history and random state."""
         return SamplerChain(
             self.params,
             self._n_vocab,
+            reference=self._reference,
             _handle=cast("llama_cpp.llama_sampler_p", llama_cpp.llama_sampler_clone(self.handle)),
+            _history=self._history.clone(),
         )
 
     def free(self) -> None:

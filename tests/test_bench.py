@@ -9,8 +9,10 @@ import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, WeightLayout, resolve_model_path
 from core.bench.__main__ import BenchContext, layout_section, main
+from core.bench.busy import measure_busy, measure_busy_engine
 from core.bench.fairness import measure_fairness
 from core.bench.models import measure_models
+from core.bench.sampling_cost import measure_sampling_cost
 from core.bench.shared_prefix import measure_shared_prefix
 from tui.app_bench import app_section
 from tui.cli import main as cli_main
@@ -29,6 +31,9 @@ def test_throughput_section_compares_both_ways_and_writes_json(tmp_path: Path) -
             assert row[way]["tokens_per_second"] > 0
         assert 0 < row["batched"]["decode_share"] <= 1
         assert row["ratio"] > 0
+        assert row["full_length_greedy_tokens_per_second"] > 0
+        assert row["full_length_sampled_tokens_per_second"] > 0
+        assert row["sampled_ratio"] > 0
         # Greedy, same weights and prompts: the texts agree (the batched kernels may differ
         # from the single-sequence ones in the last bits, but not in 6 tokens).
         assert row["same_text"] == row["conversations"]
@@ -71,12 +76,34 @@ def test_models_section_takes_the_models_in_turn(weights: LlamaWeights) -> None:
 
 def test_app_section_streams_every_pane_and_times_key_presses(weights: LlamaWeights) -> None:
     ctx = BenchContext(weights, str(resolve_model_path(None)), ContextParams(n_ctx=2048), 24)
-    (result,) = app_section(ctx, panes=2, intervals=(0.25,), repeats=1)
-    assert result.update_interval == 0.25
-    assert 0 < result.tokens <= 2 * 24
-    assert result.app_tokens_per_second > 0 and result.engine_tokens_per_second > 0
-    assert result.executor_tokens_per_second > 0 and result.share_of_executor > 0
-    assert result.key_presses >= 1 and 0 < result.key_latency_median <= result.key_latency_max
+    results = app_section(ctx, panes=2, intervals=(0.25,), repeats=1)
+    assert [r.sampling for r in results] == ["greedy", "pane defaults"]
+    for result in results:
+        assert result.update_interval == 0.25
+        assert 0 < result.tokens <= 2 * 24
+        assert result.app_tokens_per_second > 0 and result.engine_tokens_per_second > 0
+        assert result.executor_tokens_per_second > 0 and result.share_of_executor > 0
+        assert result.share_of_greedy_executor > 0
+        assert result.key_presses >= 1
+        assert 0 < result.key_latency_median <= result.key_latency_max
+
+
+def test_sampling_cost_compares_with_the_whole_row_chain(weights: LlamaWeights) -> None:
+    results = measure_sampling_cost(weights, ContextParams(), draws=5, rounds=1)
+    assert {r.prefilter for r in results} == {"argmax", "top-k", "min-p", "top-p"}
+    assert all(r.ours_ms > 0 and r.whole_row_ms > 0 for r in results)
+
+
+def test_busy_section_measures_idle_and_busy_both_ways(weights: LlamaWeights) -> None:
+    fixed, adapting = measure_busy(weights, ContextParams(n_ctx=2048), 2, 8, rounds=1)
+    assert (fixed.adapt_threads, adapting.adapt_threads) == (False, True)
+    for result in (fixed, adapting):
+        assert result.idle_tokens_per_second > 0 and result.busy_tokens_per_second > 0
+        assert 1 <= result.busy_threads <= result.threads
+    assert fixed.busy_threads == fixed.threads
+    loops = measure_busy_engine(weights, ContextParams(n_ctx=2048), 2, 4, nice=0, rounds=1)
+    assert [r.adapt_threads for r in loops] == [False, True]
+    assert all(r.busy_tokens_per_second > 0 and r.busy_ttft_median > 0 for r in loops)
 
 
 def test_panechat_bench_is_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:

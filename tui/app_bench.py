@@ -30,7 +30,13 @@ from core import (
 from core.bench.__main__ import in_own_thread
 from core.bench.prompts import short_prompts
 from core.bench.report import ms, pct, table
-from core.bench.throughput import executor_params, open_executor, run_batched
+from core.bench.throughput import (
+    GREEDY,
+    PANE_DEFAULT,
+    executor_params,
+    open_executor,
+    run_batched,
+)
 from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
 from tui.cli import create_app
 from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig
@@ -46,12 +52,14 @@ KEY_INTERVAL = 0.1  # seconds between measured key presses
 @dataclass(frozen=True, slots=True)
 class AppBenchResult:
     panes: int
+    sampling: str  # "greedy", or "pane defaults" (config.toml's [pane_defaults], seeded)
     update_interval: float  # [ui] update_interval: seconds between screen updates
     runs: int  # app runs; the figures are medians over them, key latencies are pooled
     tokens: int  # reply tokens in one app run
     engine_tokens_per_second: float  # the same decode loop, no UI
     app_tokens_per_second: float
     executor_tokens_per_second: float  # the executor alone at N=panes, measured alongside
+    greedy_executor_tokens_per_second: float  # the same, greedy: today's yardstick
     ui_cpu_share: float  # the UI thread's CPU time over the run's wall time
     key_presses: int
     key_latency_median: float
@@ -66,11 +74,18 @@ class AppBenchResult:
     def share_of_executor(self) -> float:
         return self.app_tokens_per_second / self.executor_tokens_per_second
 
+    @property
+    def share_of_greedy_executor(self) -> float:
+        """The figure the greedy panes had before sampling was made cheap."""
+        return self.app_tokens_per_second / self.greedy_executor_tokens_per_second
 
-def bench_config(params: ContextParams, panes: int, tokens: int) -> AppConfig:
-    """Greedy panes with no system prompt and no stop strings, so each reply is the same work
-    as one conversation of the throughput section."""
-    pane = ChatConfig("bench", "", SamplingParams(temperature=0.0), max_tokens=tokens)
+
+def bench_config(
+    params: ContextParams, panes: int, tokens: int, sampling: SamplingParams = GREEDY
+) -> AppConfig:
+    """Panes with no system prompt and no stop strings, so each reply is the same work as one
+    conversation of the throughput section; pane i samples with seed i."""
+    pane = ChatConfig("bench", "", sampling, max_tokens=tokens)
     return AppConfig(
         theme="panechat-dusk",
         model_path=None,
@@ -78,7 +93,10 @@ def bench_config(params: ContextParams, panes: int, tokens: int) -> AppConfig:
         n_gpu_layers=0,
         context=replace(params, n_seq_max=max(panes, params.n_seq_max)),
         pane_defaults=pane,
-        panes=tuple(replace(pane, name=f"bench {i + 1}") for i in range(panes)),
+        panes=tuple(
+            replace(pane, name=f"bench {i + 1}", sampling=replace(sampling, seed=i))
+            for i in range(panes)
+        ),
     )
 
 
@@ -92,7 +110,9 @@ def _executor(ctx: BenchContext, config: AppConfig) -> BatchedExecutor:
     return BatchedExecutor(ctx.weights, config.context)  # the decode loop warms it up
 
 
-def measure_executor(ctx: BenchContext, prompts: list[str]) -> float:
+def measure_executor(
+    ctx: BenchContext, prompts: list[str], sampling: SamplingParams = GREEDY
+) -> float:
     """The executor alone, as in the throughput section's (b): all conversations in one batch,
     in a thread of its own (``in_own_thread``); tokens/s."""
     rates: list[float] = []
@@ -101,7 +121,8 @@ def measure_executor(ctx: BenchContext, prompts: list[str]) -> float:
         params = executor_params(ctx.params, len(prompts), ctx.tokens)
         executor = open_executor(ctx.weights, params)
         try:
-            rates.append(run_batched(executor, prompts, ctx.tokens).tokens_per_second)
+            run = run_batched(executor, prompts, ctx.tokens, sampling)
+            rates.append(run.tokens_per_second)
         finally:
             executor.close()
 
@@ -227,35 +248,42 @@ def app_section(
     repeats: int = REPEATS,
 ) -> list[AppBenchResult]:
     print(f"\n## Through the app: {panes} panes streaming at once, headless\n")
-    config = bench_config(ctx.params, panes, ctx.tokens)
     prompts = short_prompts(panes)
-    executor_rates: list[float] = []
-    engine_rates: list[float] = []
-    runs: dict[float, list[AppRun]] = {interval: [] for interval in intervals}
+    samplings = {"greedy": GREEDY, "pane defaults": PANE_DEFAULT}
+    configs = {
+        name: bench_config(ctx.params, panes, ctx.tokens, s) for name, s in samplings.items()
+    }
+    # Greedy at every screen-update interval; the panes' own sampling at the default one.
+    variants = [("greedy", interval) for interval in intervals]
+    variants.append(("pane defaults", DEFAULT_UPDATE_INTERVAL))
+    executor_rates: dict[str, list[float]] = {name: [] for name in samplings}
+    engine_rates: dict[str, list[float]] = {name: [] for name in samplings}
+    runs: dict[tuple[str, float], list[AppRun]] = {v: [] for v in variants}
     for _ in range(repeats):  # alternate, so slow spells of the machine hit every column
-        executor_rates.append(measure_executor(ctx, prompts))
-        engine_tokens, engine_seconds = measure_engine(ctx, config, prompts)
-        engine_rates.append(engine_tokens / engine_seconds)
-        for interval in intervals:
-            app_config = replace(config, update_interval=interval)
-            runs[interval].append(asyncio.run(measure_app(ctx, app_config, prompts)))
+        for name, sampling in samplings.items():
+            executor_rates[name].append(measure_executor(ctx, prompts, sampling))
+            engine_tokens, engine_seconds = measure_engine(ctx, configs[name], prompts)
+            engine_rates[name].append(engine_tokens / engine_seconds)
+        for name, interval in variants:
+            app_config = replace(configs[name], update_interval=interval)
+            runs[name, interval].append(asyncio.run(measure_app(ctx, app_config, prompts)))
     results: list[AppBenchResult] = []
-    for interval, interval_runs in runs.items():
-        latencies = [latency for run in interval_runs for latency in run.key_latencies]
+    for (name, interval), variant_runs in runs.items():
+        latencies = [latency for run in variant_runs for latency in run.key_latencies]
         if not latencies:
             raise RuntimeError("no key press reached the screen while the panes streamed")
         results.append(
             AppBenchResult(
                 panes=panes,
+                sampling=name,
                 update_interval=interval,
-                runs=len(interval_runs),
-                tokens=interval_runs[0].tokens,
-                engine_tokens_per_second=statistics.median(engine_rates),
-                app_tokens_per_second=statistics.median(
-                    r.tokens / r.seconds for r in interval_runs
-                ),
-                ui_cpu_share=statistics.median(r.ui_cpu_share for r in interval_runs),
-                executor_tokens_per_second=statistics.median(executor_rates),
+                runs=len(variant_runs),
+                tokens=variant_runs[0].tokens,
+                engine_tokens_per_second=statistics.median(engine_rates[name]),
+                app_tokens_per_second=statistics.median(r.tokens / r.seconds for r in variant_runs),
+                ui_cpu_share=statistics.median(r.ui_cpu_share for r in variant_runs),
+                executor_tokens_per_second=statistics.median(executor_rates[name]),
+                greedy_executor_tokens_per_second=statistics.median(executor_rates["greedy"]),
                 key_presses=len(latencies),
                 key_latency_median=statistics.median(latencies),
                 key_latency_p95=percentile(latencies, 0.95),
@@ -265,12 +293,14 @@ def app_section(
     print(
         table(
             (
+                "panes sample",
                 "screen update",
                 "app tok/s",
                 "decode loop alone",
                 "app / loop",
                 f"executor N={panes}",
                 "app / executor",
+                "app / greedy executor",
                 "UI thread CPU",
                 "key→screen p50",
                 "p95",
@@ -279,6 +309,7 @@ def app_section(
             ),
             [
                 [
+                    r.sampling,
                     f"every {r.update_interval:g} s"
                     + (" (default)" if r.update_interval == DEFAULT_UPDATE_INTERVAL else ""),
                     f"{r.app_tokens_per_second:.1f}",
@@ -286,6 +317,7 @@ def app_section(
                     pct(r.share_of_engine),
                     f"{r.executor_tokens_per_second:.1f}",
                     pct(r.share_of_executor),
+                    pct(r.share_of_greedy_executor),
                     pct(r.ui_cpu_share),
                     ms(r.key_latency_median),
                     ms(r.key_latency_p95),
@@ -298,8 +330,10 @@ def app_section(
     )
     print(
         f"\nMedians of {repeats} runs of each, alternating. Executor: all {panes} conversations "
-        "in one batch, as in the throughput section. Decode loop alone: the app's own decode "
-        "thread with no UI attached. Key→screen, over every run's presses: "
+        "in one batch, as in the throughput section, sampling as the panes do. Pane defaults: "
+        "config.toml's [pane_defaults] (T0.7 top-k 40 top-p 0.95 min-p 0.05 repeat 1.1), seeded "
+        "per pane; replies may end early at end-of-generation. Decode loop alone: the app's "
+        "own decode thread with no UI attached. Key→screen, over every run's presses: "
         f"a key press every {KEY_INTERVAL * 1000:.0f} ms into the focused input, until the "
         "screen update that shows it has been rendered. Screen update: [ui] update_interval, "
         "the time between screen updates while 8 panes stream."

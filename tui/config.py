@@ -35,6 +35,7 @@ _CONTEXT_KEYS = {
     "n_threads",
     "flash_attention",
     "max_frame_stretch",
+    "adapt_threads",
 }
 _MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout"}
 _UI_KEYS = {"decode_nice", "update_interval"}

@@ -1,6 +1,8 @@
 """``python -m core.bench`` (and ``panechat bench``): every section in one process and run.
 
-Sections: ``throughput`` (N chats one after another vs. all N in one batch), ``fairness`` (a
+Sections: ``sampling`` (what one sampled token costs, against llama.cpp's whole-row chain),
+``throughput`` (N chats one after another vs. all N in one batch, greedy and
+sampled), ``busy`` (the same beside a competing process), ``fairness`` (a
 long prompt arriving while others stream), ``prefix`` (8 conversations opened on one system
 prompt, shared or not), ``layout`` (the same work with the weights repacked, plain or in AMX
 tiles), ``models`` (a chat on one model while another model streams) and ``app`` (the Textual
@@ -12,6 +14,7 @@ never imports ``tui`` or Textual; ``python -m core.bench`` runs the other sectio
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import threading
 import time
@@ -20,13 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.bench.busy import (
+    APP_DECODE_NICE,
+    BusyResult,
+    EngineBusyResult,
+    measure_busy,
+    measure_busy_engine,
+)
 from core.bench.fairness import FairnessResult, measure_fairness
 from core.bench.layout import PREFILL_TOKENS, ROUNDS, LayoutResult, measure_layouts
 from core.bench.models import ModelsResult, measure_models
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
+from core.bench.sampling_cost import SamplingCost, measure_sampling_cost
 from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
 from core.bench.throughput import (
+    GREEDY,
+    PANE_DEFAULT,
     RunResult,
     executor_params,
     open_baseline,
@@ -36,12 +49,18 @@ from core.bench.throughput import (
     same_text_count,
 )
 from core.errors import PanechatError
+from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
 from core.params import ContextParams
 from core.weight_layout import WeightLayout, add_layout_option
 from core.weights import LlamaWeights
 
-SECTIONS = ("throughput", "fairness", "prefix", "layout", "models", "app")
+SECTIONS = ("sampling", "throughput", "busy", "fairness", "prefix", "layout", "models", "app")
+#: The conversation counts the busy section measures (of those asked for).
+BUSY_CONCURRENCY = (8, 16)
+#: Reply tokens per chat in the busy section's decode-loop rows: beside a busy process with a
+#: fixed thread count, the loop has been measured at ~5 tok/s.
+BUSY_ENGINE_TOKENS = 48
 
 
 @dataclass
@@ -117,10 +136,18 @@ def throughput_section(ctx: BenchContext, concurrency: list[int]) -> list[dict[s
             try:
                 baseline = run_baseline(llm, prompts, ctx.tokens)
                 batched = run_batched(executor, prompts, ctx.tokens)
+                greedy, sampled = greedy_and_sampled(executor, prompts, ctx.tokens)
             finally:
                 executor.close()
             ratio = batched.tokens_per_second / baseline.tokens_per_second
-            rows.append(_throughput_row(n, baseline, batched, ratio))
+            sampled_ratio = sampled / greedy
+            rows.append(
+                [
+                    *_throughput_row(n, baseline, batched, ratio),
+                    f"{sampled:.1f}",
+                    f"{sampled_ratio:.2f}",
+                ]
+            )
             out.append(
                 {
                     "conversations": n,
@@ -128,6 +155,9 @@ def throughput_section(ctx: BenchContext, concurrency: list[int]) -> list[dict[s
                     "batched": batched,
                     "ratio": ratio,
                     "same_text": same_text_count(baseline, batched),
+                    "full_length_greedy_tokens_per_second": greedy,
+                    "full_length_sampled_tokens_per_second": sampled,
+                    "sampled_ratio": sampled_ratio,
                 }
             )
             print(f"  N={n:<3} measured", flush=True)
@@ -145,17 +175,128 @@ def throughput_section(ctx: BenchContext, concurrency: list[int]) -> list[dict[s
                 "(a) TTFT",
                 "(b) TTFT",
                 "same text",
+                "(b) sampled tok/s",
+                "sampled / greedy",
             ),
             rows,
         )
     )
     print(
         "\n(a) llama-cpp-python Llama.create_completion, one conversation after another; "
-        "(b) BatchedExecutor, all N in one batch.\nTTFT: median over the N conversations of "
-        "the time from the start of the run to their first token."
+        "(b) BatchedExecutor, all N in one batch, greedy.\nTTFT: median over the N "
+        "conversations of the time from the start of the run to their first token.\n"
+        "Sampled: (b) with the panes' default sampling (T0.7 top-k 40 top-p 0.95 min-p 0.05 "
+        "repeat penalty 1.1, seeded), against greedy, both decoding every conversation to "
+        f"{ctx.tokens} tokens (an end-of-generation token is decoded like any other) so the "
+        "batches are the same; medians of 3 runs each, alternating."
     )
     ctx.results["throughput"] = out
     return out
+
+
+def greedy_and_sampled(
+    executor: BatchedExecutor, prompts: list[str], tokens: int, rounds: int = 3
+) -> tuple[float, float]:
+    """Tokens/s greedy and with the pane defaults' sampling, full length, alternating."""
+    greedy: list[float] = []
+    sampled: list[float] = []
+    for i in range(rounds):
+        order = (GREEDY, PANE_DEFAULT) if i % 2 == 0 else (PANE_DEFAULT, GREEDY)
+        for sampling in order:
+            rate = run_batched(executor, prompts, tokens, sampling, full_length=True)
+            (greedy if sampling is GREEDY else sampled).append(rate.tokens_per_second)
+    return statistics.median(greedy), statistics.median(sampled)
+
+
+def sampling_section(ctx: BenchContext) -> list[SamplingCost]:
+    print("\n## What one sampled token costs (the embedded model's 262k-entry vocabulary)\n")
+    results = measure_sampling_cost(ctx.weights, ctx.params)
+    rows = [
+        [
+            r.setting,
+            r.prefilter,
+            f"{r.ours_ms:.3f} ms",
+            f"{r.whole_row_ms:.3f} ms",
+            f"{r.speedup:.1f}x",
+        ]
+        for r in results
+    ]
+    print(table(("sampler", "pre-filter", "panechat", "whole-row chain", "speed-up"), rows))
+    print(
+        "\nPer token, one real logits row, medians of 3 alternating blocks of 300 draws. "
+        "Whole-row chain: every logit in a candidate array, then the same llama.cpp samplers "
+        "(what llama_sampler_sample does). Pre-filter: how panechat finds the candidates the "
+        "chain can keep (core.candidates)."
+    )
+    ctx.results["sampling"] = results
+    return results
+
+
+def busy_counts(concurrency: list[int]) -> list[int]:
+    return [n for n in concurrency if n in BUSY_CONCURRENCY] or [max(concurrency)]
+
+
+def busy_section(ctx: BenchContext, concurrency: list[int]) -> list[BusyResult]:
+    counts = busy_counts(concurrency)
+    print(
+        f"\n## A busy machine: N={', '.join(map(str, counts))} beside one CPU-bound process "
+        "(pane-default sampling)\n"
+    )
+    results = [r for n in counts for r in measure_busy(ctx.weights, ctx.params, n, ctx.tokens)]
+    rows = [
+        [
+            str(r.conversations),
+            "adapting (default)" if r.adapt_threads else f"fixed at {r.threads}",
+            f"{r.idle_tokens_per_second:.1f}",
+            f"{r.busy_tokens_per_second:.1f}",
+            pct(r.share_kept),
+            str(r.busy_threads),
+        ]
+        for r in results
+    ]
+    print(table(("N", "threads", "idle tok/s", "busy tok/s", "share kept", "threads busy"), rows))
+    print(
+        "\nBusy: a Python busy loop runs beside the executor, at the same priority. "
+        "Adapting: the executor decodes with the cores other processes leave free "
+        "(core.adaptive_threads). Medians of 2 rounds, idle and busy alternating; every "
+        "conversation decodes the full length."
+    )
+    ctx.results["busy"] = results
+    return results
+
+
+def busy_loop_section(ctx: BenchContext, concurrency: list[int]) -> list[EngineBusyResult]:
+    """The busy rows through the app's decode loop. Called from a thread that has never
+    decoded, as the app's: each engine decodes in a thread of its own."""
+    chats = busy_counts(concurrency)[0]
+    print(
+        f"\nThe app's decode loop ({chats} chats, a ChatEngine at decode_nice = "
+        f"{APP_DECODE_NICE}, {BUSY_ENGINE_TOKENS} tokens each):\n"
+    )
+    engine = measure_busy_engine(ctx.weights, ctx.params, chats, BUSY_ENGINE_TOKENS)
+    rows = [
+        [
+            "adapting (default)" if r.adapt_threads else "fixed",
+            f"{r.idle_tokens_per_second:.1f}",
+            f"{r.busy_tokens_per_second:.1f}",
+            pct(r.share_kept),
+            ms(r.idle_ttft_median),
+            ms(r.busy_ttft_median),
+        ]
+        for r in engine
+    ]
+    print(
+        table(
+            ("threads", "idle tok/s", "busy tok/s", "share kept", "idle TTFT", "busy TTFT"),
+            rows,
+        )
+    )
+    print(
+        "\nTTFT: median over the chats of the time from their turns to their first text. "
+        "Each run has an engine of its own (a thread's niceness only goes one way)."
+    )
+    ctx.results["busy_decode_loop"] = engine
+    return engine
 
 
 def _throughput_row(n: int, a: RunResult, b: RunResult, ratio: float) -> list[str]:
@@ -367,8 +508,13 @@ def main(
     )
     started = time.perf_counter()
     try:
+        if "sampling" in args.sections:
+            in_own_thread(lambda: sampling_section(ctx))
         if "throughput" in args.sections:
             in_own_thread(lambda: throughput_section(ctx, args.concurrency))
+        if "busy" in args.sections:
+            in_own_thread(lambda: busy_section(ctx, args.concurrency))
+            busy_loop_section(ctx, args.concurrency)  # its engines decode in their own threads
         if "fairness" in args.sections:
             in_own_thread(lambda: fairness_section(ctx))
         if "prefix" in args.sections:

@@ -27,6 +27,8 @@ from core.weight_layout import LayoutChoice, withholding
 from core.weights import LlamaWeights
 
 GREEDY = SamplingParams(temperature=0.0)
+#: What the app's panes sample with (config.toml's [pane_defaults]), seeded per conversation.
+PANE_DEFAULT = SamplingParams(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +106,23 @@ def run_baseline(llm: llama_cpp.Llama, prompts: Sequence[str], max_tokens: int) 
     )
 
 
-def run_batched(executor: BatchedExecutor, prompts: Sequence[str], max_tokens: int) -> RunResult:
-    """(b): every prompt in one executor, one ``infer()`` per step for all of them."""
+def run_batched(
+    executor: BatchedExecutor,
+    prompts: Sequence[str],
+    max_tokens: int,
+    sampling: SamplingParams = GREEDY,
+    *,
+    full_length: bool = False,
+) -> RunResult:
+    """(b): every prompt in one executor, one ``infer()`` per step for all of them.
+
+    ``sampling`` is seeded per conversation (0, 1, …), so a run is reproducible. With
+    ``full_length`` every conversation decodes ``max_tokens`` whatever it samples (an
+    end-of-generation token is decoded like any other): runs with different samplers then
+    decode the very same batches, and their times differ only by sampling.
+    """
     weights = executor.model
-    convs = [executor.create(GREEDY) for _ in prompts]
+    convs = [executor.create(replace(sampling, seed=i)) for i in range(len(prompts))]
     detoks = [IncrementalDetokenizer(weights.token_piece) for _ in prompts]
     texts = [""] * len(prompts)
     counts = [0] * len(prompts)
@@ -128,7 +143,7 @@ def run_batched(executor: BatchedExecutor, prompts: Sequence[str], max_tokens: i
             token = conv.sample()
             if first_tokens[i] is None:
                 first_tokens[i] = time.perf_counter() - started
-            if weights.is_eog(token):
+            if weights.is_eog(token) and not full_length:
                 live.discard(i)
                 continue
             texts[i] += detoks[i].feed(token)

@@ -236,6 +236,7 @@ class ChatEngine:
                 commands = self._commands.get(block=block, timeout=0.5 if block else None)
             except queue.Empty:
                 if block and self._running and not self._busy():
+                    self.executor.watch_cpu()
                     continue
                 return
             block = False

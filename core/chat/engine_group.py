@@ -188,6 +188,8 @@ class ChatEngineGroup:
                 commands = self._inbox.get(block=block, timeout=0.25 if block else None)
             except queue.Empty:
                 if block and not self._has_work() and self._loaded.empty():
+                    for engine in self._engines.values():
+                        engine.executor.watch_cpu()
                     continue
                 return
             block = False

@@ -1,0 +1,81 @@
+"""What one sampled token costs: our pre-filtered chain against llama.cpp's whole-row chain.
+
+Both sample the same real logits row (the embedded model after a short prompt) with the same
+settings and seeds, in alternating blocks; the whole-row chain is what ``llama_sampler_sample``
+does (every logit copied into a candidate array, then the chain).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from core.executor import BatchedExecutor
+from core.params import ContextParams
+from core.sampling import SamplerChain, SamplingParams
+from core.weights import LlamaWeights
+
+#: The settings measured: the issue's table, and the other pre-filters.
+SETTINGS = {
+    "greedy": SamplingParams(temperature=0.0),
+    "pane default (T0.7 k40 p0.95 min-p 0.05 rep 1.1)": SamplingParams(
+        temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1
+    ),
+    "T0.8 top-k 40": SamplingParams(temperature=0.8, top_k=40, top_p=1.0, min_p=0.0),
+    "T0.7 min-p 0.05 only": SamplingParams(temperature=0.7, top_k=0, top_p=1.0, min_p=0.05),
+    "T0.7 top-p 0.95 only": SamplingParams(temperature=0.7, top_k=0, top_p=0.95, min_p=0.0),
+}
+DRAWS = 300
+ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingCost:
+    setting: str
+    prefilter: str
+    ours_ms: float  # per sampled token
+    whole_row_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.whole_row_ms / self.ours_ms if self.ours_ms > 0 else 0.0
+
+
+def measure_sampling_cost(
+    weights: LlamaWeights, params: ContextParams, draws: int = DRAWS, rounds: int = ROUNDS
+) -> list[SamplingCost]:
+    executor = BatchedExecutor(
+        weights, ContextParams(n_ctx=512, n_seq_max=1, n_threads=params.n_threads)
+    )
+    try:
+        conv = executor.create()
+        conv.prompt("The best way to spend a quiet Sunday afternoon is")
+        if not executor.infer_sync().ok:
+            raise RuntimeError("the sampling-cost prompt did not decode")
+        row = conv.logits()
+    finally:
+        executor.close()
+    results = []
+    for name, setting in SETTINGS.items():
+        ours: list[float] = []
+        whole: list[float] = []
+        for _ in range(rounds):
+            for reference, times in ((False, ours), (True, whole)):
+                chain = SamplerChain(setting, row.shape[0], reference=reference)
+                started = time.perf_counter()
+                for _ in range(draws):
+                    chain.sample_row(row)
+                times.append((time.perf_counter() - started) / draws)
+                chain.free()
+        prefilter = SamplerChain(setting, row.shape[0])
+        results.append(
+            SamplingCost(
+                name,
+                prefilter.prefilter.value,
+                statistics.median(ours) * 1000,
+                statistics.median(whole) * 1000,
+            )
+        )
+        prefilter.free()
+    return results
