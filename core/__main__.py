@@ -13,6 +13,7 @@ import sys
 import time
 
 from core.chat_template import ChatFormat, ChatMessage
+from core.device_placement import add_placement_options, placement_from_args
 from core.errors import PanechatError
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
@@ -49,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "then exit without decoding",
     )
     add_layout_option(parser)
+    add_placement_options(parser)
     return parser.parse_args(argv)
 
 
@@ -67,7 +69,11 @@ def show_prompts(weights: LlamaWeights, template: ChatFormat, args: argparse.Nam
 
 
 def run(args: argparse.Namespace) -> None:
-    weights = LlamaWeights.load(resolve_model_path(args.model), layout=args.weight_layout)
+    weights = LlamaWeights.load(
+        resolve_model_path(args.model),
+        layout=args.weight_layout,
+        placement=placement_from_args(args),
+    )
     template = model_template(weights, args.template)
     if args.show_prompt:
         show_prompts(weights, template, args)

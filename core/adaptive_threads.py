@@ -17,6 +17,7 @@ configured.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -27,74 +28,111 @@ INTERVAL_SECONDS = 0.5
 #: Cores others must take before we give one up: a busy loop under contention takes ~0.67
 #: core of 2; a shell or an idle browser takes a few percent.
 GIVE_UP_AT = 0.6
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True, slots=True)
 class CpuTimes:
-    """CPU seconds spent so far: by every process on our cores, and by this process."""
+    """CPU seconds spent so far: on each of our cores by every process, and by this one."""
 
     at: float  # time.monotonic()
-    all_busy: float
+    busy: dict[int, float]  # core -> busy seconds since boot
     ours: float
 
     @classmethod
     def read(cls, cores: frozenset[int]) -> CpuTimes | None:
-        """Now, or None where /proc/stat cannot be read."""
+        """Now, or None where /proc/stat cannot be read or shows none of our cores."""
         try:
-            lines = Path("/proc/stat").read_text().splitlines()
+            text = Path("/proc/stat").read_text()
         except OSError:
             return None
-        busy = 0
-        for line in lines:
-            name, _, rest = line.partition(" ")
-            if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cores:
-                continue
-            # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
-            fields = [int(v) for v in rest.split()[:8]]
-            busy += sum(fields) - fields[3] - fields[4]
         mine = os.times()
-        return cls(time.monotonic(), busy / _TICKS, mine.user + mine.system)
+        return cls.parse(text, cores, time.monotonic(), mine.user + mine.system)
+
+    @classmethod
+    def parse(cls, text: str, cores: frozenset[int], at: float, ours: float) -> CpuTimes | None:
+        busy: dict[int, float] = {}
+        for line in text.splitlines():
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or not name[3:].isdigit() or int(name[3:]) not in cores:
+                continue
+            try:
+                # user nice system idle iowait irq softirq steal: all but idle, iowait are busy
+                fields = [int(v) for v in rest.split()[:8]]
+                busy[int(name[3:])] = (sum(fields) - fields[3] - fields[4]) / TICKS_PER_SECOND
+            except (ValueError, IndexError):
+                return None
+        return cls(at, busy, ours) if busy else None
+
+    def others_since(self, earlier: CpuTimes) -> float:
+        """Cores other processes kept busy between ``earlier`` and now (cores present in both
+        readings only: one that went offline or came back says nothing about load)."""
+        wall = self.at - earlier.at
+        if wall <= 0:
+            return 0.0
+        shared = self.busy.keys() & earlier.busy.keys()
+        busy = sum(self.busy[c] - earlier.busy[c] for c in shared)
+        return max(0.0, (busy - (self.ours - earlier.ours)) / wall)
 
 
 class AdaptiveThreads:
     """Decides how many threads the next decode uses: the configured count, less the cores
-    other processes keep busy."""
+    other processes keep busy (beyond cores the configured count leaves free anyway)."""
 
-    def __init__(self, configured: int, *, enabled: bool = True) -> None:
-        self.configured = configured
-        self.current = configured
-        self.others = 0.0  # cores other processes used in the last interval
-        self._cores = _affinity()
-        self._enabled = enabled and configured > 1 and self._cores is not None
-        self._last = CpuTimes.read(self._cores) if self._enabled and self._cores else None
+    def __init__(
+        self,
+        configured: int,
+        *,
+        enabled: bool = True,
+        cores: frozenset[int] | None = None,
+        start: CpuTimes | None = None,
+    ) -> None:
+        """``cores`` and ``start`` (the first reading) are for tests: by default, our
+        affinity and /proc/stat now."""
+        self._configured = configured
+        self._current = configured
+        self._others = 0.0
+        self._cores = cores if cores is not None else _affinity()
+        self._last: CpuTimes | None = None
+        if enabled and configured > 1 and self._cores:
+            self._last = start if start is not None else CpuTimes.read(self._cores)
 
-    def observe(self) -> None:
+    @property
+    def current(self) -> int:
+        return self._current
+
+    @property
+    def others(self) -> float:
+        """Cores other processes used in the last measured interval."""
+        return self._others
+
+    def observe(self, now: CpuTimes | None = None) -> None:
         """Measure the CPU other processes took since the last measurement, if that was at
         least ``INTERVAL_SECONDS`` ago. Decoding does this before each decode; an idle decode
-        loop calls it now and then, so the first decode after a pause decides on fresh data."""
-        if not self._enabled or self._last is None or self._cores is None:
+        loop calls it now and then, so the first decode after a pause decides on fresh data.
+        ``now`` is for tests; by default /proc/stat is read."""
+        if self._last is None or self._cores is None:
             return
-        if time.monotonic() - self._last.at < INTERVAL_SECONDS:
-            return
-        now = CpuTimes.read(self._cores)
         if now is None:
-            return
-        wall = now.at - self._last.at
-        taken = (now.all_busy - self._last.all_busy) - (now.ours - self._last.ours)
-        self.others = max(0.0, taken / wall)
+            if time.monotonic() - self._last.at < INTERVAL_SECONDS:
+                return
+            now = CpuTimes.read(self._cores)
+            if now is None:
+                return
+        self._others = now.others_since(self._last)
         self._last = now
 
-    def update(self) -> int | None:
+    def update(self, now: CpuTimes | None = None) -> int | None:
         """The new thread count if it should change now, else None. Call before a decode."""
-        self.observe()
-        if not self._enabled or self._cores is None:
+        self.observe(now)
+        if self._last is None or self._cores is None:
             return None
-        taken = int(self.others + (1.0 - GIVE_UP_AT))  # 0.6 core or more counts as one
-        target = max(1, min(self.configured, len(self._cores) - taken))
-        if target == self.current:
+        taken = math.floor(self._others + (1.0 - GIVE_UP_AT) + 1e-9)  # 0.6 core counts as 1
+        spare = max(0, len(self._cores) - self._configured)  # cores we do not use anyway
+        target = max(1, self._configured - max(0, taken - spare))
+        if target == self._current:
             return None
-        self.current = target
+        self._current = target
         return target
 
 

@@ -1,12 +1,14 @@
 """Candidate pre-filters: the few tokens a sampler chain can pick, found on the logits in place.
 
 llama.cpp's ``llama_sampler_sample`` copies the whole logits row into a candidate array before
-its chain runs: 262,144 entries for Gemma 3, ~0.8 ms per sampled token on a 2-core Xeon, most
-of it spent building and partially sorting that array. A chain that starts with top-k only ever
-looks at the k largest logits, and a chain whose first cut is min-p only at logits within
-``log(min_p)`` of the highest (after penalties). So we find those tokens with NumPy on the row
-in place, hand the chain an array of just them, and it picks exactly what it would have picked
-from the whole row: the same samplers run on the same values in the same order.
+its chain runs: 262,144 entries for Gemma 3, 0.28 to 0.8 ms per sampled token on 2-core
+Xeons, spent building and partially sorting that array (and evicting the weights from the
+caches). A chain that starts with top-k only ever looks at the k largest logits, and a chain
+whose first cut is min-p only at logits within ``log(min_p)`` of the highest (after
+penalties); top-p is cut here with llama.cpp's own float32 arithmetic. So we find those tokens
+with NumPy on the row in place, hand the chain an array of just them, and it picks exactly
+what it would have picked from the whole row: the same samplers run on the same values in the
+same order.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections import deque
+from collections.abc import Iterable
 
 import llama_cpp
 import numpy as np
@@ -54,41 +57,43 @@ def top_k_ids(row: Row, k: int) -> Ids:
 
 
 def by_logit(ids: Ids, row: Row) -> Ids:
-    """``ids`` with the highest logit first, as llama.cpp's top-k leaves its candidates."""
+    """``ids`` with the highest logit first, as llama.cpp's top-k leaves its candidates (ties
+    by id: llama.cpp leaves their order to its sort)."""
+    ids = np.sort(ids)
     return ids[np.argsort(-row[ids], kind="stable")]
 
 
 def top_p_ids(row: Row, top_p: float, history: PenaltyHistory) -> Ids:
     """The ids top-p keeps (after penalties) from the whole row, highest logit first.
 
-    Top-p needs the softmax over every logit, but only its normalizer: one vectorized
-    ``exp`` pass (~0.2 ms for 262k). The cut is then found among the largest logits, taking
-    more of them until the cut lies above every logit not taken.
+    Computed as llama.cpp computes it, so the cut is the same: float32 probabilities, their
+    normalizer summed one after another in id order (``np.cumsum``, not the pairwise
+    ``np.sum``), and a float32 running sum in logit order. Only the normalizer needs every
+    logit (one ``exp`` pass); the cut is found among the largest, taking more of them until
+    it lies above every logit not taken.
     """
     n = row.shape[0]
+    values = row
     recent = history.ids()
-    penalized = np.array([history.penalized(int(t), float(row[t])) for t in recent])
-    shift = float(row.max())
-    if penalized.shape[0]:
-        shift = max(shift, float(penalized.max()))
-    total = float(np.exp(row - np.float32(shift)).sum(dtype=np.float64))
     if recent.shape[0]:
-        total += float(np.exp(penalized - shift).sum() - np.exp(row[recent] - shift).sum())
+        values = row.copy()
+        values[recent] = history.penalized_row(recent, row[recent])
+    top = values.max()
+    if not np.isfinite(top):  # NaN or all -inf: let the native chain see the whole row
+        return np.arange(n, dtype=np.intp)
+    weights = np.exp(values - top)
+    total = np.cumsum(weights)[-1]
+    limit = np.float32(top_p)
     k = 256
     while True:
-        ids = top_k_ids(row, k) if k < n else np.arange(n, dtype=np.intp)
-        floor = float(row[ids].min()) if k < n else -math.inf  # no token left out is above it
-        ids = np.union1d(ids, recent) if recent.shape[0] else ids
-        logits = row[ids].astype(np.float64)
-        if recent.shape[0]:
-            logits[np.searchsorted(ids, recent)] = penalized
-        order = np.argsort(-logits, kind="stable")
-        mass = np.cumsum(np.exp(logits[order] - shift)) / total
-        cut = int(np.searchsorted(mass, top_p))  # the first index whose mass reaches top_p
-        if cut < order.shape[0] and logits[order[cut]] > floor:
-            return ids[order[: cut + 1]]
-        if k >= n:
-            return ids[order]
+        whole = k >= n // 8
+        ids = by_logit(np.arange(n, dtype=np.intp) if whole else top_k_ids(values, k), values)
+        mass = np.cumsum(weights[ids] / total)
+        reached = np.flatnonzero(mass >= limit)
+        if reached.shape[0] and (whole or values[ids[reached[0]]] > values[ids[-1]]):
+            return ids[: reached[0] + 1]
+        if whole:
+            return ids
         k *= 4
 
 
@@ -102,6 +107,8 @@ def min_p_ids(row: Row, min_p: float, history: PenaltyHistory) -> Ids:
     """
     top = int(row.argmax())
     threshold = history.penalized(top, float(row[top])) + math.log(min_p)
+    if not math.isfinite(threshold):  # NaN or all -inf: the native chain sees the whole row
+        return np.arange(row.shape[0], dtype=np.intp)
     threshold -= _THRESHOLD_SLACK * max(1.0, abs(threshold))
     ids = np.flatnonzero(row >= threshold)
     recent = history.ids()
@@ -115,15 +122,23 @@ class PenaltyHistory:
     beside the native chain so a pre-filter knows which logits the penalties will change."""
 
     def __init__(
-        self, window: int, repeat: float = 1.0, frequency: float = 0.0, presence: float = 0.0
+        self,
+        window: int,
+        repeat: float = 1.0,
+        frequency: float = 0.0,
+        presence: float = 0.0,
+        recent: Iterable[int] = (),
     ) -> None:
         # llama_sampler_init_penalties clamps a negative window to 0: no penalties at all.
         self._window = max(window, 0)
         self._repeat, self._frequency, self._presence = repeat, frequency, presence
         self._recent: deque[int] = deque()
         self._counts: dict[int, int] = {}
+        for token in recent:
+            self.push(token)
 
     def push(self, token: int) -> None:
+        """Remember an accepted token, forgetting the oldest beyond the window."""
         if self._window == 0:
             return
         if len(self._recent) == self._window:
@@ -137,18 +152,27 @@ class PenaltyHistory:
         self._counts[token] = self._counts.get(token, 0) + 1
 
     def clear(self) -> None:
+        """Forget every token (a chain reset)."""
         self._recent.clear()
         self._counts.clear()
 
     def clone(self) -> PenaltyHistory:
-        twin = PenaltyHistory(self._window, self._repeat, self._frequency, self._presence)
-        twin._recent = deque(self._recent)
-        twin._counts = dict(self._counts)
-        return twin
+        """The same window and tokens (a chain clone)."""
+        return PenaltyHistory(
+            self._window, self._repeat, self._frequency, self._presence, self._recent
+        )
 
     def ids(self) -> Ids:
         """The distinct remembered tokens."""
         return np.fromiter(self._counts, dtype=np.intp, count=len(self._counts))
+
+    def penalized_row(self, ids: Ids, logits: Row) -> Row:
+        """Those tokens' logits after penalties, in float32 as llama.cpp computes them."""
+        counts = np.array([self._counts.get(int(t), 0) for t in ids], dtype=np.float32)
+        repeat = np.float32(self._repeat)
+        values = np.where(logits <= 0, logits * repeat, logits / repeat).astype(np.float32)
+        penalty = counts * np.float32(self._frequency) + np.float32(self._presence)
+        return np.where(counts > 0, values - penalty, logits).astype(np.float32)
 
     def penalized(self, token: int, logit: float) -> float:
         """The token's logit after penalties, as ``llama_sampler_penalties_apply`` computes."""
@@ -168,9 +192,9 @@ class CandidateArray:
         self.pointer = ctypes.pointer(self._struct)
 
     def fill(
-        self, ids: Ids, logits: Row, by_logit: bool
+        self, ids: Ids, logits: Row, sorted_by_logit: bool
     ) -> ctypes._Pointer[llama_cpp.llama_token_data_array]:
-        """Load these candidates (``by_logit``: they are highest first, as top-k leaves them;
+        """Load these candidates (``sorted_by_logit``: highest first, as top-k leaves them;
         nothing selected) and return the array to apply the chain to."""
         n = ids.shape[0]
         if n > self._buffer.shape[0]:
@@ -183,7 +207,7 @@ class CandidateArray:
         s.data = ctypes.cast(self._buffer.ctypes.data, llama_cpp.llama_token_data_p)  # type: ignore[assignment]
         s.size = n
         s.selected = -1
-        s.sorted = by_logit
+        s.sorted = sorted_by_logit
         return self.pointer
 
     def selected_token(self) -> int:

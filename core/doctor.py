@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.amx_trial import TrialRecords, machine_key
+from core.device_placement import DevicePlacement, add_placement_options, placement_from_args
 from core.errors import PanechatError
 from core.ggml_registry import CpuFeature, Device, DeviceKind, registry
 from core.load_report import LoadReport
@@ -195,6 +196,7 @@ def run_doctor(
     retry_amx: bool = False,
     records: TrialRecords | None = None,
     out: Callable[[str], None] = print,
+    placement: DevicePlacement | None = None,
 ) -> None:
     """Describe the build (and run the AMX trial if the layout needs it), then load the model
     as the app would and describe it."""
@@ -205,8 +207,27 @@ def run_doctor(
     choice = resolve_layout(layout, records)
     out(format_build(build, build.amx_status(records, choice), threads or default_threads()))
     sys.stdout.flush()
-    with LlamaWeights.load(resolve_model_path(model_path), n_gpu_layers, choice) as weights:
+    placement = placement or DevicePlacement()
+    with LlamaWeights.load(
+        resolve_model_path(model_path), n_gpu_layers, choice, placement=placement
+    ) as weights:
         out(format_model(build, ModelFacts.of(weights)))
+        if placement.rpc:
+            out(format_rpc(placement))
+
+
+def format_rpc(placement: DevicePlacement) -> str:
+    """The RPC servers the model was split across, and each one's device memory now."""
+    rows = [
+        (
+            "RPC device",
+            f"{d.name}: {d.description} ({d.memory_free / _MIB:,.0f} of "
+            f"{d.memory_total / _MIB:,.0f} MiB free)",
+        )
+        for d in placement.rpc_devices
+    ]
+    split = ", ".join(f"{x:g}" for x in placement.tensor_split) or "by free memory"
+    return _lines([*rows, ("tensor split", split)])
 
 
 def doctor_parser(
@@ -221,6 +242,7 @@ def doctor_parser(
     )
     parser.add_argument("--model", metavar="PATH", help="GGUF file (default: the embedded model)")
     add_layout_option(parser, layout_default)
+    add_placement_options(parser)
     parser.add_argument(
         "--retry-amx",
         action="store_true",
@@ -232,7 +254,12 @@ def doctor_parser(
 def main(argv: list[str] | None = None) -> int:
     args = doctor_parser("python -m core.doctor").parse_args(argv)
     try:
-        run_doctor(args.model, layout=args.weight_layout, retry_amx=args.retry_amx)
+        run_doctor(
+            args.model,
+            layout=args.weight_layout,
+            retry_amx=args.retry_amx,
+            placement=placement_from_args(args),
+        )
     except PanechatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

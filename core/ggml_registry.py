@@ -112,6 +112,11 @@ class GgmlRegistry:
             "ggml_backend_dev_memory", None, _VP, ctypes.POINTER(_SIZE), ctypes.POINTER(_SIZE)
         )
         self.buft_name = bind("ggml_backend_buft_name", _CSTR, _VP)
+        self.reg_by_name = bind("ggml_backend_reg_by_name", _VP, _CSTR)
+        self.register = bind("ggml_backend_register", None, _VP)
+        self.reg_dev_count = bind("ggml_backend_reg_dev_count", _SIZE, _VP)
+        self.reg_dev_get = bind("ggml_backend_reg_dev_get", _VP, _VP, _SIZE)
+        self.dev_by_name = bind("ggml_backend_dev_by_name", _VP, _CSTR)
         self._library_dir = library_dir
         self._withhold_lock = threading.RLock()
 
@@ -136,24 +141,41 @@ class GgmlRegistry:
         return tuple(_text(self.reg_name(self.reg_get(i))) for i in range(self.reg_count()))
 
     def devices(self) -> tuple[Device, ...]:
-        """Every device of every backend, with its memory as the backend reports it."""
-        found: list[Device] = []
+        """This machine's devices, with their memory as their backends report it. RPC
+        devices are left out: asking a server that has gone away for its memory makes
+        llama.cpp abort the process (``core.rpc`` lists a model's own)."""
+        return tuple(self.device(handle) for handle in self.local_device_handles())
+
+    def local_device_handles(self) -> tuple[int, ...]:
+        """Handles of every device but the RPC ones (found by name: no server is asked)."""
+        handles = (self.dev_get(i) for i in range(self.dev_count()))
+        return tuple(h for h in handles if not _text(self.dev_name(h)).startswith("RPC"))
+
+    def device(self, dev: int) -> Device:
+        """What one device handle is (an RPC device asks its server for its memory)."""
+        free, total = _SIZE(0), _SIZE(0)
+        self.dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        kind = self.dev_type(dev)
         kinds = list(DeviceKind)
-        for i in range(self.dev_count()):
-            dev = self.dev_get(i)
-            free, total = _SIZE(0), _SIZE(0)
-            self.dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-            kind = self.dev_type(dev)
-            found.append(
-                Device(
-                    name=_text(self.dev_name(dev)),
-                    description=_text(self.dev_description(dev)),
-                    kind=kinds[kind] if 0 <= kind < len(kinds) else DeviceKind.ACCEL,
-                    memory_free=free.value,
-                    memory_total=total.value,
-                )
-            )
-        return tuple(found)
+        return Device(
+            name=_text(self.dev_name(dev)),
+            description=_text(self.dev_description(dev)),
+            kind=kinds[kind] if 0 <= kind < len(kinds) else DeviceKind.ACCEL,
+            memory_free=free.value,
+            memory_total=total.value,
+        )
+
+    def backend_function(self, backend: str, name: str) -> int | None:
+        """The address of a backend's own function (``ggml_backend_reg_get_proc_address``),
+        or None when this build has no such backend or function."""
+        reg = self.reg_by_name(backend.encode())
+        address: int | None = self.proc_address(reg, name.encode()) if reg else None
+        return address or None
+
+    def register_backend(self, reg: int) -> tuple[int, ...]:
+        """Add a backend registration (an RPC server's) to the registry; its device handles."""
+        self.register(reg)
+        return tuple(self.reg_dev_get(reg, i) for i in range(self.reg_dev_count(reg)))
 
     def _cpu_proc(self, name: str) -> tuple[int, int, int] | None:
         """(CPU device, its registration, the address of its function ``name``), if any."""

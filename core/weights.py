@@ -13,6 +13,7 @@ import llama_cpp
 from core import native_log
 from core.amx_trial import TrialRecords
 from core.context_budget import KvShape
+from core.device_placement import DevicePlacement
 from core.errors import ModelLoadError, PanechatError
 from core.load_report import LoadReport
 from core.model_path import check_gguf
@@ -32,14 +33,16 @@ def _init_backend() -> None:
 
 
 def _load_model(
-    path: Path, n_gpu_layers: int, choice: LayoutChoice
+    path: Path, n_gpu_layers: int, choice: LayoutChoice, placement: DevicePlacement
 ) -> tuple[llama_cpp.llama_model_p, LoadReport]:
     """One ``llama_model_load_from_file`` with the layout choice applied, and what it said."""
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers
     params.use_extra_bufts = choice.effective is not WeightLayout.PLAIN
+    keep_alive = placement.apply(params)  # the arrays params points at, until the load ends
     with native_log.capture() as log, withholding(choice):
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    del keep_alive
     if not model:
         raise ModelLoadError(
             f"llama.cpp could not load {path} — the file may be truncated or of an "
@@ -62,10 +65,12 @@ class LlamaWeights:
         n_gpu_layers: int,
         layout: LayoutChoice,
         load_report: LoadReport,
+        placement: DevicePlacement | None = None,
     ) -> None:
         self._model: llama_cpp.llama_model_p | None = model
         self.path = path
         self.n_gpu_layers = n_gpu_layers
+        self.placement = placement or DevicePlacement()  # RPC servers and the split
         self.layout = layout  # which weight layouts the load could use, and why
         self.load_report = load_report  # where llama.cpp put the weights
         self._vocab = llama_cpp.llama_model_get_vocab(model)
@@ -81,23 +86,26 @@ class LlamaWeights:
         n_gpu_layers: int = -1,
         layout: WeightLayout | LayoutChoice = WeightLayout.AUTO,
         trials: TrialRecords | None = None,
+        placement: DevicePlacement | None = None,
     ) -> LlamaWeights:
         """Load a GGUF. ``n_gpu_layers=-1`` offloads every layer (a no-op on a CPU build).
 
         ``layout`` decides which repacked layouts CPU-resident weights may use
         (:mod:`core.weight_layout`); ``auto`` may first try AMX in a child process, once per
         machine, with its verdict kept in ``trials``. A :class:`LayoutChoice` already
-        resolved is used as it is."""
+        resolved is used as it is. ``placement`` adds RPC servers' devices (:mod:`core.rpc`)."""
         model_path = check_gguf(path)
         _init_backend()
+        placement = placement or DevicePlacement()
+        placement.connect()  # before any layout trial: an unreachable server fails first
         choice = layout if isinstance(layout, LayoutChoice) else resolve_layout(layout, trials)
-        model, report = _load_model(model_path, n_gpu_layers, choice)
+        model, report = _load_model(model_path, n_gpu_layers, choice, placement)
         leaked = choice.leaks(report.buffer_names())
         if leaked:  # the withheld list did not reach llama.cpp: switch every repacking off
             llama_cpp.llama_model_free(model)
             choice = choice.all_off(f"llama.cpp used {', '.join(leaked)} anyway, so none is used")
-            model, report = _load_model(model_path, n_gpu_layers, choice)
-        return cls(model, model_path, n_gpu_layers, choice, report)
+            model, report = _load_model(model_path, n_gpu_layers, choice, placement)
+        return cls(model, model_path, n_gpu_layers, choice, report, placement)
 
     # -- lifetime -------------------------------------------------------------------------
 

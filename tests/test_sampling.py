@@ -80,13 +80,10 @@ def primed(
     return chain
 
 
-EXACT = [n for n, p in SETTINGS.items() if Prefilter.for_params(p) is not Prefilter.TOP_P]
-
-
-@pytest.mark.parametrize("name", EXACT)
+@pytest.mark.parametrize("name", list(SETTINGS))
 def test_same_seed_draws_the_same_tokens_as_the_whole_row_chain(rows: list[Row], name: str) -> None:
-    """Top-k, min-p, greedy and temperature alone: the native samplers see the same values in
-    the same order, so every draw is the same token."""
+    """The native samplers see the same values in the same order, so every draw is the same
+    token."""
     params = SETTINGS[name]
     for row in rows:
         history = history_for(row)
@@ -101,39 +98,35 @@ def test_same_seed_draws_the_same_tokens_as_the_whole_row_chain(rows: list[Row],
 
 
 @pytest.mark.parametrize("name", ["top-p only", "top-p and min-p, penalties"])
-def test_the_top_p_cut_is_exact_and_llama_cpps_up_to_its_float_rounding(
-    rows: list[Row], name: str
-) -> None:
-    """Top-p is cut here, over the whole row, in float64. llama.cpp sums the 262k
-    probabilities in float32, one after another, so its cut can land a little off: on these
-    rows by at most 21 tokens of the flat tail, 0.03% of the mass. Ours is the definition's."""
+def test_the_top_p_cut_is_llama_cpps(rows: list[Row], name: str) -> None:
+    """Top-p is cut here, over the whole row, with llama.cpp's float32 sums: the same tokens
+    in the same order as its own top-p over every logit. (A float64 cut differed from it by up
+    to 21 tail tokens on these rows.)"""
     params = SETTINGS[name]
-    for row in rows:
+    flat = np.random.default_rng(5).standard_normal(262_144).astype(np.float32)
+    for row in [*rows, flat]:
         history = history_for(row)
         window = PenaltyHistory(
             params.repeat_last_n if params.penalized else 0,
             params.repeat_penalty,
             params.frequency_penalty,
             params.presence_penalty,
+            history,
         )
-        for token in history:
-            window.push(token)
         ours = top_p_ids(row, params.top_p, window)
         theirs = native_top_p(row, params, history)
+        assert sorted(ours.tolist()) == sorted(theirs)  # the same cut
+        assert np.array_equal(row[ours], row[theirs])  # the same order, up to exact ties
         probs = penalized_softmax(row, params, history)
         mass = np.cumsum(probs[ours])
-        assert mass[-1] >= params.top_p > (mass[-2] if len(mass) > 1 else 0.0)
-        assert (np.diff(np.log(probs[ours])) <= 1e-9).all(), "highest first"
-        shorter = min(len(ours), len(theirs))
-        assert list(ours[:shorter]) == theirs[:shorter]
-        assert probs[list(set(ours.tolist()) ^ set(theirs))].sum() < 1e-3
+        assert abs(mass[-1] - params.top_p) < 1e-3 or len(ours) == 1
 
 
 def penalized_softmax(
     row: Row, p: SamplingParams, history: Sequence[int]
 ) -> npt.NDArray[np.float64]:
     values = row.astype(np.float64)
-    window = history[-p.repeat_last_n :] if p.penalized else []
+    window = history[-p.repeat_last_n :] if p.penalized and p.repeat_last_n > 0 else []
     for token, count in Counter(window).items():
         v = values[token]
         v = v * p.repeat_penalty if v <= 0 else v / p.repeat_penalty

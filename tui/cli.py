@@ -22,6 +22,7 @@ from core import (
     model_template,
     resolve_model_path,
 )
+from core.device_placement import add_placement_options, placement_from_args
 from core.printable import printable
 from tui.config import AppConfig, load_config, setting_location
 from tui.session_store import (
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="panechat",
         description="Several chats with one local model, side by side, decoded in one batch.",
         epilog="`panechat bench --help`: measure batched decoding on this machine. "
-        "`panechat doctor`: what panechat runs on, for bug reports.",
+        "`panechat doctor`: what panechat runs on, for bug reports. "
+        "`panechat rpc-server --help`: lend this machine's CPU or GPU to another panechat.",
     )
     parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: embedded)")
     parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-save", action="store_true", help="save nothing of this run (no session is kept)"
     )
+    add_placement_options(parser)
     parser.add_argument("--sessions", action="store_true", help="list saved sessions and exit")
     parser.add_argument("--rename-session", nargs=2, metavar=("ID", "NAME"), help="rename one")
     parser.add_argument("--delete-session", metavar="ID", help="delete a saved session")
@@ -102,6 +105,7 @@ def doctor_command(argv: list[str]) -> int:
             layout=args.weight_layout or config.weight_layout,
             threads=config.context.n_threads,
             retry_amx=args.retry_amx,
+            placement=placement_from_args(args) if args.rpc else config.placement,
         )
     except PanechatError as e:
         print(f"panechat doctor: error: {e}", file=sys.stderr)
@@ -140,7 +144,8 @@ def prepare(args: argparse.Namespace) -> AppConfig:
             f"--panes must be between 1 and {config.context.n_seq_max} (n_seq_max in [context])"
         )
     model_path = args.model or config.model_path
-    return replace(config, theme=theme, model_path=model_path)
+    placement = placement_from_args(args) if args.rpc else config.placement
+    return replace(config, theme=theme, model_path=model_path, placement=placement)
 
 
 def create_app(
@@ -281,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str]) -> int:
     if argv[:1] == ["doctor"]:
         return doctor_command(argv[1:])
+    if argv[:1] == ["rpc-server"]:
+        from core.rpc_server import main as rpc_server_main
+
+        return rpc_server_main(argv[1:], prog="panechat rpc-server")
     if argv[:1] == ["bench"]:
         from core.bench.__main__ import main as bench_main
         from tui.app_bench import app_section
@@ -308,7 +317,10 @@ def run(argv: list[str]) -> int:
             restore = store.load(session_id)
         config = prepare(args)
         weights = LlamaWeights.load(
-            resolve_model_path(config.model_path), config.n_gpu_layers, config.weight_layout
+            resolve_model_path(config.model_path),
+            config.n_gpu_layers,
+            config.weight_layout,
+            placement=config.placement,
         )
         template = model_template(weights, config.template)
         try:

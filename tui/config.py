@@ -21,6 +21,7 @@ from core import (
 from core.atomic_file import replacing
 from core.chat import EMBEDDED, ModelSpec
 from core.chat.config import ChatConfig
+from core.device_placement import DevicePlacement
 
 APP_NAME = "panechat"
 _PANE_ONLY_KEYS = {"name", "system"}
@@ -37,7 +38,7 @@ _CONTEXT_KEYS = {
     "max_frame_stretch",
     "adapt_threads",
 }
-_MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout"}
+_MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout", "rpc", "tensor_split"}
 _UI_KEYS = {"decode_nice", "update_interval"}
 #: How much nicer than the UI thread decoding runs (core/thread_priority.py).
 DEFAULT_DECODE_NICE = 10
@@ -68,6 +69,7 @@ class AppConfig:
     update_interval: float = DEFAULT_UPDATE_INTERVAL  # [ui]
     weight_layout: WeightLayout = WeightLayout.AUTO  # [model]
     models: dict[str, ModelSpec] = field(default_factory=dict)  # [models.NAME], and embedded
+    placement: DevicePlacement = field(default_factory=DevicePlacement)  # [model] rpc
 
     @property
     def default_alias(self) -> str:
@@ -256,6 +258,7 @@ def _build(
     default = _model_spec("", data.get("model", {}), params, fail, "model")
     path, n_gpu_layers = default.path or "", default.n_gpu_layers
     template, weight_layout = default.template, default.weight_layout
+    placement = default.placement
     models = {EMBEDDED: ModelSpec(EMBEDDED, None, params)}
     for name, table in data.get("models", {}).items():
         models[name] = _model_spec(name, table, params, fail, f"models.{name}")
@@ -309,6 +312,7 @@ def _build(
         update_interval=float(update_interval),
         weight_layout=weight_layout,
         models=models,
+        placement=placement,
     )
 
 
@@ -336,7 +340,20 @@ def _model_spec(
     except (InvalidParamsError, TypeError) as e:
         key = next((k for k in overrides if k in str(e)), "n_ctx")
         raise fail(section, key, str(e)) from e
-    return ModelSpec(name, path or None, context, template, n_gpu_layers, weight_layout)
+    rpc = table.get("rpc", [])
+    if not isinstance(rpc, list) or not all(isinstance(x, str) for x in rpc):
+        raise fail(section, "rpc", 'must be a list of "host:port" strings')
+    split = table.get("tensor_split", [])
+    if not isinstance(split, list) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in split
+    ):
+        raise fail(section, "tensor_split", "must be a list of numbers, e.g. [1, 3]")
+    try:
+        placement = DevicePlacement.parse(rpc, [float(x) for x in split])
+    except PanechatError as e:
+        key = "tensor_split" if "tensor_split" in str(e) else "rpc"
+        raise fail(section, key, str(e)) from e
+    return ModelSpec(name, path or None, context, template, n_gpu_layers, weight_layout, placement)
 
 
 def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfig:

@@ -1,12 +1,12 @@
 """``python -m core.bench`` (and ``panechat bench``): every section in one process and run.
 
 Sections: ``sampling`` (what one sampled token costs, against llama.cpp's whole-row chain),
-``throughput`` (N chats one after another vs. all N in one batch, greedy and
-sampled), ``busy`` (the same beside a competing process), ``fairness`` (a
-long prompt arriving while others stream), ``prefix`` (8 conversations opened on one system
-prompt, shared or not), ``layout`` (the same work with the weights repacked, plain or in AMX
-tiles), ``models`` (a chat on one model while another model streams) and ``app`` (the Textual
-app, headless, with 8 panes).
+``throughput`` (N chats one after another vs. all N in one batch, greedy and sampled),
+``busy`` (the same beside a competing process), ``fairness`` (a long prompt arriving while
+others stream), ``prefix`` (8 conversations opened on one system prompt, shared or not),
+``layout`` (the same work with the weights repacked, plain or in AMX tiles), ``models`` (a
+chat on one model while another model streams), ``rpc`` (N=8 here and split across two
+loopback RPC servers) and ``app`` (the Textual app, headless, with 8 panes).
 The app section lives in ``tui``: ``panechat bench`` hands it to :func:`main`, so ``core``
 never imports ``tui`` or Textual; ``python -m core.bench`` runs the other sections and says so.
 """
@@ -35,6 +35,7 @@ from core.bench.layout import PREFILL_TOKENS, ROUNDS, LayoutResult, measure_layo
 from core.bench.models import ModelsResult, measure_models
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
+from core.bench.rpc import RpcResult, measure_rpc
 from core.bench.sampling_cost import SamplingCost, measure_sampling_cost
 from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
 from core.bench.throughput import (
@@ -52,10 +53,21 @@ from core.errors import PanechatError
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
 from core.params import ContextParams
+from core.rpc import REINSTALL, rpc_supported
 from core.weight_layout import WeightLayout, add_layout_option
 from core.weights import LlamaWeights
 
-SECTIONS = ("sampling", "throughput", "busy", "fairness", "prefix", "layout", "models", "app")
+SECTIONS = (
+    "sampling",
+    "throughput",
+    "busy",
+    "fairness",
+    "prefix",
+    "layout",
+    "models",
+    "rpc",
+    "app",
+)
 #: The conversation counts the busy section measures (of those asked for).
 BUSY_CONCURRENCY = (8, 16)
 #: Reply tokens per chat in the busy section's decode-loop rows: beside a busy process with a
@@ -208,6 +220,36 @@ def greedy_and_sampled(
     return statistics.median(greedy), statistics.median(sampled)
 
 
+def rpc_section(ctx: BenchContext) -> RpcResult | None:
+    n = 8
+    print(f"\n## llama.cpp's RPC backend: N={n}, here and across two loopback servers\n")
+    if not rpc_supported():
+        print(f"Not measured: this llama-cpp-python has no RPC — {REINSTALL}")
+        return None
+    r = measure_rpc(ctx.model_path, ctx.params, ctx.weights.layout, n, ctx.tokens)
+    print(
+        table(
+            ("N", "this CPU tok/s", f"{r.servers} RPC servers tok/s", "RPC / local", "same text"),
+            [
+                [
+                    str(r.conversations),
+                    f"{r.local_tokens_per_second:.1f}",
+                    f"{r.rpc_tokens_per_second:.1f}",
+                    f"{r.ratio:.2f}x",
+                    f"{r.same_text}/{r.conversations}",
+                ]
+            ],
+        )
+    )
+    print(
+        "\nGreedy, prompts included. RPC: every layer split across two `panechat rpc-server` "
+        "processes on 127.0.0.1 serving this same CPU (half the threads each): the protocol's "
+        "cost, not a second machine's gain."
+    )
+    ctx.results["rpc"] = r
+    return r
+
+
 def sampling_section(ctx: BenchContext) -> list[SamplingCost]:
     print("\n## What one sampled token costs (the embedded model's 262k-entry vocabulary)\n")
     results = measure_sampling_cost(ctx.weights, ctx.params)
@@ -224,9 +266,9 @@ def sampling_section(ctx: BenchContext) -> list[SamplingCost]:
     print(table(("sampler", "pre-filter", "panechat", "whole-row chain", "speed-up"), rows))
     print(
         "\nPer token, one real logits row, medians of 3 alternating blocks of 300 draws. "
-        "Whole-row chain: every logit in a candidate array, then the same llama.cpp samplers "
-        "(what llama_sampler_sample does). Pre-filter: how panechat finds the candidates the "
-        "chain can keep (core.candidates)."
+        "Whole-row chain: llama_sampler_sample on the live context, with the same samplers "
+        "(every logit copied into a candidate array first). Pre-filter: how panechat finds "
+        "the candidates the chain can keep (core.candidates). Greedy was already an argmax."
     )
     ctx.results["sampling"] = results
     return results
@@ -521,6 +563,8 @@ def main(
             in_own_thread(lambda: prefix_section(ctx))
         if "layout" in args.sections:
             in_own_thread(lambda: layout_section(ctx))
+        if "rpc" in args.sections:
+            in_own_thread(lambda: rpc_section(ctx))
         if "models" in args.sections:
             models_section(ctx)  # the group runs its own decode thread
         if "app" in args.sections:

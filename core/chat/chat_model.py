@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from core.chat_template import ChatFormat
 from core.context_budget import ContextTooLargeError
+from core.device_placement import DevicePlacement
 from core.errors import ModelLoadError, PanechatError, one_line
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
@@ -29,6 +30,7 @@ class ModelSpec:
     template: str = AUTO
     n_gpu_layers: int = -1
     weight_layout: WeightLayout = WeightLayout.AUTO
+    placement: DevicePlacement = field(default_factory=DevicePlacement)  # RPC servers
 
 
 class ChatModel:
@@ -53,7 +55,10 @@ class ChatModel:
         fit next to them says so. Raises PanechatError (one line) on any failure."""
         try:
             weights = LlamaWeights.load(
-                resolve_model_path(spec.path or None), spec.n_gpu_layers, spec.weight_layout
+                resolve_model_path(spec.path or None),
+                spec.n_gpu_layers,
+                spec.weight_layout,
+                placement=spec.placement,
             )
         except PanechatError as e:
             raise ModelLoadError(f"model {spec.name!r}: {e}") from None
