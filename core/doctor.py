@@ -178,6 +178,8 @@ def format_model(build: Build, model: ModelFacts) -> str:
 
 def _gpu_layers(build: Build, model: ModelFacts) -> str:
     asked = "all" if model.n_gpu_layers < 0 else str(model.n_gpu_layers)
+    if model.load.layers_offloaded is not None and model.load.buffers and not model.load.on_devices:
+        return f"none: every weight is in host memory, no GPU or RPC device (asked: {asked})"
     if model.load.layers_offloaded is not None:
         return (
             f"{model.load.layers_offloaded} of {model.load.layers_total} offloaded (asked: {asked})"

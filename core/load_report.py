@@ -41,3 +41,10 @@ class LoadReport:
 
     def buffer_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.buffers)
+
+    @property
+    def on_devices(self) -> bool:
+        """Whether any weights went to a GPU or an RPC server: a buffer that is not host
+        memory. (llama.cpp's "offloaded 19/19 layers to GPU" line also appears on a CPU-only
+        build with RPC compiled in, with every weight in CPU buffers.)"""
+        return any(not (name.startswith("CPU") or name == "AMX") for name in self.buffer_names())

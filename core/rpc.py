@@ -143,13 +143,19 @@ def local_devices() -> tuple[int, ...]:
     return tuple(h for h in reg.local_device_handles() if reg.device(h).kind in gpu_kinds)
 
 
+def device_handle(device: str) -> int:
+    """This machine's device of that name ("CPU", "CUDA0", …), or one line naming the others."""
+    handle: int | None = registry().dev_by_name(device.encode())
+    if not handle:
+        names = ", ".join(d.name for d in registry().devices())
+        raise RpcError(f"no device {device!r} on this machine — pick one of: {names}")
+    return handle
+
+
 def serve(endpoint: RpcEndpoint, device: str, cache_dir: Path | None, threads: int) -> None:
     """Serve ``device`` ("CPU", "CUDA0", …) at ``endpoint`` until the process is stopped."""
     start = _START_SERVER(_function("ggml_backend_rpc_start_server"))
-    handle = registry().dev_by_name(device.encode())
-    if not handle:
-        names = ", ".join(d.name for d in registry().devices() if not d.name.startswith("RPC"))
-        raise RpcError(f"no device {device!r} on this machine — pick one of: {names}")
+    handle = device_handle(device)
     devices = (ctypes.c_void_p * 1)(handle)
     cache = str(cache_dir).encode() if cache_dir is not None else None
     start(str(endpoint).encode(), cache, threads, 1, devices)

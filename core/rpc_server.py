@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import PanechatError
 from core.params import default_threads
-from core.rpc import DEFAULT_PORT, RpcEndpoint, rpc_supported, serve
+from core.rpc import DEFAULT_PORT, RpcEndpoint, device_handle, rpc_supported, serve
 
 WARNING = (
     "warning: the RPC protocol has no authentication or encryption — anyone who can reach "
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m core.rpc_server")
         endpoint = RpcEndpoint.parse(f"{args.host}:{args.port}")
         if not rpc_supported():
             serve(endpoint, args.device, args.cache, 1)  # raises the one-line reinstall error
+        device_handle(args.device)  # an unknown device fails before anything is printed
         if not endpoint.is_loopback:
             print(WARNING.format(endpoint=endpoint, device=args.device), file=sys.stderr)
         threads = args.threads or default_threads()
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m core.rpc_server")
         # llama.cpp serves in the calling thread until the process ends; from a thread of its
         # own, Ctrl-C still reaches Python.
         server = threading.Thread(target=run, name="panechat-rpc-server", daemon=True)
-        server.start()
         print(f"{prog}: serving {args.device} at {endpoint} (Ctrl-C stops)", flush=True)
+        server.start()
         server.join()
         if failure:
             raise failure[0]

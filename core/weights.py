@@ -17,6 +17,7 @@ from core.device_placement import DevicePlacement
 from core.errors import ModelLoadError, PanechatError
 from core.load_report import LoadReport
 from core.model_path import check_gguf
+from core.rpc import local_devices
 from core.weight_layout import LayoutChoice, WeightLayout, resolve_layout, withholding
 
 _backend_lock = threading.Lock()
@@ -197,9 +198,15 @@ class LlamaWeights:
         n = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
 
-    @staticmethod
-    def gpu_offload_supported() -> bool:
-        return bool(llama_cpp.llama_supports_gpu_offload())
+    def gpu_offload_supported(self) -> bool:
+        """Whether this model's weights are (or, where llama.cpp does not say, can be) on a GPU
+        or an RPC server, so that its KV cache may live there too. ``llama_supports_gpu_offload``
+        alone is true for any build with RPC, even with no server and no GPU."""
+        if self.load_report.buffers:
+            return self.load_report.on_devices
+        return bool(llama_cpp.llama_supports_gpu_offload()) and bool(
+            self.placement.rpc or local_devices()
+        )
 
     # -- tokens ---------------------------------------------------------------------------
 

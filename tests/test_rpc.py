@@ -4,6 +4,7 @@ llama-cpp-python with RPC, so a build without it fails here instead of skipping.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,29 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from core import BatchedExecutor, ContextParams, LlamaWeights, SamplingParams, resolve_model_path
+from core import LlamaWeights, resolve_model_path
 from core.bench.rpc import free_port, rpc_servers
 from core.device_placement import DevicePlacement
-from core.doctor import run_doctor
 from core.errors import InvalidParamsError
 from core.rpc import REINSTALL, RpcEndpoint, RpcError, rpc_supported
-from core.weight_layout import WeightLayout
 from tui.cli import main as cli_main
 
 PROMPT = "The capital of France is"
 
 
-def greedy_text(weights: LlamaWeights, tokens: int = 12) -> str:
-    with BatchedExecutor(weights, ContextParams(n_ctx=512, n_seq_max=1)) as executor:
-        conv = executor.create(SamplingParams(temperature=0.0))
-        conv.prompt(PROMPT)
-        pieces = []
-        for _ in range(tokens):
-            assert executor.infer_sync().ok
-            token = conv.sample()
-            pieces.append(weights.token_piece(token))
-            conv.prompt([token])
-    return b"".join(pieces).decode("utf-8", errors="replace")
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """A panechat command in a process of its own. A client that adds RPC servers keeps them
+    in ggml's registry for its lifetime, and any later load that names no devices (llama-cpp-
+    python's ``Llama``) would reach for them after the test's servers are gone."""
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def answers(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip().startswith("→")]
 
 
 def test_this_build_has_rpc() -> None:
@@ -41,28 +40,24 @@ def test_this_build_has_rpc() -> None:
 
 
 def test_two_loopback_servers_answer_as_this_cpu_does() -> None:
-    path = resolve_model_path(None)
-    with LlamaWeights.load(path, 0, WeightLayout.PLAIN) as local:
-        expected = greedy_text(local)
+    demo = ["-m", "core", "--max-tokens", "12", "--weight-layout", "plain", PROMPT]
+    local = run(*demo)
+    assert local.returncode == 0, local.stderr
     with rpc_servers(2) as endpoints:
-        placement = DevicePlacement(tuple(endpoints), (1.0, 1.0))
-        with LlamaWeights.load(path, -1, WeightLayout.PLAIN, placement=placement) as split:
-            devices = split.placement.rpc_devices
-            assert [d.name.startswith("RPC") for d in devices] == [True, True]
-            for endpoint, device in zip(endpoints, devices, strict=True):
-                assert str(endpoint) in f"{device.name} {device.description}"
-                assert device.memory_total > 0
-            assert split.load_report.layers_offloaded == split.load_report.layers_total
-            assert greedy_text(split) == expected
+        split = run(*demo, "--rpc", ",".join(map(str, endpoints)), "--tensor-split", "1,1")
+    assert split.returncode == 0, split.stderr
+    assert answers(split.stdout) == answers(local.stdout) and answers(local.stdout)
 
 
 def test_the_doctor_lists_the_rpc_devices_with_their_memory() -> None:
-    lines: list[str] = []
     with rpc_servers(1) as endpoints:
-        run_doctor(None, placement=DevicePlacement(tuple(endpoints)), out=lines.append)
-    report = "\n".join(lines)
-    assert f"{endpoints[0]}" in report and "RPC device" in report and "MiB free" in report
-    assert "tensor split" in report
+        result = run("-m", "core.doctor", "--rpc", str(endpoints[0]), "--weight-layout", "plain")
+    assert result.returncode == 0, result.stderr
+    report = result.stdout
+    assert f"RPC device    {endpoints[0]}" in report or str(endpoints[0]) in report
+    assert "RPC device" in report and "MiB free" in report and "tensor split" in report
+    gpu_line = next(line for line in report.splitlines() if line.startswith("GPU layers"))
+    assert "offloaded" in gpu_line and "none" not in gpu_line
 
 
 def test_a_server_that_does_not_answer_is_one_line_at_start() -> None:
@@ -125,3 +120,12 @@ def test_an_unknown_device_is_one_line() -> None:
     )
     assert result.returncode == 2
     assert "no device 'GPU9' on this machine — pick one of: CPU" in result.stderr
+
+
+def test_the_bench_measures_rpc_against_this_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run("-m", "core.bench", "--sections", "rpc", "--tokens", "4", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    rpc = json.loads(out.read_text())["rpc"]
+    assert rpc["servers"] == 2 and rpc["conversations"] == 8
+    assert rpc["local_tokens_per_second"] > 0 and rpc["rpc_tokens_per_second"] > 0
