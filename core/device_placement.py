@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import llama_cpp
 
 from core.errors import InvalidParamsError
 from core.ggml_registry import Device
-from core.rpc import RpcEndpoint, any_servers_added, describe, local_devices, rpc_devices
+from core.rpc import (
+    RpcEndpoint,
+    added_devices,
+    any_servers_added,
+    describe,
+    local_devices,
+    rpc_devices,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +33,6 @@ class DevicePlacement:
 
     rpc: tuple[RpcEndpoint, ...] = ()
     tensor_split: tuple[float, ...] = ()
-    _handles: list[int] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if any(not share >= 0 for share in self.tensor_split):
@@ -51,20 +57,20 @@ class DevicePlacement:
     def connect(self) -> None:
         """Add this placement's RPC servers (once per process); fails with one line when one
         does not answer or the build has no RPC."""
-        if self.rpc and not self._handles:
-            self._handles.extend(rpc_devices(self.rpc))
+        if self.rpc:
+            rpc_devices(self.rpc)
 
     @property
     def rpc_devices(self) -> tuple[Device, ...]:
         """The RPC servers' devices with their memory (each asks its server)."""
-        return describe(self._handles)
+        return describe(added_devices(self.rpc))
 
     def apply(self, params: llama_cpp.llama_model_params) -> tuple[object, ...]:
         """Point a load's parameters at this placement; returns the arrays they point at,
         which must outlive the load."""
         kept: list[object] = []
-        if self._handles or any_servers_added():
-            devices = (*local_devices(), *self._handles)
+        if self.rpc or any_servers_added():
+            devices = (*local_devices(), *added_devices(self.rpc))
             array = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
             params.devices = ctypes.cast(array, ctypes.c_void_p)  # type: ignore[assignment]
             kept.append(array)

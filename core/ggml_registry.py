@@ -155,15 +155,19 @@ class GgmlRegistry:
         """What one device handle is (an RPC device asks its server for its memory)."""
         free, total = _SIZE(0), _SIZE(0)
         self.dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        kind = self.dev_type(dev)
-        kinds = list(DeviceKind)
         return Device(
             name=_text(self.dev_name(dev)),
             description=_text(self.dev_description(dev)),
-            kind=kinds[kind] if 0 <= kind < len(kinds) else DeviceKind.ACCEL,
+            kind=self.kind(dev),
             memory_free=free.value,
             memory_total=total.value,
         )
+
+    def kind(self, dev: int) -> DeviceKind:
+        """What kind of device a handle is (asks no server for anything)."""
+        kind = self.dev_type(dev)
+        kinds = list(DeviceKind)
+        return kinds[kind] if 0 <= kind < len(kinds) else DeviceKind.ACCEL
 
     def backend_function(self, backend: str, name: str) -> int | None:
         """The address of a backend's own function (``ggml_backend_reg_get_proc_address``),

@@ -95,9 +95,14 @@ def rpc_supported() -> bool:
     return bool(llama_cpp.llama_supports_rpc())
 
 
-def _function(name: str) -> int:
+def require_rpc() -> None:
+    """One line with the reinstall command unless this build has RPC."""
     if not rpc_supported():
         raise RpcError(f"this llama-cpp-python was built without RPC — reinstall it: {REINSTALL}")
+
+
+def _function(name: str) -> int:
+    require_rpc()
     address = registry().backend_function("RPC", name)
     if address is None:
         raise RpcError(f"llama.cpp's RPC backend has no {name} — reinstall it: {REINSTALL}")
@@ -124,6 +129,15 @@ def rpc_devices(endpoints: Sequence[RpcEndpoint]) -> tuple[int, ...]:
     return tuple(handles)
 
 
+def added_devices(endpoints: Sequence[RpcEndpoint]) -> tuple[int, ...]:
+    """The device handles of servers :func:`rpc_devices` added before (no server is asked)."""
+    with _added_lock:
+        missing = [str(e) for e in endpoints if e not in _added]
+        if missing:
+            raise RpcError(f"RPC server {', '.join(missing)} was not connected — load through it")
+        return tuple(handle for e in endpoints for handle in _added[e])
+
+
 def any_servers_added() -> bool:
     """Whether this process has added an RPC server to ggml's registry."""
     with _added_lock:
@@ -140,7 +154,7 @@ def local_devices() -> tuple[int, ...]:
     may offload to, now that RPC devices may be in the same registry."""
     reg = registry()
     gpu_kinds = (DeviceKind.GPU, DeviceKind.IGPU)
-    return tuple(h for h in reg.local_device_handles() if reg.device(h).kind in gpu_kinds)
+    return tuple(h for h in reg.local_device_handles() if reg.kind(h) in gpu_kinds)
 
 
 def device_handle(device: str) -> int:

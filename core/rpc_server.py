@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import PanechatError
 from core.params import default_threads
-from core.rpc import DEFAULT_PORT, RpcEndpoint, device_handle, rpc_supported, serve
+from core.rpc import DEFAULT_PORT, RpcEndpoint, device_handle, require_rpc, serve
 
 WARNING = (
     "warning: the RPC protocol has no authentication or encryption — anyone who can reach "
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m core.rpc_server")
     args = parser(prog).parse_args(argv)
     try:
         endpoint = RpcEndpoint.parse(f"{args.host}:{args.port}")
-        if not rpc_supported():
-            serve(endpoint, args.device, args.cache, 1)  # raises the one-line reinstall error
+        require_rpc()
         device_handle(args.device)  # an unknown device fails before anything is printed
         if not endpoint.is_loopback:
             print(WARNING.format(endpoint=endpoint, device=args.device), file=sys.stderr)

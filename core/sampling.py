@@ -125,8 +125,8 @@ class SamplerChain:
     min-p's reach) on the row in place, and the chain runs on those (~0.1 ms). Each native
     sampler sees the same values in the same order as it would have, so the pick is the same
     (barring exact ties, whose order llama.cpp leaves to its sort). Temperature alone still
-    hands llama.cpp the whole row. The row is only read,
-    never altered, so a fork may still sample it. ``reference=True`` builds the plain chain on
+    hands llama.cpp the whole row. The row is only read, never altered, so a fork may still
+    sample it. ``reference=True`` builds the plain chain on
     the whole row: the tests' yardstick.
     """
 
@@ -155,9 +155,6 @@ class SamplerChain:
             )
         )
         self._candidates = CandidateArray(min(max(self._top_k, 256), n_vocab))
-        self._all_ids = (
-            np.arange(n_vocab, dtype=np.intp) if self.prefilter is Prefilter.NONE else None
-        )
         self._chain: llama_cpp.llama_sampler_p | None = (
             _handle if _handle is not None else self._build(params, n_vocab, self.prefilter)
         )
@@ -218,9 +215,8 @@ class SamplerChain:
             ids = top_p_ids(row, self.params.top_p, self._history)
         elif prefilter is Prefilter.MIN_P:
             ids = min_p_ids(row, self.params.min_p, self._history)
-        else:
-            assert self._all_ids is not None
-            ids = self._all_ids
+        else:  # the whole row (sample() hands it to llama.cpp directly instead)
+            ids = np.arange(self._n_vocab, dtype=np.intp)
         chain = self.handle
         llama_cpp.llama_sampler_apply(chain, self._candidates.fill(ids, row[ids], sort))
         token = self._candidates.selected_token()

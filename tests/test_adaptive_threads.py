@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 
 from core import BatchedExecutor, ContextParams, InvalidParamsError, SamplingParams
 from core.adaptive_threads import TICKS_PER_SECOND, AdaptiveThreads, CpuTimes
+from core.bench.busy import competing_process
 from core.machine import cores_available
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or cores_available() < 2, reason="needs Linux and 2 cores or more"
 )
-
-
-@contextmanager
-def busy_process() -> Iterator[None]:
-    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 def decode_for(executor: BatchedExecutor, seconds: float) -> None:
@@ -121,7 +110,7 @@ def test_a_busy_process_takes_a_core_and_gives_it_back(
     if executor.cpu_taken_by_others > 0.3:
         pytest.skip(f"the machine is busy already ({executor.cpu_taken_by_others:.2f} cores)")
     assert executor.threads == configured
-    with busy_process():
+    with competing_process():
         assert wait_until(lambda: executor.threads < configured, executor, 8), (
             f"still {executor.threads} threads with a busy process "
             f"(others took {executor.cpu_taken_by_others:.2f} cores)"
@@ -135,7 +124,7 @@ def test_a_busy_process_takes_a_core_and_gives_it_back(
 
 def test_a_fixed_thread_count_stays_fixed(make_executor: Callable[..., BatchedExecutor]) -> None:
     executor = make_executor(n_ctx=512, n_seq_max=2, adapt_threads=False)
-    with busy_process():
+    with competing_process():
         decode_for(executor, 1.5)
     assert executor.threads == executor.params.threads
     assert executor.stats.thread_changes == 0

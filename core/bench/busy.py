@@ -9,6 +9,7 @@ defaults' sampling, and full-length replies so every run decodes the same batche
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -188,7 +189,7 @@ def _engine_run(
             sampling = replace(PANE_DEFAULT, seed=i)
             engine.submit(OpenChat(f"c{i}", ChatConfig(f"c{i}", "", sampling, tokens)))
         engine.start()
-        with competing_process() if busy else _nothing():
+        with competing_process() if busy else contextlib.nullcontext():
             time.sleep(SETTLE_SECONDS)
             started = time.perf_counter()
             turns = short_prompts(chats)
@@ -200,8 +201,3 @@ def _engine_run(
     finally:
         engine.shutdown()
         executor.close()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
