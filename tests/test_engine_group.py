@@ -16,6 +16,7 @@ from core import BatchedExecutor, ContextParams, LlamaWeights, SamplingParams, m
 from core.chat import (
     DEFAULT,
     ChatConfig,
+    ChatEngine,
     ChatEngineGroup,
     CloseChat,
     EngineEvent,
@@ -75,7 +76,9 @@ def start(weights: LlamaWeights) -> Iterator[Callable[[dict[str, ModelSpec]], Ru
     def make(specs: dict[str, ModelSpec]) -> Run:
         executor = BatchedExecutor(weights, SMALL)
         events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
-        group = ChatEngineGroup(executor, model_template(weights), events.put, specs=specs)
+        group = ChatEngineGroup(
+            ChatEngine(executor, model_template(weights)), events.put, specs=specs
+        )
         group.start()
         made.append((group, executor))
         return Run(group, events)
@@ -158,7 +161,7 @@ def test_a_chat_moves_to_another_model_and_is_read_again_there(
     later = [f.model for f in run.frames if "a" in f.deltas and f.deltas["a"].text]
     assert later[-1] == "other"
     engine = run.group.engine("other")
-    assert engine is not None
+    assert isinstance(engine, ChatEngine)
     session = engine.session("a")
     assert session is not None
     assert [e.user for e in session.exchanges] == [QUESTION, "And of Italy?"]

@@ -19,7 +19,7 @@ from core import (
     LlamaWeights,
     model_template,
 )
-from core.chat import ChatConfig, ChatSnapshot, Exchange, SavedState, TurnState
+from core.chat import ChatConfig, ChatEngine, ChatSnapshot, Exchange, SavedState, TurnState
 from core.context_budget import KvShape, cgroup_room, check_context
 from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
 from tui.config import ConfigError, load_config
@@ -145,7 +145,7 @@ async def test_a_start_writes_no_config_and_an_unwritable_one_gives_a_notice(
     config = replace(load_config(), context=ContextParams(n_ctx=512, n_seq_max=2))
     executor = BatchedExecutor(weights, config.context)
     template = model_template(weights, config.template)
-    app = create_app(config, executor, template, panes=1)  # persists the theme
+    app = create_app(config, ChatEngine(executor, template), panes=1)  # persists the theme
     try:
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.pause()

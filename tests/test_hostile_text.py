@@ -15,7 +15,7 @@ from textual import events
 from textual.driver import Driver
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
-from core.chat import ChatDelta
+from core.chat import ChatDelta, ChatEngine
 from core.printable import printable
 from tui.app import PanechatApp
 from tui.cli import create_app
@@ -88,8 +88,7 @@ async def test_no_escape_sequence_reaches_the_terminal(
     executor = BatchedExecutor(weights, config.context)
     app: PanechatApp = create_app(
         config,
-        executor,
-        model_template(weights, config.template),
+        ChatEngine(executor, model_template(weights, config.template)),
         model_name=f"model{SET_TITLE}",
         persist_theme=False,
         store=store,

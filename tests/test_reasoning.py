@@ -125,7 +125,7 @@ async def test_the_app_folds_the_thoughts_above_the_answer(
 ) -> None:
     with BatchedExecutor(weights, config.context) as executor:
         template = JinjaTemplate(REASONING, bos_token="<bos>")
-        app = create_app(config, executor, template, persist_theme=False)
+        app = create_app(config, ChatEngine(executor, template), persist_theme=False)
         async with app.run_test(size=(160, 40)) as pilot:
             shown, quiet = app.panes
             for pane in (shown, quiet):

@@ -74,7 +74,7 @@ async def make_app(weights: LlamaWeights, config: AppConfig) -> AsyncIterator[Fa
         executor = BatchedExecutor(weights, cfg.context)
         executors.append(executor)
         template = model_template(weights, cfg.template)
-        return create_app(cfg, executor, template, persist_theme=False, **kwargs)  # type: ignore[arg-type]
+        return create_app(cfg, ChatEngine(executor, template), persist_theme=False, **kwargs)  # type: ignore[arg-type]
 
     yield make
     for executor in executors:
@@ -292,7 +292,7 @@ def loop_of(app: PanechatApp) -> ChatEngine:
     """The engine of the app's default model (its panes are on it)."""
     assert isinstance(app.source, ChatEngineGroup)
     engine = app.source.engine(DEFAULT)
-    assert engine is not None
+    assert isinstance(engine, ChatEngine)
     return engine
 
 
@@ -478,7 +478,9 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
     def launch(**kwargs: object) -> tuple[PanechatApp, BatchedExecutor]:
         executor = BatchedExecutor(weights, config.context)
         store = SessionStore(store_path)
-        app = create_app(config, executor, template, persist_theme=False, store=store, **kwargs)  # type: ignore[arg-type]
+        app = create_app(
+            config, ChatEngine(executor, template), persist_theme=False, store=store, **kwargs
+        )  # type: ignore[arg-type]
         return app, executor
 
     app, executor = launch()
@@ -545,8 +547,7 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
     template = model_template(weights, config.template)
     app = create_app(
         config,
-        executor,
-        template,
+        ChatEngine(executor, template),
         persist_theme=False,
         store=store,
         session_id=session_id,
@@ -600,7 +601,7 @@ async def test_sessions_screen_renames_deletes_and_opens_another(
     doomed = store.create_session("scratch")
     executor = BatchedExecutor(weights, config.context)
     template = model_template(weights, config.template)
-    app = create_app(config, executor, template, persist_theme=False, store=store)
+    app = create_app(config, ChatEngine(executor, template), persist_theme=False, store=store)
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+s")

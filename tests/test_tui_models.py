@@ -13,6 +13,7 @@ from gguf_models import with_metadata
 from test_tui_app import wait_for
 
 from core import BatchedExecutor, LlamaWeights, model_template
+from core.chat import ChatEngine
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import ConfigError, load_config
@@ -81,7 +82,11 @@ async def make_app(
         executors.append(executor)
         template = model_template(weights, config.template)
         return create_app(
-            config, executor, template, model_name=weights.name, persist_theme=False, **kwargs
+            config,
+            ChatEngine(executor, template),
+            model_name=weights.name,
+            persist_theme=False,
+            **kwargs,
         )  # type: ignore[arg-type]
 
     yield make

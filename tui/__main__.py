@@ -4,4 +4,5 @@ import sys
 
 from tui.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not again in a model's child process (spawn imports this)
+    sys.exit(main())

@@ -180,7 +180,9 @@ async def measure_app(
             _on_display(now, shown[0], waiting, latencies)
 
     driver = stand_in_terminal(lambda _text: on_write(time.perf_counter()))
-    app = create_app(config, executor, _template(ctx), persist_theme=False, driver_class=driver)
+    app = create_app(
+        config, ChatEngine(executor, _template(ctx)), persist_theme=False, driver_class=driver
+    )
     source: Any = app.source
     try:
         async with app.run_test(headless=False, size=(240, 60)) as pilot:

@@ -13,18 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import (
-    BatchedExecutor,
-    ChatFormat,
-    ContextTooLargeError,
-    LlamaWeights,
-    PanechatError,
-    model_template,
-    resolve_model_path,
-)
+from core import PanechatError
+from core.chat import ModelEngine
 from core.device_placement import add_placement_options, placement_from_args
 from core.printable import printable
-from tui.config import AppConfig, load_config, setting_location
+from tui.config import AppConfig, load_config
+from tui.default_model import DefaultModel
 from tui.session_store import (
     SavedPane,
     SessionStore,
@@ -150,8 +144,7 @@ def prepare(args: argparse.Namespace) -> AppConfig:
 
 def create_app(
     config: AppConfig,
-    executor: BatchedExecutor,
-    template: ChatFormat,
+    engine: ModelEngine,
     *,
     model_name: str = "",
     backend: str = "CPU",
@@ -163,14 +156,13 @@ def create_app(
     driver_class: type[Driver] | None = None,
 ) -> PanechatApp:
     """Wire the decode loop (worker thread) to the app it posts its frames to: the default
-    model's ``executor`` (the caller's), and the config's other models, loaded on demand."""
+    model's ``engine`` (the caller's), and the config's other models, loaded on demand."""
     from core.chat import ChatEngineGroup
     from tui.app import PanechatApp
 
     holder: list[PanechatApp] = []
     loop = ChatEngineGroup(
-        executor,
-        template,
+        engine,
         lambda event: holder[0].receive(event),
         specs=config.named_models(),
         default_name=config.default_alias,
@@ -316,36 +308,24 @@ def run(argv: list[str]) -> int:
             session_id = _session_id(args.resume, store)
             restore = store.load(session_id)
         config = prepare(args)
-        weights = LlamaWeights.load(
-            resolve_model_path(config.model_path),
-            config.n_gpu_layers,
-            config.weight_layout,
-            placement=config.placement,
-        )
-        template = model_template(weights, config.template)
-        try:
-            executor = BatchedExecutor(weights, config.context)
-        except ContextTooLargeError as e:
-            where = setting_location(config, "context", e.key)
-            raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
+        default = DefaultModel.load(config)
     except PanechatError as e:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2
     except (sqlite3.Error, OSError) as e:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2
-    backend = "GPU" if weights.gpu_offload_supported() and config.n_gpu_layers != 0 else "CPU"
     from tui.app import SHUTDOWN_WAIT
 
     stopped = True  # the decode thread has stopped: the model may be freed
+    engine = default.engine()
     try:
         while True:  # the sessions screen may ask to reopen the app on another session
             app = create_app(
                 config,
-                executor,
-                template,
-                model_name=weights.name,
-                backend=backend,
+                engine,
+                model_name=default.name,
+                backend=default.backend,
                 panes=args.panes,
                 store=store,
                 session_id=session_id,
@@ -358,7 +338,7 @@ def run(argv: list[str]) -> int:
             finally:
                 stopped = app.source.shutdown(timeout=0.0 if app.hurry else SHUTDOWN_WAIT)
                 if stopped:  # else a decode may still run inside llama.cpp: the exit frees it
-                    executor.close()
+                    default.release(engine)
                 for failure in app.save_failures:  # the screen that showed them is gone
                     print(f"panechat: {failure}", file=sys.stderr)
             if not stopped:
@@ -371,12 +351,16 @@ def run(argv: list[str]) -> int:
             except (sqlite3.Error, OSError) as e:
                 print(f"panechat: error: cannot open session {next_session}: {e}", file=sys.stderr)
                 return 2
-            executor = BatchedExecutor(weights, config.context)
+            try:
+                engine = default.engine()
+            except PanechatError as e:
+                print(f"panechat: error: {e}", file=sys.stderr)
+                return 2
     finally:
         if store is not None:
             store.close()
         if stopped:
-            weights.close()
+            default.close()
     return 0
 
 

@@ -19,6 +19,7 @@ from core.bench.prompts import short_prompts
 from core.chat import (
     DEFAULT,
     ChatConfig,
+    ChatEngine,
     ChatEngineGroup,
     EngineEvent,
     Frame,
@@ -129,8 +130,7 @@ def measure_models(
     recorder = _Recorder()
     template = replace(TRANSCRIPT, stop_strings=())  # replies run to max_tokens
     group = ChatEngineGroup(
-        executor,
-        template,
+        ChatEngine(executor, template),
         recorder.emit,
         specs={SLOW: ModelSpec(SLOW, model_path, slow_params, template="transcript")},
     )

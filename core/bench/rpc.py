@@ -47,32 +47,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_rpc_server(threads: int = 1) -> tuple[RpcEndpoint, subprocess.Popen[bytes]]:
+    """One ``panechat rpc-server`` process on a free loopback port, listening once this
+    returns (the caller ends it)."""
+    endpoint = RpcEndpoint("127.0.0.1", free_port())
+    command = ["-m", "core.rpc_server", "--port", str(endpoint.port), "--threads", str(threads)]
+    process = subprocess.Popen(
+        [sys.executable, *command],
+        stdout=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        _wait_listening(endpoint, process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return endpoint, process
+
+
 @contextlib.contextmanager
 def rpc_servers(count: int, threads: int = 1) -> Iterator[list[RpcEndpoint]]:
     """``count`` ``panechat rpc-server`` processes on loopback, until the block ends."""
-    endpoints = [RpcEndpoint("127.0.0.1", free_port()) for _ in range(count)]
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "core.rpc_server",
-                "--port",
-                str(e.port),
-                "--threads",
-                str(threads),
-            ],
-            stdout=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        for e in endpoints
-    ]
+    servers: list[tuple[RpcEndpoint, subprocess.Popen[bytes]]] = []
     try:
-        for endpoint, process in zip(endpoints, processes, strict=True):
-            _wait_listening(endpoint, process)
-        yield endpoints
+        for _ in range(count):
+            servers.append(start_rpc_server(threads))
+        yield [endpoint for endpoint, _ in servers]
     finally:
-        for process in processes:
+        for _, process in servers:
             process.kill()
             process.wait()
 

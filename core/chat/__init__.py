@@ -24,7 +24,9 @@ from core.chat.commands import (
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
 from core.chat.engine_group import DEFAULT, ChatEngineGroup, GroupCommand, SwitchModel
+from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
+from core.chat.model_engine import ModelEngine
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
 from core.chat.state import ChatSnapshot, Exchange, SavedState, TurnState
@@ -45,11 +47,13 @@ __all__ = [
     "EditLastTurn",
     "EngineEvent",
     "EngineFailure",
+    "EngineProcess",
     "Exchange",
     "ForkChat",
     "Frame",
     "FrameStats",
     "GroupCommand",
+    "ModelEngine",
     "ModelSpec",
     "Notice",
     "NoticeKind",

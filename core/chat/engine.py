@@ -117,6 +117,19 @@ class ChatEngine:
             self.interrupt()
         self._commands.put(commands)
 
+    def warm_up(self) -> None:
+        """Spin llama.cpp's threads up in the calling thread, the one that will decode."""
+        self.executor.warm_up()
+
+    def watch_cpu(self) -> None:
+        """While idle: keep the thread count in step with the machine's load."""
+        self.executor.watch_cpu()
+
+    @property
+    def stopped(self) -> str | None:
+        """Always None: an engine in this process is there as long as the process is."""
+        return None
+
     def interrupt(self) -> None:
         """Cancel the decode in flight (a long prefill), so the next commands apply at once;
         the frame's chats keep their tokens and go on at the next frame. Any thread."""

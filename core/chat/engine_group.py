@@ -1,6 +1,8 @@
 """Chats on several models side by side, decoded by one thread.
 
 Each model has its own executor and :class:`ChatEngine`: chats on one model share its batch.
+A model on RPC servers runs in a child process (:class:`EngineProcess`): a server that goes
+away kills that process, not the app, and its chats are told so.
 The group's thread steps the engines that have work in turn, one frame each, so a chat on a
 slow model holds up chats on a fast one by at most one of the slow model's frames. A named
 model is loaded when the first chat on it opens, in a loader thread (the other chats keep
@@ -30,12 +32,12 @@ from core.chat.commands import (
 )
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
+from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame
+from core.chat.model_engine import ModelEngine
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
-from core.chat_template import ChatFormat
 from core.errors import ModelLoadError, PanechatError, one_line
-from core.executor import BatchedExecutor
 from core.thread_priority import lower_this_thread
 
 #: The default model's name: the one the group is given loaded (``--model``, ``[model]``).
@@ -56,17 +58,19 @@ class SwitchModel:
 
 GroupCommand = Command | SwitchModel
 
+#: What a loader thread hands the group's thread: a model, or why it could not be loaded.
+Loaded = ChatModel | EngineProcess | PanechatError
+
 
 class ChatEngineGroup:
-    """Runs chats on several models, one decode thread for all. The default model (an
-    executor the caller owns) is always there; ``specs`` name the others, loaded on demand and
-    owned by the group. Offers what the app needs of a decode loop: start, submit, shutdown,
+    """Runs chats on several models, one decode thread for all. The default model (an engine
+    the caller owns) is always there; ``specs`` name the others, loaded on demand and owned by
+    the group. Offers what the app needs of a decode loop: start, submit, shutdown,
     snapshot; then :meth:`close` frees the models it loaded."""
 
     def __init__(
         self,
-        executor: BatchedExecutor,
-        template: ChatFormat,
+        engine: ModelEngine,
         emit: Callable[[EngineEvent], object],
         *,
         specs: Mapping[str, ModelSpec] | None = None,
@@ -77,10 +81,10 @@ class ChatEngineGroup:
         self.default_name = default_name  # another name of the default model ("embedded")
         self.nice = nice
         self._emit = emit
-        self._engines: dict[str, ChatEngine] = {DEFAULT: ChatEngine(executor, template)}
-        self._models: dict[str, ChatModel] = {}  # loaded by the group (not the default)
+        self._engines: dict[str, ModelEngine] = {DEFAULT: engine}
+        self._models: dict[str, ChatModel | EngineProcess] = {}  # loaded by the group
         self._inbox: queue.SimpleQueue[tuple[GroupCommand, ...]] = queue.SimpleQueue()
-        self._loaded: queue.SimpleQueue[tuple[str, ChatModel | PanechatError]] = queue.SimpleQueue()
+        self._loaded: queue.SimpleQueue[tuple[str, Loaded]] = queue.SimpleQueue()
         self._waiting: dict[str, list[Command]] = {}  # for models being loaded
         self._switches: dict[str, SwitchModel] = {}  # chats to move once their model loads
         self._moving: dict[str, SwitchModel] = {}  # chats their engine is closing for a switch
@@ -145,7 +149,7 @@ class ChatEngineGroup:
         """The model a chat is on (None: no such chat); for tests, between frames."""
         return self._chat_model.get(chat_id)
 
-    def engine(self, model: str) -> ChatEngine | None:
+    def engine(self, model: str) -> ModelEngine | None:
         """A loaded model's engine (for tests and diagnostics; read it between frames)."""
         return self._engines.get(model)
 
@@ -154,7 +158,7 @@ class ChatEngineGroup:
     def _run(self) -> None:
         try:
             lower_this_thread(self.nice)  # before the first decode starts llama.cpp's threads
-            self._engines[DEFAULT].executor.warm_up()
+            self._engines[DEFAULT].warm_up()
             while self._running:
                 self._take_loaded()
                 self._take_commands(block=not self._has_work())
@@ -173,7 +177,7 @@ class ChatEngineGroup:
     def _has_work(self) -> bool:
         return any(e.busy for e in self._engines.values()) or not self._loaded.empty()
 
-    def _next_busy(self) -> ChatEngine | None:
+    def _next_busy(self) -> ModelEngine | None:
         engines = list(self._engines.values())
         for i in range(len(engines)):
             engine = engines[(self._turn + i) % len(engines)]
@@ -189,7 +193,7 @@ class ChatEngineGroup:
             except queue.Empty:
                 if block and not self._has_work() and self._loaded.empty():
                     for engine in self._engines.values():
-                        engine.executor.watch_cpu()
+                        engine.watch_cpu()
                     continue
                 return
             block = False
@@ -245,13 +249,17 @@ class ChatEngineGroup:
     def _load(self, model: str, beside: tuple[str, ...]) -> None:
         """In a loader thread: load the model and hand it to the group's thread."""
         spec = self.specs.get(model)
-        result: ChatModel | PanechatError
+        result: Loaded
+        others = tuple(n or "default" for n in beside)
         if spec is None:
             known = ", ".join(repr(n) for n in self.specs) or "none besides the default"
             result = PanechatError(f"no model is named {model!r} (known: {known})")
         else:
             try:
-                result = ChatModel.load(spec, tuple(n or "default" for n in beside))
+                if spec.placement.rpc:  # a server that goes away must not take the app along
+                    result = EngineProcess.start(spec, model=model, nice=self.nice, beside=others)
+                else:
+                    result = ChatModel.load(spec, others)
             except PanechatError as e:
                 result = e
             except Exception as e:  # any other failure is that model's, not the app's
@@ -280,15 +288,19 @@ class ChatEngineGroup:
             if not self._running:
                 result.close()
                 continue
+            engine: ModelEngine = (
+                result
+                if isinstance(result, EngineProcess)
+                else ChatEngine(result.executor, result.template, model=name)
+            )
             try:
-                result.executor.warm_up()  # here: this thread does all the decoding
+                engine.warm_up()  # here: this thread does all the decoding
             except Exception as e:
                 result.close()
                 self._loaded.put((name, ModelLoadError(f"model {name!r}: {one_line(e)}")))
                 self._waiting[name] = waiting
                 self._switches.update({s.chat_id: s for s in switches})
                 continue
-            engine = ChatEngine(result.executor, result.template, model=name)
             self._models[name] = result
             with self._lock:
                 self._engines[name] = engine
@@ -321,13 +333,17 @@ class ChatEngineGroup:
             self._switches[chat_id] = command  # a later switch of the chat replaces it
             return
         engine = self._engines.get(current)
-        if engine is None:  # its own model could not load: open it on the target afresh
+        if engine is None or engine.stopped is not None:
+            # Its own model could not load, or its process ended: the model holds nothing of
+            # the chat, which is opened on the target afresh from what the caller shows.
+            if engine is not None:
+                engine.submit(CloseChat(chat_id))
             self._open_moved(command, command.config, command.transcript)
             return
         self._moving[chat_id] = command
         engine.submit(TakeOutChat(chat_id))
 
-    def _moved(self, engine: ChatEngine) -> None:
+    def _moved(self, engine: ModelEngine) -> None:
         """Open the chats ``engine`` has closed for a switch on their new model."""
         for chat_id, taken in engine.taken_out().items():
             command = self._moving.pop(chat_id, None)

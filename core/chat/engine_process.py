@@ -1,0 +1,489 @@
+"""A model's chat engine in a child process, for models whose weights live on RPC servers.
+
+llama.cpp's RPC client aborts the process it runs in when a server goes away mid-decode
+(``GGML_ABORT("Remote RPC server crashed or returned malformed response")``), so such a model
+must not run in the app's process: here, only the child dies, and its chats get a notice and
+a stopped reply (the text so far kept) while the other models' chats carry on.
+
+The parent never writes while the child may be writing: each frame is one request (the
+commands queued since the last one, then a step) and one reply. Interrupts travel on a second
+pipe the child always reads. :meth:`EngineProcess.step` does not wait for the child's frame,
+so the group's other models decode meanwhile, and a child that hangs (a server that stopped
+answering without closing its socket) hangs only its own chats. A command for a child whose
+step is in flight interrupts that step (it goes in at once); a child that does not answer for
+:data:`STOP_GRACE` seconds after that is taken for hung and killed, and its chats are told.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from core.chat.chat_model import ChatModel, ModelSpec
+from core.chat.commands import CloseChat, Command, ForkChat, OpenChat, StopChat, TakeOutChat
+from core.chat.engine import ChatEngine, TakenOut
+from core.chat.frames import ChatDelta, Frame
+from core.chat.notices import Notice, NoticeKind
+from core.chat.state import ChatSnapshot
+from core.errors import ModelLoadError, PanechatError, one_line
+from core.reasoning import ReasoningMarkers
+from core.reply_stream import StopReason
+from core.thread_priority import lower_this_thread
+
+#: How long step() waits for the child's frame before it lets the group step other models.
+POLL = 0.005
+#: Seconds an interrupted step may take to come back before the child is taken for hung.
+STOP_GRACE = 30.0
+#: Seconds to wait for the child at quit (a frame to finish, a snapshot to be written).
+QUIT_WAIT = 30.0
+#: While idle, the child re-measures the machine's load this often (AdaptiveThreads).
+IDLE_WATCH = 0.25
+
+
+# -- the messages between the two processes ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    chat_id: str
+    path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    display_name: str
+    markers: ReasoningMarkers
+    offloaded: bool  # some weights went to a device (a GPU or an RPC server)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Stepped:
+    frame: Frame | None
+    busy: bool
+    taken: dict[str, TakenOut | None]
+    chat_count: int
+    tokens_sampled: int
+
+
+@dataclass(slots=True)
+class _Reply:
+    """A reply streaming in the child, as far as its frames have shown it."""
+
+    text: str = ""
+    reasoning: str = ""
+
+
+# -- the parent's side ------------------------------------------------------------------------
+
+
+class EngineProcess:
+    """A :class:`~core.chat.engine.ChatEngine` in a child process, stepped like one (see
+    :class:`~core.chat.model_engine.ModelEngine`). Make it with :meth:`start`."""
+
+    def __init__(
+        self,
+        model: str,
+        spec: ModelSpec,
+        loaded: _Loaded,
+        process: BaseProcess,
+        requests: Connection,
+        interrupts: Connection,
+        log: Path,
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.display_name = loaded.display_name
+        self.offloaded = loaded.offloaded
+        self._markers = loaded.markers
+        self._process = process
+        self._requests = requests  # steps, snapshots and closes; one reply each
+        self._interrupts = interrupts
+        self._log = log  # the child's native output
+        self._queued: list[Command] = []  # sent with the next step
+        self._in_flight = False  # a step sent, its reply not taken yet
+        self._child_busy = False
+        self._chat_count = 0
+        self._tokens_sampled = 0
+        self._taken: dict[str, TakenOut | None] = {}
+        self._chats: set[str] = set()  # to tell, should the child die
+        self._replies: dict[str, _Reply] = {}  # streaming, as far as the frames showed them
+        self._stopped: str | None = None
+        self._notices: dict[str, ChatDelta] = {}  # for chats of a child that is gone
+        self._interrupted_at: float | None = None  # a stop sent during the step in flight
+        self._interrupt_lock = threading.Lock()
+
+    @classmethod
+    def start(
+        cls, spec: ModelSpec, *, model: str = "", nice: int = 0, beside: tuple[str, ...] = ()
+    ) -> EngineProcess:
+        """Load ``spec`` in a new child process and wait until it is ready (any load error
+        is raised here, as ModelLoadError); ``model`` is the name its frames carry."""
+        context = multiprocessing.get_context("spawn")  # never fork a process with threads
+        requests, child_requests = context.Pipe()
+        interrupts, child_interrupts = context.Pipe()
+        handle, log_name = tempfile.mkstemp(prefix="panechat-model-", suffix=".log")
+        os.close(handle)
+        log = Path(log_name)
+        process = context.Process(
+            target=_serve,
+            args=(spec, model, nice, beside, child_requests, child_interrupts, str(log)),
+            name=f"panechat-model-{spec.name or 'default'}",
+            daemon=True,
+        )
+        process.start()
+        child_requests.close()
+        child_interrupts.close()
+        try:
+            while not requests.poll(0.25):
+                if not process.is_alive():
+                    break
+            message = requests.recv()
+        except (EOFError, OSError):
+            process.join(1.0)
+            why = _ending(process.exitcode, log)
+            log.unlink(missing_ok=True)
+            raise ModelLoadError(f"model {spec.name!r} could not be loaded: {why}") from None
+        except BaseException:  # Ctrl+C while loading: take the child down too
+            process.kill()
+            log.unlink(missing_ok=True)
+            raise
+        if isinstance(message, _Failed):
+            process.join(5.0)
+            log.unlink(missing_ok=True)
+            raise ModelLoadError(message.error)
+        assert isinstance(message, _Loaded)
+        return cls(model, spec, message, process, requests, interrupts, log)
+
+    # -- what the group asks (ModelEngine) ------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight or self._child_busy or bool(self._queued) or bool(self._notices)
+
+    @property
+    def chat_count(self) -> int:
+        return len(self._chats) if self._stopped is not None else self._chat_count
+
+    @property
+    def tokens_sampled(self) -> int:
+        return self._tokens_sampled
+
+    @property
+    def stopped(self) -> str | None:
+        return self._stopped
+
+    def warm_up(self) -> None:
+        """Nothing to do: the child warmed its threads up before it said it was ready."""
+
+    def watch_cpu(self) -> None:
+        """Nothing to do: the child measures the load itself while it waits."""
+
+    def submit(self, *commands: Command) -> None:
+        for command in commands:
+            match command:
+                case OpenChat(chat_id=chat_id) | ForkChat(chat_id=chat_id):
+                    self._chats.add(chat_id)
+                case CloseChat(chat_id=chat_id):
+                    self._chats.discard(chat_id)
+                    self._replies.pop(chat_id, None)
+            if self._stopped is not None:
+                self._answer_stopped(command)
+            else:
+                self._queued.append(command)
+        if self._in_flight and self._stopped is None:
+            self.interrupt()  # commands go in at once, and a hung child is found out
+
+    def interrupt(self) -> None:
+        if self._stopped is not None:
+            return
+        with self._interrupt_lock:
+            # Once is enough (a hung child must not fill the pipe); between steps the child
+            # needs no signal (the commands go before its next decode), but the clock runs
+            # from that step's start: it may hang on a silent server all the same.
+            if self._interrupted_at is not None:
+                return
+            self._interrupted_at = time.monotonic()
+            if self._in_flight:
+                with contextlib.suppress(OSError):  # the child is gone: the next step says so
+                    self._interrupts.send(None)
+
+    def step(self) -> Frame | None:
+        if self._stopped is not None:
+            return self._stopped_frame()
+        if not self._in_flight:
+            with self._interrupt_lock:
+                # A step that carries commands, or follows an interrupt, is watched: the
+                # user waits on it (a step without is a frame of replies, of any length).
+                if self._queued or self._interrupted_at is not None:
+                    self._interrupted_at = time.monotonic()
+                try:
+                    self._requests.send(_Step(tuple(self._queued)))
+                except OSError:
+                    return self._stop(self._why_ended())
+                self._queued.clear()
+                self._in_flight = True
+        try:
+            if self._requests.poll(POLL):
+                return self._take_reply(self._requests.recv())
+        except (EOFError, OSError):
+            return self._stop(self._why_ended())
+        if not self._process.is_alive():
+            return self._stop(self._why_ended())
+        since = self._interrupted_at
+        if since is not None and time.monotonic() - since > STOP_GRACE:
+            self._process.kill()
+            return self._stop(
+                f"it did not answer for {STOP_GRACE:.0f} s after a command — {self._servers_hint()}"
+            )
+        return None
+
+    def taken_out(self) -> dict[str, TakenOut | None]:
+        taken, self._taken = self._taken, {}
+        return taken
+
+    def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot:
+        """As ChatEngine.snapshot, written by the child (after the group stopped). A child
+        that is gone or does not answer leaves no state: the chat is read again on resume,
+        and a reply it was streaming is kept as far as its frames had shown it."""
+        reply = self._replies.get(chat_id)
+        cut = self._markers.join(reply.reasoning, reply.text) if reply is not None else None
+        if self._stopped is not None or not self._settle(QUIT_WAIT):
+            return ChatSnapshot(None, cut)
+        try:
+            self._requests.send(_Snapshot(chat_id, path))
+            if not self._requests.poll(QUIT_WAIT):
+                return ChatSnapshot(None, cut)
+            snapshot = self._requests.recv()
+        except (EOFError, OSError):
+            return ChatSnapshot(None, cut)
+        self._replies.pop(chat_id, None)
+        return snapshot if isinstance(snapshot, ChatSnapshot) else ChatSnapshot(None, cut)
+
+    def close(self) -> None:
+        """End the child (its model freed there), waiting a moment, then not."""
+        if self._process.is_alive():
+            self.interrupt()
+            if self._settle(5.0):
+                with contextlib.suppress(OSError):
+                    self._requests.send(_Close())
+            self._process.join(10.0)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(5.0)
+        self._requests.close()
+        self._interrupts.close()
+        self._log.unlink(missing_ok=True)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _settle(self, timeout: float) -> bool:
+        """Take the reply to a step in flight, if any (waiting up to ``timeout`` s); returns
+        whether the child is ready for the next request."""
+        if not self._in_flight:
+            return self._process.is_alive()
+        try:
+            if not self._requests.poll(timeout):
+                return False
+            self._take_reply(self._requests.recv())
+        except (EOFError, OSError):
+            return False
+        return self._stopped is None
+
+    def _take_reply(self, message: object) -> Frame | None:
+        with self._interrupt_lock:
+            self._in_flight = False
+            self._interrupted_at = None
+        if isinstance(message, _Failed):
+            return self._stop(message.error)
+        assert isinstance(message, _Stepped)
+        self._child_busy = message.busy
+        self._chat_count = message.chat_count
+        self._tokens_sampled = message.tokens_sampled
+        for chat_id, taken in message.taken.items():
+            self._taken[chat_id] = taken
+            if taken is not None:
+                self._chats.discard(chat_id)
+        frame = message.frame
+        if frame is not None:
+            for chat_id, delta in frame.deltas.items():
+                if delta.started:
+                    self._replies[chat_id] = _Reply()
+                reply = self._replies.get(chat_id)
+                if reply is not None:
+                    reply.text += delta.text
+                    reply.reasoning += delta.reasoning
+                if delta.finished is not None:
+                    self._replies.pop(chat_id, None)
+        return frame
+
+    def _stop(self, why: str) -> Frame:
+        """The child is gone: every chat hears why, a streaming reply ends with its text."""
+        self._stopped = f"model {self.spec.name or 'default'!r} stopped: {why}"
+        self._in_flight = self._child_busy = False
+        self._queued.clear()
+        notice = Notice(NoticeKind.MODEL_FAILED, self._stopped)
+        for chat_id in sorted(self._chats):
+            delta = ChatDelta(notice=notice)
+            reply = self._replies.pop(chat_id, None)
+            if reply is not None:
+                delta.finished = StopReason.CANCELLED
+                delta.reply_text = self._markers.join(reply.reasoning, reply.text)
+            self._notices[chat_id] = delta
+        return self._stopped_frame()
+
+    def _stopped_frame(self) -> Frame:
+        deltas, self._notices = self._notices, {}
+        return Frame(deltas, model=self.model)
+
+    def _answer_stopped(self, command: Command) -> None:
+        """A command for a chat of a child that is gone: say so (a close needs no answer)."""
+        assert self._stopped is not None
+        if isinstance(command, CloseChat | StopChat):
+            return
+        chat_id = getattr(command, "chat_id", "")
+        if isinstance(command, TakeOutChat):
+            self._taken[chat_id] = None
+        self._notices[chat_id] = ChatDelta(notice=Notice(NoticeKind.MODEL_FAILED, self._stopped))
+
+    def _why_ended(self) -> str:
+        self._process.join(2.0)
+        return _ending(self._process.exitcode, self._log) + f" — {self._servers_hint()}"
+
+    def _servers_hint(self) -> str:
+        servers = ", ".join(str(e) for e in self.spec.placement.rpc)
+        check = f"check its RPC servers ({servers}); once they run again, " if servers else ""
+        if self.model == "":  # the default model is not loaded again while the app runs
+            return f"{check}restart with `panechat --resume` to go on with these chats"
+        return f"{check}switch this chat to another model and back"
+
+
+def _ending(exitcode: int | None, log: Path) -> str:
+    """How the child ended, in a few words: the native error it printed, and the signal."""
+    if exitcode is None:
+        how = "it stopped answering"
+    elif exitcode < 0:
+        try:
+            how = f"its process was ended by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"its process was ended by signal {-exitcode}"
+    else:
+        how = f"its process exited with code {exitcode}"
+    said = _native_error(log)
+    return f"{how} ({said})" if said else how
+
+
+_SOURCE_LINE = re.compile(r"^\S+\.(?:c|cpp|h):\d+: ")
+
+
+def _native_error(log: Path) -> str:
+    """The line a GGML_ABORT or GGML_ASSERT printed (its source path cut), if any."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        if _SOURCE_LINE.match(line):
+            return " ".join(_SOURCE_LINE.sub("", line).split())[:200]
+    return ""
+
+
+# -- the child's side -------------------------------------------------------------------------
+
+
+def _serve(
+    spec: ModelSpec,
+    model: str,
+    nice: int,
+    beside: tuple[str, ...],
+    requests: Connection,
+    interrupts: Connection,
+    log: str,
+) -> None:
+    """The child: load, say so, then answer requests until told to close or orphaned.
+    Native messages go to ``log``, never to the app's terminal."""
+    handle = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(handle, 1)
+    os.dup2(handle, 2)
+    os.environ["GGML_NO_BACKTRACE"] = "1"  # an abort must not wait for a debugger
+    lower_this_thread(nice)
+    try:
+        loaded = ChatModel.load(spec, beside)
+    except PanechatError as e:
+        requests.send(_Failed(str(e)))
+        return
+    except Exception as e:
+        requests.send(_Failed(f"model {spec.name!r} could not be loaded: {one_line(e)}"))
+        return
+    engine = ChatEngine(loaded.executor, loaded.template, model=model)
+    try:
+        engine.warm_up()
+    except Exception as e:
+        requests.send(_Failed(f"model {spec.name!r}: {one_line(e)}"))
+        return
+    threading.Thread(target=_forward_interrupts, args=(interrupts, engine), daemon=True).start()
+    offloaded = loaded.weights.gpu_offload_supported() and spec.n_gpu_layers != 0
+    requests.send(_Loaded(loaded.display_name, loaded.template.reasoning_markers, offloaded))
+    try:
+        _answer(requests, engine)
+    except (EOFError, OSError):
+        return  # the app is gone
+    loaded.close()
+
+
+def _answer(requests: Connection, engine: ChatEngine) -> None:
+    while True:
+        if not requests.poll(IDLE_WATCH):
+            engine.watch_cpu()
+            continue
+        message = requests.recv()
+        match message:
+            case _Step(commands=commands):
+                if commands:
+                    engine.submit(*commands)
+                try:
+                    frame = engine.step()
+                except Exception as e:  # llama_decode failed: this model's chats stop
+                    requests.send(_Failed(f"the decode failed: {one_line(e)}"))
+                    return
+                taken = engine.taken_out()
+                requests.send(
+                    _Stepped(frame, engine.busy, taken, engine.chat_count, engine.tokens_sampled)
+                )
+            case _Snapshot(chat_id=chat_id, path=path):
+                requests.send(engine.snapshot(chat_id, path))
+            case _Close():
+                return
+
+
+def _forward_interrupts(interrupts: Connection, engine: ChatEngine) -> None:
+    while True:
+        try:
+            interrupts.recv()
+        except (EOFError, OSError):
+            return
+        engine.interrupt()

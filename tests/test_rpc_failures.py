@@ -1,0 +1,215 @@
+"""A model on RPC servers whose server goes away mid-reply: its chats get a notice and a
+stopped reply with the text so far, the chats on other models carry on, and the chat can move
+to another model. The RPC model runs in a child process (EngineProcess); this test's own
+process never adds an RPC server, so the embedded model decodes here as usual."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from test_engine_group import Run
+from test_tui_app import wait_for
+
+import core.chat.engine_process as engine_process
+from core import BatchedExecutor, ContextParams, LlamaWeights, SamplingParams, model_template
+from core.bench.rpc import free_port, start_rpc_server
+from core.chat import (
+    DEFAULT,
+    ChatConfig,
+    ChatDelta,
+    ChatEngine,
+    ChatEngineGroup,
+    EngineEvent,
+    EngineProcess,
+    ModelSpec,
+    NoticeKind,
+    OpenChat,
+    SendTurn,
+    StopChat,
+    SwitchModel,
+)
+from core.device_placement import DevicePlacement
+from core.errors import ModelLoadError
+from core.reply_stream import StopReason
+from core.rpc import RpcEndpoint
+from tui.cli import create_app
+from tui.config import load_config
+from tui.default_model import DefaultModel
+
+GREEDY = SamplingParams(temperature=0.0)
+SMALL = ContextParams(n_ctx=1024, n_batch=256, n_seq_max=2)
+QUESTION = "Write a long story about a lighthouse keeper and the sea."
+
+
+@dataclass
+class Remote:
+    """A group whose "far" model is on one loopback RPC server, the default model here."""
+
+    run: Run
+    endpoint: RpcEndpoint
+    server: subprocess.Popen[bytes]
+
+    def chat(self, chat_id: str, model: str, max_tokens: int) -> ChatConfig:
+        return ChatConfig(chat_id, "", GREEDY, max_tokens=max_tokens, model=model)
+
+    def last(self, chat_id: str) -> ChatDelta | None:
+        deltas = [f.deltas[chat_id] for f in self.run.frames if chat_id in f.deltas]
+        return deltas[-1] if deltas else None
+
+    def failure(self, chat_id: str) -> ChatDelta | None:
+        for frame in self.run.frames:
+            delta = frame.deltas.get(chat_id)
+            if delta is not None and delta.notice and delta.notice.kind is NoticeKind.MODEL_FAILED:
+                return delta
+        return None
+
+    def stream_far_then(self, act: signal.Signals) -> str:
+        """Start a long reply on "far", and once some of it has come, send ``act`` to its
+        server; returns the text that had come by then."""
+        self.run.group.submit(SendTurn("far", QUESTION))
+        self.run.until(lambda: len(self.run.text("far")) > 0)
+        assert self.run.replies("far") == 0, "the reply ended before the server went away"
+        self.server.send_signal(act)
+        return self.run.text("far")
+
+
+@pytest.fixture
+def remote(weights: LlamaWeights) -> Iterator[Remote]:
+    endpoint, server = start_rpc_server(threads=1)
+    executor = BatchedExecutor(weights, SMALL)
+    events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
+    far = ModelSpec("far", None, SMALL, placement=DevicePlacement((endpoint,)))
+    group = ChatEngineGroup(
+        ChatEngine(executor, model_template(weights)), events.put, specs={"far": far}
+    )
+    group.start()
+    setup = Remote(Run(group, events), endpoint, server)
+    group.submit(
+        OpenChat("near", setup.chat("near", "", 24)), OpenChat("far", setup.chat("far", "far", 400))
+    )
+    try:
+        yield setup
+    finally:
+        os.kill(server.pid, signal.SIGCONT)  # a stopped server must die too
+        server.kill()
+        server.wait()
+        assert group.shutdown()
+        group.close()
+        executor.close()
+
+
+def test_a_server_killed_mid_reply_stops_that_reply_and_nothing_else(remote: Remote) -> None:
+    run = remote.run
+    remote.stream_far_then(signal.SIGKILL)
+    run.until(lambda: remote.failure("far") is not None)
+    failed = remote.failure("far")
+    assert failed is not None and failed.notice is not None
+    assert failed.finished is StopReason.CANCELLED
+    assert failed.reply_text == run.text("far").strip()  # the text so far is kept
+    words = failed.notice.text()
+    assert "model 'far' stopped" in words and str(remote.endpoint) in words
+    assert "Remote RPC server crashed" in words  # llama.cpp's own words, from the child
+    assert "the other chats carry on" in words
+
+    run.group.submit(SendTurn("near", "What is the capital of France?"))
+    run.until(lambda: run.replies("near") == 1)
+    assert run.text("near").strip()
+
+    run.group.submit(SendTurn("far", "Are you there?"))
+    run.until(lambda: _told_again(run))
+
+    transcript = [("user", QUESTION), ("assistant", failed.reply_text or "")]
+    config = remote.chat("far", "far", 12)
+    run.group.submit(SwitchModel("far", DEFAULT, config, transcript))
+    run.group.submit(SendTurn("far", "And then?"))
+    run.until(lambda: run.replies("far") == 2)  # the cancelled reply, then this one
+    last = remote.last("far")
+    assert (
+        last is not None and last.finished is not None and last.finished is not StopReason.CANCELLED
+    )
+    assert run.group.model_of("far") == DEFAULT
+    assert NoticeKind.MODEL_SWITCHED in [kind for kind, _ in run.notices("far")]
+
+
+def _told_again(run: Run) -> bool:
+    """A turn sent to the stopped model's chat got a MODEL_FAILED notice of its own."""
+    return [kind for kind, _ in run.notices("far")].count(NoticeKind.MODEL_FAILED) >= 2
+
+
+def test_a_server_that_hangs_is_given_up_after_a_stop(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that stops answering but keeps its socket open: the reply stalls, the user
+    presses stop, and once the child has not answered for STOP_GRACE it is taken for hung."""
+    monkeypatch.setattr(engine_process, "STOP_GRACE", 2.0)
+    run = remote.run
+    remote.stream_far_then(signal.SIGSTOP)
+    time.sleep(1.0)  # the reply stalls: the child waits on the silent server
+    assert remote.failure("far") is None
+    run.group.submit(StopChat("far"))
+    run.until(lambda: remote.failure("far") is not None, timeout=60)
+    failed = remote.failure("far")
+    assert failed is not None and failed.notice is not None
+    assert "did not answer for 2 s" in failed.notice.text()
+    assert failed.finished is StopReason.CANCELLED
+    assert failed.reply_text == run.text("far").strip()
+    run.group.submit(SendTurn("near", "What is the capital of France?"))
+    run.until(lambda: run.replies("near") == 1)
+
+
+def test_a_model_whose_server_is_down_fails_to_load_with_one_line() -> None:
+    dead = RpcEndpoint("127.0.0.1", free_port())  # nothing listens there
+    spec = ModelSpec("far", None, SMALL, placement=DevicePlacement((dead,)))
+    with pytest.raises(ModelLoadError, match=rf"model 'far': RPC server {dead} does not answer"):
+        EngineProcess.start(spec)
+
+
+async def test_the_app_on_an_rpc_model_keeps_its_text_when_the_server_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``panechat --rpc``: the default model runs in a child process; its server killed
+    mid-reply, both panes show the notice and keep what they had, and the app runs on."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    endpoint, server = start_rpc_server(threads=1)
+    base = load_config()
+    panes = tuple(replace(p, stop=(), max_tokens=400) for p in base.panes[:2])
+    config = replace(
+        base,
+        context=ContextParams(n_ctx=2048, n_batch=256, n_seq_max=4),
+        panes=panes,
+        placement=DevicePlacement((endpoint,)),
+    )
+    default = DefaultModel.load(config)
+    engine = default.engine()
+    assert isinstance(engine, EngineProcess) and default.backend == "GPU"
+    app = create_app(config, engine, model_name=default.name, persist_theme=False)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            first, second = app.panes
+            for pane in (first, second):
+                await app.send_to(pane, QUESTION)
+            replying = lambda: first.messages()[-1][0] == "assistant" and first.messages()[-1][1]  # noqa: E731
+            await wait_for(pilot, lambda: bool(replying()), timeout=120)
+            server.kill()
+            await wait_for(pilot, lambda: not first.generating and not second.generating)
+            for pane in (first, second):
+                shown = pane.messages_text()
+                said = [text for text in shown if f"model {config.default_alias!r} stopped" in text]
+                assert said and "panechat --resume" in said[0], shown
+                assert pane.messages()[0] == ("user", QUESTION)
+            assert first.messages()[-1][0] == "assistant" and first.messages()[-1][1]
+            assert app.is_running
+    finally:
+        server.kill()
+        server.wait()
+        assert app.source.shutdown()
+        default.release(engine)
+        default.close()
