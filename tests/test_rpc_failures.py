@@ -43,6 +43,7 @@ from core.rpc import RpcEndpoint
 from tui.cli import create_app
 from tui.config import load_config
 from tui.default_model import DefaultModel
+from tui.widgets.chat_pane import ChatPane
 
 GREEDY = SamplingParams(temperature=0.0)
 SMALL = ContextParams(n_ctx=1024, n_batch=256, n_seq_max=2)
@@ -199,11 +200,14 @@ async def test_the_app_on_an_rpc_model_keeps_its_text_when_the_server_dies(
             replying = lambda: first.messages()[-1][0] == "assistant" and first.messages()[-1][1]  # noqa: E731
             await wait_for(pilot, lambda: bool(replying()), timeout=120)
             server.kill()
-            await wait_for(pilot, lambda: not first.generating and not second.generating)
+            stopped = f"model {config.default_alias!r} stopped"
+
+            def told(pane: ChatPane) -> list[str]:
+                return [text for text in pane.messages_text() if stopped in text]
+
+            await wait_for(pilot, lambda: bool(told(first) and told(second)))
             for pane in (first, second):
-                shown = pane.messages_text()
-                said = [text for text in shown if f"model {config.default_alias!r} stopped" in text]
-                assert said and "panechat --resume" in said[0], shown
+                assert "panechat --resume" in told(pane)[0] and not pane.generating
                 assert pane.messages()[0] == ("user", QUESTION)
             assert first.messages()[-1][0] == "assistant" and first.messages()[-1][1]
             assert app.is_running
@@ -213,3 +217,16 @@ async def test_the_app_on_an_rpc_model_keeps_its_text_when_the_server_dies(
         assert app.source.shutdown()
         default.release(engine)
         default.close()
+
+
+def test_a_chat_on_an_rpc_model_saves_its_cells_at_quit(remote: Remote, tmp_path: Path) -> None:
+    """The snapshot is written by the child, as ChatEngine.snapshot writes it in-process."""
+    run = remote.run
+    remote.stream_far_then(signal.SIGCONT)  # nothing happens to the server
+    run.group.submit(StopChat("far"))
+    run.until(lambda: run.replies("far") == 1)
+    assert run.group.shutdown()
+    snapshot = run.group.snapshot("far", tmp_path / "far.kv")
+    assert snapshot.state is not None and snapshot.cut_reply is None
+    assert snapshot.state.tokens > 0 and (tmp_path / "far.kv").stat().st_size > 0
+    assert [e.user for e in snapshot.state.turns.exchanges] == [QUESTION]

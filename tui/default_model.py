@@ -44,7 +44,8 @@ class DefaultModel:
     @classmethod
     def load(cls, config: AppConfig) -> DefaultModel:
         if config.placement.rpc:
-            return cls(config, None, None, EngineProcess.start(cls._spec(config)))
+            process = EngineProcess.start(cls._spec(config), nice=config.decode_nice)
+            return cls(config, None, None, process)
         weights = LlamaWeights.load(
             resolve_model_path(config.model_path),
             config.n_gpu_layers,
@@ -71,7 +72,7 @@ class DefaultModel:
 
     def _new_engine(self) -> ModelEngine:
         if self._weights is None:
-            return EngineProcess.start(self._spec(self.config))
+            return EngineProcess.start(self._spec(self.config), nice=self.config.decode_nice)
         assert self._template is not None
         try:
             executor = BatchedExecutor(self._weights, self.config.context)

@@ -125,6 +125,10 @@ class ChatEngine:
         """While idle: keep the thread count in step with the machine's load."""
         self.executor.watch_cpu()
 
+    def drain(self, timeout: float) -> Frame | None:
+        """None: a frame here is never left in flight (step() returns it)."""
+        return None
+
     @property
     def stopped(self) -> str | None:
         """Always None: an engine in this process is there as long as the process is."""

@@ -42,6 +42,8 @@ from core.thread_priority import lower_this_thread
 
 #: The default model's name: the one the group is given loaded (``--model``, ``[model]``).
 DEFAULT = ""
+#: Seconds, at shutdown, for a model in a child process to hand in the frame in flight.
+DRAIN_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,10 @@ class ChatEngineGroup:
                         self._emit(frame)
                     self._moved(engine)
                 self._free_unused()
+            for engine in list(self._engines.values()):  # a child's last frame, for the record
+                last = engine.drain(DRAIN_WAIT)
+                if last is not None:
+                    self._emit(last)
         except Exception as e:  # keep the app alive and say what broke
             self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
         finally:
@@ -328,6 +334,10 @@ class ChatEngineGroup:
         if target in self._failed:
             self._notify(chat_id, Notice(NoticeKind.MODEL_FAILED, self._failed[target]))
             return
+        stopped = self._engines[target].stopped if target in self._engines else None
+        if stopped is not None:  # the chat stays where it answers
+            self._notify(chat_id, Notice(NoticeKind.MODEL_FAILED, stopped))
+            return
         if target not in self._engines:  # moved once the model is there (or told it is not)
             self._start_loading(target)
             self._switches[chat_id] = command  # a later switch of the chat replaces it
@@ -347,8 +357,13 @@ class ChatEngineGroup:
         """Open the chats ``engine`` has closed for a switch on their new model."""
         for chat_id, taken in engine.taken_out().items():
             command = self._moving.pop(chat_id, None)
-            if command is not None and taken is not None:
+            if command is None:
+                continue
+            if taken is not None:
                 self._open_moved(command, taken.config, taken.messages)
+            elif engine.stopped is not None:  # its process ended first: from what is shown
+                engine.submit(CloseChat(chat_id))
+                self._open_moved(command, command.config, command.transcript)
 
     def _open_moved(
         self, command: SwitchModel, config: ChatConfig | None, messages: list[tuple[str, str]]
@@ -371,4 +386,8 @@ class ChatEngineGroup:
                 continue
             with self._lock:
                 del self._engines[name]
-            self._models.pop(name).close()
+            model = self._models.pop(name)
+            if isinstance(model, EngineProcess):  # it may wait on a server: not here
+                threading.Thread(target=model.close, name=f"panechat-free-{name}").start()
+            else:
+                model.close()

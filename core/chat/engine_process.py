@@ -45,7 +45,7 @@ POLL = 0.005
 #: Seconds an interrupted step may take to come back before the child is taken for hung.
 STOP_GRACE = 30.0
 #: Seconds to wait for the child at quit (a frame to finish, a snapshot to be written).
-QUIT_WAIT = 30.0
+QUIT_WAIT = 10.0
 #: While idle, the child re-measures the machine's load this often (AdaptiveThreads).
 IDLE_WATCH = 0.25
 
@@ -134,7 +134,9 @@ class EngineProcess:
         self._replies: dict[str, _Reply] = {}  # streaming, as far as the frames showed them
         self._stopped: str | None = None
         self._notices: dict[str, ChatDelta] = {}  # for chats of a child that is gone
-        self._interrupted_at: float | None = None  # a stop sent during the step in flight
+        self._sent: tuple[Command, ...] = ()  # the commands of the step in flight
+        self._interrupted_at: float | None = None  # the first stop since the last reply
+        self._signalled_at = 0.0  # when the child was last told to cancel
         self._interrupt_lock = threading.Lock()
 
     @classmethod
@@ -215,37 +217,37 @@ class EngineProcess:
                 self._answer_stopped(command)
             else:
                 self._queued.append(command)
-        if self._in_flight and self._stopped is None:
-            self.interrupt()  # commands go in at once, and a hung child is found out
 
     def interrupt(self) -> None:
         if self._stopped is not None:
             return
         with self._interrupt_lock:
-            # Once is enough (a hung child must not fill the pipe); between steps the child
-            # needs no signal (the commands go before its next decode), but the clock runs
-            # from that step's start: it may hang on a silent server all the same.
-            if self._interrupted_at is not None:
-                return
-            self._interrupted_at = time.monotonic()
-            if self._in_flight:
-                with contextlib.suppress(OSError):  # the child is gone: the next step says so
-                    self._interrupts.send(None)
+            # The clock starts at the first stop; between steps the child needs no signal
+            # (the commands go before its next decode), but the step that carries them is
+            # timed from its start: it may hang on a silent server all the same.
+            if self._interrupted_at is None:
+                self._interrupted_at = time.monotonic()
+                if self._in_flight:
+                    self._signal()
+
+    def _signal(self) -> None:
+        """Tell the child to cancel its decode (with the interrupt lock held)."""
+        self._signalled_at = time.monotonic()
+        with contextlib.suppress(OSError):  # the child is gone: the next step says so
+            self._interrupts.send(None)
 
     def step(self) -> Frame | None:
         if self._stopped is not None:
             return self._stopped_frame()
         if not self._in_flight:
             with self._interrupt_lock:
-                # A step that carries commands, or follows an interrupt, is watched: the
-                # user waits on it (a step without is a frame of replies, of any length).
-                if self._queued or self._interrupted_at is not None:
-                    self._interrupted_at = time.monotonic()
+                if self._interrupted_at is not None:  # this step carries the stop
+                    self._interrupted_at = self._signalled_at = time.monotonic()
                 try:
                     self._requests.send(_Step(tuple(self._queued)))
                 except OSError:
                     return self._stop(self._why_ended())
-                self._queued.clear()
+                self._sent, self._queued = tuple(self._queued), []
                 self._in_flight = True
         try:
             if self._requests.poll(POLL):
@@ -254,13 +256,21 @@ class EngineProcess:
             return self._stop(self._why_ended())
         if not self._process.is_alive():
             return self._stop(self._why_ended())
-        since = self._interrupted_at
-        if since is not None and time.monotonic() - since > STOP_GRACE:
-            self._process.kill()
-            return self._stop(
-                f"it did not answer for {STOP_GRACE:.0f} s after a command — {self._servers_hint()}"
-            )
+        with self._interrupt_lock:
+            since, now = self._interrupted_at, time.monotonic()
+            if since is not None and now - since > STOP_GRACE:
+                return self._stop(
+                    f"it did not answer for {STOP_GRACE:.0f} s after a stop — "
+                    f"{self._servers_hint()}"
+                )
+            if since is not None and now - self._signalled_at > 1.0:
+                self._signal()  # again: a decode begun after the first one is cut too
         return None
+
+    def drain(self, timeout: float) -> Frame | None:
+        """At shutdown: the frame of the step still in flight (up to ``timeout`` s), whose
+        text (a reply that ended in it) belongs in the transcript."""
+        return self._settle(timeout)[1]
 
     def taken_out(self) -> dict[str, TakenOut | None]:
         taken, self._taken = self._taken, {}
@@ -270,28 +280,31 @@ class EngineProcess:
         """As ChatEngine.snapshot, written by the child (after the group stopped). A child
         that is gone or does not answer leaves no state: the chat is read again on resume,
         and a reply it was streaming is kept as far as its frames had shown it."""
-        reply = self._replies.get(chat_id)
+        snapshot: object = None
+        if self._stopped is None and self._settle(QUIT_WAIT)[0]:
+            try:
+                self._requests.send(_Snapshot(chat_id, path))
+                if self._requests.poll(QUIT_WAIT):
+                    snapshot = self._requests.recv()
+            except (EOFError, OSError):
+                pass
+        if isinstance(snapshot, ChatSnapshot):
+            self._replies.pop(chat_id, None)
+            return snapshot
+        if self._stopped is None:  # gone or hung: the other chats must not wait on it too
+            self._stop("it did not answer at quit")
+        reply = self._replies.pop(chat_id, None)  # not shown as ended: cut here
         cut = self._markers.join(reply.reasoning, reply.text) if reply is not None else None
-        if self._stopped is not None or not self._settle(QUIT_WAIT):
-            return ChatSnapshot(None, cut)
-        try:
-            self._requests.send(_Snapshot(chat_id, path))
-            if not self._requests.poll(QUIT_WAIT):
-                return ChatSnapshot(None, cut)
-            snapshot = self._requests.recv()
-        except (EOFError, OSError):
-            return ChatSnapshot(None, cut)
-        self._replies.pop(chat_id, None)
-        return snapshot if isinstance(snapshot, ChatSnapshot) else ChatSnapshot(None, cut)
+        return ChatSnapshot(None, cut)
 
     def close(self) -> None:
         """End the child (its model freed there), waiting a moment, then not."""
         if self._process.is_alive():
             self.interrupt()
-            if self._settle(5.0):
+            if self._settle(5.0)[0]:
                 with contextlib.suppress(OSError):
                     self._requests.send(_Close())
-            self._process.join(10.0)
+                self._process.join(10.0)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join(5.0)
@@ -301,23 +314,24 @@ class EngineProcess:
 
     # -- inside ---------------------------------------------------------------------------
 
-    def _settle(self, timeout: float) -> bool:
-        """Take the reply to a step in flight, if any (waiting up to ``timeout`` s); returns
-        whether the child is ready for the next request."""
+    def _settle(self, timeout: float) -> tuple[bool, Frame | None]:
+        """Take the reply to a step in flight, if any (waiting up to ``timeout`` s): whether
+        the child is ready for the next request, and the reply's frame."""
         if not self._in_flight:
-            return self._process.is_alive()
+            return self._stopped is None and self._process.is_alive(), None
         try:
             if not self._requests.poll(timeout):
-                return False
-            self._take_reply(self._requests.recv())
+                return False, None
+            frame = self._take_reply(self._requests.recv())
         except (EOFError, OSError):
-            return False
-        return self._stopped is None
+            return False, None
+        return self._stopped is None, frame
 
     def _take_reply(self, message: object) -> Frame | None:
         with self._interrupt_lock:
             self._in_flight = False
             self._interrupted_at = None
+            self._sent = ()
         if isinstance(message, _Failed):
             return self._stop(message.error)
         assert isinstance(message, _Stepped)
@@ -344,12 +358,17 @@ class EngineProcess:
     def _stop(self, why: str) -> Frame:
         """The child is gone: every chat hears why, a streaming reply ends with its text."""
         self._stopped = f"model {self.spec.name or 'default'!r} stopped: {why}"
+        if self._process.is_alive():  # hung: it has nothing left to give
+            self._process.kill()
+        for command in (*self._sent, *self._queued):
+            if isinstance(command, TakeOutChat):  # a switch waits on it: not taken out
+                self._taken[command.chat_id] = None
         self._in_flight = self._child_busy = False
-        self._queued.clear()
+        self._sent, self._queued = (), []
         notice = Notice(NoticeKind.MODEL_FAILED, self._stopped)
         for chat_id in sorted(self._chats):
             delta = ChatDelta(notice=notice)
-            reply = self._replies.pop(chat_id, None)
+            reply = self._replies.get(chat_id)
             if reply is not None:
                 delta.finished = StopReason.CANCELLED
                 delta.reply_text = self._markers.join(reply.reasoning, reply.text)
@@ -357,7 +376,12 @@ class EngineProcess:
         return self._stopped_frame()
 
     def _stopped_frame(self) -> Frame:
+        """The notices queued for the chats of a child that is gone; a reply they end is
+        no longer the snapshot's to cut."""
         deltas, self._notices = self._notices, {}
+        for chat_id, delta in deltas.items():
+            if delta.finished is not None:
+                self._replies.pop(chat_id, None)
         return Frame(deltas, model=self.model)
 
     def _answer_stopped(self, command: Command) -> None:
@@ -467,15 +491,22 @@ def _answer(requests: Connection, engine: ChatEngine) -> None:
                     engine.submit(*commands)
                 try:
                     frame = engine.step()
-                except Exception as e:  # llama_decode failed: this model's chats stop
+                    taken = engine.taken_out()
+                    reply = _Stepped(
+                        frame, engine.busy, taken, engine.chat_count, engine.tokens_sampled
+                    )
+                    requests.send(reply)
+                except (EOFError, OSError):
+                    raise  # the app is gone
+                except Exception as e:  # llama_decode failed, say: this model's chats stop
                     requests.send(_Failed(f"the decode failed: {one_line(e)}"))
                     return
-                taken = engine.taken_out()
-                requests.send(
-                    _Stepped(frame, engine.busy, taken, engine.chat_count, engine.tokens_sampled)
-                )
             case _Snapshot(chat_id=chat_id, path=path):
-                requests.send(engine.snapshot(chat_id, path))
+                try:
+                    snapshot = engine.snapshot(chat_id, path)
+                except PanechatError:
+                    snapshot = ChatSnapshot(None)
+                requests.send(snapshot)
             case _Close():
                 return
 

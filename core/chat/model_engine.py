@@ -54,6 +54,10 @@ class ModelEngine(Protocol):
 
     def taken_out(self) -> dict[str, TakenOut | None]: ...
 
+    def drain(self, timeout: float) -> Frame | None:
+        """At shutdown: the frame of a step still in flight, if any (up to ``timeout`` s)."""
+        ...
+
     def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot: ...
 
     def warm_up(self) -> None:
