@@ -191,11 +191,9 @@ class CandidateArray:
         self._struct = llama_cpp.llama_token_data_array()
         self.pointer = ctypes.pointer(self._struct)
 
-    def fill(
-        self, ids: Ids, logits: Row, sorted_by_logit: bool
-    ) -> ctypes._Pointer[llama_cpp.llama_token_data_array]:
+    def fill(self, ids: Ids, logits: Row, sorted_by_logit: bool) -> None:
         """Load these candidates (``sorted_by_logit``: highest first, as top-k leaves them;
-        nothing selected) and return the array to apply the chain to."""
+        nothing selected) into the array :attr:`pointer` points to, for the chain."""
         n = ids.shape[0]
         if n > self._buffer.shape[0]:
             self._buffer = np.zeros(max(n, 2 * self._buffer.shape[0]), dtype=TOKEN_DATA)
@@ -208,7 +206,6 @@ class CandidateArray:
         s.size = n
         s.selected = -1
         s.sorted = sorted_by_logit
-        return self.pointer
 
     def selected_token(self) -> int:
         """The token the chain's last sampler selected."""

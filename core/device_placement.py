@@ -97,7 +97,13 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def placement_from_args(args: argparse.Namespace) -> DevicePlacement:
+def placement_from_args(
+    args: argparse.Namespace, configured: DevicePlacement | None = None
+) -> DevicePlacement:
+    """--rpc and --tensor-split; without --rpc, the ``configured`` placement (a config
+    file's), if any."""
+    if configured is not None and not args.rpc:
+        return configured
     try:
         split = [float(x) for x in args.tensor_split.split(",") if x.strip()]
     except ValueError as e:

@@ -218,7 +218,8 @@ class SamplerChain:
         else:  # the whole row (sample() hands it to llama.cpp directly instead)
             ids = np.arange(self._n_vocab, dtype=np.intp)
         chain = self.handle
-        llama_cpp.llama_sampler_apply(chain, self._candidates.fill(ids, row[ids], sort))
+        self._candidates.fill(ids, row[ids], sort)
+        llama_cpp.llama_sampler_apply(chain, self._candidates.pointer)
         token = self._candidates.selected_token()
         self.accept(token)
         return token

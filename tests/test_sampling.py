@@ -153,7 +153,8 @@ def native_top_p(row: Row, params: SamplingParams, history: Sequence[int]) -> li
     for token in history:
         llama_cpp.llama_sampler_accept(chain, token)
     candidates = CandidateArray(row.shape[0])
-    array = candidates.fill(np.arange(row.shape[0]), row, False)
+    candidates.fill(np.arange(row.shape[0]), row, False)
+    array = candidates.pointer
     llama_cpp.llama_sampler_apply(chain, array)
     kept = [int(array.contents.data[i].id) for i in range(array.contents.size)]
     llama_cpp.llama_sampler_free(chain)

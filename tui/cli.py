@@ -99,7 +99,7 @@ def doctor_command(argv: list[str]) -> int:
             layout=args.weight_layout or config.weight_layout,
             threads=config.context.n_threads,
             retry_amx=args.retry_amx,
-            placement=placement_from_args(args) if args.rpc else config.placement,
+            placement=placement_from_args(args, config.placement),
         )
     except PanechatError as e:
         print(f"panechat doctor: error: {e}", file=sys.stderr)
@@ -138,7 +138,7 @@ def prepare(args: argparse.Namespace) -> AppConfig:
             f"--panes must be between 1 and {config.context.n_seq_max} (n_seq_max in [context])"
         )
     model_path = args.model or config.model_path
-    placement = placement_from_args(args) if args.rpc else config.placement
+    placement = placement_from_args(args, config.placement)
     return replace(config, theme=theme, model_path=model_path, placement=placement)
 
 

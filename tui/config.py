@@ -80,6 +80,19 @@ class AppConfig:
         """A pane's ``model`` as the decode loop names it ("" for the default model)."""
         return "" if name == self.default_alias else name
 
+    def default_model_spec(self) -> ModelSpec:
+        """The default model (``--model``, ``[model]``) as a spec, to load it elsewhere (a
+        child process, when it is on RPC servers)."""
+        return ModelSpec(
+            self.default_alias or "default",
+            self.model_path,
+            self.context,
+            self.template,
+            self.n_gpu_layers,
+            self.weight_layout,
+            self.placement,
+        )
+
     def named_models(self) -> dict[str, ModelSpec]:
         """The models besides the default one, loaded when a pane needs them."""
         return {n: s for n, s in self.models.items() if n != self.default_alias}

@@ -15,7 +15,7 @@ from core import (
     model_template,
     resolve_model_path,
 )
-from core.chat import ChatEngine, EngineProcess, ModelEngine, ModelSpec
+from core.chat import ChatEngine, EngineProcess, ModelEngine
 from tui.config import AppConfig, setting_location
 
 
@@ -28,14 +28,14 @@ class DefaultModel:
         config: AppConfig,
         weights: LlamaWeights | None,
         template: ChatFormat | None,
-        process: EngineProcess | None,
+        first: ModelEngine,
     ) -> None:
         self.config = config
-        self._weights = weights
+        self._weights = weights  # None: the model lives in a child process per run
         self._template = template
-        self._first: ModelEngine | None = process  # made at load (to fail at start): run 1's
-        if process is not None:
-            self.name, self.offloaded = process.display_name, process.offloaded
+        self._first: ModelEngine | None = first  # made at load (to fail at start): run 1's
+        if isinstance(first, EngineProcess):
+            self.name, self.offloaded = first.display_name, first.offloaded
         else:
             assert weights is not None
             self.name = weights.name
@@ -44,7 +44,7 @@ class DefaultModel:
     @classmethod
     def load(cls, config: AppConfig) -> DefaultModel:
         if config.placement.rpc:
-            process = EngineProcess.start(cls._spec(config), nice=config.decode_nice)
+            process = EngineProcess.start(config.default_model_spec(), nice=config.decode_nice)
             return cls(config, None, None, process)
         weights = LlamaWeights.load(
             resolve_model_path(config.model_path),
@@ -52,13 +52,13 @@ class DefaultModel:
             config.weight_layout,
             placement=config.placement,
         )
-        model = cls(config, weights, model_template(weights, config.template), None)
-        try:
-            model._first = model._new_engine()  # a context that does not fit fails at start
+        template = model_template(weights, config.template)
+        try:  # a context that does not fit fails here, at start
+            first = cls._context_engine(config, weights, template)
         except PanechatError:
             weights.close()
             raise
-        return model
+        return cls(config, weights, template, first)
 
     @property
     def backend(self) -> str:
@@ -72,14 +72,22 @@ class DefaultModel:
 
     def _new_engine(self) -> ModelEngine:
         if self._weights is None:
-            return EngineProcess.start(self._spec(self.config), nice=self.config.decode_nice)
+            spec = self.config.default_model_spec()
+            return EngineProcess.start(spec, nice=self.config.decode_nice)
         assert self._template is not None
+        return self._context_engine(self.config, self._weights, self._template)
+
+    @staticmethod
+    def _context_engine(
+        config: AppConfig, weights: LlamaWeights, template: ChatFormat
+    ) -> ChatEngine:
+        """A new context on the loaded weights; one that does not fit names its setting."""
         try:
-            executor = BatchedExecutor(self._weights, self.config.context)
+            executor = BatchedExecutor(weights, config.context)
         except ContextTooLargeError as e:
-            where = setting_location(self.config, "context", e.key)
+            where = setting_location(config, "context", e.key)
             raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
-        return ChatEngine(executor, self._template)
+        return ChatEngine(executor, template)
 
     def release(self, engine: ModelEngine) -> None:
         """Free an engine's context (or child), once nothing decodes with it any more."""
@@ -94,15 +102,3 @@ class DefaultModel:
             self._first = None
         if self._weights is not None:
             self._weights.close()
-
-    @staticmethod
-    def _spec(config: AppConfig) -> ModelSpec:
-        return ModelSpec(
-            config.default_alias or "default",
-            config.model_path,
-            config.context,
-            config.template,
-            config.n_gpu_layers,
-            config.weight_layout,
-            config.placement,
-        )

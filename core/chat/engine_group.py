@@ -344,11 +344,7 @@ class ChatEngineGroup:
             return
         engine = self._engines.get(current)
         if engine is None or engine.stopped is not None:
-            # Its own model could not load, or its process ended: the model holds nothing of
-            # the chat, which is opened on the target afresh from what the caller shows.
-            if engine is not None:
-                engine.submit(CloseChat(chat_id))
-            self._open_moved(command, command.config, command.transcript)
+            self._open_afresh(command, engine)
             return
         self._moving[chat_id] = command
         engine.submit(TakeOutChat(chat_id))
@@ -361,9 +357,15 @@ class ChatEngineGroup:
                 continue
             if taken is not None:
                 self._open_moved(command, taken.config, taken.messages)
-            elif engine.stopped is not None:  # its process ended first: from what is shown
-                engine.submit(CloseChat(chat_id))
-                self._open_moved(command, command.config, command.transcript)
+            elif engine.stopped is not None:  # its process ended first
+                self._open_afresh(command, engine)
+
+    def _open_afresh(self, command: SwitchModel, engine: ModelEngine | None) -> None:
+        """Its own model could not load, or its process ended: the model holds nothing of
+        the chat, which is opened on the target from what the caller shows."""
+        if engine is not None:
+            engine.submit(CloseChat(command.chat_id))
+        self._open_moved(command, command.config, command.transcript)
 
     def _open_moved(
         self, command: SwitchModel, config: ChatConfig | None, messages: list[tuple[str, str]]

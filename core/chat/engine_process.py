@@ -20,7 +20,6 @@ import contextlib
 import multiprocessing
 import os
 import re
-import signal
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from core.amx_trial import killing_signal
 from core.chat.chat_model import ChatModel, ModelSpec
 from core.chat.commands import CloseChat, Command, ForkChat, OpenChat, StopChat, TakeOutChat
 from core.chat.engine import ChatEngine, TakenOut
@@ -96,6 +96,10 @@ class _Reply:
 
     text: str = ""
     reasoning: str = ""
+
+    def record(self, markers: ReasoningMarkers) -> str:
+        """The reply as one text, as a finished one is kept (its reasoning in markers)."""
+        return markers.join(self.reasoning, self.text)
 
 
 # -- the parent's side ------------------------------------------------------------------------
@@ -294,8 +298,7 @@ class EngineProcess:
         if self._stopped is None:  # gone or hung: the other chats must not wait on it too
             self._stop("it did not answer at quit")
         reply = self._replies.pop(chat_id, None)  # not shown as ended: cut here
-        cut = self._markers.join(reply.reasoning, reply.text) if reply is not None else None
-        return ChatSnapshot(None, cut)
+        return ChatSnapshot(None, reply.record(self._markers) if reply is not None else None)
 
     def close(self) -> None:
         """End the child (its model freed there), waiting a moment, then not."""
@@ -371,7 +374,7 @@ class EngineProcess:
             reply = self._replies.get(chat_id)
             if reply is not None:
                 delta.finished = StopReason.CANCELLED
-                delta.reply_text = self._markers.join(reply.reasoning, reply.text)
+                delta.reply_text = reply.record(self._markers)
             self._notices[chat_id] = delta
         return self._stopped_frame()
 
@@ -411,10 +414,8 @@ def _ending(exitcode: int | None, log: Path) -> str:
     if exitcode is None:
         how = "it stopped answering"
     elif exitcode < 0:
-        try:
-            how = f"its process was ended by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"its process was ended by signal {-exitcode}"
+        killer = killing_signal(exitcode)
+        how = f"its process was ended by {killer.name if killer else f'signal {-exitcode}'}"
     else:
         how = f"its process exited with code {exitcode}"
     said = _native_error(log)
