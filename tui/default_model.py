@@ -54,7 +54,7 @@ class DefaultModel:
         )
         template = model_template(weights, config.template)
         try:  # a context that does not fit fails here, at start
-            first = cls._context_engine(config, weights, template)
+            first = _context_engine(config, weights, template)
         except PanechatError:
             weights.close()
             raise
@@ -75,19 +75,7 @@ class DefaultModel:
             spec = self.config.default_model_spec()
             return EngineProcess.start(spec, nice=self.config.decode_nice)
         assert self._template is not None
-        return self._context_engine(self.config, self._weights, self._template)
-
-    @staticmethod
-    def _context_engine(
-        config: AppConfig, weights: LlamaWeights, template: ChatFormat
-    ) -> ChatEngine:
-        """A new context on the loaded weights; one that does not fit names its setting."""
-        try:
-            executor = BatchedExecutor(weights, config.context)
-        except ContextTooLargeError as e:
-            where = setting_location(config, "context", e.key)
-            raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
-        return ChatEngine(executor, template)
+        return _context_engine(self.config, self._weights, self._template)
 
     def release(self, engine: ModelEngine) -> None:
         """Free an engine's context (or child), once nothing decodes with it any more."""
@@ -102,3 +90,13 @@ class DefaultModel:
             self._first = None
         if self._weights is not None:
             self._weights.close()
+
+
+def _context_engine(config: AppConfig, weights: LlamaWeights, template: ChatFormat) -> ChatEngine:
+    """A new context on the loaded weights; one that does not fit names its setting."""
+    try:
+        executor = BatchedExecutor(weights, config.context)
+    except ContextTooLargeError as e:
+        where = setting_location(config, "context", e.key)
+        raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
+    return ChatEngine(executor, template)
