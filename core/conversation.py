@@ -22,6 +22,7 @@ from core.errors import (
 )
 from core.kv_accessor import KvAccessor
 from core.sampling import SamplerChain, SamplingParams, logits_row
+from core.token_choice import TokenChoice, token_choice
 
 if TYPE_CHECKING:
     from core.executor import BatchedExecutor
@@ -55,6 +56,10 @@ class Conversation:
         self._logits_index, self._logits_epoch = logits
         self._shared_upto = shared_upto  # KV positions below this may be shared with a fork
         self._disposed = False
+        #: Keep :attr:`last_choice` for each sampled token (a chat shows them); off for the
+        #: executor's other users, who pay nothing for it.
+        self.records_choices = False
+        self.last_choice: TokenChoice | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -165,10 +170,15 @@ class Conversation:
         return dropped
 
     def sample(self) -> int:
-        """Pick the next token from the fresh logits with this conversation's sampler chain."""
+        """Pick the next token from the fresh logits with this conversation's sampler chain
+        (with :attr:`records_choices`, :attr:`last_choice` says what it was chosen from)."""
         index = self._fresh_logits_index()
         self._executor.check_idle()
-        return self._sampler.sample(self._executor.context, index)
+        token = self._sampler.sample(self._executor.context, index)
+        if self.records_choices:
+            row = logits_row(self._executor.context, index, self._executor.model.n_vocab)
+            self.last_choice = token_choice(row, token, self._sampler.ranked)
+        return token
 
     def logits(self) -> npt.NDArray[np.float32]:
         """A copy of the fresh logits (one float per vocabulary entry)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -92,6 +93,12 @@ class ReplyStream:
         """The reply as the model wrote it, leading whitespace included: rendered back into
         the chat, it spells the tokens the KV cache holds."""
         return self._lead + self.text
+
+    @property
+    def tokens_shown(self) -> int:
+        """How many of the reply's tokens spell text the user sees (the first ones: a stop
+        string's tokens, held back and then dropped, are not)."""
+        return bisect.bisect_right(self._raw_len_after, len(self.written))
 
     def settle(self, tokens_in_kv: int) -> tuple[int, str]:
         """After the reply ended, with ``tokens_in_kv`` of its tokens decoded: return how many

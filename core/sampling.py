@@ -155,6 +155,9 @@ class SamplerChain:
             )
         )
         self._candidates = CandidateArray(min(max(self._top_k, 256), n_vocab))
+        #: The last row's ids by logit, highest first, when the top-k stage found them (for
+        #: :func:`core.token_choice.token_choice`); None after another stage.
+        self.ranked: npt.NDArray[np.intp] | None = None
         self._chain: llama_cpp.llama_sampler_p | None = (
             _handle if _handle is not None else self._build(params, n_vocab, self.prefilter)
         )
@@ -198,6 +201,7 @@ class SamplerChain:
         """Sample (and accept) a token from one output row of the last decode."""
         if self.prefilter is Prefilter.NONE:  # every logit is a candidate: llama.cpp's own copy
             logits_row(ctx, output_index, self._n_vocab)  # raises if the row is missing
+            self.ranked = None
             token = int(llama_cpp.llama_sampler_sample(self.handle, ctx, output_index))
             self._history.push(token)  # llama_sampler_sample accepted it natively
             return token
@@ -206,11 +210,13 @@ class SamplerChain:
     def sample_row(self, row: npt.NDArray[np.float32]) -> int:
         """Sample (and accept) a token from a row of logits, which is left as it was."""
         prefilter = self.prefilter
+        self.ranked = None
         if prefilter is Prefilter.ARGMAX:
             return int(row.argmax())
         sort = False
         if prefilter is Prefilter.TOP_K:
             ids, sort = by_logit(top_k_ids(row, self._top_k), row), True
+            self.ranked = ids
         elif prefilter is Prefilter.TOP_P:
             ids = top_p_ids(row, self.params.top_p, self._history)
         elif prefilter is Prefilter.MIN_P:

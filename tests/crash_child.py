@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from pane_trees import PaneTrees
+
 from core import (
     BatchedExecutor,
     ContextParams,
@@ -30,6 +32,7 @@ QUESTIONS = ("Count from one to fifty in words.", "List the numbers from one to 
 
 
 def main(path: Path) -> None:
+    trees = PaneTrees()
     store = SessionStore(path)
     session = store.create_session("crash test")
     recorder = SessionRecorder(store, session, lambda message: print("ERROR", message))
@@ -45,14 +48,15 @@ def main(path: Path) -> None:
         while True:
             for chat, question in zip(chats, QUESTIONS, strict=True):
                 text = f"{question} (turn {turn})"
-                recorder.message(chat, "user", text)  # committed before the model sees it
+                recorder.message(chat, trees.user(chat, text))  # committed before the model sees it
                 print("SENT", chat, text, flush=True)
                 engine.submit(SendTurn(chat, text))
             while engine.busy:
                 frame = engine.step()
                 for chat, delta in (frame.deltas if frame else {}).items():
                     print("TEXT", chat, json.dumps(delta.text), flush=True)
-                    recorder.frame(chat, delta)
+                    reply = trees.reply(chat) if delta.started else None
+                    recorder.frame(chat, delta, reply)
             turn += 1
 
 

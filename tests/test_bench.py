@@ -9,6 +9,7 @@ import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, WeightLayout, resolve_model_path
 from core.bench.__main__ import BenchContext, layout_section, main
+from core.bench.branches import measure_branch_switch
 from core.bench.busy import measure_busy, measure_busy_engine
 from core.bench.fairness import measure_fairness
 from core.bench.models import measure_models
@@ -91,7 +92,7 @@ def test_app_section_streams_every_pane_and_times_key_presses(weights: LlamaWeig
 def test_sampling_cost_compares_with_the_whole_row_chain(weights: LlamaWeights) -> None:
     results = measure_sampling_cost(weights, ContextParams(), draws=5, rounds=1)
     assert {r.prefilter for r in results} == {"argmax", "top-k", "min-p", "top-p"}
-    assert all(r.ours_ms > 0 and r.whole_row_ms > 0 for r in results)
+    assert all(r.ours_ms > 0 and r.whole_row_ms > 0 and r.with_odds_ms > 0 for r in results)
 
 
 def test_busy_section_measures_idle_and_busy_both_ways(weights: LlamaWeights) -> None:
@@ -154,3 +155,15 @@ def test_requantized_copy_is_repacked_much_more(tmp_path: Path, weights: LlamaWe
             conv.prompt("The capital of France is")
             assert executor.infer_sync().ok
             assert 0 <= conv.sample() < requantized.n_vocab
+
+
+def test_branches_section_decodes_only_what_the_branch_does_not_share(
+    weights: LlamaWeights,
+) -> None:
+    r = measure_branch_switch(weights, ContextParams())
+    assert 0 < r.shared_tokens < r.branch_tokens
+    # Only the tokens after the shared first turn are decoded (the last one at least: its
+    # logits); reading the whole branch again decodes all of them.
+    assert r.switch_tokens_decoded <= r.branch_tokens - r.shared_tokens + 1
+    assert r.fork_cells == r.branch_tokens - r.shared_tokens
+    assert r.switch_seconds > 0 and r.full_read_seconds > 0

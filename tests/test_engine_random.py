@@ -1,7 +1,8 @@
 """Random command sequences over the real chat engine (hypothesis): open, send, stop, clear,
-fork, regenerate, edit, close, with frames stepped in between and a context small enough to
-fill. Whatever the order, a frame never raises, every notice is typed, no chat holds more KV
-cells than its tokens, and the engine settles (goes idle) when nothing more is sent.
+fork, regenerate, edit a turn, show another branch, close, with frames stepped in between and a
+context small enough to fill. Whatever the order, a frame never raises, every notice is typed,
+no chat holds more KV cells than its tokens, and the engine settles (goes idle) when nothing
+more is sent.
 
 Long profile: ``PANECHAT_FUZZ_EXAMPLES=2000 pytest tests/test_engine_random.py``."""
 
@@ -20,13 +21,14 @@ from core.chat import (
     ChatEngine,
     ClearChat,
     CloseChat,
-    EditLastTurn,
+    EditTurn,
     ForkChat,
     Frame,
     Notice,
     OpenChat,
     Regenerate,
     SendTurn,
+    ShowBranch,
     StopChat,
 )
 
@@ -80,9 +82,29 @@ class EngineMachine(RuleBasedStateMachine):
         self.engine.submit(SendTurn(chat, text))
         self.step(frames)
 
-    @rule(chat=CHATS, command=st.sampled_from([StopChat, ClearChat, Regenerate, EditLastTurn]))
+    @rule(chat=CHATS, command=st.sampled_from([StopChat, ClearChat, Regenerate]))
     def command(self, chat: str, command: type) -> None:
         self.engine.submit(command(chat))
+
+    def history(self, chat: str, keep: int) -> list[tuple[str, str]]:
+        """The first ``keep`` turns the chat's KV holds now, as messages (what a pane sends
+        for an edit of the turn after them)."""
+        session = self.engine.session(chat)
+        messages: list[tuple[str, str]] = []
+        for exchange in session.exchanges[:keep] if session else []:
+            messages += [("user", exchange.user), ("assistant", exchange.reply)]
+        return messages
+
+    @rule(chat=CHATS, keep=st.integers(0, 3), text=TEXTS, frames=st.integers(0, 6))
+    def edit(self, chat: str, keep: int, text: str, frames: int) -> None:
+        self.engine.submit(EditTurn(chat, self.history(chat, keep), text))
+        self.step(frames)
+
+    @rule(chat=CHATS, turns=st.lists(TEXTS, max_size=3), keep=st.integers(0, 2))
+    def show_branch(self, chat: str, turns: list[str], keep: int) -> None:
+        """Another branch: some of the chat's turns, then others (replies of any text)."""
+        other = [m for t in turns for m in (("user", t), ("assistant", "Fine."))]
+        self.engine.submit(ShowBranch(chat, self.history(chat, keep) + other))
 
     @rule(chat=CHATS)
     def close(self, chat: str) -> None:

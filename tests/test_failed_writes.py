@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from pane_trees import PaneTrees
 from test_tui_config import run_cli
 
 from core import (
@@ -32,8 +33,9 @@ def filled_store(path: Path) -> int:
     store = SessionStore(path)
     session = store.create_session("precious")
     pane = store.add_pane(session, ChatConfig("A"))
+    parent = None
     for i in range(200):
-        store.add_message(pane, "user", f"message {i} " + "x" * 1000)
+        parent = store.add_message(pane, "user", f"message {i} " + "x" * 1000, parent)
     store.close()
     return session
 
@@ -83,18 +85,20 @@ def recording(tmp_path: Path) -> Iterator[Recording]:
 
 
 def test_writes_that_fail_tell_the_user_once_and_the_chat_goes_on(recording: Recording) -> None:
+    trees = PaneTrees()
     store, recorder, told = recording.store, recording.recorder, recording.told
     with sqlite3.connect(store.path) as other:  # the file breaks under the running app
         other.execute("DROP TABLE messages")
-    recorder.message("p", "user", "hello")
-    recorder.message("p", "user", "again")
+    recorder.message("p", trees.user("p", "hello"))
+    recorder.message("p", trees.user("p", "again"))
     assert len(told) == 1 and "could not save" in told[0] and str(store.path) in told[0]
     assert recorder.failing
 
 
 def test_a_kv_path_that_is_not_a_folder_keeps_the_transcript(recording: Recording) -> None:
+    trees = PaneTrees()
     store, recorder, told = recording.store, recording.recorder, recording.told
-    recorder.message("p", "user", "hello")
+    recorder.message("p", trees.user("p", "hello"))
     store.kv_dir.write_text("a file where the kv folder goes")
     recorder.save_states(lambda pane_id, path: ChatSnapshot(None, "a cut reply"))
     assert told and "decode state" in told[0]
@@ -174,6 +178,7 @@ def test_an_outage_is_retried_and_a_pane_that_lost_a_write_is_read_again(
 ) -> None:
     """A pane whose row could not be written gets it once writes work again; a pane whose
     transcript missed a write saves no KV state (the cells would not match the text)."""
+    trees = PaneTrees()
     store, recorder = recording.store, recording.recorder
     with sqlite3.connect(store.path) as other:  # an outage: every insert fails
         other.execute(
@@ -185,12 +190,12 @@ def test_an_outage_is_retried_and_a_pane_that_lost_a_write_is_read_again(
             "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
         )
     recorder.pane_opened("q", ChatConfig("B"), "")
-    recorder.message("p", "user", "lost")
+    recorder.message("p", trees.user("p", "lost"))
     assert recording.told and recorder.failing
     with sqlite3.connect(store.path) as other:
         other.execute("DROP TRIGGER outage")
         other.execute("DROP TRIGGER outage2")
-    recorder.message("q", "user", "after the outage")  # writes q's row first
+    recorder.message("q", trees.user("q", "after the outage"))  # writes q's row first
     assert not recorder.failing
     state = SavedState(TurnState(turn_starts=(0,), exchanges=(Exchange("Hi"),)), "kv", 5)
     recorder.save_states(lambda pane_id, path: ChatSnapshot(state))

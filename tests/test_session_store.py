@@ -88,7 +88,8 @@ def test_a_file_written_before_the_schema_had_a_version_opens(tmp_path: Path) ->
     assert pane.messages == [("user", "What is the capital?"), ("assistant", "Paris.")]
     # Its decode state predates the exchanges a state keeps: the chat is read again instead.
     assert pane.state is None
-    store.add_message(pane.id, "user", "And Spain?")  # it is writable as it was
+    store.add_message(pane.id, "user", "And Spain?", pane.head)  # it is writable as it was
+    assert store.load(1)[0].messages[-1] == ("user", "And Spain?")
     store.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

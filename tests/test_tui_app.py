@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Tree
 
 from core import (
     BatchedExecutor,
@@ -40,8 +40,11 @@ from core.chat import (
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import AppConfig, load_config
+from tui.open_session import OpenSession
+from tui.screens.branch_screen import BranchScreen
 from tui.screens.compare_screen import CompareScreen
 from tui.screens.sessions_screen import SessionsScreen
+from tui.screens.token_screen import TokenScreen
 from tui.session_store import SessionStore
 from tui.widgets.chat_pane import ChatPane
 
@@ -346,20 +349,22 @@ async def test_regenerate_with_a_fixed_seed_gives_the_same_reply_and_keeps_both(
         assert pane.config.sampling.seed == 7 and not pane.config.sampling.greedy
         await app.send_to(pane, "Write a short poem about tea.")
         await wait_for(pilot, finished(pane))
-        first = pane.last_reply
+        first, first_id = pane.last_reply, pane.branches.head
         tokens_after_first = loop_of(app).session(pane.pane_id).conversation.token_count  # type: ignore[union-attr]
         pane.input.focus()
         await pilot.press("ctrl+r")
         await wait_for(pilot, finished(pane, 2))
         assert pane.last_reply == first  # same seed, same point: same reply
         assert loop_of(app).session(pane.pane_id).conversation.token_count == tokens_after_first  # type: ignore[union-attr]
-        message = pane.query(".-assistant").last()
-        assert len(replies(pane)) == 1  # one message, two versions
-        assert message.versions == [message.text]  # type: ignore[attr-defined]
+        second_id = pane.branches.head
+        assert second_id != first_id and len(replies(pane)) == 1  # one shown, two versions
+        assert pane.branches.siblings(second_id or 0).count == 2
+        assert "2/2" in str(pane.query(".-assistant").last().border_title)
         await pilot.press("alt+left")
-        assert message.shown == 0  # type: ignore[attr-defined]
+        assert pane.branches.head == first_id
+        assert "1/2" in str(pane.query(".-assistant").last().border_title)
         await pilot.press("alt+right")
-        assert message.shown is None  # type: ignore[attr-defined]
+        assert pane.branches.head == second_id
 
 
 async def test_regenerate_without_a_reply_says_what_to_do(make_app: Factory) -> None:
@@ -390,7 +395,7 @@ async def test_export_writes_every_pane_as_a_section(make_app: Factory, tmp_path
     assert first.last_reply.strip().splitlines()[0] in text
 
 
-async def test_edit_last_takes_the_turn_back_into_the_input_and_resends(
+async def test_editing_a_middle_message_keeps_the_old_branch_and_switches_back(
     make_app: Factory,
 ) -> None:
     app = make_app()
@@ -398,26 +403,103 @@ async def test_edit_last_takes_the_turn_back_into_the_input_and_resends(
         await pilot.pause()
         pane = app.panes[0]
         await ask(pilot, app, pane, "Tell me about the ocean.")
-        loop = loop_of(app)
-        session = loop.session(pane.pane_id)
+        await ask(pilot, app, pane, "And the mountans?", 2)
+        original = pane.messages()
+        session = loop_of(app).session(pane.pane_id)
         assert session is not None
-        after_first_reply = session.conversation.token_count
-        await app.send_to(pane, "And the mountans?")  # a typo, to be fixed
-        await wait_for(pilot, finished(pane, 2))
         pane.input.focus()
-        await pilot.press("alt+up")
-        await wait_for(pilot, lambda: pane.input.text == "And the mountans?")
-        # The KV is back where the second turn began; the transcript shows the first only.
-        assert session.conversation.token_count == after_first_reply
-        assert [r for r, _ in pane.messages()] == ["user", "assistant"]
+        await pilot.press("alt+up", "alt+up", "alt+up", "alt+up", "alt+e")  # the first turn
+        await wait_for(pilot, lambda: pane.input.text == "Tell me about the ocean.")
         pane.input.clear()
-        await pilot.press(*"And the mountains?", "enter")
+        await pilot.press(*"Tell me about the sea.", "enter")
         await wait_for(pilot, finished(pane, 3))
-        assert [t for r, t in pane.messages() if r == "user"] == [
+        assert [t for r, t in pane.messages() if r == "user"] == ["Tell me about the sea."]
+        assert [e.user for e in session.exchanges] == ["Tell me about the sea."]
+        assert len(pane.branches.leaves()) == 2
+        assert "1/2" not in str(pane.query(".-user").first().border_title)
+        assert "2/2" in str(pane.query(".-user").first().border_title)
+
+        await pilot.press("alt+up", "alt+up", "alt+left")  # the first version, and its branch
+        assert pane.messages() == original
+        await wait_for(pilot, lambda: not loop_of(app).busy)
+        assert [e.user for e in session.exchanges] == [
             "Tell me about the ocean.",
-            "And the mountains?",
+            "And the mountans?",
         ]
+        assert list(session.conversation.tokens) == session.prompt_tokens(session.exchanges)
+        await ask(pilot, app, pane, "And the rivers?", 4)  # it goes on from the branch shown
+        assert [t for r, t in pane.messages() if r == "user"][-1] == "And the rivers?"
         assert pane.last_reply.strip()
+
+
+async def test_the_branch_screen_jumps_to_a_branch_and_export_writes_them_all(
+    make_app: Factory, tmp_path: Path
+) -> None:
+    app = make_app()
+    app.export_dir = tmp_path / "exports"
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Name a colour.")
+        first_reply = pane.branches.head
+        pane.input.focus()
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, finished(pane, 2))
+        await pilot.press("alt+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, BranchScreen))
+        tree = app.screen.query_one("#branch-tree", Tree)
+        nodes, stack = [], list(tree.root.children)
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            stack.extend(node.children)
+        tree.move_cursor(next(n for n in nodes if n.data == first_reply))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pane.branches.head == first_reply)
+        assert not isinstance(app.screen, BranchScreen)
+        app.action_export_branches()
+        await pilot.pause()
+    (export,) = (tmp_path / "exports").glob("panechat-branches-*.md")
+    text = export.read_text()
+    assert "## Branch 1 of 2" in text and "## Branch 2 of 2" in text
+    assert text.count("Name a colour.") == 2
+
+
+async def test_the_token_view_branches_at_an_alternative_and_the_odds_are_saved(
+    make_app: Factory, tmp_path: Path
+) -> None:
+    store = SessionStore(tmp_path / "sessions.db")
+    app = make_app(store=store)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Name a colour.")
+        first = pane.branches[pane.branches.head or 0]
+        assert first.tokens and all(0 < t.probability <= 1 for t in first.tokens)
+        pane.input.focus()
+        await pilot.press("alt+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, TokenScreen))
+        screen = app.screen
+        assert isinstance(screen, TokenScreen)
+        await pilot.press("right", "right")  # the third token
+        assert screen.cursor == 2
+        screen.choices.highlighted = 1  # the likeliest token the model did not choose
+        alternative = first.tokens[2].alternatives[0]
+        await pilot.press("enter")
+        await wait_for(pilot, finished(pane, 2))
+        second = pane.branches[pane.branches.head or 0]
+        assert second.parent == first.parent and pane.branches.siblings(second.id).count == 2
+        assert [t.token for t in second.tokens[:3]] == [
+            *(t.token for t in first.tokens[:2]),
+            alternative.token,
+        ]
+        begun = "".join(t.piece for t in second.tokens[:3]).strip()
+        assert pane.messages()[-1][1].strip().startswith(begun)
+        session_id = app.session_id
+    saved = SessionStore(tmp_path / "sessions.db").load(session_id or 0)[0]
+    replies = [m for m in saved.chat_tree() if m.role.value == "assistant"]
+    assert len(replies) == 2 and all(r.tokens for r in replies)
+    assert replies[1].tokens[2].token == alternative.token
 
 
 async def test_panes_with_one_system_prompt_decode_it_once(
@@ -531,8 +613,8 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
     store = SessionStore(tmp_path / "sessions.db")
     session_id = store.create_session("broken")
     pane_id = store.add_pane(session_id, config.panes[0])
-    store.add_message(pane_id, "user", "Tell me about the ocean.")
-    store.add_message(pane_id, "assistant", "The ocean is big and blue.")
+    asked = store.add_message(pane_id, "user", "Tell me about the ocean.", None)
+    store.add_message(pane_id, "assistant", "The ocean is big and blue.", asked)
     kv = store.kv_path(session_id, pane_id)
     kv.write_bytes(b"not a state file")
     store.save_state(
@@ -627,7 +709,7 @@ async def test_sessions_screen_renames_deletes_and_opens_another(
         assert app.return_code is None and app.screen is screen  # shown, not run
         await pilot.press("enter")  # open it: the app exits asking for that session
         await pilot.pause()
-    assert app.return_value == other
+    assert app.return_value == OpenSession(other)
     executor.close()
 
 

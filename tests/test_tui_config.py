@@ -136,7 +136,7 @@ def test_sessions_can_be_listed_renamed_and_deleted(capsys: pytest.CaptureFixtur
     store = SessionStore(default_store_path())
     session_id = store.create_session("first chat")
     pane_id = store.add_pane(session_id, load_config().panes[0])
-    store.add_message(pane_id, "user", "hello")
+    store.add_message(pane_id, "user", "hello", None)
     store.create_session("empty, never resumed")
     assert _session_id("latest", store) == session_id  # what --resume opens
     assert store.load(session_id)[0].messages == [("user", "hello")]

@@ -27,7 +27,8 @@ from core.chat import (
     ChatSnapshot,
     ClearChat,
     CloseChat,
-    EditLastTurn,
+    ContinueReply,
+    EditTurn,
     EngineEvent,
     ForkChat,
     Frame,
@@ -39,23 +40,36 @@ from core.chat import (
     Regenerate,
     Restore,
     SendTurn,
+    ShowBranch,
     StopChat,
     SwitchModel,
+    TokenStat,
 )
 from core.printable import printable
 from tui.bindings import APP_BINDINGS, KeyNames
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice
-from tui.export import PaneTranscript, pane_markdown, session_markdown, write_export
+from tui.export import (
+    PaneTranscript,
+    branches_markdown,
+    pane_markdown,
+    session_markdown,
+    write_export,
+)
 from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
 from tui.frame_inbox import FrameInbox
 from tui.gc_policy import GcPolicy
 from tui.messages import DecodeStopped, EngineFailed, FrameUpdate, message_for
 from tui.notice_text import notice_text
+from tui.open_session import OpenSession
+from tui.screens.branch_screen import BranchScreen
 from tui.screens.compare_screen import CompareScreen
 from tui.screens.help_screen import HelpScreen
+from tui.screens.search_screen import SearchScreen
 from tui.screens.sessions_screen import SessionsScreen
+from tui.screens.token_screen import BranchAtToken, TokenScreen
 from tui.session_recorder import NullRecorder, Recorder, SessionRecorder
+from tui.session_search import SearchHit
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
@@ -79,9 +93,10 @@ class DecodeSource(Protocol):
     def close(self) -> None: ...
 
 
-class PanechatApp(App[int | None]):
+class PanechatApp(App[OpenSession | None]):
     """The panes, drawn from the chat engine's frames: frames are buffered and applied
-    together, one screen update for all panes, when :class:`FrameBuffer` says it is due."""
+    together, one screen update for all panes, when :class:`FrameBuffer` says it is due.
+    It exits with the saved session to open next, if the user chose one."""
 
     CSS_PATH = "app.tcss"
     TITLE = "panechat"
@@ -100,12 +115,14 @@ class PanechatApp(App[int | None]):
         store: SessionStore | None = None,
         session_id: int | None = None,
         restore: list[SavedPane] | None = None,
+        reveal: int | None = None,
         driver_class: type[Driver] | None = None,
     ) -> None:
         super().__init__(driver_class=driver_class)
         self.export_dir = export_dir or Path.cwd()
         self.store = store
         self.restore = restore or []
+        self.reveal = reveal  # a saved message of ``restore`` to scroll to (a search hit)
         self.session_id = session_id
         self.save_failures: list[str] = []  # what could not be saved, to print after quit
         if store is not None and session_id is None:
@@ -191,9 +208,12 @@ class PanechatApp(App[int | None]):
             self.set_keymap(self.config.keys)
         self.theme = self.config.theme
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        revealing: ChatPane | None = None  # the restored pane that holds self.reveal
         if self.restore:
             for saved in self.restore:
-                await self.add_pane(saved.config, saved=saved)
+                pane = await self.add_pane(saved.config, saved=saved)
+                if self.reveal is not None and any(m.id == self.reveal for m in saved.tree):
+                    revealing = pane
             restored = sum(len(saved.messages) for saved in self.restore)
             self.notify(f"resumed {len(self.restore)} panes, {restored} messages")
         else:
@@ -201,6 +221,8 @@ class PanechatApp(App[int | None]):
                 await self.add_pane(pane_config)
         self.source.start()
         self.panes[0].input.focus()
+        if self.restore and self.reveal is not None:
+            await self._reveal(revealing, self.reveal)
         for failure in self.save_failures:  # before the first pane opened
             self.notify(failure, severity="error", timeout=15)
         self.gc_policy.apply()
@@ -245,8 +267,8 @@ class PanechatApp(App[int | None]):
             pane = await row.open(
                 pane_config, branched_from=saved.branched_from, model=self._model_of(pane_config)
             )
-            self.recorder.pane_restored(pane.pane_id, saved.id)
-            await pane.add_messages(saved.messages)
+            self.recorder.pane_restored(pane.pane_id, saved)
+            await pane.load_tree(saved.chat_tree())
             if saved.state_damaged:
                 notice = Notice(NoticeKind.STATE_NOT_USED, "its record is damaged")
                 await pane.add_notice(f"⚠ {notice_text(notice, self.keys)}")
@@ -271,8 +293,8 @@ class PanechatApp(App[int | None]):
             model=self._model_of(pane_config),
         )
         self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
-        for role, text in messages:
-            self.recorder.message(pane.pane_id, role, text)
+        for node in pane.branches.path():
+            self.recorder.message(pane.pane_id, node)
         self.source.submit(ForkChat(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
 
@@ -307,13 +329,33 @@ class PanechatApp(App[int | None]):
         await self.send_to(event.pane, event.text)
 
     async def send_to(self, pane: ChatPane, text: str) -> None:
+        if pane.editing is not None:
+            await self._send_edit(pane, text)
+            return
         await self._show_user_turn(pane, text)
         self.source.submit(SendTurn(pane.pane_id, text))
 
     async def _show_user_turn(self, pane: ChatPane, text: str) -> None:
-        """Show the user's message in the pane and save it (before the model sees it)."""
-        await pane.add_user_message(text)
-        self.recorder.message(pane.pane_id, "user", text)
+        """Show the user's message in the pane and save it (before the model sees it). The
+        pane counts as busy from now on: until the reply starts, no branch may move under
+        the queued turn."""
+        node = await pane.add_user_message(text)
+        pane.generating = True
+        self.recorder.message(pane.pane_id, node)
+
+    async def _send_edit(self, pane: ChatPane, text: str) -> None:
+        """A new version of a user message: the old one and the branch below it stay, as a
+        sibling; the model goes on from the messages before it."""
+        if pane.generating:
+            self.notify(notice_text(Notice(NoticeKind.BUSY, "editing"), self.keys))
+            pane.input.load_text(text)
+            return
+        assert pane.editing is not None
+        history = pane.history_before(pane.editing)
+        node = await pane.add_edited_message(text)
+        pane.generating = True
+        self.recorder.message(pane.pane_id, node)
+        self.source.submit(EditTurn(pane.pane_id, history, text))
 
     def receive(self, event: EngineEvent) -> None:
         """The engine's callback, in the engine's thread: keep the frame until it is handled
@@ -373,8 +415,8 @@ class PanechatApp(App[int | None]):
                         label, size = self.model_label(model), self.config.context_size(model)
                         pane.answer_with(model, label, size)
                         self.recorder.pane_changed(pane_id, pane.config)
-                    await pane.apply(delta)
-                    self.recorder.frame(pane_id, delta)
+                    started = await pane.apply(delta)
+                    self.recorder.frame(pane_id, delta, started)
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
                 self._show_stats()
         if self.status_bar.is_attached:
@@ -421,10 +463,16 @@ class PanechatApp(App[int | None]):
         await self.pane_row.close(pane)
 
     def action_stop(self) -> None:
-        """Esc: stop the focused pane's reply, else leave the maximized view."""
+        """Esc: stop the focused pane's reply, else drop an edit or the selection, else leave
+        the maximized view."""
         pane = self.focused_pane()
         if pane is not None and pane.generating:
             self.source.submit(StopChat(pane.pane_id))
+        elif pane is not None and pane.editing is not None:
+            pane.cancel_edit()  # the old version stays; the input lets the new one go
+            pane.input.clear()
+        elif pane is not None and pane.selected is not None:
+            pane.deselect()
         elif self.screen.maximized is not None:
             self.screen.minimize()
 
@@ -524,16 +572,93 @@ class PanechatApp(App[int | None]):
         if (pane := self._idle_focused_pane("regenerating")) is not None:
             self.source.submit(Regenerate(pane.pane_id))
 
-    def action_edit_last(self) -> None:
-        """Take back the last message (and its reply) into the input, to edit and resend."""
-        if (pane := self._idle_focused_pane("editing")) is not None:
-            self.source.submit(EditLastTurn(pane.pane_id))
-
-    async def action_page_reply(self, step: int) -> None:
+    def action_select_message(self, step: int) -> None:
+        """Alt+Up / Alt+Down: choose the message the edit and version keys act on."""
         pane = self.focused_pane()
-        if pane is not None and not await pane.page_last_reply(step):
-            regenerate = self.keys.key("pane.regenerate")
-            self.notify(f"no other version of the last reply — regenerate it with {regenerate}")
+        if pane is not None and not pane.select(step) and not pane.messages():
+            self.notify("no messages in this pane yet")
+
+    def action_edit_message(self) -> None:
+        """Load the selected user message (else the last) into the input: Enter sends the
+        new version as a sibling branch, Esc keeps the old one."""
+        pane = self._idle_focused_pane("editing")
+        if pane is not None and not pane.start_edit():
+            self.notify("no message of yours to edit in this pane yet")
+
+    async def action_page_branch(self, step: int) -> None:
+        """Alt+Left / Alt+Right: the previous or next version of the selected message (else
+        of the last reply), with its branch: the model goes on from there."""
+        pane = self._idle_focused_pane("switching the branch")
+        if pane is None:
+            return
+        if not await pane.page(step):
+            which = "of the selected message" if pane.selected is not None else "of the last reply"
+            edit, regenerate = self.keys.key("message.edit"), self.keys.key("pane.regenerate")
+            self.notify(
+                f"no {'earlier' if step < 0 else 'later'} version {which} — {edit} edits a "
+                f"message, {regenerate} regenerates the last reply"
+            )
+            return
+        self._branch_shown(pane)
+
+    def _branch_shown(self, pane: ChatPane) -> None:
+        """The pane shows another branch: the model reads it (what its KV shares with the
+        branch stays) and the session remembers it."""
+        self.source.submit(ShowBranch(pane.pane_id, pane.messages(reasoning=True)))
+        self.recorder.branch_shown(pane.pane_id, pane.branches.head)
+
+    def action_branches(self) -> None:
+        """The focused pane's branches as a tree: choosing a message shows its branch. Again:
+        close the tree."""
+        if isinstance(self.screen, BranchScreen):
+            self.screen.dismiss(None)
+            return
+        pane = self._idle_focused_pane("switching the branch")
+        if pane is None:
+            return
+        if not len(pane.branches):
+            self.notify("no messages in this pane yet")
+            return
+
+        async def chosen(message_id: int | None) -> None:
+            if message_id is None or pane.generating or not pane.is_attached:
+                return
+            if await pane.show_message(message_id):
+                self._branch_shown(pane)
+
+        self.push_screen(BranchScreen(pane.config.name, pane.branches), chosen)
+
+    def action_tokens(self) -> None:
+        """The selected reply (else the last) token by token, shaded by probability: choose
+        another token the model weighed to branch there. Again: close the view."""
+        if isinstance(self.screen, TokenScreen):
+            self.screen.dismiss(None)
+            return
+        pane = self._idle_focused_pane("branching at a token")
+        if pane is None:
+            return
+        reply = pane.reply_for_tokens()
+        if reply is None or not reply.tokens or reply.parent is None:
+            self.notify(
+                "no token odds for this reply — replies written by this version of panechat "
+                "keep them; select one with "
+                f"{self.keys.key('message.previous')}"
+            )
+            return
+
+        async def chosen(choice: BranchAtToken | None) -> None:
+            if choice is None or pane.generating or not pane.is_attached:
+                return
+            other = choice.alternative
+            prefix = [
+                *reply.tokens[: choice.index],
+                TokenStat(other.token, other.piece, other.probability),
+            ]
+            history = await pane.branch_before(reply.id)
+            pane.generating = True
+            self.source.submit(ContinueReply(pane.pane_id, history, prefix))
+
+        self.push_screen(TokenScreen(pane.config.name, reply.tokens), chosen)
 
     def transcripts(self, *, reasoning: bool = False) -> list[PaneTranscript]:
         return [pane.transcript_for_export(reasoning=reasoning) for pane in self.panes]
@@ -544,6 +669,13 @@ class PanechatApp(App[int | None]):
         if pane is None:
             return
         self._export(pane_markdown(pane.transcript_for_export()) + "\n", "panechat-pane")
+
+    def action_export_branches(self) -> None:
+        """The focused pane's every branch, each one whole, to its own Markdown file."""
+        pane = self.focused_pane()
+        if pane is None:
+            return
+        self._export(branches_markdown(pane.branch_transcripts()), "panechat-branches")
 
     def action_export_session(self, reasoning: bool = False) -> None:
         """Every pane to one Markdown file, panes as sections, in the export directory; the
@@ -568,9 +700,30 @@ class PanechatApp(App[int | None]):
 
         def opened(session_id: int | None) -> None:
             if session_id is not None:
-                self.exit(session_id)  # cli.main reopens with that session
+                self.exit(OpenSession(session_id))  # cli.main reopens with that session
 
         self.push_screen(SessionsScreen(self.store, self.session_id), opened)
+
+    def action_search(self) -> None:
+        """Search every saved chat; a hit reopens the app on its session (as the sessions
+        screen does), scrolled to that message. A hit in this session reopens it too: a
+        pane's ids for messages sent in this run are its own, not the saved ones."""
+        if self.store is None:
+            self.notify("sessions are not being saved in this run")
+            return
+        if isinstance(self.screen, SearchScreen):  # Ctrl+F again, from its own input
+            return
+
+        def chosen(hit: SearchHit | None) -> None:
+            if hit is not None:
+                self.exit(OpenSession(hit.session_id, hit.message_id))
+
+        self.push_screen(SearchScreen(self.store), chosen)
+
+    async def _reveal(self, pane: ChatPane | None, message_id: int) -> None:
+        """Scroll the reopened session to the search hit it was opened for."""
+        if pane is None or not await pane.reveal_message(message_id):
+            self.notify("the message searched for is not in the panes that reopened")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.keys.help_rows()))
@@ -593,6 +746,11 @@ class PanechatApp(App[int | None]):
         )
         yield SystemCommand(
             "Export pane", "The focused pane to its own Markdown file", self.action_export_pane
+        )
+        yield SystemCommand(
+            "Export pane with every branch",
+            "The focused pane's branches, each one whole, to one Markdown file",
+            self.action_export_branches,
         )
         yield SystemCommand(
             "Export session with reasoning",

@@ -19,6 +19,8 @@ from core.device_placement import add_placement_options, placement_from_args
 from core.printable import printable
 from tui.config import AppConfig, load_config
 from tui.default_model import DefaultModel
+from tui.open_session import OpenSession
+from tui.session_search import fts_query
 from tui.session_store import (
     SavedPane,
     SessionStore,
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Several chats with one local model, side by side, decoded in one batch.",
         epilog="`panechat bench --help`: measure batched decoding on this machine. "
         "`panechat doctor`: what panechat runs on, for bug reports. "
-        "`panechat rpc-server --help`: lend this machine's CPU or GPU to another panechat.",
+        "`panechat rpc-server --help`: lend this machine's CPU or GPU to another panechat. "
+        "`panechat serve --help`: use panechat from a web browser.",
     )
     parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: embedded)")
     parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
@@ -59,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sessions", action="store_true", help="list saved sessions and exit")
     parser.add_argument("--rename-session", nargs=2, metavar=("ID", "NAME"), help="rename one")
     parser.add_argument("--delete-session", metavar="ID", help="delete a saved session")
+    parser.add_argument(
+        "--search", metavar="TEXT", help="print the saved messages that match TEXT and exit"
+    )
     parser.add_argument(
         "--version", action=VersionAction, help="versions, backends and CPU; then exit"
     )
@@ -153,10 +159,12 @@ def create_app(
     store: SessionStore | None = None,
     session_id: int | None = None,
     restore: list[SavedPane] | None = None,
+    reveal: int | None = None,
     driver_class: type[Driver] | None = None,
 ) -> PanechatApp:
     """Wire the decode loop (worker thread) to the app it posts its frames to: the default
-    model's ``engine`` (the caller's), and the config's other models, loaded on demand."""
+    model's ``engine`` (the caller's), and the config's other models, loaded on demand.
+    ``reveal``: a saved message of ``restore`` to show once the panes are open."""
     from core.chat import ChatEngineGroup
     from tui.app import PanechatApp
 
@@ -178,6 +186,7 @@ def create_app(
         store=store,
         session_id=session_id,
         restore=restore,
+        reveal=reveal,
         driver_class=driver_class,
     )
     holder.append(app)
@@ -185,7 +194,10 @@ def create_app(
 
 
 def session_command(args: argparse.Namespace, store: SessionStore) -> int | None:
-    """--sessions / --rename-session / --delete-session: do it and exit (None: none given)."""
+    """--sessions / --rename-session / --delete-session / --search: do it and exit (None:
+    none given)."""
+    if args.search is not None:
+        return search_command(args.search, store)
     if args.sessions:
         rows = store.sessions()
         if not rows:
@@ -204,6 +216,23 @@ def session_command(args: argparse.Namespace, store: SessionStore) -> int | None
         print(f"deleted session {session_id}")
         return 0
     return None
+
+
+def search_command(text: str, store: SessionStore) -> int:
+    """``--search TEXT``: one line per matching saved message, best first, the matched words
+    between « »."""
+    if fts_query(text) is None:
+        raise PanechatError("--search needs a word to look for")
+    hits = store.search(text)
+    if not hits:
+        print(f"no saved message matches {printable(text)!r}")
+    for hit in hits:
+        line = (
+            f"session {hit.session_id} {hit.session_name} · {hit.pane_name} · {hit.role}: "
+            f"{hit.marked('«', '»')}"
+        )
+        print(printable(line))
+    return 0
 
 
 def _session_id(text: str, store: SessionStore) -> int:
@@ -250,7 +279,9 @@ class StoreUnavailableError(PanechatError):
 
 
 def session_command_given(args: argparse.Namespace) -> bool:
-    return bool(args.sessions or args.rename_session or args.delete_session)
+    return bool(
+        args.sessions or args.rename_session or args.delete_session or args.search is not None
+    )
 
 
 def store_for_run(path: Path, wanted: bool) -> tuple[SessionStore | None, str]:
@@ -282,6 +313,10 @@ def run(argv: list[str]) -> int:
         from core.rpc_server import main as rpc_server_main
 
         return rpc_server_main(argv[1:], prog="panechat rpc-server")
+    if argv[:1] == ["serve"]:
+        from tui.serve import serve_command
+
+        return serve_command(argv[1:])
     if argv[:1] == ["bench"]:
         from core.bench.__main__ import main as bench_main
         from tui.app_bench import app_section
@@ -303,7 +338,7 @@ def run(argv: list[str]) -> int:
         if done is not None and store is not None:
             store.close()
             return done
-        session_id = restore = None
+        session_id = restore = reveal = None
         if args.resume is not None and store is not None:
             session_id = _session_id(args.resume, store)
             restore = store.load(session_id)
@@ -330,11 +365,12 @@ def run(argv: list[str]) -> int:
                 store=store,
                 session_id=session_id,
                 restore=restore,
+                reveal=reveal,
             )
             if unsaved:
                 app.save_failures.append(unsaved)  # shown once the app is up
             try:
-                next_session = app.run()
+                next_session: OpenSession | None = app.run()
             finally:
                 stopped = app.source.shutdown(timeout=0.0 if app.hurry else SHUTDOWN_WAIT)
                 if stopped:  # else a decode may still run inside llama.cpp: the exit frees it
@@ -346,10 +382,11 @@ def run(argv: list[str]) -> int:
                 return 0
             if next_session is None or store is None:
                 break
+            session_id, reveal = next_session.session_id, next_session.message_id
             try:
-                session_id, restore = next_session, store.load(next_session)
+                restore = store.load(session_id)
             except (sqlite3.Error, OSError) as e:
-                print(f"panechat: error: cannot open session {next_session}: {e}", file=sys.stderr)
+                print(f"panechat: error: cannot open session {session_id}: {e}", file=sys.stderr)
                 return 2
             try:
                 engine = default.engine()

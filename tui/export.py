@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -49,6 +49,18 @@ def session_markdown(panes: Sequence[PaneTranscript], when: datetime | None = No
     stamp = (when or datetime.now()).strftime("%Y-%m-%d %H:%M")
     parts = [f"# panechat session, {stamp}", ""]
     parts += [pane_markdown(pane, level=2) for pane in panes]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def branches_markdown(branches: Sequence[PaneTranscript], when: datetime | None = None) -> str:
+    """A pane's every branch, each one whole from the first message (what it shares with the
+    others repeated: each section reads on its own)."""
+    stamp = (when or datetime.now()).strftime("%Y-%m-%d %H:%M")
+    name = branches[0].name if branches else "pane"
+    parts = [f"# {printable(name)}: every branch, {stamp}", ""]
+    for i, branch in enumerate(branches, 1):
+        titled = replace(branch, name=f"Branch {i} of {len(branches)}")
+        parts.append(pane_markdown(titled, level=2))
     return "\n".join(parts).rstrip() + "\n"
 
 

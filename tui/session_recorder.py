@@ -8,14 +8,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from core import PanechatError
-from core.chat import ChatConfig, ChatDelta, ChatSnapshot
+from core.chat import ChatConfig, ChatDelta, ChatSnapshot, TokenStat, TreeMessage
+from core.chat.token_stats import stats_to_json
 from core.reasoning import ReasoningMarkers
-from tui.session_store import SessionStore
+from tui.session_store import SavedPane, SessionStore
 
 #: Saves a pane's KV cells to a path and returns its decode state (``ChatEngine.snapshot``).
 Snapshot = Callable[[str, Path | None], ChatSnapshot]
@@ -23,10 +24,11 @@ Snapshot = Callable[[str, Path | None], ChatSnapshot]
 
 class Recorder(Protocol):
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None: ...
-    def pane_restored(self, pane_id: str, row: int) -> None: ...
+    def pane_restored(self, pane_id: str, saved: SavedPane) -> None: ...
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None: ...
-    def message(self, pane_id: str, role: str, text: str) -> None: ...
-    def frame(self, pane_id: str, delta: ChatDelta) -> None: ...
+    def message(self, pane_id: str, message: TreeMessage) -> None: ...
+    def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None: ...
+    def branch_shown(self, pane_id: str, head: int | None) -> None: ...
     def pane_cleared(self, pane_id: str) -> None: ...
     def pane_closed(self, pane_id: str) -> None: ...
     def save_states(self, snapshot: Snapshot) -> None: ...
@@ -38,16 +40,19 @@ class NullRecorder:
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None:
         pass
 
-    def pane_restored(self, pane_id: str, row: int) -> None:
+    def pane_restored(self, pane_id: str, saved: SavedPane) -> None:
         pass
 
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
         pass
 
-    def message(self, pane_id: str, role: str, text: str) -> None:
+    def message(self, pane_id: str, message: TreeMessage) -> None:
         pass
 
-    def frame(self, pane_id: str, delta: ChatDelta) -> None:
+    def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None:
+        pass
+
+    def branch_shown(self, pane_id: str, head: int | None) -> None:
         pass
 
     def pane_cleared(self, pane_id: str) -> None:
@@ -69,8 +74,9 @@ CHECKPOINT_INTERVAL = 1.0
 class StreamingReply:
     """A reply being written as it streams: its text so far, its row once written."""
 
-    replaces_last: bool  # a regeneration: it overwrites the last reply's row
+    parent: int | None  # the row of the message it answers
     text: str = ""
+    tokens: list[TokenStat] = field(default_factory=list)  # its tokens' odds so far
     reasoning: str = ""  # a reasoning model's thoughts so far
     message_id: int | None = None
     written_at: float = 0.0
@@ -101,6 +107,9 @@ class SessionRecorder:
         self._rows: dict[str, int] = {}  # pane id -> its row in the store
         self._unwritten: dict[str, tuple[ChatConfig, str]] = {}  # panes whose row failed
         self._lost: set[str] = set()  # panes that missed a write: their KV is not saved
+        self._message_rows: dict[str, dict[int, int]] = {}  # pane -> its tree's ids -> rows
+        self._head_rows: dict[str, int | None] = {}  # pane -> the last row of its branch
+        self._row_parents: dict[int, int | None] = {}  # row -> the row it follows
 
     @contextmanager
     def _writing(self, pane_id: str | None = None) -> Iterator[None]:
@@ -133,8 +142,12 @@ class SessionRecorder:
                 del self._unwritten[pane_id]
         return self._rows.get(pane_id)
 
-    def pane_restored(self, pane_id: str, row: int) -> None:
-        self._rows[pane_id] = row
+    def pane_restored(self, pane_id: str, saved: SavedPane) -> None:
+        """A saved pane reopened: its tree keeps the stored messages' ids."""
+        self._rows[pane_id] = saved.id
+        self._message_rows[pane_id] = {m.id: m.id for m in saved.tree}
+        self._row_parents.update({m.id: m.parent for m in saved.tree})
+        self._head_rows[pane_id] = saved.head
 
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
         """The pane's settings changed (it answers with another model): resume uses these."""
@@ -143,35 +156,83 @@ class SessionRecorder:
             with self._writing(pane_id):
                 self.store.update_pane_config(row, config)
 
-    def message(self, pane_id: str, role: str, text: str) -> None:
+    def message(self, pane_id: str, message: TreeMessage) -> None:
+        """A user turn (or a fork's copied message), after the message it follows."""
         row = self._row(pane_id)
         if row is None:
+            self._lost.add(pane_id)
+            return
+        parent = self._parent_row(pane_id, message.parent)
+        with self._writing(pane_id):
+            written = self.store.add_message(row, message.role.value, message.text, parent)
+            self._wrote(pane_id, message.id, written, parent)
+
+    def _parent_row(self, pane_id: str, parent: int | None) -> int | None:
+        """The row of the message ``parent`` (None: the pane's first, or one never written:
+        the pane then missed a write)."""
+        if parent is None:
+            return None
+        row = self._message_rows.get(pane_id, {}).get(parent)
+        if row is None:
+            self._lost.add(pane_id)
+        return row
+
+    def _wrote(self, pane_id: str, message_id: int | None, row: int, parent: int | None) -> None:
+        if message_id is not None:
+            self._message_rows.setdefault(pane_id, {})[message_id] = row
+        self._head_rows[pane_id] = row
+        self._row_parents[row] = parent
+
+    def branch_shown(self, pane_id: str, head: int | None) -> None:
+        """The pane shows another branch, the one that ends at message ``head``."""
+        pane_row = self._row(pane_id)
+        row = self._message_rows.get(pane_id, {}).get(head) if head is not None else None
+        if pane_row is None or (head is not None and row is None):
             self._lost.add(pane_id)
             return
         with self._writing(pane_id):
-            self.store.add_message(row, role, text)
+            self.store.set_head(pane_row, row)
+            self._head_rows[pane_id] = row
 
-    def frame(self, pane_id: str, delta: ChatDelta) -> None:
-        """What a frame says: a taken-back turn, a reply that streams (checkpointed), one that
-        finished (or replaced the last one, after a regenerate)."""
+    def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None:
+        """What a frame says: a reply that started (``reply``, the pane's message for it: a
+        regeneration is a sibling of the last one), streams (checkpointed), or finished."""
         row = self._row(pane_id)
         if row is None:
             self._lost.add(pane_id)
             return
-        if delta.taken_back is not None:
-            with self._writing(pane_id):
-                self.store.drop_last_turn(row)
         if delta.started:
-            self._streaming[pane_id] = StreamingReply(delta.replaces_last, written_at=self.clock())
-        reply = self._streaming.get(pane_id)
-        if reply is not None and delta.finished is None:
-            reply.text += delta.text
-            reply.reasoning += delta.reasoning
-            so_far = ReasoningMarkers().join(reply.reasoning, reply.text)
-            if self.clock() - reply.written_at >= CHECKPOINT_INTERVAL and so_far:
-                self._write_reply(row, reply, so_far)
+            self._start_reply(pane_id, row, delta, reply)
+        streaming = self._streaming.get(pane_id)
+        if streaming is not None and delta.finished is None:
+            streaming.text += delta.text
+            streaming.reasoning += delta.reasoning
+            streaming.tokens += delta.tokens
+            so_far = ReasoningMarkers().join(streaming.reasoning, streaming.text)
+            if self.clock() - streaming.written_at >= CHECKPOINT_INTERVAL and so_far:
+                self._write_reply(row, streaming, so_far)
         if delta.finished is not None:
+            if streaming is not None:
+                streaming.tokens = [*streaming.tokens, *delta.tokens][: delta.tokens_shown]
             self._reply_ended(pane_id, row, delta.reply_text)
+
+    def _start_reply(
+        self, pane_id: str, row: int, delta: ChatDelta, reply: TreeMessage | None
+    ) -> None:
+        """Write the reply's row at once (empty), after the message it answers: a turn sent
+        while it streams then follows it. Without ``reply`` (a frame the screen never showed,
+        saved at quit) it follows the branch's last row, or, regenerated, takes its place."""
+        if reply is not None:
+            parent = self._parent_row(pane_id, reply.parent)
+        else:
+            parent = self._head_rows.get(pane_id)
+            if delta.replaces_last and parent is not None:
+                parent = self._row_parents.get(parent)
+        streaming = StreamingReply(parent, written_at=self.clock())
+        self._streaming[pane_id] = streaming
+        with self._writing():  # a failure here is covered by the final write
+            streaming.message_id = self.store.add_message(row, "assistant", "", parent)
+            self._wrote(pane_id, reply.id if reply else None, streaming.message_id, parent)
 
     def _write_reply(
         self, row: int, reply: StreamingReply, text: str, final_of: str | None = None
@@ -180,16 +241,14 @@ class SessionRecorder:
         that fails loses anything (a failed checkpoint is covered by the final one)."""
         reply.written_at = self.clock()
         with self._writing(final_of):
-            if reply.message_id is not None:
-                self.store.update_message(reply.message_id, text)
-            elif reply.replaces_last:
-                self.store.replace_last_reply(row, text)
-            else:
-                reply.message_id = self.store.add_message(row, "assistant", text)
+            tokens = stats_to_json(reply.tokens) if final_of is not None else None
+            if reply.message_id is None:
+                reply.message_id = self.store.add_message(row, "assistant", text, reply.parent)
+            self.store.update_message(reply.message_id, text, tokens)
 
     def _reply_ended(self, pane_id: str, row: int, text: str | None) -> None:
         """Save a finished reply whole (None: cancelled by a clear, nothing to keep)."""
-        reply = self._streaming.pop(pane_id, None) or StreamingReply(replaces_last=False)
+        reply = self._streaming.pop(pane_id, None) or StreamingReply(self._head_rows.get(pane_id))
         if text is not None:
             self._write_reply(row, reply, text, pane_id)
 
@@ -200,6 +259,8 @@ class SessionRecorder:
             with self._writing(pane_id):
                 self.store.clear_pane(row)
                 self._lost.discard(pane_id)  # nothing left to be missing
+                self._message_rows.pop(pane_id, None)
+                self._head_rows.pop(pane_id, None)
 
     def pane_closed(self, pane_id: str) -> None:
         self._streaming.pop(pane_id, None)

@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core import PanechatError, SamplingParams
-from core.chat import ChatConfig, SavedState
+from core.chat import ChatConfig, ChatTree, Role, SavedState
+from core.chat.token_stats import stats_from_json
 from tui.config import APP_NAME
+from tui.session_search import SearchHit, search_messages
 
 #: The schema this panechat writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -55,12 +57,65 @@ def _create_schema_1(db: sqlite3.Connection) -> None:
     """Version 0 is an empty file, or one written before the schema had a version (its tables
     are schema 1's, without the version stamp): create whatever is missing. Runs inside the
     upgrade's transaction (``executescript`` would commit it)."""
-    for statement in filter(str.strip, _SCHEMA_1.split(";")):
+    for statement in _statements(_SCHEMA_1):
+        db.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one by one (a trigger's body holds semicolons of its own), to
+    run inside the caller's transaction."""
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current)
+            current = ""
+    if current.strip(" \n;"):
+        statements.append(current)
+    return statements
+
+
+_SCHEMA_2 = """
+ALTER TABLE messages ADD COLUMN parent_id INTEGER;
+ALTER TABLE messages ADD COLUMN tokens TEXT;
+ALTER TABLE panes ADD COLUMN head INTEGER;
+UPDATE messages SET parent_id = (
+    SELECT MAX(m.id) FROM messages m WHERE m.pane_id = messages.pane_id AND m.id < messages.id
+);
+UPDATE panes SET head = (SELECT MAX(m.id) FROM messages m WHERE m.pane_id = panes.id);
+CREATE INDEX IF NOT EXISTS messages_by_pane ON messages (pane_id, id);
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')
+"""
+
+
+def _branches_and_search(db: sqlite3.Connection) -> None:
+    """Version 2: messages form a tree (``parent_id``; a pane's ``head`` is the last message
+    of the branch it shows), a reply keeps its tokens' probabilities (``tokens``, JSON, see
+    core.chat.token_stats), and every message is in a full-text index (FTS5, kept by
+    triggers). A version-1 pane's messages were one line: each one's parent is the one before."""
+    for statement in _statements(_SCHEMA_2):
         db.execute(statement)
 
 
 #: The upgrade from each version to the next.
-_UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_schema_1}
+_UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _create_schema_1,
+    1: _branches_and_search,
+}
 
 
 class StoreVersionError(PanechatError):
@@ -160,13 +215,54 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message of a pane's tree: ``parent`` is the message it follows (None: the first)."""
+
+    id: int
+    parent: int | None
+    role: str
+    text: str
+    tokens: str | None = None  # a reply's token stats, as JSON (core.chat.token_stats)
+
+
+@dataclass(frozen=True, slots=True)
 class SavedPane:
     id: int
     config: ChatConfig
     branched_from: str
-    messages: list[tuple[str, str]]
+    tree: list[StoredMessage]  # every branch's messages, oldest first
+    head: int | None  # the last message of the branch the pane showed
     state: SavedState | None  # decode state written on quit (see ChatEngine.snapshot)
     state_damaged: bool = False  # a state was written but cannot be read: say so on resume
+
+    @property
+    def messages(self) -> list[tuple[str, str]]:
+        """The branch the pane showed, as (role, text), oldest first: the head and the
+        messages it follows."""
+        by_id = {m.id: m for m in self.tree}
+        path: list[StoredMessage] = []
+        node = by_id.get(self.head) if self.head is not None else None
+        while node is not None and len(path) <= len(by_id):  # a cycle cannot loop forever
+            path.append(node)
+            node = by_id.get(node.parent) if node.parent is not None else None
+        return [(m.role, m.text) for m in reversed(path)]
+
+    def chat_tree(self) -> ChatTree:
+        """Every branch, with the stored ids, showing the branch the pane showed. A row whose
+        role is unknown is left out; one whose parent is missing follows the row before it
+        (a damaged or hand-edited file still opens)."""
+        tree = ChatTree()
+        for message in self.tree:
+            if message.role not in (Role.USER.value, Role.ASSISTANT.value):
+                continue
+            parent = message.parent
+            if parent is not None and parent not in {m.id for m in tree}:
+                parent = tree.head
+            node = tree.add(parent, Role(message.role), message.text, message_id=message.id)
+            node.tokens = stats_from_json(message.tokens)
+        if self.head is not None and self.head in {m.id for m in tree}:
+            tree.show(self.head)
+        return tree
 
 
 class SessionStore:
@@ -252,58 +348,41 @@ class SessionStore:
         with self._db:
             self._db.execute("UPDATE panes SET closed = 1 WHERE id = ?", (pane_id,))
 
-    def add_message(self, pane_id: int, role: str, text: str) -> int:
-        """Append a message; returns its id (to update a reply as it streams)."""
+    def add_message(self, pane_id: int, role: str, text: str, parent: int | None) -> int:
+        """Add a message after ``parent`` (None: the pane's first) as the last of the branch
+        the pane shows; returns its id (to update a reply as it streams)."""
         with self._db:
             cur = self._db.execute(
-                "INSERT INTO messages (pane_id, role, text, created) VALUES (?, ?, ?, ?)",
-                (pane_id, role, text, time.time()),
+                "INSERT INTO messages (pane_id, role, text, created, parent_id) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (pane_id, role, text, time.time(), parent),
             )
+            message_id = int(cur.lastrowid or 0)
+            self._db.execute("UPDATE panes SET head = ? WHERE id = ?", (message_id, pane_id))
             self._db.execute(
                 "UPDATE sessions SET updated = ? WHERE id = "
                 "(SELECT session_id FROM panes WHERE id = ?)",
                 (time.time(), pane_id),
             )
-        return int(cur.lastrowid or 0)
+        return message_id
 
-    def update_message(self, message_id: int, text: str) -> None:
-        """A streaming reply's checkpoint, or its final text."""
+    def update_message(self, message_id: int, text: str, tokens: str | None = None) -> None:
+        """A streaming reply's checkpoint, or its final text (with its tokens' odds)."""
         with self._db:
-            self._db.execute("UPDATE messages SET text = ? WHERE id = ?", (text, message_id))
+            self._db.execute(
+                "UPDATE messages SET text = ?, tokens = COALESCE(?, tokens) WHERE id = ?",
+                (text, tokens, message_id),
+            )
 
-    def replace_last_reply(self, pane_id: int, text: str) -> None:
-        """A regenerated reply replaces the stored one (the screen keeps both versions)."""
+    def set_head(self, pane_id: int, message_id: int | None) -> None:
+        """The pane shows another branch: the one that ends at ``message_id``."""
         with self._db:
-            row = self._db.execute(
-                "SELECT id FROM messages WHERE pane_id = ? AND role = 'assistant' "
-                "ORDER BY id DESC LIMIT 1",
-                (pane_id,),
-            ).fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO messages (pane_id, role, text, created) VALUES (?, ?, ?, ?)",
-                    (pane_id, "assistant", text, time.time()),
-                )
-            else:
-                self._db.execute("UPDATE messages SET text = ? WHERE id = ?", (text, row[0]))
-
-    def drop_last_turn(self, pane_id: int) -> None:
-        """Edit and resend: the last user message and what followed it go."""
-        with self._db:
-            row = self._db.execute(
-                "SELECT id FROM messages WHERE pane_id = ? AND role = 'user' "
-                "ORDER BY id DESC LIMIT 1",
-                (pane_id,),
-            ).fetchone()
-            if row is not None:
-                self._db.execute(
-                    "DELETE FROM messages WHERE pane_id = ? AND id >= ?", (pane_id, row[0])
-                )
+            self._db.execute("UPDATE panes SET head = ? WHERE id = ?", (message_id, pane_id))
 
     def clear_pane(self, pane_id: int) -> None:
         with self._db:
             self._db.execute("DELETE FROM messages WHERE pane_id = ?", (pane_id,))
-            self._db.execute("UPDATE panes SET state = NULL WHERE id = ?", (pane_id,))
+            self._db.execute("UPDATE panes SET state = NULL, head = NULL WHERE id = ?", (pane_id,))
 
     def save_state(self, pane_id: int, state: SavedState | None) -> None:
         with self._db:
@@ -318,14 +397,16 @@ class SessionStore:
 
     def load(self, session_id: int) -> list[SavedPane]:
         panes = self._db.execute(
-            "SELECT id, config, branched_from, state FROM panes "
+            "SELECT id, config, branched_from, state, head FROM panes "
             "WHERE session_id = ? AND NOT closed ORDER BY position, id",
             (session_id,),
         ).fetchall()
         saved = []
-        for pane_id, config, branched_from, state in panes:
-            messages = self._db.execute(
-                "SELECT role, text FROM messages WHERE pane_id = ? ORDER BY id", (pane_id,)
+        for pane_id, config, branched_from, state, head in panes:
+            rows = self._db.execute(
+                "SELECT id, parent_id, role, text, tokens FROM messages WHERE pane_id = ? "
+                "ORDER BY id",
+                (pane_id,),
             ).fetchall()
             decode_state = SavedState.from_json(state) if state else None
             saved.append(
@@ -333,12 +414,18 @@ class SessionStore:
                     pane_id,
                     _load_config(config),
                     branched_from,
-                    [(role, text) for role, text in messages],
+                    [StoredMessage(*row) for row in rows],
+                    head,
                     decode_state,
                     state_damaged=bool(state) and decode_state is None,
                 )
             )
         return saved
+
+    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        """Every saved message (of the panes still open) that matches what the user typed,
+        best first; see :func:`tui.session_search.search_messages`."""
+        return search_messages(self._db, text, limit)
 
 
 def _dump_config(config: ChatConfig) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.bench.branches import BranchSwitch, measure_branch_switches
 from core.bench.busy import (
     APP_DECODE_NICE,
     BusyResult,
@@ -63,6 +64,7 @@ SECTIONS = (
     "busy",
     "fairness",
     "prefix",
+    "branches",
     "layout",
     "models",
     "rpc",
@@ -260,15 +262,19 @@ def sampling_section(ctx: BenchContext) -> list[SamplingCost]:
             f"{r.ours_ms:.3f} ms",
             f"{r.whole_row_ms:.3f} ms",
             f"{r.speedup:.1f}x",
+            f"{r.with_odds_ms:.3f} ms",
         ]
         for r in results
     ]
-    print(table(("sampler", "pre-filter", "panechat", "whole-row chain", "speed-up"), rows))
+    headers = ("sampler", "pre-filter", "panechat", "whole-row chain", "speed-up", "with odds")
+    print(table(headers, rows))
     print(
         "\nPer token, one real logits row, medians of 3 alternating blocks of 300 draws. "
         "Whole-row chain: llama_sampler_sample on the live context, with the same samplers "
         "(every logit copied into a candidate array first). Pre-filter: how panechat finds "
-        "the candidates the chain can keep (core.candidates). Greedy was already an argmax."
+        "the candidates the chain can keep (core.candidates). Greedy was already an argmax. "
+        "With odds: panechat's sampling plus each token's probability and five alternatives, "
+        "as a chat records them (core.token_choice)."
     )
     ctx.results["sampling"] = results
     return results
@@ -427,6 +433,44 @@ def models_section(ctx: BenchContext) -> ModelsResult:
     return r
 
 
+def branches_section(ctx: BenchContext) -> list[BranchSwitch]:
+    print("\n## Switching an eight-turn chat back from a branch that edited one of its turns\n")
+    results = measure_branch_switches(ctx.weights, ctx.params)
+    print(
+        table(
+            (
+                "turn edited",
+                "branch tokens",
+                "shared with the KV",
+                "switch (decode the rest)",
+                "tokens decoded",
+                "read it all again",
+                "speed-up",
+                "a kept fork instead",
+            ),
+            [
+                [
+                    str(r.edited_turn + 1),
+                    str(r.branch_tokens),
+                    str(r.shared_tokens),
+                    f"{r.switch_seconds * 1000:.0f} ms",
+                    str(r.switch_tokens_decoded),
+                    f"{r.full_read_seconds * 1000:.0f} ms",
+                    f"{r.speedup:.1f}x",
+                    f"{r.fork_seconds * 1000:.0f} ms, {r.fork_cells} cells and a sequence held",
+                ]
+                for r in results
+            ],
+        )
+    )
+    print(
+        "\nThe app switches branches the first way (core/chat/session.py `adopt`): a fork per "
+        "branch would decode nothing but hold its cells and one of n_seq_max sequences."
+    )
+    ctx.results["branches"] = results
+    return results
+
+
 def prefix_section(ctx: BenchContext) -> PrefixResult:
     print("\n## Opening 8 panes with one 1,000-token system prompt\n")
     r = measure_shared_prefix(ctx.weights, ctx.params)
@@ -561,6 +605,8 @@ def main(
             in_own_thread(lambda: fairness_section(ctx))
         if "prefix" in args.sections:
             in_own_thread(lambda: prefix_section(ctx))
+        if "branches" in args.sections:
+            in_own_thread(lambda: branches_section(ctx))
         if "layout" in args.sections:
             in_own_thread(lambda: layout_section(ctx))
         if "rpc" in args.sections:

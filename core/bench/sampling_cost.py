@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import llama_cpp
 
+from core.chat.token_stats import token_stat
 from core.executor import BatchedExecutor
 from core.params import ContextParams
 from core.sampling import Prefilter, SamplerChain, SamplingParams
+from core.token_choice import token_choice
 from core.weights import LlamaWeights
 
 #: The settings measured: the issue's table, and the other pre-filters.
@@ -40,6 +42,7 @@ class SamplingCost:
     prefilter: str
     ours_ms: float  # per sampled token
     whole_row_ms: float
+    with_odds_ms: float  # ours, plus the token's odds and alternatives a chat records
 
     @property
     def speedup(self) -> float:
@@ -63,12 +66,20 @@ def measure_sampling_cost(
         for name, setting in SETTINGS.items():
             ours: list[float] = []
             whole: list[float] = []
+            with_odds: list[float] = []
             for _ in range(rounds):
                 chain = SamplerChain(setting, row.shape[0])
                 started = time.perf_counter()
                 for _ in range(draws):
                     chain.sample_row(row)
                 ours.append((time.perf_counter() - started) / draws)
+                chain.free()
+                chain = SamplerChain(setting, row.shape[0])
+                started = time.perf_counter()
+                for _ in range(draws):  # what the chat engine does with each reply token
+                    token = chain.sample_row(row)
+                    token_stat(weights, token_choice(row, token, chain.ranked))
+                with_odds.append((time.perf_counter() - started) / draws)
                 chain.free()
                 native = SamplerChain(setting, row.shape[0], reference=True)
                 started = time.perf_counter()
@@ -82,6 +93,7 @@ def measure_sampling_cost(
                     Prefilter.for_params(setting).value,
                     statistics.median(ours) * 1000,
                     statistics.median(whole) * 1000,
+                    statistics.median(with_odds) * 1000,
                 )
             )
         return results

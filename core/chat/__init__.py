@@ -12,12 +12,14 @@ from core.chat.commands import (
     ClearChat,
     CloseChat,
     Command,
-    EditLastTurn,
+    ContinueReply,
+    EditTurn,
     ForkChat,
     OpenChat,
     Regenerate,
     Restore,
     SendTurn,
+    ShowBranch,
     Shutdown,
     StopChat,
 )
@@ -30,10 +32,13 @@ from core.chat.model_engine import ModelEngine
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
 from core.chat.state import ChatSnapshot, Exchange, SavedState, TurnState
+from core.chat.token_stats import Alternative, TokenStat
+from core.chat.tree import ChatTree, Role, Siblings, TreeMessage
 
 __all__ = [
     "DEFAULT",
     "EMBEDDED",
+    "Alternative",
     "ChatConfig",
     "ChatDelta",
     "ChatEngine",
@@ -41,10 +46,12 @@ __all__ = [
     "ChatModel",
     "ChatSession",
     "ChatSnapshot",
+    "ChatTree",
     "ClearChat",
     "CloseChat",
     "Command",
-    "EditLastTurn",
+    "ContinueReply",
+    "EditTurn",
     "EngineEvent",
     "EngineFailure",
     "EngineProcess",
@@ -60,10 +67,15 @@ __all__ = [
     "OpenChat",
     "Regenerate",
     "Restore",
+    "Role",
     "SavedState",
     "SendTurn",
+    "ShowBranch",
     "Shutdown",
+    "Siblings",
     "StopChat",
     "SwitchModel",
+    "TokenStat",
+    "TreeMessage",
     "TurnState",
 ]

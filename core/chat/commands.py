@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from core.chat.config import ChatConfig
 from core.chat.state import SavedState
+from core.chat.token_stats import TokenStat
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,33 @@ class Regenerate:
 
 
 @dataclass(frozen=True, slots=True)
-class EditLastTurn:
+class EditTurn:
+    """Send ``text`` as a new version of a user turn: the chat goes on from ``history`` (the
+    messages before that turn, as (role, text)), and the KV keeps what it shares with it."""
+
     chat_id: str
+    history: list[tuple[str, str]]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueReply:
+    """A new version of the reply to ``history``'s last user turn that begins with
+    ``prefix`` (a reply's first tokens, the last of them one the model nearly chose) and goes
+    on from there."""
+
+    chat_id: str
+    history: list[tuple[str, str]]
+    prefix: list[TokenStat]
+
+
+@dataclass(frozen=True, slots=True)
+class ShowBranch:
+    """The chat goes on from another branch of itself: ``history`` is that branch's messages;
+    the KV keeps what it shares with them and decodes the rest."""
+
+    chat_id: str
+    history: list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +112,9 @@ Command = (
     | ClearChat
     | ForkChat
     | Regenerate
-    | EditLastTurn
+    | EditTurn
+    | ContinueReply
+    | ShowBranch
     | TakeOutChat
     | Shutdown
 )

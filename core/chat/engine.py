@@ -28,11 +28,13 @@ from core.chat.commands import (
     ClearChat,
     CloseChat,
     Command,
-    EditLastTurn,
+    ContinueReply,
+    EditTurn,
     ForkChat,
     OpenChat,
     Regenerate,
     SendTurn,
+    ShowBranch,
     Shutdown,
     StopChat,
     TakeOutChat,
@@ -42,6 +44,7 @@ from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError
 from core.chat.state import ChatSnapshot, SavedState
+from core.chat.token_stats import TokenStat, token_stat
 from core.chat_template import ChatFormat
 from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.thread_priority import lower_this_thread
@@ -292,7 +295,7 @@ class ChatEngine:
             case CloseChat(chat_id=chat_id):
                 del self._waiting_opens[chat_id]
                 self._early_turns.pop(chat_id, None)
-            case Regenerate() | EditLastTurn():
+            case Regenerate() | EditTurn() | ShowBranch() | ContinueReply():
                 delta.notice = Notice(NoticeKind.OPENING)
             case TakeOutChat(chat_id=chat_id):
                 delta.notice = Notice(NoticeKind.OPENING)
@@ -327,14 +330,62 @@ class ChatEngine:
                     delta.replaces_last = True
             case TakeOutChat():
                 self._take_out(session, delta)
-            case EditLastTurn():
+            case EditTurn(history=history, text=text):
                 if session.generating or session.turns:
                     delta.notice = Notice(NoticeKind.BUSY, "editing")
                     return
-                try:
-                    delta.taken_back = session.take_back_last_turn()
-                except PanechatError as e:
-                    delta.notice = Notice(NoticeKind.FAILED, str(e))
+                if self._adopt(session, history, delta, decode=False):
+                    session.turns.append(text)
+            case ContinueReply(history=history, prefix=prefix):
+                self._continue(session, history, prefix, delta)
+            case ShowBranch(history=history):
+                if session.generating or session.turns:
+                    delta.notice = Notice(NoticeKind.BUSY, "switching the branch")
+                    return
+                self._adopt(session, history, delta, decode=True)
+
+    def _continue(
+        self,
+        session: ChatSession,
+        history: list[tuple[str, str]],
+        prefix: list[TokenStat],
+        delta: ChatDelta,
+    ) -> None:
+        """Start a new version of a reply from ``prefix``; it ends at once when the prefix
+        already ends it (an end-of-turn token, a stop string)."""
+        if session.generating or session.turns or delta.finished is not None:
+            delta.notice = Notice(NoticeKind.BUSY, "branching at a token")
+            return
+        before = session.state()
+        try:
+            text = session.continue_reply(history, [s.token for s in prefix])
+        except PanechatError as e:
+            session.reply = None
+            session.restore_state(before)
+            delta.notice = Notice(NoticeKind.FAILED, str(e))
+            return
+        delta.started = True
+        delta.text += text.answer
+        delta.reasoning += text.reasoning
+        delta.tokens.extend(prefix)
+        reply = session.reply
+        if reply is not None and reply.done:
+            self._end_reply(session, delta, reply.stop_reason or StopReason.STOP_STRING)
+
+    @staticmethod
+    def _adopt(
+        session: ChatSession, history: list[tuple[str, str]], delta: ChatDelta, *, decode: bool
+    ) -> bool:
+        """The chat goes on from ``history`` (another branch); a template that refuses it
+        leaves the chat as it was, with a notice (False)."""
+        before = session.state()
+        try:
+            session.adopt(history, decode=decode)
+        except PanechatError as e:
+            session.restore_state(before)
+            delta.notice = Notice(NoticeKind.FAILED, str(e))
+            return False
+        return True
 
     @staticmethod
     def _end_reply(
@@ -347,6 +398,7 @@ class ChatEngine:
         tail = session.end_reply()
         delta.finished = reason
         delta.reply_tokens = reply.token_count
+        delta.tokens_shown = reply.tokens_shown
         if shown:
             delta.text += tail.answer
             delta.reasoning += tail.reasoning
@@ -520,6 +572,8 @@ class ChatEngine:
             token = conv.sample()
             sampled += 1
             delta = self._delta(deltas, session.chat_id)
+            if conv.last_choice is not None and not self.executor.model.is_eog(token):
+                delta.tokens.append(token_stat(self.executor.model, conv.last_choice))
             split = session.feed(token)
             delta.text += split.answer
             delta.reasoning += split.reasoning

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.chat.notices import Notice
+from core.chat.token_stats import TokenStat
 from core.reply_stream import StopReason
 
 
@@ -17,11 +18,12 @@ class ChatDelta:
     reasoning: str = ""  # new reasoning text (a reasoning model's thoughts, before its answer)
     started: bool = False  # a new reply began (the UI opens a new message block)
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
-    taken_back: str | None = None  # the last user turn was rewound: its text, to edit
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
+    tokens_shown: int = 0  # ...of which the first this many spell its text (the rest: a stop)
     reply_text: str | None = None  # the finished reply's whole text (reasoning in its markers)
     notice: Notice | None = None  # something to tell the user (context full, error)
+    tokens: list[TokenStat] = field(default_factory=list)  # the reply's new tokens, with odds
     model: str | None = None  # the chat now answers with this model (a switch)
     tokens_per_second: float = 0.0
     context_used: int = 0
@@ -30,17 +32,14 @@ class ChatDelta:
     def absorb(self, later: ChatDelta) -> bool:
         """Fold a later frame's delta into this one, unless that would reorder a reply's end and
         the next one's start; returns whether it did."""
-        if (
-            self.finished is not None
-            or later.started
-            or self.taken_back is not None
-            or later.taken_back is not None
-        ):
+        if self.finished is not None or later.started:
             return False
         self.text += later.text
         self.reasoning += later.reasoning
+        self.tokens += later.tokens
         self.finished = later.finished
         self.reply_tokens = later.reply_tokens
+        self.tokens_shown = later.tokens_shown
         self.reply_text = later.reply_text
         self.notice = later.notice or self.notice
         self.model = later.model if later.model is not None else self.model

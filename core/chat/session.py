@@ -12,6 +12,7 @@ from core import ChatMessage, Conversation, PanechatError, ReplyStream, Template
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import Exchange, TurnState
+from core.chat.tree import exchanges
 from core.chat_template import ChatFormat
 from core.reasoning import ReasoningSplitter, Split
 
@@ -57,6 +58,9 @@ class ChatSession:
     dropped_turns: int = 0  # turns shifted out of the KV (the transcript still shows them)
     shift_notice: Notice | None = None  # set by make_room, for the engine to hand out once
     thinking: ReasoningSplitter = field(default_factory=ReasoningSplitter)  # the last reply's
+
+    def __post_init__(self) -> None:
+        self.conversation.records_choices = True  # each reply token's odds, for the pane
 
     @property
     def generating(self) -> bool:
@@ -208,35 +212,67 @@ class ChatSession:
         self.exchanges = list(state.exchanges)
         self.dropped_turns = state.dropped_turns
 
-    def replay(self, messages: list[tuple[str, str]]) -> int:
+    def replay(self, messages: Sequence[tuple[str, str]]) -> int:
         """Queue a saved transcript for decoding (when its KV state cannot be loaded), with
         the positions of its turns, as if it had been typed. Returns the tokens queued."""
-        exchanges: list[Exchange] = []
-        for role, text in messages:
-            if role == "user":
-                exchanges.append(Exchange(text))
-            elif role == "assistant" and exchanges and text.strip():
-                exchanges[-1] = Exchange(exchanges[-1].user, self.template.reply_content(text))
-        if not exchanges:
-            return 0
-        target = self.prompt_tokens(exchanges)
+        self.adopt(messages, decode=True)
+        return self.conversation.pending_count
+
+    def adopt(self, messages: Sequence[tuple[str, str]], *, decode: bool) -> None:
+        """Make ``messages`` the chat's history (another branch of it, a saved transcript),
+        with the positions of its turns. With ``decode``, the KV is brought in step at once:
+        the tokens it shares with the new history stay, the rest is queued; else the next
+        turn's :meth:`begin_reply` does that (an edited turn: one decode, not two)."""
+        turns = [
+            Exchange(e.user, self.template.reply_content(e.reply) if e.reply.strip() else "")
+            for e in exchanges(messages)
+        ]
+        self.dropped_turns = 0
+        if not turns:  # the KV is brought in step by the next turn
+            self.exchanges, self.turn_starts = [], []
+            self.reply_base, self.turn_base = 0, -1
+            return
+        target = self.prompt_tokens(turns)
         limit = self.conversation.executor.n_ctx_seq * 3 // 4  # room left to answer
-        while len(target) > limit and len(exchanges) > 1:  # a smaller context: oldest go
-            exchanges = exchanges[1:]
+        while len(target) > limit and len(turns) > 1:  # a smaller context: oldest go
+            turns = turns[1:]
             self.dropped_turns += 1
-            target = self.prompt_tokens(exchanges)
-        last = exchanges[-1]
-        asked = self.prompt_tokens(exchanges[:-1], last.user)
+            target = self.prompt_tokens(turns)
+        last = turns[-1]
+        asked = self.prompt_tokens(turns[:-1], last.user)
         self.turn_starts = []
-        for i in range(len(exchanges)):  # each start after the one before (_turn_start)
-            self.turn_starts.append(self._turn_start(exchanges[:i], target))
-        self.exchanges = exchanges
+        for i in range(len(turns)):  # each start after the one before (_turn_start)
+            self.turn_starts.append(self._turn_start(turns[:i], target))
+        self.exchanges = turns
         self.turn_base = self.turn_starts[-1]
         self.reply_base = common_prefix(asked, target)
         if self.reply_base < len(asked):  # the template renders the last question otherwise
             self.reply_base = 0
-        self._sync(target)
-        return self.conversation.pending_count
+        if decode:
+            self._sync(target)
+
+    def continue_reply(self, history: Sequence[tuple[str, str]], prefix: Sequence[int]) -> Split:
+        """A new version of the reply to ``history``'s last user turn, begun with the tokens
+        ``prefix`` (a reply's first ones, the last one the model nearly chose): the KV keeps
+        what it shares with that, the rest is queued, and sampling goes on after it. Returns
+        the prefix's text, the reply's first."""
+        self.adopt(history, decode=False)
+        if not self.exchanges or self.exchanges[-1].reply or not prefix:
+            raise PanechatError("a reply goes on from a user turn, with at least one token")
+        conv = self.conversation
+        last = self.exchanges[-1]
+        prompt = self.prompt_text(self.exchanges[:-1], last.user)
+        asked = conv.executor.model.tokenize_prompt(prompt)
+        self.reply_base = len(asked)
+        self._sync([*asked, *prefix])
+        conv.sampling = self.config.sampling  # a fresh sampler, as a regeneration gets
+        self._open_reply(prompt)
+        text = Split("", "")
+        for token in prefix:
+            conv.accept(token)  # the repetition penalties count the prefix too
+            split = self.feed(token)
+            text = Split(text.reasoning + split.reasoning, text.answer + split.answer)
+        return text
 
     def feed(self, token: int) -> Split:
         """A sampled token in; the reply's new text out, its reasoning apart from its answer."""
@@ -310,20 +346,10 @@ class ChatSession:
         self.exchanges[-1] = Exchange(self.exchanges[-1].user)
         self._open_reply()
 
-    def take_back_last_turn(self) -> str:
-        """Rewind to before the last user turn (its reply goes too) and return its text, for
-        the user to edit and send again."""
-        conv = self.conversation
-        if self.generating or self.turn_base < 0 or conv.token_count < self.turn_base:
-            raise PanechatError("there is no finished turn to edit in this chat")
-        conv.rewind(conv.token_count - self.turn_base)
-        self.reply_base, self.turn_base = 0, -1  # one step back only
-        self.turn_starts.pop()
-        return self.exchanges.pop().user
-
     def reset(self, conversation: Conversation) -> None:
         """Start over on a fresh conversation (clear)."""
         self.conversation = conversation
+        conversation.records_choices = True
         self.turns.clear()
         self.reply = None
         self.last_rate = 0.0

@@ -10,11 +10,14 @@ from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.widgets import Markdown
 
+from core.chat import Siblings
 from core.printable import printable
 from tui.widgets.reasoning_block import ReasoningBlock
 
 #: A Markdown link reference definition, ``[label]: url``, which can change earlier blocks.
 LINK_REFERENCE = re.compile(r"(?m)^ {0,3}\[[^\]]+\]:")
+#: The single angle quotes around a message's place among its versions: "2/3" between them.
+OPEN, CLOSE = "\u2039", "\u203a"
 
 
 @cache
@@ -45,63 +48,53 @@ class ChatMessage(Markdown):
       (``virtual_size`` below): the pass that grew the message has already placed and
       painted it and everything after it (tested against a forced full re-layout).
 
-    A regenerated reply keeps its earlier versions: the newest is what the conversation
-    continues from, the others can be paged through (``show_version``)."""
+    A message with siblings (other versions of it: an edited turn, a regenerated reply) says
+    which one it is (``2/3`` between angle quotes); the pane pages through them."""
 
     virtual_size = Reactive(Size(0, 0), layout=False, repaint=False)
     BLOCKS = {**Markdown.BLOCKS, "paragraph_open": SettledParagraph}
 
-    def __init__(self, role: str, text: str = "", *, notice: bool = False) -> None:
+    def __init__(
+        self,
+        role: str,
+        text: str = "",
+        *,
+        notice: bool = False,
+        message_id: int | None = None,
+        siblings: Siblings | None = None,
+    ) -> None:
         classes = f"message -{role}" + (" -notice" if notice else "")
         text = printable(text)  # untrusted: the model's, the user's, a saved session's
         super().__init__(text, classes=classes, parser_factory=shared_parser)
         self.role = role
         self.text = text
+        self.message_id = message_id  # its id in the pane's ChatTree (None: a notice)
         self.thoughts: ReasoningBlock | None = None  # a reply's reasoning, shown above it
-        self.versions: list[str] = []  # earlier versions of a regenerated reply, oldest first
-        self.shown: int | None = None  # index into versions while paging, None: the newest
         self.streaming = False
+        self.versions = siblings
+        self.editing = False
         if role != "notice":
             self.border_title = self._label()
 
     def _label(self) -> str:
         label = "You" if self.role == "user" else "Reply"
-        if self.versions:
-            total = len(self.versions) + 1
-            index = total if self.shown is None else self.shown + 1
-            newest = "" if self.shown is None else " · the chat goes on from the newest"
-            label += f" {index}/{total}  [dim](alt+← / alt+→){newest}[/dim]"
+        if self.versions is not None and self.versions.count > 1:
+            label += f" {OPEN} {self.versions.index}/{self.versions.count} {CLOSE}"
+        if self.editing:
+            label += "  [dim]editing: Enter sends a new version, Esc keeps this one[/dim]"
         return label
+
+    def show_siblings(self, siblings: Siblings) -> None:
+        self.versions = siblings
+        self.border_title = self._label()
+
+    def show_editing(self, editing: bool) -> None:
+        self.editing = editing
+        self.border_title = self._label()
 
     @property
     def reasoning(self) -> str:
         return self.thoughts.text if self.thoughts is not None else ""
-
-    async def new_version(self) -> None:
-        """Keep the current text as an earlier version and start streaming a new one (the
-        earlier version's reasoning is not kept)."""
-        if self.thoughts is not None:
-            await self.thoughts.remove()
-            self.thoughts = None
-        self.streaming = False
-        self.versions.append(self.text)
-        self.text, self.shown = "", None
-        self.border_title = self._label()
-        await self.update("")
-
-    async def show_version(self, step: int) -> bool:
-        """Page to an older (step < 0) or newer (step > 0) version; False at either end."""
-        if not self.versions or self.streaming:
-            return False
-        current = len(self.versions) if self.shown is None else self.shown
-        target = current + step
-        if not 0 <= target <= len(self.versions):
-            return False
-        self.shown = None if target == len(self.versions) else target
-        text = self.text if self.shown is None else self.versions[self.shown]
-        self.border_title = self._label()
-        await self.update(text.strip() or "_(no reply)_")
-        return True
 
     async def stream(self, fragment: str) -> None:
         """Add streamed text: the app calls this once per pane per screen update."""

@@ -1,0 +1,93 @@
+"""A reply's tokens as the chat keeps them: each token's text, its probability and the
+likeliest other tokens (:class:`core.token_choice.TokenChoice`, with text), to show why a model
+said what it said and to branch at a token the model nearly chose."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.token_choice import TokenChoice
+from core.weights import LlamaWeights
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    token: int
+    piece: str  # the token's text
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStat:
+    """One sampled reply token: its text, probability, and the likeliest others."""
+
+    token: int
+    piece: str
+    probability: float
+    alternatives: tuple[Alternative, ...] = ()
+
+
+def token_stat(model: LlamaWeights, choice: TokenChoice) -> TokenStat:
+    """A sampled token's choice, with each token's text (as the model spells it)."""
+
+    def piece(token: int) -> str:
+        return model.token_piece(token).decode("utf-8", errors="replace")
+
+    return TokenStat(
+        choice.token,
+        piece(choice.token),
+        choice.probability,
+        tuple(Alternative(t, piece(t), p) for t, p in choice.alternatives),
+    )
+
+
+def stats_to_json(stats: Sequence[TokenStat]) -> str:
+    """Compact JSON: [token, piece, probability, [[token, piece, probability], ...]] each."""
+    rows = []
+    for s in stats:
+        others = [[a.token, a.piece, round(a.probability, 4)] for a in s.alternatives]
+        rows.append([s.token, s.piece, round(s.probability, 4), others])
+    return json.dumps(rows, ensure_ascii=False)
+
+
+def stats_from_json(text: str | None) -> list[TokenStat]:
+    """The stats written by :func:`stats_to_json`; [] for none, or for anything damaged (the
+    reply's text stays; only its probabilities are gone)."""
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+        return [_stat(item) for item in data]
+    except (ValueError, TypeError, IndexError):
+        return []
+
+
+def _stat(item: Any) -> TokenStat:
+    token, piece, probability, alternatives = item
+    return TokenStat(
+        _int(token),
+        _str(piece),
+        _float(probability),
+        tuple(Alternative(_int(t), _str(p), _float(q)) for t, p, q in alternatives),
+    )
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError("a token id is an integer")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a piece is text")
+    return value
+
+
+def _float(value: Any) -> float:
+    if type(value) not in (int, float) or not 0.0 <= value <= 1.0:
+        raise ValueError("a probability is a number in [0, 1]")
+    return float(value)

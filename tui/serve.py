@@ -1,0 +1,195 @@
+"""``panechat serve``: the app in a web browser, through textual-serve. Every browser tab that
+connects gets its own ``panechat`` process (its own model load) behind an xterm.js page, so
+this is a way to reach a machine's model from a browser, not a multi-user chat server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import socket
+import sys
+
+from aiohttp import web
+from aiohttp.web_runner import GracefulExit
+from textual_serve.server import Server
+
+from core import PanechatError
+
+PROG = "panechat serve"
+DEFAULT_PORT = 8000
+WARNING = (
+    "warning: panechat serve has no authentication or encryption — anyone who can reach "
+    "{url} can use this app, its model and the saved sessions of this user; use it only on "
+    "a trusted network"
+)
+WILDCARDS = {"0.0.0.0", "::", ""}
+QUIT_WAIT = 30.0  # seconds the tabs' panechat get to quit when the server stops
+
+
+class ServeError(PanechatError):
+    """The server cannot start (the port is taken, the host is unknown); one line says why."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve panechat to web browsers: each browser tab runs its own panechat.",
+        epilog="Any other options are passed on to the panechat that each tab runs, e.g. "
+        "`panechat serve --port 8080 --panes 2 --no-save` (after `--` too).",
+        allow_abbrev=False,  # `--p` must not be taken for --port when it is meant for the app
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to listen on ({DEFAULT_PORT})"
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the address browsers reach this server at, when it differs from "
+        "http://HOST:PORT (a proxy; HOST 0.0.0.0 defaults to this machine's name)",
+    )
+    return p
+
+
+def app_command(app_args: list[str]) -> str:
+    """The shell command each connection runs: this same interpreter and panechat, so that a
+    tab gets exactly the panechat (and venv) that was asked to serve. It ignores SIGINT: a
+    Ctrl-C in the server's terminal reaches its whole process group, and each tab's panechat
+    should quit as its tab is closed (saving its session), not die from it."""
+    return f"trap '' INT; exec {shlex.join([sys.executable, '-m', 'tui.cli', *app_args])}"
+
+
+def public_url(host: str, port: int) -> str:
+    """Where browsers find the page (the page's websocket address is built from it too)."""
+    if host in WILDCARDS:
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def exposure_warning(host: str, url: str) -> str | None:
+    """The one-line warning for an address other machines can reach; None for loopback."""
+    from core.rpc import RpcEndpoint
+
+    if RpcEndpoint(host, 1).is_loopback:
+        return None
+    return WARNING.format(url=url)
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Fail with one line if the server could not listen there, before anything is printed
+    (aiohttp would raise from deep inside its event loop, after the start-up message)."""
+    if not 0 < port < 65536:
+        raise ServeError(f"--port must be between 1 and 65535, not {port}")
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise ServeError(f"cannot listen on host {host!r}: {e.strerror} — check --host") from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does
+            try:
+                probe.bind(address)
+            except OSError as e:
+                raise ServeError(_bind_failure(host, port, e)) from None
+
+
+def _bind_failure(host: str, port: int, error: OSError) -> str:
+    reason = error.strerror or type(error).__name__
+    hint = "pick another --port" if "in use" in reason else "check --host and --port"
+    return f"cannot listen on {host}:{port}: {reason} — {hint}"
+
+
+class PanechatServer(Server):
+    """textual-serve's server with panechat's one start-up line instead of its banner."""
+
+    def __init__(self, command: str, host: str, port: int, url: str) -> None:
+        super().__init__(command, host=host, port=port, title="panechat", public_url=url)
+        self.url = url
+        self.connections: set[asyncio.Task[object]] = set()
+
+    def initialize_logging(self) -> None:
+        super().initialize_logging()
+        import logging
+
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
+
+    async def on_startup(self, app: web.Application) -> None:
+        print(
+            f"{PROG}: open {self.url} in a browser — each tab starts its own panechat "
+            "(Ctrl-C stops)",
+            flush=True,
+        )
+
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """One tab's connection, for as long as its panechat runs; kept to end it on stop."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            return await super().handle_websocket(request)
+        finally:
+            self.connections.discard(task)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """End every tab's connection: textual-serve then tells its panechat to quit and
+        waits for it. (aiohttp alone would wait for the browsers to hang up first.)"""
+        tabs = list(self.connections)
+        for task in tabs:
+            task.cancel()
+        if tabs:
+            await asyncio.wait(tabs, timeout=QUIT_WAIT)
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The server's own options, and the rest: the options for each tab's panechat (a ``--``
+    between the two is optional)."""
+    args, app_args = parser().parse_known_args(argv)
+    if "--" in app_args:
+        app_args.remove("--")
+    return args, app_args
+
+
+def serve_command(argv: list[str]) -> int:
+    """``panechat serve``: check the app's options and the address up front (one line and
+    exit 2 if wrong), then serve until Ctrl-C."""
+    args, app_args = parse(argv)
+    try:
+        _check_app_args(app_args)
+        check_bindable(args.host, args.port)
+    except PanechatError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    url = args.public_url or public_url(args.host, args.port)
+    warning = exposure_warning(args.host, url)
+    if warning is not None:
+        print(f"{PROG}: {warning}", file=sys.stderr)
+    server = PanechatServer(app_command(app_args), args.host, args.port, url)
+    try:
+        server.serve()
+    except OSError as e:  # taken between the check and the start
+        print(f"{PROG}: error: {_bind_failure(args.host, args.port, e)}", file=sys.stderr)
+        return 2
+    except GracefulExit:  # a second Ctrl-C while the tabs quit (a SystemExit of code 1)
+        print(f"{PROG}: stopped without waiting for the tabs to quit", file=sys.stderr)
+        return 130
+    print(f"{PROG}: stopped", file=sys.stderr)
+    return 0
+
+
+def _check_app_args(app_args: list[str]) -> None:
+    """The options each tab's panechat gets, checked here: a wrong one fails now, in this
+    terminal, instead of as a closed page in every browser tab."""
+    from tui.cli import build_parser, prepare, session_command_given
+
+    app_parser = build_parser()
+    app_parser.prog = PROG  # its errors name the command that was typed
+    options = app_parser.parse_args(app_args)
+    if session_command_given(options):
+        raise ServeError("serve runs the chat app: manage saved sessions with plain `panechat`")
+    if options.no_save and options.resume is not None:
+        app_parser.error("--no-save runs without the saved sessions; drop one of the two")
+    prepare(options)
