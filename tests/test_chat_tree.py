@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.chat import ChatTree, Role
-from core.chat.tree import exchanges
+from core.chat.state import exchanges
 
 
 def test_siblings_paging_and_the_branch_below_each_are_remembered() -> None:

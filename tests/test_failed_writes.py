@@ -18,9 +18,18 @@ from core import (
     ContextTooLargeError,
     InvalidParamsError,
     LlamaWeights,
+    StopReason,
     model_template,
 )
-from core.chat import ChatConfig, ChatEngine, ChatSnapshot, Exchange, SavedState, TurnState
+from core.chat import (
+    ChatConfig,
+    ChatDelta,
+    ChatEngine,
+    ChatSnapshot,
+    Exchange,
+    SavedState,
+    TurnState,
+)
 from core.context_budget import KvShape, cgroup_room, check_context
 from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
 from tui.config import ConfigError, load_config
@@ -221,3 +230,23 @@ def test_a_cgroup_limit_bounds_the_memory_available(tmp_path: Path, version: str
     (group / files[1]).write_text(str(3 * 2**30) + "\n")
     room = cgroup_room(tmp_path, membership)
     assert room == (None if version == "unlimited" else 5 * 2**30)
+
+
+def test_a_reply_whose_row_failed_keeps_the_branch_whole(recording: Recording) -> None:
+    """The reply's row could not be written when it started: the final write adds it, and
+    the turns after it follow it, so the branch shown stays one line from the first turn."""
+    trees = PaneTrees()
+    store, recorder = recording.store, recording.recorder
+    recorder.message("p", trees.user("p", "first"))
+    with sqlite3.connect(store.path) as other:
+        other.execute(
+            "CREATE TRIGGER outage BEFORE INSERT ON messages "
+            "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
+        )
+    recorder.frame("p", ChatDelta(text="Hi", started=True), trees.reply("p"))
+    with sqlite3.connect(store.path) as other:
+        other.execute("DROP TRIGGER outage")
+    recorder.frame("p", ChatDelta(finished=StopReason.END_OF_GENERATION, reply_text="Hi."))
+    recorder.message("p", trees.user("p", "second"))
+    (saved,) = store.load(recording.session)
+    assert saved.messages == [("user", "first"), ("assistant", "Hi."), ("user", "second")]

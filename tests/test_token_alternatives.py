@@ -10,7 +10,7 @@ import numpy as np
 from test_chat_engine import Driver, chat, make_driver  # noqa: F401 - the fixture, by name
 
 from core.chat import ContinueReply, OpenChat, SendTurn, TokenStat
-from core.chat.token_stats import Alternative, stats_from_json, stats_to_json
+from core.chat.token_stats import Alternative, ReplyOdds
 from core.token_choice import ALTERNATIVES, POOL, token_choice
 
 
@@ -43,11 +43,22 @@ def test_a_choice_has_the_models_probabilities_over_its_likeliest_tokens() -> No
 
 def test_stats_survive_json_and_damage_reads_as_none() -> None:
     stats = [TokenStat(7, " Paris", 0.8123456, (Alternative(9, " Lyon", 0.1),))]
-    back = stats_from_json(stats_to_json(stats))
+    odds = ReplyOdds.from_json(ReplyOdds("big", tuple(stats)).to_json())
+    assert odds is not None and odds.model == "big"
+    back = odds.tokens
     assert back[0].token == 7 and back[0].piece == " Paris" and back[0].alternatives[0].token == 9
     assert abs(back[0].probability - 0.8123) < 1e-9
-    for damaged in ("[[1, 2]]", "{}", "not json", '[[1, "a", 7.0, []]]', '[["1", "a", 0.1, []]]'):
-        assert stats_from_json(damaged) == []
+    damaged = (
+        "[[1, 2]]",
+        "{}",
+        "not json",
+        '{"model": "", "tokens": [[1, "a", 7.0, []]]}',
+        '{"model": "", "tokens": [["1", "a", 0.1, []]]}',
+        '{"model": 3, "tokens": []}',
+        "[" * 100_000,  # deeper than json can go
+    )
+    for text in damaged:
+        assert ReplyOdds.from_json(text) is None
 
 
 def reply_stats(driver: Driver, chat_id: str) -> list[list[TokenStat]]:
@@ -86,7 +97,7 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
     (finished,) = [
         f.deltas["c"] for f in driver.frames if "c" in f.deltas and f.deltas["c"].finished
     ]
-    shown = stats[: finished.tokens_shown]  # not the tokens of a stop string ("User:")
+    shown = stats[: len(stats) - finished.tokens_dropped]  # not a stop string's ("User:")
     assert "".join(s.piece for s in shown).strip() == driver.text["c"].strip()
 
     alternative = next(a for a in stats[2].alternatives if a.piece.strip().isalpha())

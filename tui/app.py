@@ -570,6 +570,7 @@ class PanechatApp(App[OpenSession | None]):
 
     def action_regenerate(self) -> None:
         if (pane := self._idle_focused_pane("regenerating")) is not None:
+            pane.generating = True  # until the new version starts: no branch moves under it
             self.source.submit(Regenerate(pane.pane_id))
 
     def action_select_message(self, step: int) -> None:
@@ -621,7 +622,10 @@ class PanechatApp(App[OpenSession | None]):
             return
 
         async def chosen(message_id: int | None) -> None:
-            if message_id is None or pane.generating or not pane.is_attached:
+            if message_id is None or not pane.is_attached:
+                return
+            if pane.generating:
+                self.notify(notice_text(Notice(NoticeKind.BUSY, "switching the branch"), self.keys))
                 return
             if await pane.show_message(message_id):
                 self._branch_shown(pane)
@@ -638,6 +642,15 @@ class PanechatApp(App[OpenSession | None]):
         if pane is None:
             return
         reply = pane.reply_for_tokens()
+        written_by = None if reply is None else reply.model
+        if written_by is not None and self.config.model_key(written_by) != self.config.model_key(
+            pane.config.model
+        ):
+            self.notify(
+                f"this reply was written by {self.model_label(written_by)}: its tokens are that "
+                "model's — switch the pane back to it to see them and branch there"
+            )
+            return
         if reply is None or not reply.tokens or reply.parent is None:
             self.notify(
                 "no token odds for this reply — replies written by this version of panechat "
@@ -647,7 +660,10 @@ class PanechatApp(App[OpenSession | None]):
             return
 
         async def chosen(choice: BranchAtToken | None) -> None:
-            if choice is None or pane.generating or not pane.is_attached:
+            if choice is None or not pane.is_attached:
+                return
+            if pane.generating:
+                self.notify(notice_text(Notice(NoticeKind.BUSY, "branching"), self.keys))
                 return
             other = choice.alternative
             prefix = [
@@ -655,6 +671,7 @@ class PanechatApp(App[OpenSession | None]):
                 TokenStat(other.token, other.piece, other.probability),
             ]
             history = await pane.branch_before(reply.id)
+            self.recorder.branch_shown(pane.pane_id, pane.branches.head)
             pane.generating = True
             self.source.submit(ContinueReply(pane.pane_id, history, prefix))
 
@@ -722,8 +739,14 @@ class PanechatApp(App[OpenSession | None]):
 
     async def _reveal(self, pane: ChatPane | None, message_id: int) -> None:
         """Scroll the reopened session to the search hit it was opened for."""
-        if pane is None or not await pane.reveal_message(message_id):
+        if pane is None:
             self.notify("the message searched for is not in the panes that reopened")
+            return
+        head = pane.branches.head
+        if not await pane.reveal_message(message_id):
+            self.notify("the message searched for is not in the panes that reopened")
+        elif pane.branches.head != head:  # another branch than the one saved: the model too
+            self._branch_shown(pane)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.keys.help_rows()))

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from core import PanechatError
 from core.chat import ChatConfig, ChatDelta, ChatSnapshot, TokenStat, TreeMessage
-from core.chat.token_stats import stats_to_json
+from core.chat.token_stats import ReplyOdds
 from core.reasoning import ReasoningMarkers
 from tui.session_store import SavedPane, SessionStore
 
@@ -75,6 +75,7 @@ class StreamingReply:
     """A reply being written as it streams: its text so far, its row once written."""
 
     parent: int | None  # the row of the message it answers
+    tree_id: int | None = None  # its id in the pane's tree (None: a frame no pane showed)
     text: str = ""
     tokens: list[TokenStat] = field(default_factory=list)  # its tokens' odds so far
     reasoning: str = ""  # a reasoning model's thoughts so far
@@ -110,6 +111,7 @@ class SessionRecorder:
         self._message_rows: dict[str, dict[int, int]] = {}  # pane -> its tree's ids -> rows
         self._head_rows: dict[str, int | None] = {}  # pane -> the last row of its branch
         self._row_parents: dict[int, int | None] = {}  # row -> the row it follows
+        self._models: dict[str, str] = {}  # pane -> the model it answers with ("" default)
 
     @contextmanager
     def _writing(self, pane_id: str | None = None) -> Iterator[None]:
@@ -130,6 +132,7 @@ class SessionRecorder:
 
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None:
         self._unwritten[pane_id] = (config, branched_from)
+        self._models[pane_id] = config.model
         self._row(pane_id)
 
     def _row(self, pane_id: str) -> int | None:
@@ -145,12 +148,14 @@ class SessionRecorder:
     def pane_restored(self, pane_id: str, saved: SavedPane) -> None:
         """A saved pane reopened: its tree keeps the stored messages' ids."""
         self._rows[pane_id] = saved.id
+        self._models[pane_id] = saved.config.model
         self._message_rows[pane_id] = {m.id: m.id for m in saved.tree}
         self._row_parents.update({m.id: m.parent for m in saved.tree})
         self._head_rows[pane_id] = saved.head
 
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
         """The pane's settings changed (it answers with another model): resume uses these."""
+        self._models[pane_id] = config.model
         row = self._row(pane_id)
         if row is not None:
             with self._writing(pane_id):
@@ -168,13 +173,15 @@ class SessionRecorder:
             self._wrote(pane_id, message.id, written, parent)
 
     def _parent_row(self, pane_id: str, parent: int | None) -> int | None:
-        """The row of the message ``parent`` (None: the pane's first, or one never written:
-        the pane then missed a write)."""
+        """The row of the message ``parent`` (None: the pane's first). A parent never written
+        (a failed write) stands in for by the branch's last row, so what follows stays on the
+        branch; the pane then missed a write (its KV is not saved)."""
         if parent is None:
             return None
         row = self._message_rows.get(pane_id, {}).get(parent)
         if row is None:
             self._lost.add(pane_id)
+            return self._head_rows.get(pane_id)
         return row
 
     def _wrote(self, pane_id: str, message_id: int | None, row: int, parent: int | None) -> None:
@@ -210,10 +217,11 @@ class SessionRecorder:
             streaming.tokens += delta.tokens
             so_far = ReasoningMarkers().join(streaming.reasoning, streaming.text)
             if self.clock() - streaming.written_at >= CHECKPOINT_INTERVAL and so_far:
-                self._write_reply(row, streaming, so_far)
+                self._write_reply(pane_id, row, streaming, so_far)
         if delta.finished is not None:
             if streaming is not None:
-                streaming.tokens = [*streaming.tokens, *delta.tokens][: delta.tokens_shown]
+                tokens = [*streaming.tokens, *delta.tokens]
+                streaming.tokens = tokens[: len(tokens) - delta.tokens_dropped]
             self._reply_ended(pane_id, row, delta.reply_text)
 
     def _start_reply(
@@ -228,29 +236,31 @@ class SessionRecorder:
             parent = self._head_rows.get(pane_id)
             if delta.replaces_last and parent is not None:
                 parent = self._row_parents.get(parent)
-        streaming = StreamingReply(parent, written_at=self.clock())
+        tree_id = reply.id if reply else None
+        streaming = StreamingReply(parent, tree_id, written_at=self.clock())
         self._streaming[pane_id] = streaming
         with self._writing():  # a failure here is covered by the final write
             streaming.message_id = self.store.add_message(row, "assistant", "", parent)
-            self._wrote(pane_id, reply.id if reply else None, streaming.message_id, parent)
+            self._wrote(pane_id, tree_id, streaming.message_id, parent)
 
     def _write_reply(
-        self, row: int, reply: StreamingReply, text: str, final_of: str | None = None
+        self, pane_id: str, row: int, reply: StreamingReply, text: str, *, final: bool = False
     ) -> None:
-        """A checkpoint, or with ``final_of`` (the pane) the whole reply: only a final write
-        that fails loses anything (a failed checkpoint is covered by the final one)."""
+        """A checkpoint, or (``final``) the whole reply with its tokens' odds: only a final
+        write that fails loses anything (a failed checkpoint is covered by the final one)."""
         reply.written_at = self.clock()
-        with self._writing(final_of):
-            tokens = stats_to_json(reply.tokens) if final_of is not None else None
-            if reply.message_id is None:
+        with self._writing(pane_id if final else None):
+            odds = ReplyOdds(self._models.get(pane_id, ""), tuple(reply.tokens))
+            if reply.message_id is None:  # its row could not be written when it started
                 reply.message_id = self.store.add_message(row, "assistant", text, reply.parent)
-            self.store.update_message(reply.message_id, text, tokens)
+                self._wrote(pane_id, reply.tree_id, reply.message_id, reply.parent)
+            self.store.update_message(reply.message_id, text, odds.to_json() if final else None)
 
     def _reply_ended(self, pane_id: str, row: int, text: str | None) -> None:
         """Save a finished reply whole (None: cancelled by a clear, nothing to keep)."""
         reply = self._streaming.pop(pane_id, None) or StreamingReply(self._head_rows.get(pane_id))
         if text is not None:
-            self._write_reply(row, reply, text, pane_id)
+            self._write_reply(pane_id, row, reply, text, final=True)
 
     def pane_cleared(self, pane_id: str) -> None:
         self._streaming.pop(pane_id, None)  # its late frames write nothing

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core import PanechatError, SamplingParams
 from core.chat import ChatConfig, ChatTree, Role, SavedState
-from core.chat.token_stats import stats_from_json
+from core.chat.token_stats import ReplyOdds
 from tui.config import APP_NAME
 from tui.session_search import SearchHit, search_messages
 
@@ -80,11 +80,11 @@ _SCHEMA_2 = """
 ALTER TABLE messages ADD COLUMN parent_id INTEGER;
 ALTER TABLE messages ADD COLUMN tokens TEXT;
 ALTER TABLE panes ADD COLUMN head INTEGER;
+CREATE INDEX IF NOT EXISTS messages_by_pane ON messages (pane_id, id);
 UPDATE messages SET parent_id = (
     SELECT MAX(m.id) FROM messages m WHERE m.pane_id = messages.pane_id AND m.id < messages.id
 );
 UPDATE panes SET head = (SELECT MAX(m.id) FROM messages m WHERE m.pane_id = panes.id);
-CREATE INDEX IF NOT EXISTS messages_by_pane ON messages (pane_id, id);
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
 );
@@ -237,30 +237,28 @@ class SavedPane:
 
     @property
     def messages(self) -> list[tuple[str, str]]:
-        """The branch the pane showed, as (role, text), oldest first: the head and the
-        messages it follows."""
-        by_id = {m.id: m for m in self.tree}
-        path: list[StoredMessage] = []
-        node = by_id.get(self.head) if self.head is not None else None
-        while node is not None and len(path) <= len(by_id):  # a cycle cannot loop forever
-            path.append(node)
-            node = by_id.get(node.parent) if node.parent is not None else None
-        return [(m.role, m.text) for m in reversed(path)]
+        """The branch the pane showed, as (role, text), oldest first: what the pane shows
+        and the model reads (both from :meth:`chat_tree`, so a damaged file reads alike)."""
+        return self.chat_tree().messages()
 
     def chat_tree(self) -> ChatTree:
         """Every branch, with the stored ids, showing the branch the pane showed. A row whose
         role is unknown is left out; one whose parent is missing follows the row before it
         (a damaged or hand-edited file still opens)."""
         tree = ChatTree()
+        added: set[int] = set()
         for message in self.tree:
             if message.role not in (Role.USER.value, Role.ASSISTANT.value):
                 continue
             parent = message.parent
-            if parent is not None and parent not in {m.id for m in tree}:
+            if parent is not None and parent not in added:  # rows come oldest first
                 parent = tree.head
+            added.add(message.id)
             node = tree.add(parent, Role(message.role), message.text, message_id=message.id)
-            node.tokens = stats_from_json(message.tokens)
-        if self.head is not None and self.head in {m.id for m in tree}:
+            odds = ReplyOdds.from_json(message.tokens)
+            if odds is not None:
+                node.tokens, node.model = list(odds.tokens), odds.model
+        if self.head is not None and self.head in added:
             tree.show(self.head)
         return tree
 

@@ -43,7 +43,7 @@ from core.chat.config import ChatConfig
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError
-from core.chat.state import ChatSnapshot, SavedState
+from core.chat.state import ChatSnapshot, SavedState, exchanges
 from core.chat.token_stats import TokenStat, token_stat
 from core.chat_template import ChatFormat
 from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
@@ -57,6 +57,10 @@ class TakenOut:
 
     config: ChatConfig
     messages: list[tuple[str, str]]
+
+
+#: Commands a pane waits on an answer for (it shows itself busy until a frame comes).
+_ANSWERED = (SendTurn, EditTurn, ShowBranch, ContinueReply, Regenerate)
 
 
 class ChatEngine:
@@ -283,6 +287,8 @@ class ChatEngine:
                 session = self._sessions.get(command.chat_id)
                 if session is not None:
                     self._apply_to(session, command, self._delta(deltas, command.chat_id))
+                elif isinstance(command, _ANSWERED):  # the pane waits for an answer: say why
+                    self._delta(deltas, command.chat_id).notice = Notice(NoticeKind.NOT_OPEN)
 
     def _apply_while_opening(self, command: Command, delta: ChatDelta) -> None:
         """A chat still waiting for its shared system prompt keeps its turns for later; a
@@ -295,7 +301,9 @@ class ChatEngine:
             case CloseChat(chat_id=chat_id):
                 del self._waiting_opens[chat_id]
                 self._early_turns.pop(chat_id, None)
-            case Regenerate() | EditTurn() | ShowBranch() | ContinueReply():
+            case EditTurn() | ShowBranch() | ContinueReply():
+                self._deferred.append(command)  # it carries its whole history: later is fine
+            case Regenerate():
                 delta.notice = Notice(NoticeKind.OPENING)
             case TakeOutChat(chat_id=chat_id):
                 delta.notice = Notice(NoticeKind.OPENING)
@@ -319,29 +327,39 @@ class ChatEngine:
                     session.reset(self._open_conversation(session.config, wait=False))
             case Regenerate() if delta.finished is not None:
                 self._deferred.append(command)  # one frame ends a reply, the next starts one
+            case Regenerate() if session.conversation.requires_inference and not (
+                session.generating or session.turns
+            ):
+                self._deferred.append(command)  # a branch shown is still being read
             case Regenerate():
                 if session.generating or session.turns:
                     delta.notice = Notice(NoticeKind.BUSY, "regenerating")
                 elif not session.can_regenerate:
                     delta.notice = Notice(NoticeKind.NOTHING_TO_REGENERATE)
                 else:
-                    session.regenerate()
+                    try:
+                        session.regenerate()
+                    except PanechatError as e:
+                        delta.notice = Notice(NoticeKind.FAILED, str(e))
+                        return
                     delta.started = True
                     delta.replaces_last = True
             case TakeOutChat():
                 self._take_out(session, delta)
+            case EditTurn() | ShowBranch() | ContinueReply() if (
+                session.generating or session.turns or delta.finished is not None
+            ):
+                # The pane shows the new branch already: apply it once the reply in flight
+                # (the app lets none start meanwhile) has ended, never refuse it.
+                self._deferred.append(command)
             case EditTurn(history=history, text=text):
-                if session.generating or session.turns:
-                    delta.notice = Notice(NoticeKind.BUSY, "editing")
-                    return
-                if self._adopt(session, history, delta, decode=False):
+                # The KV is brought in step with the history at once (what it shares stays):
+                # should the edited turn then fail to start, the KV still matches the chat.
+                if self._adopt(session, history, delta, decode=True):
                     session.turns.append(text)
             case ContinueReply(history=history, prefix=prefix):
                 self._continue(session, history, prefix, delta)
             case ShowBranch(history=history):
-                if session.generating or session.turns:
-                    delta.notice = Notice(NoticeKind.BUSY, "switching the branch")
-                    return
                 self._adopt(session, history, delta, decode=True)
 
     def _continue(
@@ -353,12 +371,11 @@ class ChatEngine:
     ) -> None:
         """Start a new version of a reply from ``prefix``; it ends at once when the prefix
         already ends it (an end-of-turn token, a stop string)."""
-        if session.generating or session.turns or delta.finished is not None:
-            delta.notice = Notice(NoticeKind.BUSY, "branching at a token")
-            return
         before = session.state()
         try:
-            text = session.continue_reply(history, [s.token for s in prefix])
+            text = session.continue_reply(
+                history, [s.token for s in prefix], self.executor.n_ctx_seq
+            )
         except PanechatError as e:
             session.reply = None
             session.restore_state(before)
@@ -398,7 +415,7 @@ class ChatEngine:
         tail = session.end_reply()
         delta.finished = reason
         delta.reply_tokens = reply.token_count
-        delta.tokens_shown = reply.tokens_shown
+        delta.tokens_dropped = reply.token_count - reply.tokens_shown
         if shown:
             delta.text += tail.answer
             delta.reasoning += tail.reasoning
@@ -428,6 +445,12 @@ class ChatEngine:
         if conv.token_count != state.tokens:
             conv.dispose()
             delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it does not match the chat's tokens")
+            return None
+        held = [e.user for e in state.turns.exchanges]
+        shown = [e.user for e in exchanges(restore.messages)]
+        if held and shown[-len(held) :] != held:  # cells of another branch than the one shown
+            conv.dispose()
+            delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it holds another branch")
             return None
         session = ChatSession(command.chat_id, command.config, conv, self.template)
         session.restore_state(state.turns)

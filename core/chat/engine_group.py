@@ -90,6 +90,7 @@ class ChatEngineGroup:
         self._waiting: dict[str, list[Command]] = {}  # for models being loaded
         self._switches: dict[str, SwitchModel] = {}  # chats to move once their model loads
         self._moving: dict[str, SwitchModel] = {}  # chats their engine is closing for a switch
+        self._held: dict[str, list[Command]] = {}  # commands for them meanwhile, in order
         self._failed: dict[str, str] = {}  # models that could not be loaded: why
         self._chat_model: dict[str, str] = {}  # which model each chat is on
         self._turn = 0  # round robin over the engines with work
@@ -224,9 +225,12 @@ class ChatEngineGroup:
                 self._to_model(model, replace(command, config=replace(config, model=model)))
             case CloseChat(chat_id=chat_id):
                 self._switches.pop(chat_id, None)
+                self._held.pop(chat_id, None)
                 closing = self._chat_model.pop(chat_id, None)
                 if closing is not None:
                     self._to_model(closing, command)
+            case _ if command.chat_id in self._moving:  # to wherever the chat ends up
+                self._held.setdefault(command.chat_id, []).append(command)
             case _:
                 held = self._chat_model.get(command.chat_id)
                 if held is not None:
@@ -359,6 +363,8 @@ class ChatEngineGroup:
                 self._open_moved(command, taken.config, taken.messages)
             elif engine.stopped is not None:  # its process ended first
                 self._open_afresh(command, engine)
+            elif held := self._held.pop(chat_id, []):  # it was busy and stays: so do these
+                engine.submit(*held)
 
     def _open_afresh(self, command: SwitchModel, engine: ModelEngine | None) -> None:
         """Its own model could not load, or its process ended: the model holds nothing of
@@ -379,6 +385,8 @@ class ChatEngineGroup:
         self._emit(Frame({chat_id: delta}, model=target))
         moved = replace(config, model=command.model)
         self._to_model(target, OpenChat(chat_id, moved, Restore(messages, None)))
+        for later in self._held.pop(chat_id, []):
+            self._to_model(target, later)
 
     def _free_unused(self) -> None:
         """Free a loaded model once no chat is on it (the default one stays)."""

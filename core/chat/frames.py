@@ -20,7 +20,7 @@ class ChatDelta:
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
-    tokens_shown: int = 0  # ...of which the first this many spell its text (the rest: a stop)
+    tokens_dropped: int = 0  # ...of which the last this many spell no text (a stop string)
     reply_text: str | None = None  # the finished reply's whole text (reasoning in its markers)
     notice: Notice | None = None  # something to tell the user (context full, error)
     tokens: list[TokenStat] = field(default_factory=list)  # the reply's new tokens, with odds
@@ -39,7 +39,7 @@ class ChatDelta:
         self.tokens += later.tokens
         self.finished = later.finished
         self.reply_tokens = later.reply_tokens
-        self.tokens_shown = later.tokens_shown
+        self.tokens_dropped = later.tokens_dropped
         self.reply_text = later.reply_text
         self.notice = later.notice or self.notice
         self.model = later.model if later.model is not None else self.model

@@ -20,6 +20,7 @@ class NoticeKind(StrEnum):
     FAILED = "failed"  # a command failed; ``detail`` says why
     MODEL_FAILED = "model failed"  # the chat's model could not be loaded; ``detail`` says why
     MODEL_SWITCHED = "model switched"  # the chat moved to model ``detail`` and is read again
+    NOT_OPEN = "not open"  # a command for a chat the engine does not hold (it failed to open)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class Notice:
                 return f"{self.detail} — this chat cannot answer; the other chats carry on"
             case NoticeKind.MODEL_SWITCHED:
                 return f"now answered by {self.detail}: it reads the chat again first"
+            case NoticeKind.NOT_OPEN:
+                return "this chat is not open (see the notice above) — open a new one"
 
     def __str__(self) -> str:
         return self.text()

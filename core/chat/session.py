@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from core import ChatMessage, Conversation, PanechatError, ReplyStream, TemplateError
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
-from core.chat.state import Exchange, TurnState
-from core.chat.tree import exchanges
+from core.chat.state import Exchange, TurnState, exchanges
 from core.chat_template import ChatFormat
 from core.reasoning import ReasoningSplitter, Split
 
@@ -228,9 +227,13 @@ class ChatSession:
             for e in exchanges(messages)
         ]
         self.dropped_turns = 0
-        if not turns:  # the KV is brought in step by the next turn
+        if not turns:
             self.exchanges, self.turn_starts = [], []
             self.reply_base, self.turn_base = 0, -1
+            if decode:  # back to the (shared) system prompt, or to nothing
+                conv = self.conversation
+                conv.discard_pending()
+                conv.rewind(conv.token_count - self._turn_start([], conv.tokens))
             return
         target = self.prompt_tokens(turns)
         limit = self.conversation.executor.n_ctx_seq * 3 // 4  # room left to answer
@@ -251,18 +254,27 @@ class ChatSession:
         if decode:
             self._sync(target)
 
-    def continue_reply(self, history: Sequence[tuple[str, str]], prefix: Sequence[int]) -> Split:
+    def continue_reply(
+        self, history: Sequence[tuple[str, str]], prefix: Sequence[int], context_limit: int
+    ) -> Split:
         """A new version of the reply to ``history``'s last user turn, begun with the tokens
         ``prefix`` (a reply's first ones, the last one the model nearly chose): the KV keeps
         what it shares with that, the rest is queued, and sampling goes on after it. Returns
-        the prefix's text, the reply's first."""
-        self.adopt(history, decode=False)
-        if not self.exchanges or self.exchanges[-1].reply or not prefix:
-            raise PanechatError("a reply goes on from a user turn, with at least one token")
+        the prefix's text, the reply's first. Checks everything before the KV is touched."""
         conv = self.conversation
-        last = self.exchanges[-1]
-        prompt = self.prompt_text(self.exchanges[:-1], last.user)
+        n_vocab = conv.executor.model.n_vocab
+        if not prefix or any(not 0 <= t < n_vocab for t in prefix):
+            raise PanechatError(
+                "these tokens are not this model's — branch at a token of a reply this model wrote"
+            )
+        turns = exchanges(history)
+        if not turns or turns[-1].reply:
+            raise PanechatError("a reply goes on from a user turn")
+        prompt = self.prompt_text(turns[:-1], turns[-1].user)
         asked = conv.executor.model.tokenize_prompt(prompt)
+        if len(asked) + len(prefix) >= context_limit:
+            raise ContextFullError("context full: the reply does not fit")
+        self.adopt(history, decode=False)
         self.reply_base = len(asked)
         self._sync([*asked, *prefix])
         conv.sampling = self.config.sampling  # a fresh sampler, as a regeneration gets

@@ -4,6 +4,7 @@ a saved session keeps it, with the file of KV cells, to continue without decodin
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -118,3 +119,15 @@ def _turn_state(data: dict[str, Any]) -> TurnState | None:
             return None
         values[f.name] = value
     return TurnState(**values)
+
+
+def exchanges(messages: Iterable[tuple[str, str]]) -> list[Exchange]:
+    """(role, text) messages as the turns a model reads: each user message with the reply
+    after it ("" when none came)."""
+    turns: list[Exchange] = []
+    for role, text in messages:
+        if role == "user":
+            turns.append(Exchange(text))
+        elif role == "assistant" and turns and not turns[-1].reply:
+            turns[-1] = Exchange(turns[-1].user, text)
+    return turns

@@ -5,7 +5,6 @@ said what it said and to branch at a token the model nearly chose."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,25 +43,37 @@ def token_stat(model: LlamaWeights, choice: TokenChoice) -> TokenStat:
     )
 
 
-def stats_to_json(stats: Sequence[TokenStat]) -> str:
-    """Compact JSON: [token, piece, probability, [[token, piece, probability], ...]] each."""
-    rows = []
-    for s in stats:
-        others = [[a.token, a.piece, round(a.probability, 4)] for a in s.alternatives]
-        rows.append([s.token, s.piece, round(s.probability, 4), others])
-    return json.dumps(rows, ensure_ascii=False)
+@dataclass(frozen=True, slots=True)
+class ReplyOdds:
+    """A reply's tokens with their odds, and which model wrote them (the ids are that
+    model's: branching at one needs the same vocabulary)."""
 
+    model: str
+    tokens: tuple[TokenStat, ...]
 
-def stats_from_json(text: str | None) -> list[TokenStat]:
-    """The stats written by :func:`stats_to_json`; [] for none, or for anything damaged (the
-    reply's text stays; only its probabilities are gone)."""
-    if not text:
-        return []
-    try:
-        data = json.loads(text)
-        return [_stat(item) for item in data]
-    except (ValueError, TypeError, IndexError):
-        return []
+    def to_json(self) -> str:
+        """``{"model": …, "tokens": [[token, piece, probability, [[token, piece,
+        probability], …]], …]}``, probabilities to 4 places."""
+        rows = []
+        for s in self.tokens:
+            others = [[a.token, a.piece, round(a.probability, 4)] for a in s.alternatives]
+            rows.append([s.token, s.piece, round(s.probability, 4), others])
+        return json.dumps({"model": self.model, "tokens": rows}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ReplyOdds | None:
+        """The odds written by :meth:`to_json`; None for none, or for anything damaged (the
+        reply's text stays; only its odds are gone)."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            model = data["model"]
+            if not isinstance(model, str):
+                return None
+            return cls(model, tuple(_stat(item) for item in data["tokens"]))
+        except (ValueError, TypeError, IndexError, KeyError, RecursionError):
+            return None
 
 
 def _stat(item: Any) -> TokenStat:

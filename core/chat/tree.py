@@ -7,7 +7,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from core.chat.state import Exchange
 from core.chat.token_stats import TokenStat
 
 
@@ -25,6 +24,7 @@ class TreeMessage:
     role: Role
     text: str = ""  # a reply's whole text, its reasoning between its markers
     tokens: list[TokenStat] = field(default_factory=list)  # a reply's tokens, with their odds
+    model: str | None = None  # which model wrote a reply ("" the default; None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +42,11 @@ class ChatTree:
     child each message continues with on the path shown (the last one visited): paging to a
     sibling and back returns to the same branch below it."""
 
-    _messages: dict[int, TreeMessage] = field(default_factory=dict)
-    _children: dict[int | None, list[int]] = field(default_factory=dict)
-    _chosen: dict[int | None, int] = field(default_factory=dict)
-    _next_id: int = 1
     head: int | None = None  # the last message of the path shown (None: an empty chat)
+    _messages: dict[int, TreeMessage] = field(default_factory=dict, init=False)
+    _children: dict[int | None, list[int]] = field(default_factory=dict, init=False)
+    _chosen: dict[int | None, int] = field(default_factory=dict, init=False)
+    _next_id: int = field(default=1, init=False)
 
     @classmethod
     def linear(cls, messages: Iterable[tuple[str, str]]) -> ChatTree:
@@ -144,15 +144,3 @@ class ChatTree:
     def messages(self, leaf: int | None = None) -> list[tuple[str, str]]:
         """The path as (role, text) pairs, what the engine and the exports read."""
         return [(m.role.value, m.text) for m in self.path(leaf)]
-
-
-def exchanges(messages: Iterable[tuple[str, str]]) -> list[Exchange]:
-    """(role, text) messages as the turns a model reads: each user message with the reply
-    after it ("" when none came)."""
-    turns: list[Exchange] = []
-    for role, text in messages:
-        if role == Role.USER.value:
-            turns.append(Exchange(text))
-        elif role == Role.ASSISTANT.value and turns and not turns[-1].reply:
-            turns[-1] = Exchange(turns[-1].user, text)
-    return turns

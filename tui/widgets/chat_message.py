@@ -84,10 +84,6 @@ class ChatMessage(Markdown):
             label += "  [dim]editing: Enter sends a new version, Esc keeps this one[/dim]"
         return label
 
-    def show_siblings(self, siblings: Siblings) -> None:
-        self.versions = siblings
-        self.border_title = self._label()
-
     def show_editing(self, editing: bool) -> None:
         self.editing = editing
         self.border_title = self._label()

@@ -382,6 +382,7 @@ class ChatPane(Vertical):
         if replacing and parent is not None and self.branches[parent].role is Role.ASSISTANT:
             parent = self.branches[parent].parent
         node = self.branches.add(parent, Role.ASSISTANT)
+        node.model = self.config.model  # its tokens are this model's
         self._reply_node = node
         self._reply_answer = self._reply_reasoning = ""
         if replacing:
@@ -418,7 +419,8 @@ class ChatPane(Vertical):
             reply, self._reply = self._reply, None
             if self._reply_node is not None and delta.reply_text is not None:
                 self.branches.set_text(self._reply_node.id, delta.reply_text)
-                del self._reply_node.tokens[delta.tokens_shown :]  # a stop string's tokens
+                tokens = self._reply_node.tokens
+                del tokens[len(tokens) - delta.tokens_dropped :]  # a stop string's tokens
             self._reply_node = None
             self.last_reply_tokens = delta.reply_tokens
             self.last_reply_rate = delta.tokens_per_second
