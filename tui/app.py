@@ -568,6 +568,16 @@ class PanechatApp(App[OpenSession | None]):
             return None
         return pane
 
+    def _still_idle(self, pane: ChatPane, doing: str) -> bool:
+        """A screen's choice for ``pane`` applies only if the pane is still there and no
+        reply began meanwhile (then say so)."""
+        if not pane.is_attached:
+            return False
+        if pane.generating:
+            self.notify(notice_text(Notice(NoticeKind.BUSY, doing), self.keys))
+            return False
+        return True
+
     def action_regenerate(self) -> None:
         if (pane := self._idle_focused_pane("regenerating")) is not None:
             pane.generating = True  # until the new version starts: no branch moves under it
@@ -622,10 +632,7 @@ class PanechatApp(App[OpenSession | None]):
             return
 
         async def chosen(message_id: int | None) -> None:
-            if message_id is None or not pane.is_attached:
-                return
-            if pane.generating:
-                self.notify(notice_text(Notice(NoticeKind.BUSY, "switching the branch"), self.keys))
+            if message_id is None or not self._still_idle(pane, "switching the branch"):
                 return
             if await pane.show_message(message_id):
                 self._branch_shown(pane)
@@ -660,10 +667,7 @@ class PanechatApp(App[OpenSession | None]):
             return
 
         async def chosen(choice: BranchAtToken | None) -> None:
-            if choice is None or not pane.is_attached:
-                return
-            if pane.generating:
-                self.notify(notice_text(Notice(NoticeKind.BUSY, "branching"), self.keys))
+            if choice is None or not self._still_idle(pane, "branching"):
                 return
             other = choice.alternative
             prefix = [
