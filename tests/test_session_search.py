@@ -428,7 +428,7 @@ def test_a_hit_prompt_highlights_parts_without_markup() -> None:
 # -- the app --------------------------------------------------------------------------------
 
 
-async def test_the_app_searches_exits_on_a_hit_and_reopens_scrolled_to_it(
+async def test_the_app_shows_a_hit_of_its_own_session_and_reopens_on_another(
     weights: LlamaWeights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
@@ -441,6 +441,8 @@ async def test_the_app_searches_exits_on_a_hit_and_reopens_scrolled_to_it(
     paris = add_chat(store, second, "Capital of France?", "Paris.")[1]
     spain = store.add_message(second, "user", "Capital of Spain?", None)  # a second branch
     madrid = store.add_message(second, "assistant", "Madrid.", spain)
+    other = store.create_session("travel")
+    lisbon = add_chat(store, store.add_pane(other, chat("Third")), "Lisbon?", "Portugal.")[0]
     executor = BatchedExecutor(weights, config.context)
     template = model_template(weights, config.template)
     try:
@@ -460,9 +462,15 @@ async def test_the_app_searches_exits_on_a_hit_and_reopens_scrolled_to_it(
             await pilot.press("ctrl+f")
             await pilot.pause()
             assert isinstance(app.screen, SearchScreen)
-            await pilot.press(*"madri", "enter")
+            await pilot.press(*"madri", "enter")  # in this session: shown where it is
             await pilot.pause()
-        assert app.return_value == OpenSession(session, madrid)
+            assert app.is_running and app.panes[1].selected == madrid
+            assert app.panes[1].messages()[-1] == ("assistant", "Madrid.")
+            await pilot.press("ctrl+f")
+            await pilot.pause()
+            await pilot.press(*"lisb", "enter")  # in another session: the app reopens there
+            await pilot.pause()
+        assert app.return_value == OpenSession(other, lisbon)
     finally:
         executor.close()
         store.close()

@@ -726,18 +726,30 @@ class PanechatApp(App[OpenSession | None]):
         self.push_screen(SessionsScreen(self.store, self.session_id), opened)
 
     def action_search(self) -> None:
-        """Search every saved chat; a hit reopens the app on its session (as the sessions
-        screen does), scrolled to that message. A hit in this session reopens it too: a
-        pane's ids for messages sent in this run are its own, not the saved ones."""
+        """Search every saved chat; a hit in a pane of this run is shown there, any other
+        reopens the app on its session (as the sessions screen does), scrolled to it."""
         if self.store is None:
             self.notify("sessions are not being saved in this run")
             return
         if isinstance(self.screen, SearchScreen):  # Ctrl+F again, from its own input
             return
 
-        def chosen(hit: SearchHit | None) -> None:
-            if hit is not None:
+        async def chosen(hit: SearchHit | None) -> None:
+            if hit is None:
+                return
+            here = self.recorder.message_at(hit.message_id)
+            pane = self.pane_row.by_id().get(here[0]) if here is not None else None
+            if pane is None or here is None:
                 self.exit(OpenSession(hit.session_id, hit.message_id))
+                return
+            pane.input.focus()
+            if pane.generating:  # its branch cannot move now: show where it is
+                self.notify(f"found in {pane.config.name}, which is answering — look again after")
+                return
+            head = pane.branches.head
+            await pane.reveal_message(here[1])
+            if pane.branches.head != head:
+                self._branch_shown(pane)
 
         self.push_screen(SearchScreen(self.store), chosen)
 

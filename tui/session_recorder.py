@@ -29,6 +29,7 @@ class Recorder(Protocol):
     def message(self, pane_id: str, message: TreeMessage) -> None: ...
     def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None: ...
     def branch_shown(self, pane_id: str, head: int | None) -> None: ...
+    def message_at(self, row: int) -> tuple[str, int] | None: ...
     def pane_cleared(self, pane_id: str) -> None: ...
     def pane_closed(self, pane_id: str) -> None: ...
     def save_states(self, snapshot: Snapshot) -> None: ...
@@ -54,6 +55,9 @@ class NullRecorder:
 
     def branch_shown(self, pane_id: str, head: int | None) -> None:
         pass
+
+    def message_at(self, row: int) -> tuple[str, int] | None:
+        return None
 
     def pane_cleared(self, pane_id: str) -> None:
         pass
@@ -189,6 +193,15 @@ class SessionRecorder:
             self._message_rows.setdefault(pane_id, {})[message_id] = row
         self._head_rows[pane_id] = row
         self._row_parents[row] = parent
+
+    def message_at(self, row: int) -> tuple[str, int] | None:
+        """The pane and the tree id of the stored message ``row``, when a pane of this run
+        holds it (a search hit in the session that is open)."""
+        for pane_id, rows in self._message_rows.items():
+            for message_id, written in rows.items():
+                if written == row:
+                    return pane_id, message_id
+        return None
 
     def branch_shown(self, pane_id: str, head: int | None) -> None:
         """The pane shows another branch, the one that ends at message ``head``."""
