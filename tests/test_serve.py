@@ -92,6 +92,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
         (["--port", "0"], "--port must be between 1 and 65535"),
         (["--theme", "no-such-theme"], "unknown theme 'no-such-theme'"),
         (["--sessions"], "manage saved sessions with plain `panechat`"),
+        (["--resume"], "same saved session in every browser tab"),
     ],
 )
 def test_a_bad_address_or_app_option_fails_before_serving(

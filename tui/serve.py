@@ -190,6 +190,11 @@ def _check_app_args(app_args: list[str]) -> None:
     options = app_parser.parse_args(app_args)
     if session_command_given(options):
         raise ServeError("serve runs the chat app: manage saved sessions with plain `panechat`")
-    if options.no_save and options.resume is not None:
-        app_parser.error("--no-save runs without the saved sessions; drop one of the two")
+    if options.resume is not None:
+        # Every tab would reopen the same panes, and two processes writing the same panes'
+        # messages and KV files would mix their branches.
+        raise ServeError(
+            "--resume would open the same saved session in every browser tab — resume it in "
+            "one terminal with `panechat --resume`, or serve new chats"
+        )
     prepare(options)
