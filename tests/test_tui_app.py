@@ -447,6 +447,7 @@ async def test_the_branch_screen_jumps_to_a_branch_and_export_writes_them_all(
         await wait_for(pilot, finished(pane, 2))
         await pilot.press("alt+t")
         await wait_for(pilot, lambda: isinstance(app.screen, BranchScreen))
+        await pilot.pause()  # the screen's own cursor (on the branch shown) is placed first
         tree = app.screen.query_one("#branch-tree", Tree)
         nodes, stack = [], list(tree.root.children)
         while stack:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from core import ContextParams, StopReason
-from core.chat import ChatDelta, ChatSnapshot, FrameStats, GroupCommand
+from core.chat import Alternative, ChatDelta, ChatSnapshot, FrameStats, GroupCommand, TokenStat
 from tui.app import PanechatApp
 from tui.config import load_config
 from tui.messages import FrameUpdate
@@ -94,3 +94,51 @@ def test_layout_snapshot(
 ) -> None:
     app = make_app(panes, monkeypatch, tmp_path)
     assert snap_compare(app, terminal_size=(120, 30), run_before=script)
+
+
+async def script_versions(pilot: Any) -> None:
+    """One pane: a reply with token odds, then a regenerated version of it."""
+    app: PanechatApp = pilot.app
+    pane = app.panes[0]
+    pane.input.cursor_blink = False
+    await app.send_to(pane, "Name a colour.")
+    words = [(" Blue", 0.62), (" is", 0.91), (" a", 0.35), (" colour", 0.08), (".", 0.97)]
+    tokens = [
+        TokenStat(i, piece, p, (Alternative(100 + i, " red", (1 - p) / 2),))
+        for i, (piece, p) in enumerate(words)
+    ]
+    for text, started_as_new in (("Blue is a colour.", False), ("Red.", True)):
+        delta = ChatDelta(
+            text=text,
+            started=True,
+            replaces_last=started_as_new,
+            finished=StopReason.END_OF_GENERATION,
+            reply_text=text,
+            tokens=tokens if not started_as_new else tokens[:1],
+        )
+        app.post_message(FrameUpdate({pane.pane_id: delta}, FrameStats(frame=1)))
+        await pilot.pause()
+    await pilot.pause(0.2)
+
+
+async def branch_tree(pilot: Any) -> None:
+    await script_versions(pilot)
+    await pilot.press("alt+t")
+    await pilot.pause(0.2)
+
+
+async def token_view(pilot: Any) -> None:
+    await script_versions(pilot)
+    await pilot.press("alt+left")  # the first version: its five tokens
+    await pilot.pause()
+    await pilot.press("alt+p", "right", "right", "right")  # " colour", the least likely
+    await pilot.pause(0.2)
+
+
+@pytest.mark.parametrize("screen", ["branches", "tokens"])
+def test_branch_and_token_screen_snapshots(
+    screen: str, snap_compare: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = make_app(1, monkeypatch, tmp_path)
+    run = branch_tree if screen == "branches" else token_view
+    assert snap_compare(app, terminal_size=(120, 30), run_before=run)

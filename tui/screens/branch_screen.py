@@ -65,29 +65,32 @@ class BranchScreen(ModalScreen[int | None]):
         head = self.chat.head
         cursor = self._tree_nodes.get(head) if head is not None else None
         if cursor is not None:
-            tree.move_cursor(cursor)
+            tree.call_after_refresh(tree.move_cursor, cursor)  # once its lines are laid out
         tree.focus()
 
-    def _add(self, parent: TreeNode[int], message_id: int | None) -> None:
-        """The messages after ``message_id``, each with what follows it (iteratively: a long
-        chat is a deep tree). A line of messages without versions stays one level."""
-        stack: list[tuple[TreeNode[int], int | None]] = [(parent, message_id)]
+    def _add(self, root: TreeNode[int], message_id: int | None) -> None:
+        """The messages after ``message_id`` (iteratively: a long chat is a deep tree). A
+        line of messages without versions stays at one level; a message's versions open a
+        level under it, each with the line that goes on from it."""
+        # (the level the line goes on at, the message it goes on from, that message's node)
+        stack: list[tuple[TreeNode[int], int | None, TreeNode[int]]] = [(root, message_id, root)]
         while stack:
-            under, after = stack.pop()
+            level, after, after_node = stack.pop()
             children = self.chat.children(after)
-            # One child: it goes on at the same level (a chat is mostly one line); versions
-            # open a level each.
+            versions = len(children) > 1
             for child in children:
+                below = self.chat.children(child.id)  # under its node: versions, or its line
                 label = preview(child)
                 if child.id in self._on_path:
                     label = Text("● ", style="bold") + label
-                opens = len(children) > 1 and bool(self.chat.children(child.id))
-                node = under.add(
-                    label, data=child.id, expand=child.id in self._on_path, allow_expand=opens
+                node = (after_node if versions else level).add(
+                    label,
+                    data=child.id,
+                    expand=child.id in self._on_path,
+                    allow_expand=len(below) > 1 or (versions and bool(below)),
                 )
                 self._tree_nodes[child.id] = node
-                target = under if len(children) == 1 else node
-                stack.append((target, child.id))
+                stack.append((node if versions else level, child.id, node))
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[int]) -> None:
         event.stop()
