@@ -747,7 +747,7 @@ class PanechatApp(App[OpenSession | None]):
                 self.notify(f"found in {pane.config.name}, which is answering — look again after")
                 return
             head = pane.branches.head
-            await pane.reveal_message(here[1])
+            await pane.show_message(here[1])
             if pane.branches.head != head:
                 self._branch_shown(pane)
 
@@ -759,7 +759,7 @@ class PanechatApp(App[OpenSession | None]):
             self.notify("the message searched for is not in the panes that reopened")
             return
         head = pane.branches.head
-        if not await pane.reveal_message(message_id):
+        if not await pane.show_message(message_id):
             self.notify("the message searched for is not in the panes that reopened")
         elif pane.branches.head != head:  # another branch than the one saved: the model too
             self._branch_shown(pane)

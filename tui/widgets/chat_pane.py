@@ -255,8 +255,8 @@ class ChatPane(Vertical):
         return True
 
     async def show_message(self, message_id: int) -> bool:
-        """Show the branch through ``message_id`` (the tree screen's choice); False when the
-        pane has no such message."""
+        """Show the branch through ``message_id``, selected and scrolled to (the tree
+        screen's choice, a search hit); False when the pane has no such message."""
         try:
             self.branches.show(message_id)
         except KeyError:
@@ -265,10 +265,6 @@ class ChatPane(Vertical):
         await self.show_branch()
         self._shown[message_id].scroll_visible()
         return True
-
-    async def reveal_message(self, message_id: int) -> bool:
-        """Show and select a saved message (a search result): its branch, scrolled to it."""
-        return await self.show_message(message_id)
 
     def reply_for_tokens(self) -> TreeMessage | None:
         """The reply the token view shows: the selected one (a selected turn: its reply on
