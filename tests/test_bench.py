@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, WeightLayout, resolve_model_path
-from core.bench.__main__ import BenchContext, layout_section, main
+from core.bench.__main__ import BenchContext, layout_section, main, one_core_ceiling
 from core.bench.branches import measure_branch_switch
 from core.bench.busy import measure_busy, measure_busy_engine
 from core.bench.fairness import measure_fairness
@@ -96,12 +96,20 @@ def test_sampling_cost_compares_with_the_whole_row_chain(weights: LlamaWeights) 
 
 
 def test_busy_section_measures_idle_and_busy_both_ways(weights: LlamaWeights) -> None:
-    fixed, adapting = measure_busy(weights, ContextParams(n_ctx=2048), 2, 8, rounds=1)
-    assert (fixed.adapt_threads, adapting.adapt_threads) == (False, True)
-    for result in (fixed, adapting):
+    fixed, one, adapting = measure_busy(
+        weights, ContextParams(n_ctx=2048, n_threads=2), 2, 8, rounds=1
+    )
+    assert [(r.adapt_threads, r.threads) for r in (fixed, one, adapting)] == [
+        (False, 2),
+        (False, 1),
+        (True, 2),
+    ]
+    for result in (fixed, one, adapting):
         assert result.idle_tokens_per_second > 0 and result.busy_tokens_per_second > 0
         assert 1 <= result.busy_threads <= result.threads
-    assert fixed.busy_threads == fixed.threads
+    assert (fixed.busy_threads, one.busy_threads) == (2, 1)
+    ceiling = one_core_ceiling([fixed, one, adapting])
+    assert ceiling == adapting.busy_tokens_per_second / one.idle_tokens_per_second
     loops = measure_busy_engine(weights, ContextParams(n_ctx=2048), 2, 4, nice=0, rounds=1)
     assert [r.adapt_threads for r in loops] == [False, True]
     assert all(r.busy_tokens_per_second > 0 and r.busy_ttft_median > 0 for r in loops)

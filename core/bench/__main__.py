@@ -303,14 +303,30 @@ def busy_section(ctx: BenchContext, concurrency: list[int]) -> list[BusyResult]:
         for r in results
     ]
     print(table(("N", "threads", "idle tok/s", "busy tok/s", "share kept", "threads busy"), rows))
+    for n in counts:
+        ceiling = one_core_ceiling([r for r in results if r.conversations == n])
+        if ceiling is not None:
+            print(f"\nN={n}: adapting, busy, gets {pct(ceiling)} of one thread on an idle machine.")
     print(
         "\nBusy: a Python busy loop runs beside the executor, at the same priority. "
         "Adapting: the executor decodes with the cores other processes leave free "
-        "(core.adaptive_threads). Medians of 2 rounds, idle and busy alternating; every "
-        "conversation decodes the full length."
+        "(core.adaptive_threads). Fixed at 1: what one free core gives, the ceiling while "
+        "the competitor shares the other (llama.cpp's threads meet at a barrier after every "
+        "operation, so a thread on a shared core holds up the rest). Medians of 2 rounds, idle "
+        "and busy alternating; every conversation decodes the full length."
     )
     ctx.results["busy"] = results
     return results
+
+
+def one_core_ceiling(results: list[BusyResult]) -> float | None:
+    """Adapting's busy tok/s over one fixed thread's idle tok/s (one N's rows), or None
+    where there is no one-thread row."""
+    one = next((r for r in results if not r.adapt_threads and r.threads == 1), None)
+    adapting = next((r for r in results if r.adapt_threads), None)
+    if one is None or adapting is None or one.idle_tokens_per_second <= 0:
+        return None
+    return adapting.busy_tokens_per_second / one.idle_tokens_per_second
 
 
 def busy_loop_section(ctx: BenchContext, concurrency: list[int]) -> list[EngineBusyResult]:

@@ -3,8 +3,9 @@
 Users run panechat beside a browser, an editor, a build. The competitor here is the simplest
 such load: a Python busy loop, one process, at the same priority. Each row is measured idle and
 busy in turn (idle, busy, idle, busy: a slow spell of the machine hits both), with the thread
-count fixed as configured and with it adapting (``ContextParams.adapt_threads``), the pane
-defaults' sampling, and full-length replies so every run decodes the same batches.
+count fixed as configured, fixed at one (what a core left free gives: the ceiling beside the
+competitor) and adapting (``ContextParams.adapt_threads``), the pane defaults' sampling, and
+full-length replies so every run decodes the same batches.
 """
 
 from __future__ import annotations
@@ -69,11 +70,17 @@ def measure_busy(
     tokens: int,
     rounds: int = ROUNDS,
 ) -> list[BusyResult]:
-    """For a fixed and an adapting thread count: tokens/s idle and beside a busy process."""
+    """Tokens/s idle and beside a busy process: the thread count fixed as configured, fixed
+    at one (where more are configured: the ceiling when the competitor leaves one core free),
+    and adapting."""
     prompts = short_prompts(conversations)
     results = []
-    for adapt in (False, True):
-        base = replace(params, adapt_threads=adapt)
+    settings = [replace(params, adapt_threads=False)]
+    if params.threads > 1:
+        settings.append(replace(params, n_threads=1, n_threads_batch=1, adapt_threads=False))
+    settings.append(replace(params, adapt_threads=True))
+    for base in settings:
+        adapt = base.adapt_threads
         executor = open_executor(weights, executor_params(base, conversations, tokens))
         idle: list[float] = []
         busy: list[float] = []
