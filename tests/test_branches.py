@@ -211,9 +211,16 @@ def test_tokens_of_another_vocabulary_are_refused_and_the_chat_goes_on(
 ) -> None:
     driver, tree, session = three_turns
     before = list(session.conversation.tokens)
-    alien = TokenStat(10**9, "?", 0.5)
-    driver.engine.submit(ContinueReply("c", tree.messages(tree.path()[4].id), [alien]))
-    driver.run_until(lambda: bool(driver.notices.get("c")))
-    assert "not this model's" in driver.notices["c"][0]
-    assert list(session.conversation.tokens) == before  # the KV was not touched
+    history = tree.messages(tree.path()[4].id)
+    model = session.conversation.executor.model
+    word = model.tokenize(" river", parse_special=False)[0]
+    out_of_range = TokenStat(10**9, "?", 0.5)
+    # A token id this vocabulary has, but written as other text: another model's token.
+    misread = TokenStat(word, " lake", 0.5)
+    for alien in (out_of_range, misread):
+        driver.notices.clear()
+        driver.engine.submit(ContinueReply("c", history, [alien]))
+        driver.run_until(lambda: bool(driver.notices.get("c")))
+        assert "not this model's" in driver.notices["c"][0]
+        assert list(session.conversation.tokens) == before  # the KV was not touched
     talk(driver, tree, "c", "Name a river.")

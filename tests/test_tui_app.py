@@ -503,6 +503,31 @@ async def test_the_token_view_branches_at_an_alternative_and_the_odds_are_saved(
     assert replies[1].tokens[2].token == alternative.token
 
 
+async def test_a_reply_from_a_model_since_renamed_shows_its_tokens_and_branches(
+    make_app: Factory,
+) -> None:
+    """Odds name the model by its config name, which a user may change: the view says who
+    wrote the reply, and branching goes by the tokens' text, which this vocabulary shares."""
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Name a colour.")
+        first = pane.branches[pane.branches.head or 0]
+        first.model = "gemma-before-a-rename"  # as a session saved under the old name reads
+        pane.input.focus()
+        await pilot.press("alt+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, TokenScreen))
+        screen = app.screen
+        assert isinstance(screen, TokenScreen)
+        assert screen.written_by == "gemma-before-a-rename"
+        await pilot.press("right")
+        screen.choices.highlighted = 1
+        await pilot.press("enter")
+        await wait_for(pilot, finished(pane, 2))
+        assert pane.branches.siblings(pane.branches.head or 0).count == 2
+
+
 async def test_panes_with_one_system_prompt_decode_it_once(
     make_app: Factory, config: AppConfig
 ) -> None:

@@ -649,15 +649,6 @@ class PanechatApp(App[OpenSession | None]):
         if pane is None:
             return
         reply = pane.reply_for_tokens()
-        written_by = None if reply is None else reply.model
-        if written_by is not None and self.config.model_key(written_by) != self.config.model_key(
-            pane.config.model
-        ):
-            self.notify(
-                f"this reply was written by {self.model_label(written_by)}: its tokens are that "
-                "model's — switch the pane back to it to see them and branch there"
-            )
-            return
         if reply is None or not reply.tokens or reply.parent is None:
             self.notify(
                 "no token odds for this reply — replies written by this version of panechat "
@@ -679,7 +670,14 @@ class PanechatApp(App[OpenSession | None]):
             pane.generating = True
             self.source.submit(ContinueReply(pane.pane_id, history, prefix))
 
-        self.push_screen(TokenScreen(pane.config.name, reply.tokens), chosen)
+        # A reply another model wrote is shown as that model weighed it; branching there is
+        # checked against the pane's model, token by token, by the decode loop.
+        written_by = None
+        if reply.model is not None and self.config.model_key(reply.model) != self.config.model_key(
+            pane.config.model
+        ):
+            written_by = self.model_label(reply.model) or reply.model
+        self.push_screen(TokenScreen(pane.config.name, reply.tokens, written_by), chosen)
 
     def transcripts(self, *, reasoning: bool = False) -> list[PaneTranscript]:
         return [pane.transcript_for_export(reasoning=reasoning) for pane in self.panes]

@@ -373,9 +373,7 @@ class ChatEngine:
         already ends it (an end-of-turn token, a stop string)."""
         before = session.state()
         try:
-            text = session.continue_reply(
-                history, [s.token for s in prefix], self.executor.n_ctx_seq
-            )
+            text = session.continue_reply(history, prefix, self.executor.n_ctx_seq)
         except PanechatError as e:
             session.reply = None
             session.restore_state(before)

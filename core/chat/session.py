@@ -12,6 +12,7 @@ from core import ChatMessage, Conversation, PanechatError, ReplyStream, Template
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import Exchange, TurnState, exchanges
+from core.chat.token_stats import TokenStat, piece_text
 from core.chat_template import ChatFormat
 from core.reasoning import ReasoningSplitter, Split
 
@@ -255,18 +256,27 @@ class ChatSession:
             self._sync(target)
 
     def continue_reply(
-        self, history: Sequence[tuple[str, str]], prefix: Sequence[int], context_limit: int
+        self, history: Sequence[tuple[str, str]], stats: Sequence[TokenStat], context_limit: int
     ) -> Split:
         """A new version of the reply to ``history``'s last user turn, begun with the tokens
-        ``prefix`` (a reply's first ones, the last one the model nearly chose): the KV keeps
+        ``stats`` (a reply's first ones, the last one the model nearly chose): the KV keeps
         what it shares with that, the rest is queued, and sampling goes on after it. Returns
-        the prefix's text, the reply's first. Checks everything before the KV is touched."""
+        the prefix's text, the reply's first. Checks everything before the KV is touched:
+        each token must read as it did when it was written, so a reply another model wrote
+        (renamed in the config, or another file under the same name) is branched only where
+        the vocabularies agree."""
         conv = self.conversation
-        n_vocab = conv.executor.model.n_vocab
-        if not prefix or any(not 0 <= t < n_vocab for t in prefix):
-            raise PanechatError(
-                "these tokens are not this model's — branch at a token of a reply this model wrote"
-            )
+        model = conv.executor.model
+        prefix = [s.token for s in stats]
+        if not prefix:
+            raise PanechatError("no tokens to begin the reply with — choose a token to branch at")
+        for i, stat in enumerate(stats):
+            if not 0 <= stat.token < model.n_vocab or piece_text(model, stat.token) != stat.piece:
+                raise PanechatError(
+                    f"these tokens are not this model's (token {i + 1} of the reply, "
+                    f"{stat.piece!r}, is another token here) — branch at a token of a reply "
+                    "this model wrote"
+                )
         turns = exchanges(history)
         if not turns or turns[-1].reply:
             raise PanechatError("a reply goes on from a user turn")

@@ -29,11 +29,17 @@ class TokenStat:
     alternatives: tuple[Alternative, ...] = ()
 
 
+def piece_text(model: LlamaWeights, token: int) -> str:
+    """A token's text as a :class:`TokenStat` keeps it (a piece that splits a character
+    shows U+FFFD): what a reply's token is checked against before branching there."""
+    return model.token_piece(token).decode("utf-8", errors="replace")
+
+
 def token_stat(model: LlamaWeights, choice: TokenChoice) -> TokenStat:
     """A sampled token's choice, with each token's text (as the model spells it)."""
 
     def piece(token: int) -> str:
-        return model.token_piece(token).decode("utf-8", errors="replace")
+        return piece_text(model, token)
 
     return TokenStat(
         choice.token,
@@ -45,8 +51,8 @@ def token_stat(model: LlamaWeights, choice: TokenChoice) -> TokenStat:
 
 @dataclass(frozen=True, slots=True)
 class ReplyOdds:
-    """A reply's tokens with their odds, and which model wrote them (the ids are that
-    model's: branching at one needs the same vocabulary)."""
+    """A reply's tokens with their odds, and which model wrote them (its name in the config,
+    to say so; branching checks the tokens' text against the model's own vocabulary)."""
 
     model: str
     tokens: tuple[TokenStat, ...]

@@ -64,9 +64,13 @@ class TokenScreen(ModalScreen[BranchAtToken | None]):
         Binding("right", "move(1)", "Next token", id="tokens.next", priority=True),
     ]
 
-    def __init__(self, pane_name: str, tokens: list[TokenStat]) -> None:
+    def __init__(
+        self, pane_name: str, tokens: list[TokenStat], written_by: str | None = None
+    ) -> None:
+        """``written_by``: the model that wrote the reply, where it is not the pane's now."""
         super().__init__()
         self.pane_name = pane_name
+        self.written_by = written_by
         self.tokens = tokens
         self.cursor = 0
         self.reply_view = Static(id="token-text")
@@ -74,7 +78,10 @@ class TokenScreen(ModalScreen[BranchAtToken | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="tokens"):
-            yield Static(Text(f"Tokens of {printable(self.pane_name)}'s reply", style="bold"))
+            title = f"Tokens of {printable(self.pane_name)}'s reply"
+            if self.written_by is not None:
+                title += f", written by {printable(self.written_by)}"
+            yield Static(Text(title, style="bold"))
             with VerticalScroll(id="token-scroll"):
                 yield self.reply_view
             yield self.choices
