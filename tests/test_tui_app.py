@@ -432,6 +432,29 @@ async def test_editing_a_middle_message_keeps_the_old_branch_and_switches_back(
         assert pane.last_reply.strip()
 
 
+async def test_a_notice_stays_with_its_branch_when_the_branch_comes_back(
+    make_app: Factory,
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Tell me about the ocean.")
+        await pane.add_notice("⚠ a notice on the first branch")
+        pane.input.focus()
+        await pilot.press("alt+up", "alt+up", "alt+e")
+        await wait_for(pilot, lambda: pane.input.text == "Tell me about the ocean.")
+        pane.input.clear()
+        await pilot.press(*"Tell me about the sea.", "enter")
+        await wait_for(pilot, finished(pane, 2))
+        assert "⚠ a notice on the first branch" not in pane.messages_text()
+        await pilot.press("alt+up", "alt+up", "alt+left")
+        await wait_for(pilot, lambda: not loop_of(app).busy)
+        shown = pane.messages_text()
+        assert "⚠ a notice on the first branch" in shown
+        assert shown.index("⚠ a notice on the first branch") == len(shown) - 1  # after the reply
+
+
 async def test_the_branch_screen_jumps_to_a_branch_and_export_writes_them_all(
     make_app: Factory, tmp_path: Path
 ) -> None:

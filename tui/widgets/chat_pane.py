@@ -57,6 +57,8 @@ class ChatPane(Vertical):
         self.selected: int | None = None  # the message the branch and edit keys act on
         self.editing: int | None = None  # the user message the input holds a new version of
         self._shown: dict[int, ChatMessage] = {}  # the path's messages on screen, by id
+        # Notices by the message they followed (None: before the first), drawn again with it.
+        self._notices: dict[int | None, list[str]] = {}
         self._reply: ChatMessage | None = None
         self._reply_node: TreeMessage | None = None  # the reply streaming into the tree
         self._reply_answer = ""
@@ -113,6 +115,9 @@ class ChatPane(Vertical):
         return node
 
     async def add_notice(self, text: str) -> None:
+        """A notice after the path's last message. It stays with that message: a branch
+        switched away from and back shows it again (notices are not saved with a session)."""
+        self._notices.setdefault(self.branches.head, []).append(text)
         await self.transcript.mount(ChatMessage("notice", text, notice=True))
 
     def messages(self, *, reasoning: bool = False) -> list[tuple[str, str]]:
@@ -154,17 +159,24 @@ class ChatPane(Vertical):
     async def load_tree(self, tree: ChatTree) -> None:
         """Show a saved chat (every branch of it, the path it showed on screen)."""
         self.branches = tree
+        self._notices = {}
         await self.show_branch()
 
     async def show_branch(self) -> None:
-        """Draw the tree's path: the system prompt, then each message, a saved reply's
-        reasoning in its folded block (notices of the branch left are not kept)."""
+        """Draw the tree's path: the system prompt, then each message with the notices that
+        followed it, a saved reply's reasoning in its folded block."""
         await self.transcript.remove_children()
         self._shown = {}
         self._reply = None
         widgets: list[ChatMessage | ReasoningBlock] = []
+
+        def notices_after(message_id: int | None) -> None:
+            for text in self._notices.get(message_id, ()):
+                widgets.append(ChatMessage("notice", text, notice=True))
+
         if self.config.system.strip():
             widgets.append(ChatMessage("notice", f"_{self.config.system.strip()}_", notice=True))
+        notices_after(None)
         for node in self.branches.path():
             message = self._widget(node)
             if node.role is Role.ASSISTANT:
@@ -173,6 +185,7 @@ class ChatPane(Vertical):
                     message.thoughts = ReasoningBlock(split.reasoning, settled=True)
                     widgets.append(message.thoughts)
             widgets.append(message)
+            notices_after(node.id)
         await self.transcript.mount_all(widgets)
         if self.selected is not None and self.selected in self._shown:
             self._shown[self.selected].add_class("-selected")
@@ -368,6 +381,7 @@ class ChatPane(Vertical):
         self.branches = ChatTree()
         self.selected = self.editing = None
         self._shown = {}
+        self._notices = {}
         self._reply, self._reply_node = None, None
         await self.transcript.remove_children()
 
