@@ -146,7 +146,10 @@ def test_a_branch_switch_while_a_reply_streams_waits_for_it_to_end(
     driver.engine.submit(ShowBranch("c", branch))
     session = driver.engine.session("c")
     assert session is not None
-    shown = lambda: [e.user for e in session.exchanges] == ["Hello"]  # noqa: E731
+
+    def shown() -> bool:
+        return [e.user for e in session.exchanges] == ["Hello"]
+
     driver.run_until(lambda: driver.replies("c") == 1 and shown() and idle(driver, session)())
     driver.engine.shutdown()  # read it whole: nothing runs beside the test now
     holds_exactly(driver, session)

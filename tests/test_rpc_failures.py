@@ -197,8 +197,12 @@ async def test_the_app_on_an_rpc_model_keeps_its_text_when_the_server_dies(
             first, second = app.panes
             for pane in (first, second):
                 await app.send_to(pane, QUESTION)
-            replying = lambda: first.messages()[-1][0] == "assistant" and first.messages()[-1][1]  # noqa: E731
-            await wait_for(pilot, lambda: bool(replying()), timeout=120)
+
+            def replying() -> bool:
+                role, text = first.messages()[-1]
+                return role == "assistant" and bool(text)
+
+            await wait_for(pilot, replying, timeout=120)
             server.kill()
             stopped = f"model {config.default_alias!r} stopped"
 

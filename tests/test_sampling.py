@@ -72,9 +72,9 @@ def history_for(row: Row) -> list[int]:
 
 
 def primed(
-    params: SamplingParams, n_vocab: int, history: Sequence[int], **kw: bool
+    params: SamplingParams, n_vocab: int, history: Sequence[int], *, reference: bool = False
 ) -> SamplerChain:
-    chain = SamplerChain(params, n_vocab, **kw)
+    chain = SamplerChain(params, n_vocab, reference=reference)
     for token in history:
         chain.accept(token)
     return chain
@@ -131,8 +131,9 @@ def penalized_softmax(
         v = values[token]
         v = v * p.repeat_penalty if v <= 0 else v / p.repeat_penalty
         values[token] = v - count * p.frequency_penalty - p.presence_penalty
-    e = np.exp(values - values.max())
-    return e / e.sum()
+    e: npt.NDArray[np.float64] = np.exp(values - values.max())
+    probabilities: npt.NDArray[np.float64] = e / e.sum()
+    return probabilities
 
 
 def native_top_p(row: Row, params: SamplingParams, history: Sequence[int]) -> list[int]:

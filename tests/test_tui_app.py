@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual import events
@@ -606,12 +607,12 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
     store_path = tmp_path / "data" / "sessions.db"
     template = model_template(weights, config.template)
 
-    def launch(**kwargs: object) -> tuple[PanechatApp, BatchedExecutor]:
+    def launch(**kwargs: Any) -> tuple[PanechatApp, BatchedExecutor]:
         executor = BatchedExecutor(weights, config.context)
         store = SessionStore(store_path)
         app = create_app(
             config, ChatEngine(executor, template), persist_theme=False, store=store, **kwargs
-        )  # type: ignore[arg-type]
+        )
         return app, executor
 
     app, executor = launch()

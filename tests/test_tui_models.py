@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gguf_models import with_metadata
@@ -76,7 +77,7 @@ async def make_app(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     executors: list[BatchedExecutor] = []
 
-    def make(config_path: Path, **kwargs: object) -> PanechatApp:
+    def make(config_path: Path, **kwargs: Any) -> PanechatApp:
         config = load_config(config_path)
         executor = BatchedExecutor(weights, config.context)
         executors.append(executor)
@@ -87,7 +88,7 @@ async def make_app(
             model_name=weights.name,
             persist_theme=False,
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     yield make
     for executor in executors:
