@@ -343,7 +343,7 @@ def run(argv: list[str]) -> int:
             session_id = _session_id(args.resume, store)
             restore = store.load(session_id)
         config = prepare(args)
-        default = DefaultModel.load(config)
+        default = DefaultModel.load(config, saved=store is not None)
     except PanechatError as e:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2

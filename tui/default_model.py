@@ -29,8 +29,11 @@ class DefaultModel:
         weights: LlamaWeights | None,
         template: ChatFormat | None,
         first: ModelEngine,
+        *,
+        saved: bool = True,
     ) -> None:
         self.config = config
+        self._saved = saved
         self._weights = weights  # None: the model lives in a child process per run
         self._template = template
         self._first: ModelEngine | None = first  # made at load (to fail at start): run 1's
@@ -42,10 +45,15 @@ class DefaultModel:
             self.offloaded = weights.gpu_offload_supported() and config.n_gpu_layers != 0
 
     @classmethod
-    def load(cls, config: AppConfig) -> DefaultModel:
+    def load(cls, config: AppConfig, *, saved: bool = True) -> DefaultModel:
+        """``saved``: the run keeps a session (``--resume`` can bring its chats back)."""
         if config.placement.rpc:
-            process = EngineProcess.start(config.default_model_spec(), nice=config.decode_nice)
-            return cls(config, None, None, process)
+            process = EngineProcess.start(
+                config.default_model_spec(),
+                nice=config.decode_nice,
+                restart_hint=restart_hint(saved),
+            )
+            return cls(config, None, None, process, saved=saved)
         weights = LlamaWeights.load(
             resolve_model_path(config.model_path),
             config.n_gpu_layers,
@@ -58,7 +66,7 @@ class DefaultModel:
         except PanechatError:
             weights.close()
             raise
-        return cls(config, weights, template, first)
+        return cls(config, weights, template, first, saved=saved)
 
     @property
     def backend(self) -> str:
@@ -73,7 +81,9 @@ class DefaultModel:
     def _new_engine(self) -> ModelEngine:
         if self._weights is None:
             spec = self.config.default_model_spec()
-            return EngineProcess.start(spec, nice=self.config.decode_nice)
+            return EngineProcess.start(
+                spec, nice=self.config.decode_nice, restart_hint=restart_hint(self._saved)
+            )
         assert self._template is not None
         return _context_engine(self.config, self._weights, self._template)
 
@@ -100,3 +110,10 @@ def _context_engine(config: AppConfig, weights: LlamaWeights, template: ChatForm
         where = setting_location(config, "context", e.key)
         raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
     return ChatEngine(executor, template)
+
+
+def restart_hint(saved: bool) -> str:
+    """How a user gets the default model's chats back once its child process died."""
+    if saved:
+        return "restart with `panechat --resume` to go on with these chats"
+    return "restart panechat to go on (this run is not saved, so these chats end here)"

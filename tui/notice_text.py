@@ -18,7 +18,7 @@ def notice_text(notice: Notice, keys: KeyNames) -> str:
         case NoticeKind.BRANCH_SOURCE_CLOSED:
             return "the pane to branch from was closed"
         case NoticeKind.MODEL_FAILED:
-            return f"{notice.detail} — this pane cannot answer; the other panes carry on"
+            return f"{notice.detail} — this pane cannot answer; panes on other models carry on"
         case NoticeKind.NOT_OPEN:
             new = keys.key("pane.new")
             return f"this pane's chat is not open (see above) — open a new pane with {new}"

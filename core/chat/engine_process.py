@@ -42,6 +42,8 @@ from core.thread_priority import lower_this_thread
 
 #: How long step() waits for the child's frame before it lets the group step other models.
 POLL = 0.005
+#: How the default model's chats come back once its child died (``start``'s default).
+RESTART_HINT = "restart to go on with these chats"
 #: Seconds an interrupted step may take to come back before the child is taken for hung.
 STOP_GRACE = 30.0
 #: Seconds to wait for the child at quit (a frame to finish, a snapshot to be written).
@@ -118,8 +120,10 @@ class EngineProcess:
         requests: Connection,
         interrupts: Connection,
         log: Path,
+        restart_hint: str = "",
     ) -> None:
         self.model = model
+        self._restart_hint = restart_hint or RESTART_HINT
         self.spec = spec
         self.display_name = loaded.display_name
         self.offloaded = loaded.offloaded
@@ -145,10 +149,18 @@ class EngineProcess:
 
     @classmethod
     def start(
-        cls, spec: ModelSpec, *, model: str = "", nice: int = 0, beside: tuple[str, ...] = ()
+        cls,
+        spec: ModelSpec,
+        *,
+        model: str = "",
+        nice: int = 0,
+        beside: tuple[str, ...] = (),
+        restart_hint: str = RESTART_HINT,
     ) -> EngineProcess:
         """Load ``spec`` in a new child process and wait until it is ready (any load error
-        is raised here, as ModelLoadError); ``model`` is the name its frames carry."""
+        is raised here, as ModelLoadError); ``model`` is the name its frames carry.
+        ``restart_hint`` ends the default model's notice should the child die (it is not
+        loaded again while the caller runs): how its user gets the chats back."""
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         requests, child_requests = context.Pipe()
         interrupts, child_interrupts = context.Pipe()
@@ -183,7 +195,7 @@ class EngineProcess:
             log.unlink(missing_ok=True)
             raise ModelLoadError(message.error)
         assert isinstance(message, _Loaded)
-        return cls(model, spec, message, process, requests, interrupts, log)
+        return cls(model, spec, message, process, requests, interrupts, log, restart_hint)
 
     # -- what the group asks (ModelEngine) ------------------------------------------------
 
@@ -405,7 +417,7 @@ class EngineProcess:
         servers = ", ".join(str(e) for e in self.spec.placement.rpc)
         check = f"check its RPC servers ({servers}); once they run again, " if servers else ""
         if self.model == "":  # the default model is not loaded again while the app runs
-            return f"{check}restart with `panechat --resume` to go on with these chats"
+            return f"{check}{self._restart_hint}"
         return f"{check}switch this chat to another model and back"
 
 

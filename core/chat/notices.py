@@ -56,7 +56,7 @@ class Notice:
             case NoticeKind.FAILED:
                 return self.detail
             case NoticeKind.MODEL_FAILED:
-                return f"{self.detail} — this chat cannot answer; the other chats carry on"
+                return f"{self.detail} — this chat cannot answer; chats on other models carry on"
             case NoticeKind.MODEL_SWITCHED:
                 return f"now answered by {self.detail}: it reads the chat again first"
             case NoticeKind.NOT_OPEN:
