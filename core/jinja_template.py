@@ -4,9 +4,11 @@ and Hugging Face's ``apply_chat_template`` render it.
 The template sees what those give it: ``messages`` (role and content), ``add_generation_prompt``,
 ``bos_token``, ``eos_token``, ``tools=None``, and the globals ``raise_exception`` and
 ``strftime_now``. It runs in Jinja's immutable sandbox, so a hostile template cannot reach
-Python objects or mutate its inputs. The engine renders the whole chat at every turn and decodes
-only what differs from the tokens already in the KV cache, so a template may rewrite earlier
-turns (drop an old reply's reasoning, say) and stay correct.
+Python objects or mutate its inputs, and with limits on time and size
+(``core.bounded_sandbox``), so it cannot hang the decode thread or take the machine's memory
+either. The engine renders the whole chat at every turn and decodes only what differs from
+the tokens already in the KV cache, so a template may rewrite earlier turns (drop an old
+reply's reasoning, say) and stay correct.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from core.bounded_sandbox import BoundedSandbox, TemplateLimitError, render_bounded
 from core.chat_template import ChatMessage
 from core.errors import TemplateError, one_line
 from core.reasoning import ReasoningMarkers
@@ -51,8 +53,8 @@ def _tojson(
 
 
 @lru_cache(maxsize=1)
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment() -> BoundedSandbox:
+    env = BoundedSandbox(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[jinja2.ext.loopcontrols],
@@ -93,13 +95,19 @@ class JinjaTemplate:
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         """The whole chat as prompt text, special tokens spelled as text."""
         try:
-            return self._template.render(
+            chunks = self._template.generate(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
                 tools=None,
             )
+            return render_bounded(chunks, sum(len(m.content) for m in messages))
+        except TemplateLimitError as e:
+            raise TemplateError(
+                f"the model's chat template was stopped: {e} — "
+                "choose a built-in one with [model] template"
+            ) from None
         except jinja2.TemplateError as e:
             reason = " ".join(str(e).split())
             raise TemplateError(

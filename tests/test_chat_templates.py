@@ -5,6 +5,7 @@ GGUF with ``tokenizer.chat_template`` written in (tests/gguf_models.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,6 +98,62 @@ def test_a_template_runs_sandboxed() -> None:
         with pytest.raises(TemplateError, match=r"unsafe|undefined"):
             jinja(hostile).render(CHAT)
     assert jinja("{{ raise_exception.__globals__ }}").render(CHAT) == ""  # nothing reached
+
+
+#: Templates that would hang the decode thread or take the machine's memory, each with the
+#: words of the limit that stops it.
+HOSTILE = [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "took"),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s|length }}",
+        "took",
+    ),
+    ("{{ 'x' * 10**10 }}", "repeats"),
+    ("{{ ['x' * 1000000] * 1000 }}", "repeats"),
+    ("{{ 9 ** (9 ** 9) }}", "power"),
+    ("{% set a = 3 ** 30000 %}{{ a * a * a }}", "multiplies"),
+    ("{{ '%2000000000s' % 'x' }}", "width"),
+    ("{{ '%*s' % (2000000000, 'x') }}", "width"),
+    ("{{ '{:>2000000000}'.format('x') }}", "width"),
+    ("{{ 'x'.ljust(10**10) }}", "calls"),
+    ("{{ 'x'|center(10**10) }}", "width"),
+    ("{{ 'x'|indent(10**10) }}", "width"),
+    ("{{ '%2000000000s'|format('x') }}", "width"),
+    ("{{ ('x' * 1000000)|replace('', 'yy') }}", "replaces"),
+    ("{{ ('x' * 1000000).replace('', 'yy') }}", "replaces"),
+    ("{{ range(100000)|map('string')|join('x' * 1000000) }}", "joins"),
+    ("{{ ('x' * 1000000).join(range(100000)|map('string')) }}", "joins"),
+    (
+        "{% set ns = namespace(s='x' * 1000000) %}{% for i in range(64) %}"
+        "{% set ns.s = ns.s + ns.s %}{% endfor %}",
+        "joins",
+    ),
+    ("{% for i in range(100000) %}{{ 'x' * 1000000 }}{% endfor %}", "wrote more than"),
+]
+
+
+@pytest.mark.parametrize(("source", "words"), HOSTILE, ids=[w for _, w in HOSTILE])
+def test_a_template_that_would_hang_or_take_all_memory_is_stopped(source: str, words: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=f"was stopped: .*{words}") as stopped:
+        jinja(source).render(CHAT)
+    assert time.monotonic() - started < 10
+    assert "\n" not in str(stopped.value) and "[model] template" in str(stopped.value)
+
+
+def test_the_limits_leave_a_long_chat_and_the_next_render_alone() -> None:
+    """A chat far longer than any context renders whole, and a stopped render leaves no
+    timer behind to stop a later one."""
+    long_chat = [
+        ChatMessage("user" if i % 2 == 0 else "assistant", "word " * 2000) for i in range(200)
+    ]
+    with pytest.raises(TemplateError, match="took"):
+        jinja(HOSTILE[0][0]).render(CHAT)
+    for family in (CHATML, GEMMA_IT, LLAMA3, PHI3):
+        assert len(jinja(family).render(long_chat)) > 200 * 10000
+    time.sleep(2.5)  # past the watchdog's time, had one been left running
+    assert jinja(CHATML).render(CHAT).endswith("<|im_start|>assistant\n")
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +258,27 @@ def test_a_template_that_refuses_a_chat_gives_it_a_notice_and_the_other_answers(
     assert notice.kind is NoticeKind.FAILED and "roles must alternate" in notice.text()
     assert shown(frames, "plain").strip()
     assert not shown(frames, "sys")
+
+
+def test_a_template_that_hangs_on_a_chat_gives_it_a_notice_and_the_other_answers(
+    engine_for: Callable[[str], ChatEngine],
+) -> None:
+    """A template that never ends for chats with a system prompt: that chat is told, in
+    about the watchdog's time, and the chat without one answers."""
+    hang = (
+        "{% if messages[0]['role'] == 'system' %}{% for i in range(100000) %}"
+        "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}"
+    )
+    engine = engine_for(hang + GEMMA_MARKERS)
+    started = time.monotonic()
+    engine.submit(OpenChat("sys", config("sys")), OpenChat("plain", config("plain", system="")))
+    engine.submit(SendTurn("sys", "Hi"), SendTurn("plain", "What is the capital of France?"))
+    frames = run_steps(engine)
+    notices = [f.deltas["sys"].notice for f in frames if "sys" in f.deltas]
+    (notice,) = [n for n in notices if n is not None]
+    assert notice.kind is NoticeKind.FAILED and "took more than 2 s" in notice.text()
+    assert shown(frames, "plain").strip()
+    assert time.monotonic() - started < 30
 
 
 def test_a_resumed_chat_is_read_into_the_same_tokens(
