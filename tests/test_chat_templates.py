@@ -245,39 +245,33 @@ def test_a_template_that_rewrites_history_is_decoded_again_from_the_first_change
     assert shown(frames, "a").strip()
 
 
-def test_a_template_that_refuses_a_chat_gives_it_a_notice_and_the_other_answers(
-    engine_for: Callable[[str], ChatEngine],
-) -> None:
-    """Mistral's template allows no system prompt: that chat is told why, the other answers."""
-    engine = engine_for(MISTRAL)
-    engine.submit(OpenChat("sys", config("sys")), OpenChat("plain", config("plain", system="")))
-    engine.submit(SendTurn("sys", "Hi"), SendTurn("plain", "What is the capital of France?"))
-    frames = run_steps(engine)
-    notices = [f.deltas["sys"].notice for f in frames if "sys" in f.deltas]
-    (notice,) = [n for n in notices if n is not None]
-    assert notice.kind is NoticeKind.FAILED and "roles must alternate" in notice.text()
-    assert shown(frames, "plain").strip()
-    assert not shown(frames, "sys")
+#: Refuses chats with a system prompt (Mistral's rule), or never ends on them.
+HANGS_ON_A_SYSTEM_PROMPT = (
+    "{% if messages[0]['role'] == 'system' %}{% for i in range(100000) %}"
+    "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}" + GEMMA_MARKERS
+)
 
 
-def test_a_template_that_hangs_on_a_chat_gives_it_a_notice_and_the_other_answers(
-    engine_for: Callable[[str], ChatEngine],
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [(MISTRAL, "roles must alternate"), (HANGS_ON_A_SYSTEM_PROMPT, "took more than 2 s")],
+    ids=["refuses", "hangs"],
+)
+def test_a_template_that_fails_on_a_chat_gives_it_a_notice_and_the_other_answers(
+    engine_for: Callable[[str], ChatEngine], source: str, words: str
 ) -> None:
-    """A template that never ends for chats with a system prompt: that chat is told, in
-    about the watchdog's time, and the chat without one answers."""
-    hang = (
-        "{% if messages[0]['role'] == 'system' %}{% for i in range(100000) %}"
-        "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}"
-    )
-    engine = engine_for(hang + GEMMA_MARKERS)
+    """The chat with a system prompt is told why (a hanging template in about the
+    watchdog's time); the chat without one answers."""
+    engine = engine_for(source)
     started = time.monotonic()
     engine.submit(OpenChat("sys", config("sys")), OpenChat("plain", config("plain", system="")))
     engine.submit(SendTurn("sys", "Hi"), SendTurn("plain", "What is the capital of France?"))
     frames = run_steps(engine)
     notices = [f.deltas["sys"].notice for f in frames if "sys" in f.deltas]
     (notice,) = [n for n in notices if n is not None]
-    assert notice.kind is NoticeKind.FAILED and "took more than 2 s" in notice.text()
+    assert notice.kind is NoticeKind.FAILED and words in notice.text()
     assert shown(frames, "plain").strip()
+    assert not shown(frames, "sys")
     assert time.monotonic() - started < 30
 
 

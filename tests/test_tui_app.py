@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from textual import events
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Tree
 
 from core import (
@@ -102,6 +103,16 @@ async def ask(pilot: object, app: PanechatApp, pane: ChatPane, text: str, count:
     """Send a turn and wait for the pane's ``count``-th finished reply."""
     await app.send_to(pane, text)
     await wait_for(pilot, finished(pane, count))
+
+
+async def edit_turn(pilot: Pilot[Any], pane: ChatPane, steps_up: int, old: str, new: str) -> None:
+    """Select the user message ``steps_up`` messages up, load it (Alt+E) and send ``new``
+    as its new version."""
+    pane.input.focus()
+    await pilot.press(*["alt+up"] * steps_up, "alt+e")
+    await wait_for(pilot, lambda: pane.input.text == old)
+    pane.input.clear()
+    await pilot.press(*new, "enter")
 
 
 def replies(pane: ChatPane) -> list[str]:
@@ -408,11 +419,7 @@ async def test_editing_a_middle_message_keeps_the_old_branch_and_switches_back(
         original = pane.messages()
         session = loop_of(app).session(pane.pane_id)
         assert session is not None
-        pane.input.focus()
-        await pilot.press("alt+up", "alt+up", "alt+up", "alt+up", "alt+e")  # the first turn
-        await wait_for(pilot, lambda: pane.input.text == "Tell me about the ocean.")
-        pane.input.clear()
-        await pilot.press(*"Tell me about the sea.", "enter")
+        await edit_turn(pilot, pane, 4, "Tell me about the ocean.", "Tell me about the sea.")
         await wait_for(pilot, finished(pane, 3))
         assert [t for r, t in pane.messages() if r == "user"] == ["Tell me about the sea."]
         assert [e.user for e in session.exchanges] == ["Tell me about the sea."]
@@ -440,13 +447,9 @@ async def test_a_notice_stays_with_its_branch_when_the_branch_comes_back(
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()
         pane = app.panes[0]
-        await ask(pilot, app, pane, "Tell me about the ocean.")
+        await ask(pilot, app, pane, "Name a colour.")
         await pane.add_notice("⚠ a notice on the first branch")
-        pane.input.focus()
-        await pilot.press("alt+up", "alt+up", "alt+e")
-        await wait_for(pilot, lambda: pane.input.text == "Tell me about the ocean.")
-        pane.input.clear()
-        await pilot.press(*"Tell me about the sea.", "enter")
+        await edit_turn(pilot, pane, 2, "Name a colour.", "Name a fruit.")
         await wait_for(pilot, finished(pane, 2))
         assert "⚠ a notice on the first branch" not in pane.messages_text()
         await pilot.press("alt+up", "alt+up", "alt+left")
