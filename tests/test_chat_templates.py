@@ -101,27 +101,34 @@ def test_a_template_runs_sandboxed() -> None:
 
 
 #: Templates that would hang the decode thread or take the machine's memory, each with the
-#: words of the limit that stops it.
+#: words of the limit that stops it: one of template_sandbox's checks, or the render
+#: process's time ("took") and memory ("needed") limits, which catch what the checks miss.
 HOSTILE = [
     ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "took"),
     (
         "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
         "{% endfor %}{{ ns.s|length }}",
-        "took",
+        "took|needed",
     ),
     ("{{ 'x' * 10**10 }}", "repeats"),
     ("{{ ['x' * 1000000] * 1000 }}", "repeats"),
+    ("{{ 'x'.encode() * 1200000000 }}", "repeats"),
     ("{{ 9 ** (9 ** 9) }}", "power"),
     ("{% set a = 3 ** 30000 %}{{ a * a * a }}", "multiplies"),
+    ("{% set x = ('f' * 1000000)|int(base=16) %}{{ x // 7 }}", "divides"),
     ("{{ '%2000000000s' % 'x' }}", "width"),
+    ("{{ '%(a)1200000000s' % {'a': 'x'} }}", "width"),
     ("{{ '%*s' % (2000000000, 'x') }}", "width"),
     ("{{ '{:>2000000000}'.format('x') }}", "width"),
+    ("{{ '{:{}}'.format('x', '1200000000') }}", "width"),
     ("{{ 'x'.ljust(10**10) }}", "calls"),
     ("{{ 'x'|center(10**10) }}", "width"),
     ("{{ 'x'|indent(10**10) }}", "width"),
     ("{{ '%2000000000s'|format('x') }}", "width"),
-    ("{{ ('x' * 1000000)|replace('', 'yy') }}", "replaces"),
-    ("{{ ('x' * 1000000).replace('', 'yy') }}", "replaces"),
+    ("{{ [1]|tojson(indent=1200000000) }}", "indents"),
+    ("{{ ('x' * 1000000)|replace('', 'y' * 100) }}", "replaces"),
+    ("{{ ('x' * 1000000).replace('', 'y' * 100) }}", "replaces"),
+    ("{{ ('a' * 1200)|replace('a', 'b' * 999999) }}", "replaces"),
     ("{{ range(100000)|map('string')|join('x' * 1000000) }}", "joins"),
     ("{{ ('x' * 1000000).join(range(100000)|map('string')) }}", "joins"),
     (
@@ -129,22 +136,41 @@ HOSTILE = [
         "{% set ns.s = ns.s + ns.s %}{% endfor %}",
         "joins",
     ),
+    (
+        "{% set s = 'x' * 1000000 %}{% set big %}{% for i in range(1200) %}{{ s }}"
+        "{% endfor %}{% endset %}{{ big|length }}",
+        "captures",
+    ),
     ("{% for i in range(100000) %}{{ 'x' * 1000000 }}{% endfor %}", "wrote more than"),
+    # Past the checks, caught by the process's limits:
+    ("{{ ([[0]] * 200000)|sum(start=[])|length }}", "took"),
+    (
+        "{% set ns = namespace(a=[1], b=[1]) %}{% for i in range(40) %}"
+        "{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}"
+        "{{ ns.a == ns.b }}",
+        "took",
+    ),
+    ("{{ ('\\t' * 1200).expandtabs(999999) }}", "needed"),
+    ("{{ ('a' * 1200).translate({97: 'b' * 999999}) }}", "needed"),
+    ("{{ ('a ' * 1200)|wordwrap(1, wrapstring='x' * 999999) }}", "needed"),
+    ("{{ ('\\n' * 1200)|indent(999999, true, true) }}", "needed"),
 ]
 
 
-@pytest.mark.parametrize(("source", "words"), HOSTILE, ids=[w for _, w in HOSTILE])
+@pytest.mark.parametrize(
+    ("source", "words"), HOSTILE, ids=[f"{i}-{w}" for i, (_, w) in enumerate(HOSTILE)]
+)
 def test_a_template_that_would_hang_or_take_all_memory_is_stopped(source: str, words: str) -> None:
     started = time.monotonic()
-    with pytest.raises(TemplateError, match=f"was stopped: .*{words}") as stopped:
+    with pytest.raises(TemplateError, match=f"was stopped: .*({words})") as stopped:
         jinja(source).render(CHAT)
     assert time.monotonic() - started < 10
     assert "\n" not in str(stopped.value) and "[model] template" in str(stopped.value)
 
 
 def test_the_limits_leave_a_long_chat_and_the_next_render_alone() -> None:
-    """A chat far longer than any context renders whole, and a stopped render leaves no
-    timer behind to stop a later one."""
+    """A chat far longer than any context renders whole, in the process started again after
+    the one a stopped render killed."""
     long_chat = [
         ChatMessage("user" if i % 2 == 0 else "assistant", "word " * 2000) for i in range(200)
     ]
@@ -152,7 +178,6 @@ def test_the_limits_leave_a_long_chat_and_the_next_render_alone() -> None:
         jinja(HOSTILE[0][0]).render(CHAT)
     for family in (CHATML, GEMMA_IT, LLAMA3, PHI3):
         assert len(jinja(family).render(long_chat)) > 200 * 10000
-    time.sleep(2.5)  # past the watchdog's time, had one been left running
     assert jinja(CHATML).render(CHAT).endswith("<|im_start|>assistant\n")
 
 
@@ -260,8 +285,8 @@ HANGS_ON_A_SYSTEM_PROMPT = (
 def test_a_template_that_fails_on_a_chat_gives_it_a_notice_and_the_other_answers(
     engine_for: Callable[[str], ChatEngine], source: str, words: str
 ) -> None:
-    """The chat with a system prompt is told why (a hanging template in about the
-    watchdog's time); the chat without one answers."""
+    """The chat with a system prompt is told why (a hanging template in about the render
+    process's time limit); the chat without one answers."""
     engine = engine_for(source)
     started = time.monotonic()
     engine.submit(OpenChat("sys", config("sys")), OpenChat("plain", config("plain", system="")))

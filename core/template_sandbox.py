@@ -1,38 +1,34 @@
-"""Jinja's immutable sandbox, bounded in time and size, for chat templates from GGUF files.
+"""Jinja's immutable sandbox, with checks on size, for chat templates from GGUF files.
 
 The sandbox keeps a template from Python's objects, but not from the machine: a template
-that loops 100,000 times 100,000 times, multiplies a string by 10**10 or raises 9 to the 9**9
-would hang the decode thread or take all memory, and every pane with it. A GGUF is input
-like any other, so its template gets limits no real template comes near. Measured here,
-the templates of the families in ``tests/test_chat_templates.py`` render a chat in well under
-10 ms, and repeat or pad text by tens of characters:
+that multiplies a string by 10**10 or raises 9 to the 9**9 would take all memory. These
+checks refuse the plain ways to make a huge value before it is made, with a message that
+says which: repetition (``*``), powers and big products, ``%`` and ``format`` widths,
+``center``/``indent`` widths, ``replace`` that multiplies, and any call with an integer
+argument past :data:`MAX_ITEMS`; ``+``, ``join``, ``sum``, block captures and repetition
+refuse values past :data:`MAX_VALUE` characters as text; a prompt may be at most
+:data:`OUTPUT_FACTOR` times the chat plus :data:`OUTPUT_SLACK` characters.
 
-- one render runs for at most :data:`RENDER_SECONDS` (a watchdog raises in the rendering
-  thread, between two of Python's bytecodes, so it stops loops but not one C call: those
-  are bounded below);
-- the prompt it writes is at most :data:`OUTPUT_SLACK` characters longer than the chat it
-  was given, times :data:`OUTPUT_FACTOR`;
-- repetition (``*``), powers, ``%`` and ``format`` widths, ``center``/``indent`` widths and
-  ``replace`` of the empty string are refused past :data:`MAX_ITEMS` items or
-  :data:`MAX_INT_BITS` bits; so is any call with an integer argument past ``MAX_ITEMS``;
-  ``+``, ``join`` and repetition refuse values past :data:`MAX_VALUE` characters as text.
+They cannot be complete (a template can build a big value a step at a time, or loop for
+ever), so templates are rendered in a process of their own, with a time and a memory limit
+(``core.template_process``): these checks only make the common cases fail fast and clearly.
+No real template comes near them: the families in ``tests/test_chat_templates.py`` render a
+chat in well under 10 ms and pad text by tens of characters.
 
-A template can still build a big value slowly, a step at a time (``~`` in a loop): the time
-limit ends that.
-
-What breaks a limit raises :class:`TemplateLimitError`, which the caller reports as the
-template's failure in one line.
+This module imports nothing of panechat's, so the render process loads it alone.
 """
 
 from __future__ import annotations
 
-import ctypes
+import json
 import re
-import threading
-from collections.abc import Callable, Iterable
-from types import TracebackType
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+import jinja2
+import jinja2.ext
 from jinja2 import Environment, pass_environment, pass_eval_context
 from jinja2 import filters as jinja_filters
 from jinja2.exceptions import SecurityError
@@ -40,8 +36,6 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-#: The longest one render may take.
-RENDER_SECONDS = 2.0
 #: Items a repetition, a width or a call's integer argument may ask for.
 MAX_ITEMS = 1_000_000
 #: Characters a value the template makes may have as text (a list's, counted through it).
@@ -53,24 +47,31 @@ OUTPUT_FACTOR = 4
 OUTPUT_SLACK = 1_000_000
 
 #: A %-conversion or a format spec with a width or precision of 7 digits or more.
-_WIDE_PERCENT = re.compile(r"%[#0\- +]*(?:\d{7,}|\d*\.\d{7,})")
-_WIDE_FORMAT = re.compile(r"\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+_WIDE_PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(?:\d{7,}|\d*\.\d{7,})")
+#: A format spec with a width of 7 digits or more, or with a field nested in it.
+_WIDE_FORMAT = re.compile(r"\{[^{}]*:[^{}]*(?:\d{7,}|\{)")
+#: The widest indentation ``tojson`` may ask for.
+MAX_JSON_INDENT = 16
 
 
 class TemplateLimitError(SecurityError):
     """A template went past one of this module's limits."""
 
 
-class _RenderTimeout(BaseException):
-    """Raised in the rendering thread by the watchdog (a BaseException, so that a
-    template's own ``except Exception`` in Python code it calls cannot swallow it)."""
+def _checked_concat(parts: Iterable[str]) -> str:
+    """What a block capture, a macro or a filter block joins (``Environment.concat``)."""
+    items = list(parts)
+    if sum(len(p) for p in items) > MAX_VALUE:
+        raise TemplateLimitError("the template captures text past the size it may")
+    return "".join(items)
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with the operators and calls that make big values checked
     before they run."""
 
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    intercepted_binops = frozenset({"*", "**", "%", "+", "//"})
+    concat = staticmethod(_checked_concat)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -90,6 +91,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             case "%":
                 if isinstance(left, str):
                     _check_percent(left, right)
+                else:
+                    _check_int_operands(left, right)
+            case "//":
+                _check_int_operands(left, right)
             case "+":
                 if _sized(left) and _sized(right) and _weight(left) + _weight(right) > MAX_VALUE:
                     raise TemplateLimitError("the template joins values past the size it may")
@@ -114,76 +119,20 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def render_bounded(chunks: Iterable[str], given: int, seconds: float = RENDER_SECONDS) -> str:
-    """Join a template's output (``Template.generate``) under the time and size limits;
-    ``given`` is the length of the text the template was given."""
+def render_bounded(chunks: Iterable[str], given: int) -> str:
+    """Join a template's output (``Template.generate``) under the size limit; ``given`` is
+    the length of the text the template was given."""
     limit = given * OUTPUT_FACTOR + OUTPUT_SLACK
     out: list[str] = []
     size = 0
-    try:
-        with _Watchdog(seconds):
-            for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise TemplateLimitError(
-                        f"the template wrote more than {limit:,} characters for a chat of {given:,}"
-                    )
-                out.append(chunk)
-    except _RenderTimeout:
-        raise TemplateLimitError(
-            f"the template took more than {seconds:g} s to render (a loop that does not end?)"
-        ) from None
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise TemplateLimitError(
+                f"the template wrote more than {limit:,} characters for a chat of {given:,}"
+            )
+        out.append(chunk)
     return "".join(out)
-
-
-class _Watchdog:
-    """Raises :class:`_RenderTimeout` in the thread that entered it, ``seconds`` later,
-    unless it has left by then."""
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._thread = threading.get_ident()
-        self._lock = threading.Lock()
-        self._inside = False
-        self._fired = False
-        self._timer: threading.Timer | None = None
-
-    def __enter__(self) -> _Watchdog:
-        self._inside = True
-        self._timer = threading.Timer(self._seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._inside:
-                self._fired = True
-                _set_async_exc(self._thread, _RenderTimeout)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        assert self._timer is not None
-        self._timer.cancel()
-        with self._lock:
-            self._inside = False
-            fired = self._fired
-        if fired:
-            # It may have fired as the render ended and not have been raised yet: it must
-            # not be raised later, elsewhere.
-            _set_async_exc(self._thread, None)
-            if kind is None:
-                raise _RenderTimeout
-
-
-def _set_async_exc(thread: int, kind: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread), ctypes.py_object(kind) if kind is not None else None
-    )
 
 
 def _is_int(value: Any) -> bool:
@@ -191,13 +140,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _sized(value: Any) -> bool:
-    return isinstance(value, str | list | tuple)
+    return isinstance(value, str | bytes | list | tuple)
 
 
 def _weight(value: Any, budget: int = MAX_VALUE) -> int:
     """About how long ``value`` is as text, counted no further than past ``budget`` (a list
     may hold one long string many times over)."""
-    if isinstance(value, str):
+    if isinstance(value, str | bytes):
         return len(value)
     if isinstance(value, dict):
         value = [*value.keys(), *value.values()]
@@ -238,8 +187,22 @@ def _check_percent(text: str, values: Any) -> None:
 
 
 def _check_replace(text: str, old: Any, new: Any) -> None:
-    if old == "" and isinstance(new, str) and (len(text) + 1) * len(new) > MAX_ITEMS:
+    if not (isinstance(old, str) and isinstance(new, str)) or len(new) <= len(old):
+        return
+    count = len(text) + 1 if old == "" else text.count(old)
+    if len(text) + count * (len(new) - len(old)) > MAX_VALUE:
         raise TemplateLimitError("the template replaces text past the size it may")
+
+
+def _check_int_operands(left: Any, right: Any) -> None:
+    """``//`` and ``%`` of two integers: each at most :data:`MAX_INT_BITS` bits (a big one
+    can come from ``int(base=16)``, which Python's digit limit does not bound)."""
+    if (
+        _is_int(left)
+        and _is_int(right)
+        and max(left.bit_length(), right.bit_length()) > MAX_INT_BITS
+    ):
+        raise TemplateLimitError("the template divides numbers past the size it may")
 
 
 def _bounded_width(filter_function: Callable[..., str], name: str) -> Callable[..., str]:
@@ -293,3 +256,71 @@ def _bounded_sum_filter(
     if sized and sum(len(i) for i in (*items, start)) > MAX_ITEMS:
         raise TemplateLimitError("the template sums lists past the size it may")
     return jinja_filters.do_sum(environment, items, attribute, start)
+
+
+# -- the environment a chat template sees ------------------------------------------------------
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """Hugging Face's ``tojson``: unlike Jinja's own, it keeps non-ASCII text and HTML as is."""
+    if isinstance(indent, int) and abs(indent) > MAX_JSON_INDENT:
+        raise TemplateLimitError(f"the template indents JSON by {indent:,}")
+    if _weight(value) > MAX_VALUE:
+        raise TemplateLimitError("the template writes JSON past the size it may")
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+@lru_cache(maxsize=1)
+def chat_environment() -> BoundedSandbox:
+    """As llama.cpp's ``--jinja`` and Hugging Face's ``apply_chat_template`` set Jinja up."""
+    env = BoundedSandbox(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[jinja2.ext.loopcontrols],
+        undefined=jinja2.Undefined,
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+@lru_cache(maxsize=16)
+def compiled(source: str) -> jinja2.Template:
+    """A template's source, parsed once (raises ``jinja2.TemplateSyntaxError``)."""
+    return chat_environment().from_string(source)
+
+
+def render_chat(
+    source: str,
+    messages: Sequence[tuple[str, str]],
+    *,
+    add_generation_prompt: bool,
+    bos_token: str,
+    eos_token: str,
+) -> str:
+    """A chat (role, content) as the template writes it, special tokens spelled as text."""
+    chunks = compiled(source).generate(
+        messages=[{"role": role, "content": content} for role, content in messages],
+        add_generation_prompt=add_generation_prompt,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        tools=None,
+    )
+    return render_bounded(chunks, sum(len(content) for _, content in messages))
