@@ -24,6 +24,9 @@ from core.template_process import shared_template_process
 from core.template_sandbox import compiled
 from core.template_worker import Outcome, RenderRequest
 
+#: The longest template read: the largest real ones (tool-calling, reasoning) are ~20,000
+#: characters, and a long one takes seconds to parse.
+MAX_TEMPLATE_CHARS = 256_000
 #: A user message no real chat contains, to find where a template puts user text.
 _PROBE = "\x00panechat-probe\x00"
 
@@ -39,11 +42,22 @@ class JinjaTemplate:
     def __init__(
         self, source: str, *, bos_token: str = "", eos_token: str = "", name: str = "jinja"
     ) -> None:
+        if len(source) > MAX_TEMPLATE_CHARS:
+            raise TemplateError(
+                f"the model's chat template is {len(source):,} characters long (real ones are "
+                f"a few thousand; at most {MAX_TEMPLATE_CHARS:,} are read) — choose a built-in "
+                "one with [model] template"
+            )
         try:
             compiled(source)  # parsing runs nothing of the template's: here, to fail at load
         except jinja2.TemplateSyntaxError as e:
             raise TemplateError(
                 f"the model's chat template does not parse (line {e.lineno}: {e.message}) — "
+                "choose a built-in one with [model] template"
+            ) from None
+        except RecursionError:
+            raise TemplateError(
+                "the model's chat template nests too deep to parse — "
                 "choose a built-in one with [model] template"
             ) from None
         self.source = source
@@ -75,6 +89,11 @@ class JinjaTemplate:
                 what = f"does not parse ({reply.text})"
             case Outcome.FAILED:
                 what = f"failed: {reply.text}"
+            case Outcome.UNAVAILABLE:
+                raise TemplateError(
+                    f"panechat could not render the model's chat template: {reply.text} — "
+                    "choose a built-in one with [model] template"
+                )
         raise TemplateError(
             f"the model's chat template {what} — choose a built-in one with [model] template"
         )

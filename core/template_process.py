@@ -3,8 +3,9 @@
 A GGUF's template is code from the file's author; rendered in the decode thread, one that
 loops for ever would hang every pane, and one that builds a value of many gigabytes would take
 the machine down with the app. In :mod:`core.template_worker` it can do neither: the worker
-is killed when a render takes longer than :data:`RENDER_SECONDS` (and started again for the
-next one), and may not take more than ``template_worker.MEMORY_LIMIT`` of memory. The round
+is killed when a render (its request written, its reply read) takes longer than
+:data:`RENDER_SECONDS`, and started again for the next one; it may not take more than
+``template_worker.MEMORY_LIMIT`` of memory, and ends itself should this process die. The round
 trip costs little next to tokenizing the prompt: measured on a 2-core Xeon, a 40-message chat
 renders in 0.5 ms (0.02 ms in this process) and is tokenized in 8 ms; a 2 MB chat renders in
 20 ms (1.4 ms) and is tokenized in 650 ms.
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +28,8 @@ from core.template_worker import Outcome, RenderReply, RenderRequest, read_messa
 
 #: The longest one render may take before its process is killed.
 RENDER_SECONDS = 2.0
+#: A render this long ends the process by itself, should this one not be there to kill it.
+OWN_LIMIT_SECONDS = 10.0
 #: How long the process may take to start (Python and Jinja, on a slow or busy machine).
 START_SECONDS = 30.0
 _WORKER = Path(__file__).with_name("template_worker.py")
@@ -34,27 +39,37 @@ class TemplateProcess:
     """One render process, started when first needed and again after it was killed. Any
     thread may render; renders take turns."""
 
-    def __init__(self, render_seconds: float = RENDER_SECONDS) -> None:
+    def __init__(
+        self, render_seconds: float = RENDER_SECONDS, own_limit_seconds: float = OWN_LIMIT_SECONDS
+    ) -> None:
+        """``own_limit_seconds``: the render time past which the process ends itself (for
+        when this process died or stopped while it rendered)."""
         self._render_seconds = render_seconds
+        self._own_limit_seconds = own_limit_seconds
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._replies: queue.Queue[Any | None] = queue.Queue()
+        self._unavailable: str | None = None  # why no process could start: not tried again
+        self._closed = False
         self.starts = 0  # processes started so far (one more after each kill)
 
     def render(self, request: RenderRequest) -> RenderReply:
         """The template's prompt, or why there is none: never raises, never hangs."""
         with self._lock:
+            if self._closed:
+                return RenderReply(Outcome.UNAVAILABLE, "panechat is quitting")
             process = self._send(request)
             if process is None:
-                return RenderReply(Outcome.FAILED, "its render process did not start")
+                return RenderReply(Outcome.UNAVAILABLE, self._unavailable or "it did not start")
             try:
                 message = self._replies.get(timeout=self._render_seconds)
             except queue.Empty:
+                message = _TIMED_OUT
+            if message is _TIMED_OUT:
                 self._kill()
                 return RenderReply(
                     Outcome.LIMIT,
-                    f"it took more than {self._render_seconds:g} s to render "
-                    "(a loop that does not end?)",
+                    f"it did not finish in {self._render_seconds:g} s (a loop that does not end?)",
                 )
             if message is None:  # it died rendering: a native crash, the OOM killer
                 self._kill()
@@ -69,9 +84,17 @@ class TemplateProcess:
         process = self._process
         return process.pid if process is not None and process.poll() is None else None
 
+    def close(self) -> None:
+        """End the process; later renders are refused (at exit, a daemon thread may still
+        render: nothing would end a process started then)."""
+        with self._lock:
+            self._closed = True
+            self._kill()
+
     def _send(self, request: RenderRequest) -> subprocess.Popen[bytes] | None:
         """``request`` sent to a live process; one that ended since the last render (not
-        this template's doing) is replaced first. None: none could be started."""
+        this template's doing) is replaced first. The write has the render's time too: a
+        process that stopped reading is killed, and the write fails. None: none started."""
         for _ in range(2):
             if self._process is not None and self._process.poll() is not None:
                 self._kill()
@@ -79,58 +102,99 @@ class TemplateProcess:
             if process is None:
                 return None
             assert process.stdin is not None
+            watchdog = threading.Timer(self._render_seconds, _kill_quietly, (process,))
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 write_message(process.stdin, request.to_json())
                 return process
-            except OSError:  # it ended as we wrote
+            except OSError:  # it ended as we wrote, or was killed for not reading
                 self._kill()
+            finally:
+                watchdog.cancel()
         return None
 
-    def close(self) -> None:
-        with self._lock:
-            self._kill()
-
     def _start(self) -> subprocess.Popen[bytes] | None:
-        """A new process, once it said it is ready (None if it could not start)."""
+        """A new process, once it said it is ready; None (and the reason kept) if it could
+        not start."""
+        if self._unavailable is not None:
+            return None
+        with tempfile.TemporaryFile() as errors:  # why a start failed: the app owns the tty
+            process = self._spawn(errors)
+            if process is None:
+                return None
+            try:
+                ready = self._replies.get(timeout=START_SECONDS)
+            except queue.Empty:
+                ready = None
+            if not (isinstance(ready, dict) and ready.get("ready")):
+                self._kill()
+                self._unavailable = f"its render process did not start ({_last_line(errors)})"
+                return None
+        return process
+
+    def _spawn(self, errors: IO[bytes]) -> subprocess.Popen[bytes] | None:
+        """The process and the thread that reads its replies. Replies come on a pipe of
+        their own (its stdout may carry what a ``sitecustomize`` prints); -P keeps its
+        folder off sys.path."""
+        reply_fd, child_fd = os.pipe() if os.name == "posix" else (-1, -1)
+        command = [sys.executable, "-P", str(_WORKER), str(child_fd), str(self._own_limit_seconds)]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-P", str(_WORKER)],  # -P: its folder is not on sys.path
+                command,
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,  # the app owns the terminal
+                stdout=subprocess.DEVNULL if child_fd >= 0 else subprocess.PIPE,
+                stderr=errors,
+                pass_fds=(child_fd,) if child_fd >= 0 else (),
             )
-        except OSError:
+        except OSError as e:
+            if reply_fd >= 0:
+                os.close(reply_fd)
+            self._unavailable = f"{sys.executable or 'no Python'} would not run: {e.strerror}"
             return None
+        finally:
+            if child_fd >= 0:
+                os.close(child_fd)
         self.starts += 1
         self._replies = queue.Queue()
-        assert process.stdout is not None
+        reader = os.fdopen(reply_fd, "rb") if reply_fd >= 0 else process.stdout
+        assert reader is not None
         threading.Thread(
             target=_read_replies,
-            args=(process.stdout, self._replies),
+            args=(reader, self._replies),
             name="panechat-template-replies",
             daemon=True,
         ).start()
         self._process = process
-        try:
-            ready = self._replies.get(timeout=START_SECONDS)
-        except queue.Empty:
-            ready = None
-        if not (isinstance(ready, dict) and ready.get("ready")):
-            self._kill()
-            return None
         return process
 
     def _kill(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
-        with contextlib.suppress(OSError):
-            process.kill()
+        _kill_quietly(process)
         process.wait()
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+
+
+_TIMED_OUT = object()
+
+
+def _kill_quietly(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        process.kill()
+
+
+def _last_line(stream: IO[bytes]) -> str:
+    """What a process that failed to start last wrote on its stderr, or that it wrote none."""
+    with contextlib.suppress(OSError):
+        stream.seek(0)
+        lines = stream.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        if lines:
+            return lines[-1][:300]
+    return "it said nothing"
 
 
 def _read_replies(stream: IO[bytes], replies: queue.Queue[Any | None]) -> None:
@@ -140,6 +204,9 @@ def _read_replies(stream: IO[bytes], replies: queue.Queue[Any | None]) -> None:
             replies.put(message)
     except (OSError, ValueError):  # closed under it, or a garbled message
         pass
+    finally:
+        with contextlib.suppress(OSError):
+            stream.close()
     replies.put(None)
 
 

@@ -261,8 +261,13 @@ def _bounded_sum_filter(
 # -- the environment a chat template sees ------------------------------------------------------
 
 
+class TemplateRefusal(jinja2.exceptions.TemplateError):
+    """The template's own ``raise_exception``: it refuses the chat ("roles must alternate"),
+    as against a bug of its own or the sandbox's refusal."""
+
+
 def _raise_exception(message: str) -> None:
-    raise jinja2.exceptions.TemplateError(message)
+    raise TemplateRefusal(message)
 
 
 def _strftime_now(fmt: str) -> str:

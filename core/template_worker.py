@@ -6,9 +6,13 @@ nothing in one Python process can stop a template that loops for ever or builds 
 step at a time: this process can be killed instead, and it may not take more than
 :data:`MEMORY_LIMIT` bytes of memory beyond what it starts with.
 
-It runs as a script (``python -I core/template_worker.py``), not as a module of ``core``,
+It runs as a script (``python -P core/template_worker.py FD SECONDS``), not as a module of ``core``,
 whose package would load llama.cpp: it loads ``template_sandbox.py`` from its own folder,
-and needs only the standard library and Jinja. Messages are a 4-byte length and JSON.
+and needs only the standard library and Jinja. Requests come on its stdin, replies go to the
+pipe ``FD`` (-1: its stdout, where a ``sitecustomize`` or a warning may print otherwise);
+each is a 4-byte length and JSON. Should its parent die mid-render, it ends itself after
+``SECONDS``; it ignores Ctrl+C (the app decides when it ends), and asks the
+kernel's out-of-memory killer to take it before anything else.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import struct
 import sys
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # the template's own bug (a bad index, a None + str...)
     LIMIT = "limit"  # a check of template_sandbox's
     MEMORY = "memory"  # past MEMORY_LIMIT
+    UNAVAILABLE = "unavailable"  # no render process could be started (the parent says why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +124,12 @@ def answer(sandbox: ModuleType, request: RenderRequest) -> RenderReply:
         return RenderReply(Outcome.SYNTAX, f"line {e.lineno}: {_folded(e.message or '')}")
     except sandbox.TemplateLimitError as e:
         return RenderReply(Outcome.LIMIT, _folded(str(e)))
-    except jinja2.TemplateError as e:
+    except sandbox.TemplateRefusal as e:
         return RenderReply(Outcome.REFUSED, _folded(str(e)))
     except MemoryError:
         return RenderReply(Outcome.MEMORY, f"it needed more than {MEMORY_LIMIT >> 20} MiB")
+    except RecursionError:
+        return RenderReply(Outcome.FAILED, "it nests too deep (RecursionError)")
     except Exception as e:
         text = _folded(str(e))
         return RenderReply(
@@ -159,22 +167,55 @@ def _limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _end_on_its_own() -> None:
+    """The backstops: an alarm whose default action ends the process (even in a C call),
+    Ctrl+C ignored, and first in line for the out-of-memory killer."""
+    if hasattr(signal, "setitimer"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
+
+
+def _alarm(seconds: float) -> None:
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 def main() -> int:
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but replies may reach the parent's pipe
+    requests = sys.stdin.buffer
+    reply_fd, own_limit = int(sys.argv[1]), float(sys.argv[2])
+    replies = os.fdopen(reply_fd, "wb") if reply_fd >= 0 else sys.stdout.buffer
+    _end_on_its_own()
     sandbox = load_sandbox()
     _limit_memory()
     write_message(replies, {"ready": True})
-    while (message := read_message(requests)) is not None:
+    too_long = RenderReply(Outcome.MEMORY, "the chat is too long to render").to_json()
+    while True:
         try:
-            request = RenderRequest.from_json(message)
-        except (KeyError, TypeError, ValueError) as e:
-            reply = RenderReply(Outcome.FAILED, f"a malformed request: {e}")
-        else:
-            reply = answer(sandbox, request)
-        del message
-        write_message(replies, reply.to_json())
-    return 0
+            message = read_message(requests)
+            if message is None:
+                return 0
+            _alarm(own_limit)
+            payload = _answer_message(sandbox, message)
+        except MemoryError:  # the chat itself, read or answered, is past the limit
+            payload = too_long
+        finally:
+            message = None
+            _alarm(0)
+        try:
+            write_message(replies, payload)
+        except MemoryError:
+            write_message(replies, too_long)
+        payload = too_long
+
+
+def _answer_message(sandbox: ModuleType, message: Any) -> dict[str, Any]:
+    try:
+        request = RenderRequest.from_json(message)
+    except (KeyError, TypeError, ValueError) as e:
+        return RenderReply(Outcome.FAILED, f"a malformed request: {e}").to_json()
+    return answer(sandbox, request).to_json()
 
 
 if __name__ == "__main__":

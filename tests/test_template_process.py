@@ -1,13 +1,16 @@
-"""The process chat templates render in: killed when a render runs too long, replaced when it
-ended between renders, and the only one that pays for a template's memory."""
+"""The process chat templates render in: killed when a render runs too long (its request's
+write included), replaced when it ended between renders, ended by itself when nothing is left
+to kill it, and the only one that pays for a template's memory."""
 
 from __future__ import annotations
 
 import os
 import resource
 import signal
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +41,7 @@ def test_a_render_that_runs_too_long_is_stopped_and_the_next_gets_a_new_process(
     first = renderer.pid
     started = time.monotonic()
     stopped = renderer.render(request(FOR_EVER))
-    assert stopped.outcome is Outcome.LIMIT and "took more than 0.5 s" in stopped.text
+    assert stopped.outcome is Outcome.LIMIT and "did not finish in 0.5 s" in stopped.text
     assert time.monotonic() - started < 5
     assert renderer.pid is None  # killed, not left looping
     assert renderer.render(request(ECHO, "again")).text == "[user] again\n"
@@ -70,3 +73,58 @@ def test_a_template_that_takes_a_gigabyte_costs_the_render_process_not_ours(
     assert grown < 200 * 1024  # rendered here, it would have been over a gigabyte
     assert renderer.render(request(ECHO)).outcome is Outcome.TEXT  # the same process goes on
     assert renderer.starts == 1
+
+
+def test_a_render_past_the_process_s_own_limit_ends_it_as_if_its_parent_had_died() -> None:
+    """The parent's kill is the usual end; the process's own alarm is for a parent that was
+    killed (the OOM killer's likeliest choice: it holds the model) while it rendered."""
+    renderer = TemplateProcess(render_seconds=30, own_limit_seconds=0.5)
+    try:
+        started = time.monotonic()
+        reply = renderer.render(request(FOR_EVER))
+        assert reply.outcome is Outcome.FAILED
+        assert f"signal {int(signal.SIGALRM)}" in reply.text
+        assert time.monotonic() - started < 10
+    finally:
+        renderer.close()
+
+
+def test_a_process_that_stopped_reading_is_replaced_within_the_time_limit(
+    renderer: TemplateProcess,
+) -> None:
+    """A chat larger than a pipe's buffer, written to a process that stopped (SIGSTOP):
+    the write is given the render's time, then the process is killed and a new one renders."""
+    assert renderer.render(request(ECHO)).outcome is Outcome.TEXT
+    pid = renderer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    reply = renderer.render(request(ECHO, "x" * 300_000))
+    assert reply.outcome is Outcome.TEXT and len(reply.text) > 300_000
+    assert time.monotonic() - started < 5 and renderer.starts == 2
+
+
+def test_what_python_prints_at_start_does_not_reach_the_replies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text("print('hello from a sitecustomize')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    renderer = TemplateProcess()
+    try:
+        assert renderer.render(request(ECHO)).text == "[user] Hi\n"
+    finally:
+        renderer.close()
+
+
+def test_a_process_that_cannot_start_says_why_once_and_is_not_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    renderer = TemplateProcess()
+    first = renderer.render(request(ECHO))
+    assert first.outcome is Outcome.UNAVAILABLE and "did not start" in first.text
+    started = time.monotonic()
+    assert renderer.render(request(ECHO)) == first
+    assert time.monotonic() - started < 0.5 and renderer.starts == 1
+    renderer.close()
+    assert "quitting" in renderer.render(request(ECHO)).text
