@@ -122,5 +122,6 @@ class JinjaTemplate:
         return tuple(dict.fromkeys((*self.stop_strings, *extra)))
 
     def reply_content(self, text: str) -> str:
-        """A saved reply as the template should see it again."""
-        return text.strip()
+        """A saved reply as the template should see it again: its reasoning between this
+        model's markers (a reply saved mid-stream has the common ones)."""
+        return self.reasoning_markers.in_own_markers(text.strip())

@@ -41,6 +41,19 @@ class ReasoningMarkers:
             return answer.strip()
         return f"{self.opening}{reasoning.strip()}{self.closing}\n\n{answer.strip()}".strip()
 
+    def in_own_markers(self, text: str) -> str:
+        """A saved reply whose reasoning is between another known pair (one saved
+        mid-stream, which the app writes with the common pair), rewritten with this pair, so
+        a template that looks for its own markers finds it; any other text as it is."""
+        stripped = text.lstrip()
+        if stripped.startswith(self.opening):
+            return text
+        for opening, _ in KNOWN_MARKERS:
+            if stripped.startswith(opening):
+                split = split_reply(stripped)
+                return self.join(split.reasoning, split.answer)
+        return text
+
     def opened_by(self, prompt: str) -> bool:
         """Whether ``prompt`` (a generation prompt) ends inside a reasoning block."""
         return prompt.rstrip().endswith(self.opening)

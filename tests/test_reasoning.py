@@ -64,6 +64,14 @@ def test_what_counts_as_reasoning() -> None:
     assert unfinished.reasoning == "still thinking" and unfinished.thinking
     magistral = ReasoningMarkers.in_template("{{ '[THINK]' }}...{{ '[/THINK]' }}")
     assert magistral == ReasoningMarkers("[THINK]", "[/THINK]")
+    # A reply saved mid-stream keeps its reasoning between the common pair; the model's
+    # template gets it back between its own, and a reply already in them is left as it is.
+    saved = "<think>Plan it.</think>\n\nThe answer."
+    assert magistral.in_own_markers(saved) == "[THINK]Plan it.[/THINK]\n\nThe answer."
+    own = "[THINK]\nPlan it.\n[/THINK]\n\nThe answer."
+    assert magistral.in_own_markers(own) == own
+    assert ReasoningMarkers().in_own_markers(saved) == saved
+    assert magistral.in_own_markers("No reasoning.") == "No reasoning."
     assert ReasoningMarkers().opened_by("<|im_start|>assistant\n<think>\n")
 
 
