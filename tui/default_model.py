@@ -33,7 +33,7 @@ class DefaultModel:
         saved: bool = True,
     ) -> None:
         self.config = config
-        self._saved = saved
+        self._restart_hint = restart_hint(saved)  # should the default model's child die
         self._weights = weights  # None: the model lives in a child process per run
         self._template = template
         self._first: ModelEngine | None = first  # made at load (to fail at start): run 1's
@@ -82,7 +82,7 @@ class DefaultModel:
         if self._weights is None:
             spec = self.config.default_model_spec()
             return EngineProcess.start(
-                spec, nice=self.config.decode_nice, restart_hint=restart_hint(self._saved)
+                spec, nice=self.config.decode_nice, restart_hint=self._restart_hint
             )
         assert self._template is not None
         return _context_engine(self.config, self._weights, self._template)

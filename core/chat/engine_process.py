@@ -120,10 +120,10 @@ class EngineProcess:
         requests: Connection,
         interrupts: Connection,
         log: Path,
-        restart_hint: str = "",
+        restart_hint: str,
     ) -> None:
         self.model = model
-        self._restart_hint = restart_hint or RESTART_HINT
+        self._restart_hint = restart_hint
         self.spec = spec
         self.display_name = loaded.display_name
         self.offloaded = loaded.offloaded

@@ -37,15 +37,11 @@ def piece_text(model: LlamaWeights, token: int) -> str:
 
 def token_stat(model: LlamaWeights, choice: TokenChoice) -> TokenStat:
     """A sampled token's choice, with each token's text (as the model spells it)."""
-
-    def piece(token: int) -> str:
-        return piece_text(model, token)
-
     return TokenStat(
         choice.token,
-        piece(choice.token),
+        piece_text(model, choice.token),
         choice.probability,
-        tuple(Alternative(t, piece(t), p) for t, p in choice.alternatives),
+        tuple(Alternative(t, piece_text(model, t), p) for t, p in choice.alternatives),
     )
 
 

@@ -76,6 +76,11 @@ class ChatMessage(Markdown):
         if role != "notice":
             self.border_title = self._label()
 
+    @classmethod
+    def for_notice(cls, text: str) -> ChatMessage:
+        """A line the pane adds that no one said: a notice, the persona's system prompt."""
+        return cls("notice", text, notice=True)
+
     def _label(self) -> str:
         label = "You" if self.role == "user" else "Reply"
         if self.versions is not None and self.versions.count > 1:

@@ -85,7 +85,7 @@ class ChatPane(Vertical):
         yield title
         with self.transcript:
             if self.config.system.strip():
-                yield ChatMessage("notice", f"_{self.config.system.strip()}_", notice=True)
+                yield self._system_notice()
         yield self.input
 
     def on_mount(self) -> None:
@@ -118,7 +118,7 @@ class ChatPane(Vertical):
         """A notice after the path's last message. It stays with that message: a branch
         switched away from and back shows it again (notices are not saved with a session)."""
         self._notices.setdefault(self.branches.head, []).append(text)
-        await self.transcript.mount(ChatMessage("notice", text, notice=True))
+        await self.transcript.mount(ChatMessage.for_notice(text))
 
     def messages(self, *, reasoning: bool = False) -> list[tuple[str, str]]:
         """The branch shown as (role, text) pairs, user turns and replies; with
@@ -172,10 +172,10 @@ class ChatPane(Vertical):
 
         def notices_after(message_id: int | None) -> None:
             for text in self._notices.get(message_id, ()):
-                widgets.append(ChatMessage("notice", text, notice=True))
+                widgets.append(ChatMessage.for_notice(text))
 
         if self.config.system.strip():
-            widgets.append(ChatMessage("notice", f"_{self.config.system.strip()}_", notice=True))
+            widgets.append(self._system_notice())
         notices_after(None)
         for node in self.branches.path():
             message = self._widget(node)
@@ -191,6 +191,9 @@ class ChatPane(Vertical):
             self._shown[self.selected].add_class("-selected")
         else:
             self.selected = None
+
+    def _system_notice(self) -> ChatMessage:
+        return ChatMessage.for_notice(f"_{self.config.system.strip()}_")
 
     def _widget(self, node: TreeMessage) -> ChatMessage:
         text = split_reply(node.text).answer if node.role is Role.ASSISTANT else node.text
