@@ -64,8 +64,6 @@ class TemplateProcess:
             try:
                 message = self._replies.get(timeout=self._render_seconds)
             except queue.Empty:
-                message = _TIMED_OUT
-            if message is _TIMED_OUT:
                 self._kill()
                 return RenderReply(
                     Outcome.LIMIT,
@@ -177,9 +175,6 @@ class TemplateProcess:
         if process.stdin is not None:
             with contextlib.suppress(OSError):
                 process.stdin.close()
-
-
-_TIMED_OUT = object()
 
 
 def _kill_quietly(process: subprocess.Popen[bytes]) -> None:
