@@ -63,9 +63,12 @@ def show_prompts(weights: LlamaWeights, template: ChatFormat, args: argparse.Nam
     """Each chat's prompt as the model receives it: the template's text, tokenized as the
     executor tokenizes it, every token (BOS and markers too) spelled as text."""
     for question in args.prompts:
-        tokens = weights.tokenize_prompt(template.render(chat_messages(args.system, question)))
+        messages = chat_messages(args.system, question)
+        tokens = weights.tokenize_prompt(template.render(messages))
         sys.stdout.write("".join(weights.token_text(t) for t in tokens))
         sys.stdout.write(f"\n[{len(tokens)} tokens, template {template.name}]\n")
+        for adaptation in template.adaptations(messages):
+            sys.stdout.write(f"[adapted: {adaptation.description}]\n")
 
 
 def run(args: argparse.Namespace) -> None:

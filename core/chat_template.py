@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from core.errors import TemplateError
 from core.reasoning import ReasoningMarkers
+
+if TYPE_CHECKING:
+    from core.template_capabilities import Adaptation
 
 Role = Literal["system", "user", "assistant"]
 
@@ -50,6 +53,10 @@ class ChatFormat(Protocol):
 
     def reply_content(self, text: str) -> str:
         """A saved reply's text as the format expects it back in a message."""
+        ...
+
+    def adaptations(self, messages: Sequence[ChatMessage]) -> tuple[Adaptation, ...]:
+        """How ``render`` changes this chat for what the format cannot render as it is."""
         ...
 
     @property
@@ -116,6 +123,11 @@ class ChatTemplate:
 
     def with_stops(self, extra: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.stop_strings, *extra)))
+
+    def adaptations(self, messages: Sequence[ChatMessage]) -> tuple[Adaptation, ...]:
+        """None: a built-in format renders every chat as it is (``system_in_user`` is its
+        own way to write a system prompt)."""
+        return ()
 
     @property
     def reasoning_markers(self) -> ReasoningMarkers:

@@ -1,9 +1,13 @@
 """A model's own chat template: the Jinja text in its GGUF, rendered as llama.cpp's ``--jinja``
 and Hugging Face's ``apply_chat_template`` render it.
 
-The template sees what those give it: ``messages`` (role and content), ``add_generation_prompt``,
-``bos_token``, ``eos_token``, ``tools=None``, and the globals ``raise_exception`` and
-``strftime_now``. It runs in Jinja's immutable sandbox, so a hostile template cannot reach
+The template sees what llama.cpp gives it: ``messages`` (role and content),
+``add_generation_prompt``, ``bos_token``, ``eos_token``, the globals ``raise_exception`` and
+``strftime_now``, and no ``tools`` (undefined, as llama.cpp leaves it for a chat without tools).
+What the template cannot render (a system message, plain-text content) is found once by trial
+renders and the chat adapted, as llama.cpp adapts it (``core.template_capabilities``).
+
+It runs in Jinja's immutable sandbox, so a hostile template cannot reach
 Python objects or mutate its inputs, in a process of its own with a time and a memory limit
 (``core.template_process``), so it cannot hang the decode thread or take the machine's
 memory either. The engine renders the whole chat at every turn and decodes only what differs from
@@ -20,9 +24,10 @@ import jinja2
 from core.chat_template import ChatMessage
 from core.errors import TemplateError
 from core.reasoning import ReasoningMarkers
+from core.template_capabilities import Adaptation, ProbeStopped, TemplateCapabilities
 from core.template_process import shared_template_process
 from core.template_sandbox import compiled
-from core.template_worker import Outcome, RenderRequest
+from core.template_worker import Outcome, RenderReply, RenderRequest
 
 #: The longest template read: the largest real ones (tool-calling, reasoning) are ~20,000
 #: characters, and a long one takes seconds to parse.
@@ -67,17 +72,54 @@ class JinjaTemplate:
         self.stop_strings: tuple[str, ...] = ()
         self.reasoning_markers = ReasoningMarkers.in_template(source)
         self._prefixes: dict[str, str | None] = {}
+        self._capabilities: TemplateCapabilities | None = None
+
+    @property
+    def capabilities(self) -> TemplateCapabilities:
+        """What the template renders as it is: probed at the first render, once."""
+        if self._capabilities is None:
+            self._capabilities = TemplateCapabilities.probe(self._trial_render)
+        return self._capabilities
+
+    def adaptations(self, messages: Sequence[ChatMessage]) -> tuple[Adaptation, ...]:
+        """How :meth:`render` changes this chat for the template (``--show-prompt`` says)."""
+        return self.capabilities.adaptations(messages)
 
     def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         """The whole chat as prompt text, special tokens spelled as text."""
+        capabilities = self.capabilities
+        return self._render(
+            capabilities.adapted(messages), add_generation_prompt, capabilities.typed_content
+        )
+
+    def _trial_render(self, messages: Sequence[ChatMessage], typed_content: bool) -> str | None:
+        """A probe's render: None when the template refused or failed it; a render that was
+        stopped (a time or memory limit) ends the probing, and the chat's own render says why."""
+        reply = self._reply(messages, False, typed_content)
+        match reply.outcome:
+            case Outcome.TEXT:
+                return reply.text
+            case Outcome.REFUSED | Outcome.FAILED | Outcome.SYNTAX:
+                return None
+        raise ProbeStopped(reply.text)
+
+    def _reply(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool, typed_content: bool
+    ) -> RenderReply:
         request = RenderRequest(
             self.source,
             tuple((m.role, m.content) for m in messages),
             add_generation_prompt,
             self.bos_token,
             self.eos_token,
+            typed_content,
         )
-        reply = shared_template_process().render(request)
+        return shared_template_process().render(request)
+
+    def _render(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool, typed_content: bool
+    ) -> str:
+        reply = self._reply(messages, add_generation_prompt, typed_content)
         match reply.outcome:
             case Outcome.TEXT:
                 return reply.text

@@ -29,6 +29,8 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.nodes
+import jinja2.parser
 from jinja2 import Environment, pass_environment, pass_eval_context
 from jinja2 import filters as jinja_filters
 from jinja2.exceptions import SecurityError
@@ -291,13 +293,30 @@ def _tojson(
     )
 
 
+class GenerationBlock(jinja2.ext.Extension):
+    """``{% generation %}…{% endgeneration %}``: Hugging Face marks the assistant's tokens with
+    it for training masks (its ``AssistantTracker``) and writes the body unchanged, as here.
+    LFM2's templates, among others, use it."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        call = self.call_method("_body")
+        return jinja2.nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+
+    def _body(self, caller: Callable[[], str]) -> str:
+        return caller()
+
+
 @lru_cache(maxsize=1)
 def chat_environment() -> BoundedSandbox:
     """As llama.cpp's ``--jinja`` and Hugging Face's ``apply_chat_template`` set Jinja up."""
     env = BoundedSandbox(
         trim_blocks=True,
         lstrip_blocks=True,
-        extensions=[jinja2.ext.loopcontrols],
+        extensions=[jinja2.ext.loopcontrols, GenerationBlock],
         undefined=jinja2.Undefined,
     )
     env.filters["tojson"] = _tojson
@@ -319,13 +338,23 @@ def render_chat(
     add_generation_prompt: bool,
     bos_token: str,
     eos_token: str,
+    typed_content: bool = False,
 ) -> str:
-    """A chat (role, content) as the template writes it, special tokens spelled as text."""
+    """A chat (role, content) as the template writes it, special tokens spelled as text.
+
+    ``tools`` is left undefined, as llama.cpp leaves it for a chat without tools: templates
+    that test ``tools is defined`` and then iterate it (Phi-4-mini's, Command R+'s and
+    Hermes 3's tool_use) would fail on None. ``typed_content`` gives each content as typed
+    parts, for templates that read nothing else (``core.template_capabilities``)."""
     chunks = compiled(source).generate(
-        messages=[{"role": role, "content": content} for role, content in messages],
+        messages=[
+            {"role": role, "content": [{"type": "text", "text": content}]}
+            if typed_content
+            else {"role": role, "content": content}
+            for role, content in messages
+        ],
         add_generation_prompt=add_generation_prompt,
         bos_token=bos_token,
         eos_token=eos_token,
-        tools=None,
     )
     return render_bounded(chunks, sum(len(content) for _, content in messages))

@@ -55,6 +55,7 @@ class RenderRequest:
     add_generation_prompt: bool
     bos_token: str
     eos_token: str
+    typed_content: bool = False  # each content as [{"type": "text", "text": ...}]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class RenderRequest:
             "add_generation_prompt": self.add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
+            "typed_content": self.typed_content,
         }
 
     @classmethod
@@ -73,6 +75,7 @@ class RenderRequest:
             bool(data["add_generation_prompt"]),
             str(data["bos_token"]),
             str(data["eos_token"]),
+            bool(data.get("typed_content", False)),
         )
 
 
@@ -118,6 +121,7 @@ def answer(sandbox: ModuleType, request: RenderRequest) -> RenderReply:
             add_generation_prompt=request.add_generation_prompt,
             bos_token=request.bos_token,
             eos_token=request.eos_token,
+            typed_content=request.typed_content,
         )
         return RenderReply(Outcome.TEXT, text)
     except jinja2.TemplateSyntaxError as e:

@@ -10,7 +10,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from gguf_models import CHATML, GEMMA_IT, LLAMA3, MISTRAL, PHI3, TEMPLATE_KEY, with_metadata
+from gguf_models import (
+    CHATML,
+    GEMMA2,
+    GEMMA_IT,
+    LFM2,
+    LLAMA3,
+    MISTRAL,
+    PHI3,
+    PHI4_MINI,
+    TEMPLATE_KEY,
+    with_metadata,
+)
 from test_chat_engine import run_steps, shown
 
 from core import (
@@ -26,6 +37,7 @@ from core import (
 from core.__main__ import main as demo_main
 from core.chat import ChatConfig, ChatEngine, NoticeKind, OpenChat, Restore, SendTurn
 from core.chat.session import common_prefix
+from core.template_capabilities import Adaptation, TemplateCapabilities, system_in_first_user
 
 GREEDY = SamplingParams(temperature=0.0)
 CHAT = [
@@ -76,9 +88,82 @@ def test_the_shared_system_prefix_is_found_or_none_where_the_system_is_folded_in
     assert jinja(CHATML).system_prefix("  ") is None
 
 
+def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user_message() -> None:
+    """Gemma 2's template raises on a system message; as llama.cpp's --jinja does, the chat is
+    adapted once the template has been asked (not guessed from a model's name)."""
+    gemma2 = jinja(GEMMA2)
+    assert gemma2.capabilities == TemplateCapabilities(system_role=False, typed_content=False)
+    assert gemma2.render(CHAT) == (
+        "<bos><start_of_turn>user\nBe brief.\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    assert gemma2.adaptations(CHAT) == (Adaptation.SYSTEM_IN_FIRST_USER,)
+    assert gemma2.adaptations(CHAT[1:]) == ()  # nothing to adapt without a system message
+    assert gemma2.render(CHAT[1:2]) == (
+        "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
+    assert jinja(MISTRAL).render(CHAT[:2]) == "<bos>[INST] Be brief.\nHi [/INST]"
+    # Templates that write a system message back are left alone, whatever they do with it.
+    for family in (CHATML, GEMMA_IT, LLAMA3, PHI3, PHI4_MINI, LFM2):
+        assert jinja(family).capabilities == TemplateCapabilities(system_role=True)
+        assert jinja(family).adaptations(CHAT) == ()
+
+
+def test_system_text_waits_for_the_next_user_message_or_stands_as_one() -> None:
+    system, user, assistant = (
+        ChatMessage("system", "S"),
+        ChatMessage("user", "U"),
+        ChatMessage("assistant", "A"),
+    )
+    assert system_in_first_user([system, user]) == [ChatMessage("user", "S\nU")]
+    assert system_in_first_user([system, system, user]) == [ChatMessage("user", "S\nS\nU")]
+    assert system_in_first_user([system, ChatMessage("user", "")]) == [ChatMessage("user", "S")]
+    assert system_in_first_user([system, assistant]) == [ChatMessage("user", "S"), assistant]
+    assert system_in_first_user([user, system]) == [user, ChatMessage("user", "S")]
+    assert system_in_first_user([user, assistant]) == [user, assistant]
+
+
+def test_tools_are_undefined_in_a_chat_without_tools() -> None:
+    """Phi-4-mini's template tests ``tools is defined`` and then iterates it: with tools None
+    it failed on every plain chat ('NoneType' object is not iterable)."""
+    phi4 = jinja(PHI4_MINI)
+    assert phi4.render(CHAT[1:3]) == "<|user|>Hi<|end|><|assistant|>Hello.<|end|><|assistant|>"
+    assert phi4.render(CHAT, add_generation_prompt=False) == (
+        "<|system|>Be brief.<|end|><|user|>Hi<|end|><|assistant|>Hello.<|end|>"
+        "<|user|>Bye<|end|><eos>"
+    )
+    assert jinja("{{ tools is defined }}").render(CHAT) == "False"
+
+
+def test_generation_blocks_render_their_body() -> None:
+    """LFM2.5's template wraps an assistant message in ``{% generation %}``, which Hugging
+    Face writes as it is; Jinja alone does not know the tag."""
+    assert jinja(LFM2).render(CHAT) == (
+        "<bos><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    scoped = "{% set x = 1 %}{% generation %}{% set x = 2 %}[{{ x }}]{% endgeneration %}{{ x }}"
+    assert jinja(scoped).render(CHAT) == "[2]1"  # a block of its own, as Hugging Face's
+
+
+def test_a_template_that_reads_typed_content_gets_typed_parts() -> None:
+    """A template that reads only ``content[0].text`` (MiniMax-Text-01's way) gets each
+    message's text as one typed part."""
+    typed = jinja(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content[0].text }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    assert typed.capabilities == TemplateCapabilities(system_role=True, typed_content=True)
+    assert typed.render(CHAT[:2]) == "<system>Be brief.<user>Hi<assistant>"
+    assert typed.adaptations(CHAT[1:2]) == (Adaptation.TYPED_CONTENT,)
+
+
 def test_a_template_that_refuses_or_breaks_says_so_in_one_line() -> None:
+    two_users = [ChatMessage("user", "Hi"), ChatMessage("user", "Bye")]
     with pytest.raises(TemplateError, match="roles must alternate") as refused:
-        jinja(MISTRAL).render(CHAT)
+        jinja(MISTRAL).render(two_users)
     with pytest.raises(TemplateError, match="does not parse") as broken:
         jinja("{% for message in %}")
     with pytest.raises(TemplateError, match="failed: TypeError") as failing:
@@ -211,6 +296,48 @@ def test_the_models_own_template_is_chosen_and_show_prompt_prints_it(
         "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n\n["
     )
     assert out.count("<bos>") == 1 and "template jinja]" in out
+    assert "[adapted" not in out  # Gemma 3's template writes the system text itself
+
+
+@pytest.fixture(scope="module")
+def gemma2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("models") / "gemma-2-it.gguf"
+    return with_metadata(target, {TEMPLATE_KEY: GEMMA2, "general.name": "Gemma 2 IT test"})
+
+
+def test_show_prompt_says_how_a_chat_was_adapted(
+    gemma2_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(gemma2_model), "--show-prompt", "--system", "Be brief.", "Hi"]
+    assert demo_main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("<bos><start_of_turn>user\nBe brief.\nHi<end_of_turn>\n")
+    assert f"[adapted: {Adaptation.SYSTEM_IN_FIRST_USER.description}]" in out
+    assert demo_main([*argv[:3], "--system=", "Hi"]) == 0
+    assert "[adapted" not in capsys.readouterr().out
+
+
+def test_a_model_without_a_system_role_answers_every_default_persona(gemma2_model: Path) -> None:
+    """All three default panes have a persona; with Gemma 2's template each was refused
+    ("System role not supported") before the chat was adapted."""
+    from tui.config import load_config  # the app's own defaults: the personas users start with
+
+    panes = load_config().panes
+    assert len(panes) == 3 and all(p.system.strip() for p in panes)
+    with LlamaWeights.load(gemma2_model) as weights:
+        executor = BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=3))
+        engine = ChatEngine(executor, model_template(weights))
+        try:
+            for pane in panes:
+                engine.submit(OpenChat(pane.name, config(pane.name, pane.system)))
+                engine.submit(SendTurn(pane.name, "What is the capital of France?"))
+            frames = run_steps(engine)
+        finally:
+            engine.shutdown()
+            executor.close()
+    for pane in panes:
+        assert not [f for f in frames if pane.name in f.deltas and f.deltas[pane.name].notice]
+        assert shown(frames, pane.name).strip()
 
 
 @pytest.fixture
@@ -278,7 +405,11 @@ def test_a_template_that_rewrites_history_is_decoded_again_from_the_first_change
     assert shown(frames, "a").strip()
 
 
-#: Refuses chats with a system prompt (Mistral's rule), or never ends on them.
+#: Refuses a chat that says "Hi" (a template's own rule), or never ends on a system prompt.
+REFUSES_A_GREETING = (
+    "{% if messages | selectattr('content', 'equalto', 'Hi') | list %}"
+    "{{ raise_exception('no greetings, please') }}{% endif %}" + GEMMA_MARKERS
+)
 HANGS_ON_A_SYSTEM_PROMPT = (
     "{% if messages[0]['role'] == 'system' %}{% for i in range(100000) %}"
     "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}" + GEMMA_MARKERS
@@ -287,14 +418,14 @@ HANGS_ON_A_SYSTEM_PROMPT = (
 
 @pytest.mark.parametrize(
     ("source", "words"),
-    [(MISTRAL, "roles must alternate"), (HANGS_ON_A_SYSTEM_PROMPT, "did not finish in 2 s")],
+    [(REFUSES_A_GREETING, "no greetings"), (HANGS_ON_A_SYSTEM_PROMPT, "did not finish in 2 s")],
     ids=["refuses", "hangs"],
 )
 def test_a_template_that_fails_on_a_chat_gives_it_a_notice_and_the_other_answers(
     engine_for: Callable[[str], ChatEngine], source: str, words: str
 ) -> None:
-    """The chat with a system prompt is told why (a hanging template in about the render
-    process's time limit); the chat without one answers."""
+    """The chat the template fails on is told why (a hanging template in about the render
+    process's time limit); the other chat answers."""
     engine = engine_for(source)
     started = time.monotonic()
     engine.submit(OpenChat("sys", config("sys")), OpenChat("plain", config("plain", system="")))
