@@ -17,6 +17,8 @@ from core.bench.rpc import free_port, rpc_servers
 from core.device_placement import DevicePlacement
 from core.errors import InvalidParamsError
 from core.rpc import REINSTALL, RpcEndpoint, RpcError, rpc_supported
+from core.rpc_compare import SAME
+from core.rpc_compare import main as compare_main
 from tui.cli import main as cli_main
 
 PROMPT = "The capital of France is"
@@ -47,6 +49,34 @@ def test_two_loopback_servers_answer_as_this_cpu_does() -> None:
         split = run(*demo, "--rpc", ",".join(map(str, endpoints)), "--tensor-split", "1,1")
     assert split.returncode == 0, split.stderr
     assert answers(split.stdout) == answers(local.stdout) and answers(local.stdout)
+
+
+def test_rpc_logits_are_this_cpus_with_the_plain_layout(tmp_path: Path) -> None:
+    """Issue #25: RPC text differs from the local run's because RPC servers keep weights as
+    stored in the file while this CPU repacks them; split over two servers, RPC computes
+    exactly what this CPU computes with the plain layout, and the repacked kernels only round
+    differently (a wrong split or layout would scramble the logits from the first token)."""
+    out = tmp_path / "compare.json"
+    with rpc_servers(2) as endpoints:
+        servers = ",".join(map(str, endpoints))
+        compared = run(
+            *("-m", "core.rpc_compare", "--rpc", servers, "--tensor-split", "1,1"),
+            *("--tokens", "3", "--json", str(out)),
+        )
+    assert compared.returncode == 0, compared.stderr
+    result = json.loads(out.read_text())
+    assert max(result["plain_vs_rpc"]["max_abs_diff"]) <= SAME
+    local = result["local_vs_rpc"]
+    assert local["max_abs_diff"][0] <= 0.15 * local["largest_logit"]
+    if result["local_layout"] != "plain":
+        assert "RPC computes as this CPU does with --weight-layout plain" in compared.stdout
+
+
+def test_the_comparison_without_a_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare_main([]) == 2
+    assert compare_main(["--rpc", f"127.0.0.1:{free_port()}"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--rpc HOST:PORT" in err[0] and "does not answer" in err[1]
 
 
 def test_the_doctor_lists_the_rpc_devices_with_their_memory() -> None:
