@@ -12,7 +12,8 @@ So we count the CPU time that other processes take on the cores we may run on (`
 minus our own) and decode with the cores they leave us, at least one. It is measured over
 half a second (an idle decode loop keeps measuring) and decided at the next decode; when the
 other process stops, our threads come back. Linux only; elsewhere the count stays as
-configured.
+configured. The measuring (:class:`ProcStatLoad`) and the deciding (:func:`threads_left`) are
+apart, so tests drive the decisions with load they script instead of the machine's own.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 #: How long CPU use is measured before the thread count is decided again.
 INTERVAL_SECONDS = 0.5
@@ -75,9 +78,62 @@ class CpuTimes:
         return max(0.0, (busy - (self.ours - earlier.ours)) / wall)
 
 
+class OutsideLoad(Protocol):
+    """Where the thread count learns how much CPU other processes take: /proc/stat by
+    default (:class:`ProcStatLoad`); a test scripts it, so it controls the load it tests."""
+
+    def measure(self) -> float | None:
+        """Cores other processes kept busy lately, when a fresh figure is due; None while
+        none is due or none can be read (the count then stays as it is)."""
+        ...
+
+
+class ProcStatLoad:
+    """Other processes' CPU use, measured: every process's CPU time on our cores (from
+    /proc/stat) less our own, over at least ``INTERVAL_SECONDS``."""
+
+    def __init__(
+        self,
+        cores: frozenset[int],
+        first: CpuTimes,
+        read: Callable[[frozenset[int]], CpuTimes | None] = CpuTimes.read,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``read`` and ``clock`` are for tests of the measuring itself."""
+        self._cores = cores
+        self._last = first
+        self._read = read
+        self._clock = clock
+
+    @classmethod
+    def start(cls, cores: frozenset[int]) -> ProcStatLoad | None:
+        """Measuring from now, or None where /proc/stat cannot be read (not Linux)."""
+        first = CpuTimes.read(cores)
+        return cls(cores, first) if first is not None else None
+
+    def measure(self) -> float | None:
+        if self._clock() - self._last.at < INTERVAL_SECONDS:
+            return None
+        now = self._read(self._cores)
+        if now is None:
+            return None
+        others = now.others_since(self._last)
+        self._last = now
+        return others
+
+
+def threads_left(configured: int, cores: int, others: float) -> int:
+    """The threads to decode with while other processes keep ``others`` of our ``cores``
+    busy: the configured count, less the cores they take beyond those it leaves free anyway
+    (0.6 of a core counts as a whole one), and at least one."""
+    taken = math.floor(others + (1.0 - GIVE_UP_AT) + 1e-9)
+    spare = max(0, cores - configured)  # cores we do not use anyway
+    return max(1, configured - max(0, taken - spare))
+
+
 class AdaptiveThreads:
-    """Decides how many threads the next decode uses: the configured count, less the cores
-    other processes keep busy (beyond cores the configured count leaves free anyway)."""
+    """Decides how many threads the next decode uses: :func:`threads_left` of the load that
+    ``OutsideLoad`` last measured."""
 
     def __init__(
         self,
@@ -85,17 +141,17 @@ class AdaptiveThreads:
         *,
         enabled: bool = True,
         cores: frozenset[int] | None = None,
-        start: CpuTimes | None = None,
+        load: OutsideLoad | None = None,
     ) -> None:
-        """``cores`` and ``start`` (the first reading) are for tests: by default, our
-        affinity and /proc/stat now."""
+        """By default, ``cores`` is our affinity and ``load`` is measured from /proc/stat;
+        tests pass both, to decide what the machine looks like."""
         self._configured = configured
         self._current = configured
         self._others = 0.0
         self._cores = cores if cores is not None else _affinity()
-        self._last: CpuTimes | None = None
+        self._load: OutsideLoad | None = None
         if enabled and configured > 1 and self._cores:
-            self._last = start if start is not None else CpuTimes.read(self._cores)
+            self._load = load if load is not None else ProcStatLoad.start(self._cores)
 
     @property
     def current(self) -> int:
@@ -106,30 +162,22 @@ class AdaptiveThreads:
         """Cores other processes used in the last measured interval."""
         return self._others
 
-    def observe(self, now: CpuTimes | None = None) -> None:
-        """Measure the CPU other processes took since the last measurement, if that was at
-        least ``INTERVAL_SECONDS`` ago. Decoding does this before each decode; an idle decode
-        loop calls it now and then, so the first decode after a pause decides on fresh data.
-        ``now`` is for tests; by default /proc/stat is read."""
-        if self._last is None or self._cores is None:
+    def observe(self) -> None:
+        """Take a fresh figure of the load, if one is due. Decoding does this before each
+        decode; an idle decode loop calls it now and then, so the first decode after a pause
+        decides on fresh data."""
+        if self._load is None:
             return
-        if now is None:
-            if time.monotonic() - self._last.at < INTERVAL_SECONDS:
-                return
-            now = CpuTimes.read(self._cores)
-            if now is None:
-                return
-        self._others = now.others_since(self._last)
-        self._last = now
+        others = self._load.measure()
+        if others is not None:
+            self._others = others
 
-    def update(self, now: CpuTimes | None = None) -> int | None:
+    def update(self) -> int | None:
         """The new thread count if it should change now, else None. Call before a decode."""
-        self.observe(now)
-        if self._last is None or self._cores is None:
+        self.observe()
+        if self._load is None or not self._cores:
             return None
-        taken = math.floor(self._others + (1.0 - GIVE_UP_AT) + 1e-9)  # 0.6 core counts as 1
-        spare = max(0, len(self._cores) - self._configured)  # cores we do not use anyway
-        target = max(1, self._configured - max(0, taken - spare))
+        target = threads_left(self._configured, len(self._cores), self._others)
         if target == self._current:
             return None
         self._current = target

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from core.adaptive_threads import AdaptiveThreads
+from core.adaptive_threads import AdaptiveThreads, OutsideLoad
 from core.cancellation import CancellationToken, native_abort_callback
 from core.context_budget import available_memory, check_context
 from core.conversation import Conversation
@@ -88,7 +88,15 @@ class BatchedExecutor:
     from one thread or event loop.
     """
 
-    def __init__(self, weights: LlamaWeights, params: ContextParams | None = None) -> None:
+    def __init__(
+        self,
+        weights: LlamaWeights,
+        params: ContextParams | None = None,
+        *,
+        outside_load: OutsideLoad | None = None,
+    ) -> None:
+        """``outside_load`` is where ``params.adapt_threads`` learns other processes' CPU
+        use: /proc/stat by default; tests script it, to control the load they test with."""
         self._weights = weights
         self._params = params = params or ContextParams()
         kv_on_cpu = not (
@@ -122,7 +130,9 @@ class BatchedExecutor:
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(ctx))
         self.can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
-        self._threads = AdaptiveThreads(params.threads, enabled=params.adapt_threads)
+        self._threads = AdaptiveThreads(
+            params.threads, enabled=params.adapt_threads, load=outside_load
+        )
         self._batch = NativeBatch(params.n_batch)
         self.prefill_budget = PrefillBudget(params.max_frame_stretch or None)
         self._planned = BatchPlan()  # the batch being decoded

@@ -4,7 +4,9 @@ the way the app records them, each event printed (and flushed) before and after 
     python tests/crash_child.py SESSIONS.db
 
 Prints ``SENT <chat> <text>`` once a user turn is committed, ``TEXT <chat> <json fragment>``
-for every streamed fragment, as it reaches the recorder."""
+for every streamed fragment, as it reaches the recorder, and ``SAVED <message id> <json text>``
+(a checkpoint) or ``FINAL <message id> <json text>`` (a whole reply) once a reply's text is
+committed."""
 
 from __future__ import annotations
 
@@ -31,9 +33,18 @@ SYSTEM = "A helpful assistant answers briefly."
 QUESTIONS = ("Count from one to fifty in words.", "List the numbers from one to forty.")
 
 
+class ReportingStore(SessionStore):
+    """Says what it committed, so the test knows, whatever the timing, what the file must
+    still hold after the kill."""
+
+    def update_message(self, message_id: int, text: str, tokens: str | None = None) -> None:
+        super().update_message(message_id, text, tokens)
+        print("SAVED" if tokens is None else "FINAL", message_id, json.dumps(text), flush=True)
+
+
 def main(path: Path) -> None:
     trees = PaneTrees()
-    store = SessionStore(path)
+    store = ReportingStore(path)
     session = store.create_session("crash test")
     recorder = SessionRecorder(store, session, lambda message: print("ERROR", message))
     with LlamaWeights.load(resolve_model_path(None)) as weights:

@@ -257,7 +257,7 @@ def test_a_template_that_would_hang_or_take_all_memory_is_stopped(source: str, w
     started = time.monotonic()
     with pytest.raises(TemplateError, match=f"was stopped: .*({words})") as stopped:
         jinja(source).render(CHAT)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60  # far above the 2 s limit: a busy machine's slack
     assert "\n" not in str(stopped.value) and "[model] template" in str(stopped.value)
 
 
@@ -436,7 +436,7 @@ def test_a_template_that_fails_on_a_chat_gives_it_a_notice_and_the_other_answers
     assert notice.kind is NoticeKind.FAILED and words in notice.text()
     assert shown(frames, "plain").strip()
     assert not shown(frames, "sys")
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 120  # not held up for ever (a busy machine is slow)
 
 
 def test_a_resumed_chat_is_read_into_the_same_tokens(

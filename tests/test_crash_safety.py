@@ -1,7 +1,10 @@
 """``kill -9`` mid-stream, for real: a child process chats on the real model and records to a
-sessions file as the app does, and is killed at a random moment. The file must pass SQLite's
-integrity check, hold every user turn committed before the kill, and hold each streaming
-reply up to at most the last second (the checkpoint interval) before the kill."""
+sessions file as the app does, and is killed at a random moment after its first write of a
+reply. The file must pass SQLite's integrity check and hold every user turn and every reply
+text committed before the kill (the child reports each commit), and nothing that was not
+shown. A kill so loses only what streamed since the last checkpoint; that checkpoints come
+every second is test_session_recorder.py's, on a clock of its own: nothing here depends on
+how fast this machine runs."""
 
 from __future__ import annotations
 
@@ -17,17 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from tui.session_recorder import CHECKPOINT_INTERVAL
-from tui.session_store import SessionStore
+from tui.session_store import SessionStore, StoredMessage
 
 CHILD = Path(__file__).with_name("crash_child.py")
-#: Scheduling slack on a busy 2-core machine, on top of the checkpoint interval.
-SLACK = 0.75
+#: For the child to load the model and write a reply: far above the few seconds that takes
+#: on an idle machine, and still an end to a child that never writes one.
+FIRST_COMMIT_DEADLINE = 180.0
+#: What the child prints once a reply's text is committed: a checkpoint, the whole reply.
+COMMITS = ("SAVED", "FINAL")
 
 
-def run_and_kill(db: Path, after: float) -> tuple[list[tuple[float, str, str, str]], float]:
-    """Start the child, kill it ``after`` seconds into its first streamed text; return its
-    timestamped output lines and the time of the kill."""
+def run_and_kill(db: Path, after: float) -> list[tuple[float, str, str, str]]:
+    """Start the child, kill it ``after`` seconds after it first committed a reply's text;
+    return its output lines, each with the time it was read."""
     child = subprocess.Popen(
         [sys.executable, str(CHILD), str(db)],
         stdout=subprocess.PIPE,
@@ -46,23 +51,35 @@ def run_and_kill(db: Path, after: float) -> tuple[list[tuple[float, str, str, st
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    deadline = time.monotonic() + 120
-    while not any(kind == "TEXT" for _, kind, _, _ in lines):
-        assert time.monotonic() < deadline and child.poll() is None, "the child did not stream"
+    deadline = time.monotonic() + FIRST_COMMIT_DEADLINE
+    while not any(kind in COMMITS for _, kind, _, _ in lines):
+        assert child.poll() is None, "the child ended before it wrote a reply"
+        assert time.monotonic() < deadline, "the child wrote no reply"
         time.sleep(0.02)
     time.sleep(after)
     child.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
     child.wait(30)
     reader.join(5)
-    return lines, killed_at
+    return lines
+
+
+def survived(stored: StoredMessage, kind: str, text: str) -> bool:
+    """The file holds the text last reported committed, or a later write of it that the kill
+    stopped the child from reporting: a checkpoint grown from it, or the whole reply."""
+    if stored.text == text:
+        return True
+    if stored.tokens is None:  # still streaming when killed
+        return stored.text.startswith(text)
+    return kind == "SAVED"  # the final write, after the reported checkpoint
 
 
 @pytest.mark.parametrize("run", range(3))
-def test_a_kill_mid_stream_loses_at_most_the_last_second(tmp_path: Path, run: int) -> None:
+def test_a_kill_mid_stream_loses_only_what_came_after_the_last_checkpoint(
+    tmp_path: Path, run: int
+) -> None:
     db = tmp_path / "sessions.db"
-    after = random.Random(run).uniform(0.5, 6.0)
-    lines, killed_at = run_and_kill(db, after)
+    after = random.Random(run).uniform(0.0, 4.0)
+    lines = run_and_kill(db, after)
     assert not [line for line in lines if line[1] == "ERROR"]
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -70,6 +87,10 @@ def test_a_kill_mid_stream_loses_at_most_the_last_second(tmp_path: Path, run: in
     (session,) = store.sessions()
     saved = {pane.id: pane for pane in store.load(session.id)}
     store.close()
+    stored = {message.id: message for pane in saved.values() for message in pane.tree}
+    last_commits = {int(i): (kind, text) for _, kind, i, text in lines if kind in COMMITS}
+    for message_id, (kind, text) in last_commits.items():
+        assert survived(stored[message_id], kind, json.loads(text)), (kind, text)
     by_chat = dict(zip(("a", "b"), sorted(saved), strict=True))
     for chat, row in by_chat.items():
         messages = saved[row].messages
@@ -77,15 +98,12 @@ def test_a_kill_mid_stream_loses_at_most_the_last_second(tmp_path: Path, run: in
         users = [text for role, text in messages if role == "user"]
         # Every turn committed before the kill; one more if it came between commit and print.
         assert users[: len(sent)] == sent and len(users) - len(sent) in (0, 1), (users, sent)
-        # The reply streaming at the kill: the text shown up to a second before it is saved.
+        # The reply streaming at the kill: nothing saved that was not shown.
         last_sent = max(t for t, kind, c, _ in lines if kind == "SENT" and c == chat)
-        streamed = [
-            (t, json.loads(text))
+        shown = "".join(
+            json.loads(text)
             for t, kind, c, text in lines
             if kind == "TEXT" and c == chat and t >= last_sent
-        ]
-        must_have = "".join(f for t, f in streamed if t < killed_at - CHECKPOINT_INTERVAL - SLACK)
-        shown = "".join(f for _, f in streamed)
+        )
         saved_reply = messages[-1][1] if messages[-1][0] == "assistant" else ""
-        assert shown.strip().startswith(saved_reply)  # nothing saved that was not shown
-        assert len(saved_reply) >= len(must_have.strip()), (chat, saved_reply, must_have)
+        assert shown.strip().startswith(saved_reply)

@@ -7,6 +7,7 @@ that records it, as a terminal would receive it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,9 +111,14 @@ async def test_no_escape_sequence_reaches_the_terminal(
             await pane.apply(ChatDelta(text=f"{SET_TITLE[3:]}{CLEAR_SCREEN}", generating=True))
             app.notify(f"a pane named {evil.name}")
             app.action_export_session()
-            for _ in range(10):
+            # Until the reply is drawn and the export written (however busy the machine).
+            deadline = time.monotonic() + 60
+            while not (
+                "model says" in terminal.text() and list(app.export_dir.glob("panechat-*.md"))
+            ):
+                assert time.monotonic() < deadline, "the app did not draw the reply or export"
                 await pilot.pause(0.05)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # what the driver still had on its way out
             written = terminal.text()
             assert "PWNED" in written  # the text is shown...
             for sequence in HOSTILE:  # ...but never as a sequence the terminal acts on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 from textual.widgets import OptionList, Static
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
@@ -357,6 +359,15 @@ def status_of(screen: SearchScreen) -> str:
     return str(screen.query_one("#search-status", Static).render())
 
 
+async def searched(pilot: Pilot[None], screen: SearchScreen, status: str) -> None:
+    """Wait for the search that typing started to say ``status`` (it runs a debounce after
+    the last key: on a busy machine its timer can come later than any fixed pause)."""
+    deadline = time.monotonic() + 30
+    while status_of(screen) != status:
+        assert time.monotonic() < deadline, f"the search did not say {status!r}"
+        await pilot.pause(0.05)
+
+
 async def test_the_search_screen_lists_hits_as_you_type_and_enter_opens_one(
     store: SessionStore,
 ) -> None:
@@ -371,14 +382,14 @@ async def test_the_search_screen_lists_hits_as_you_type_and_enter_opens_one(
         assert isinstance(screen, SearchScreen)
         assert status_of(screen) == EMPTY_HINT
         await pilot.press(*"pand")
-        await pilot.pause(0.3)
+        await searched(pilot, screen, "1 match")
         results = screen.query_one(OptionList)
         assert results.option_count == 1 and status_of(screen) == "1 match"
         prompt = results.get_option_at_index(0).prompt
         assert isinstance(prompt, type(hit_prompt(screen.hits[0])))
         assert "[b]bamboo[/b]" in str(prompt) and "zoo [red]day[/]" in str(prompt)
         await pilot.press(*"x")
-        await pilot.pause(0.3)
+        await searched(pilot, screen, NO_MATCHES)
         assert results.option_count == 0 and status_of(screen) == NO_MATCHES
         await pilot.press(*["backspace"] * 5, *"bamboo")
         await pilot.press("enter")  # before the debounce fired: it searches, then opens
@@ -397,8 +408,10 @@ async def test_the_search_screen_opens_the_chosen_hit_and_esc_closes(
     async with app.run_test(size=(120, 40)) as pilot:
         app.open_search()
         await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SearchScreen)
         await pilot.press(*"heron")
-        await pilot.pause(0.3)
+        await searched(pilot, screen, "2 matches")
         await pilot.press("down", "down", "enter")  # into the list, to the second, open it
         await pilot.pause()
         app.open_search()

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from core.template_process import TemplateProcess
+from core.template_process import RENDER_SECONDS, TemplateProcess
 from core.template_worker import Outcome, RenderRequest
 
 ECHO = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
 FOR_EVER = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 #: A gigabyte and more, a step at a time: no check sees it, the memory limit does.
 GREEDY = "{{ ('\\t' * 1200).expandtabs(999999)|length }}"
+#: Far above the render limit, for a busy machine; what these bounds catch (a render never
+#: stopped, a write blocked for ever) would take hours.
+HANG = 30.0
 
 
 def request(source: str, content: str = "Hi") -> RenderRequest:
@@ -29,7 +32,8 @@ def request(source: str, content: str = "Hi") -> RenderRequest:
 
 @pytest.fixture
 def renderer() -> Iterator[TemplateProcess]:
-    process = TemplateProcess(render_seconds=0.5)
+    # The app's limit: an ordinary render takes milliseconds, and a busy machine's must fit.
+    process = TemplateProcess(render_seconds=RENDER_SECONDS)
     yield process
     process.close()
 
@@ -41,8 +45,9 @@ def test_a_render_that_runs_too_long_is_stopped_and_the_next_gets_a_new_process(
     first = renderer.pid
     started = time.monotonic()
     stopped = renderer.render(request(FOR_EVER))
-    assert stopped.outcome is Outcome.LIMIT and "did not finish in 0.5 s" in stopped.text
-    assert time.monotonic() - started < 5
+    assert stopped.outcome is Outcome.LIMIT
+    assert f"did not finish in {RENDER_SECONDS:g} s" in stopped.text
+    assert time.monotonic() - started < HANG
     assert renderer.pid is None  # killed, not left looping
     assert renderer.render(request(ECHO, "again")).text == "[user] again\n"
     assert renderer.pid not in (None, first) and renderer.starts == 2
@@ -80,11 +85,9 @@ def test_a_render_past_the_process_s_own_limit_ends_it_as_if_its_parent_had_died
     killed (the OOM killer's likeliest choice: it holds the model) while it rendered."""
     renderer = TemplateProcess(render_seconds=30, own_limit_seconds=0.5)
     try:
-        started = time.monotonic()
         reply = renderer.render(request(FOR_EVER))
         assert reply.outcome is Outcome.FAILED
-        assert f"signal {int(signal.SIGALRM)}" in reply.text
-        assert time.monotonic() - started < 10
+        assert f"signal {int(signal.SIGALRM)}" in reply.text  # its alarm, not our limit
     finally:
         renderer.close()
 
@@ -101,7 +104,7 @@ def test_a_process_that_stopped_reading_is_replaced_within_the_time_limit(
     started = time.monotonic()
     reply = renderer.render(request(ECHO, "x" * 300_000))
     assert reply.outcome is Outcome.TEXT and len(reply.text) > 300_000
-    assert time.monotonic() - started < 5 and renderer.starts == 2
+    assert time.monotonic() - started < HANG and renderer.starts == 2
 
 
 def test_what_python_prints_at_start_does_not_reach_the_replies(
@@ -123,8 +126,7 @@ def test_a_process_that_cannot_start_says_why_once_and_is_not_tried_again(
     renderer = TemplateProcess()
     first = renderer.render(request(ECHO))
     assert first.outcome is Outcome.UNAVAILABLE and "did not start" in first.text
-    started = time.monotonic()
     assert renderer.render(request(ECHO)) == first
-    assert time.monotonic() - started < 0.5 and renderer.starts == 1
+    assert renderer.starts == 1  # no second start, so no second wait for one
     renderer.close()
     assert "quitting" in renderer.render(request(ECHO)).text
