@@ -21,13 +21,19 @@ class CdpError(Exception):
 
 class Cdp:
     """One DevTools websocket: ``send`` a command, get its reply (matched by id); events are
-    read and dropped, since the tests poll the page instead of waiting on them."""
+    dropped unless ``record`` asked for them, since the tests poll rather than wait on them."""
 
     def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
         self._socket = socket
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._recorded: dict[str, list[dict[str, Any]]] = {}
         self._reader = asyncio.create_task(self._read())
+
+    def record(self, method: str) -> list[dict[str, Any]]:
+        """A list that every ``method`` event's params are appended to from now on (from every
+        attached page: the params say which request or frame each is about)."""
+        return self._recorded.setdefault(method, [])
 
     async def send(
         self, method: str, params: dict[str, Any] | None = None, session: str | None = None
@@ -51,6 +57,9 @@ class Cdp:
                 if frame.type != aiohttp.WSMsgType.TEXT:
                     continue
                 message = json.loads(frame.data)
+                if message.get("method") in self._recorded:
+                    self._recorded[message["method"]].append(message.get("params", {}))
+                    continue
                 reply = self._pending.get(message.get("id", -1))
                 if reply is None or reply.done():
                     continue
@@ -95,10 +104,10 @@ async def open_page(cdp: Cdp, width: int, height: int) -> str:
 
 
 async def evaluate(cdp: Cdp, session: str, expression: str) -> Any:
-    """The value of a JavaScript ``expression`` in the page (JSON-able values only)."""
-    result = await cdp.send(
-        "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session
-    )
+    """The value of a JavaScript ``expression`` in the page (JSON-able values only; that of
+    the promise it is, once it resolves)."""
+    params = {"expression": expression, "returnByValue": True, "awaitPromise": True}
+    result = await cdp.send("Runtime.evaluate", params, session)
     if "exceptionDetails" in result:
         raise CdpError(f"{expression!r} failed: {result['exceptionDetails']}")
     return result["result"].get("value")

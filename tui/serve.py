@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shlex
+import signal
 import socket
 import sys
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
-from textual_serve.server import Server
+from textual_serve.server import Server, to_int
 
 from core import PanechatError
+from tui.served_tab import ServedTab
 
 PROG = "panechat serve"
 DEFAULT_PORT = 8000
@@ -24,7 +28,8 @@ WARNING = (
     "a trusted network"
 )
 WILDCARDS = {"0.0.0.0", "::", ""}
-QUIT_WAIT = 30.0  # seconds the tabs' panechat get to quit when the server stops
+PAGE = Path(__file__).parent / "web"  # the page's template and icon: nothing from other hosts
+log = logging.getLogger("textual-serve")
 
 
 class ServeError(PanechatError):
@@ -54,10 +59,12 @@ def parser() -> argparse.ArgumentParser:
 
 def app_command(app_args: list[str]) -> str:
     """The shell command each connection runs: this same interpreter and panechat, so that a
-    tab gets exactly the panechat (and venv) that was asked to serve. It ignores SIGINT: a
-    Ctrl-C in the server's terminal reaches its whole process group, and each tab's panechat
-    should quit as its tab is closed (saving its session), not die from it."""
-    return f"trap '' INT; exec {shlex.join([sys.executable, '-m', 'tui.cli', *app_args])}"
+    tab gets exactly the panechat (and venv) that was asked to serve, in a session of its own
+    (tui/served_app.py). It ignores SIGINT, for the moment before it has made that session: a
+    Ctrl-C in the server's terminal reaches the server's whole process group, and each tab's
+    panechat should quit when the server tells it to (saving its session), not die from it."""
+    command = [sys.executable, "-m", "tui.served_app", *app_args]
+    return f"trap '' INT; exec {shlex.join(command)}"
 
 
 def public_url(host: str, port: int) -> str:
@@ -104,20 +111,35 @@ def _bind_failure(host: str, port: int, error: OSError) -> str:
 
 
 class PanechatServer(Server):
-    """textual-serve's server with panechat's one start-up line instead of its banner."""
+    """textual-serve's server with panechat's one start-up line instead of its banner, its own
+    page (tui/web/: no font from a font CDN, an icon), and tabs whose panechat is ended when
+    the server stops, however it behaves."""
 
     def __init__(self, command: str, host: str, port: int, url: str) -> None:
-        super().__init__(command, host=host, port=port, title="panechat", public_url=url)
+        super().__init__(
+            command, host=host, port=port, title="panechat", public_url=url, templates_path=PAGE
+        )
         self.url = url
         self.connections: set[asyncio.Task[object]] = set()
 
     def initialize_logging(self) -> None:
         super().initialize_logging()
-        import logging
-
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
 
+    async def _make_app(self) -> web.Application:
+        """textual-serve's routes, and the page's icon (a browser asks for one)."""
+        app = await super()._make_app()
+        app.router.add_get("/favicon.svg", self.handle_icon, name="icon")
+        return app
+
+    async def handle_icon(self, request: web.Request) -> web.FileResponse:
+        """panechat's icon for the browser's tab: two panes side by side."""
+        return web.FileResponse(PAGE / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
     async def on_startup(self, app: web.Application) -> None:
+        # The tabs' panechat run in sessions of their own, so a closed terminal hangs up on the
+        # server alone: it stops as for Ctrl-C, ending them.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request_exit)
         print(
             f"{PROG}: open {self.url} in a browser — each tab starts its own panechat "
             "(Ctrl-C stops)",
@@ -125,23 +147,51 @@ class PanechatServer(Server):
         )
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
-        """One tab's connection, for as long as its panechat runs; kept to end it on stop."""
+        """One tab's connection and its panechat, for as long as both last: textual-serve's,
+        except that the panechat is ended when it does not quit (tui/served_tab.py), and the
+        connection is kept to be cancelled when the server stops."""
         task = asyncio.current_task()
         assert task is not None
+        websocket = web.WebSocketResponse(heartbeat=15)
+        width = to_int(request.query.get("width", "80"), 80)
+        height = to_int(request.query.get("height", "24"), 24)
+
+        async def close() -> None:  # the page shows "Session ended" (the app quit)
+            await websocket.close()
+
+        tab = ServedTab(
+            self.command,
+            write_bytes=websocket.send_bytes,
+            write_str=websocket.send_str,
+            close=close,
+            download_manager=self.download_manager,
+            debug=self.debug,
+        )
         self.connections.add(task)
         try:
-            return await super().handle_websocket(request)
+            await websocket.prepare(request)
+            await tab.start(width, height)
+            await self._process_messages(websocket, tab)
+        except asyncio.CancelledError:
+            pass  # the server stops: the tab's panechat is told to quit below
+        except Exception as error:
+            log.exception(error)
         finally:
-            self.connections.discard(task)
+            try:
+                await tab.end()
+            finally:
+                self.connections.discard(task)
+        await websocket.close()
+        return websocket
 
     async def on_shutdown(self, app: web.Application) -> None:
-        """End every tab's connection: textual-serve then tells its panechat to quit and
-        waits for it. (aiohttp alone would wait for the browsers to hang up first.)"""
+        """End every tab's connection, and so its panechat: told to quit, then ended if it
+        does not. (aiohttp alone would wait for the browsers to hang up first.)"""
         tabs = list(self.connections)
         for task in tabs:
             task.cancel()
         if tabs:
-            await asyncio.wait(tabs, timeout=QUIT_WAIT)
+            await asyncio.wait(tabs)  # each is bounded by ServedTab.end's waits
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -174,7 +224,7 @@ def serve_command(argv: list[str]) -> int:
         print(f"{PROG}: error: {_bind_failure(args.host, args.port, e)}", file=sys.stderr)
         return 2
     except GracefulExit:  # a second Ctrl-C while the tabs quit (a SystemExit of code 1)
-        print(f"{PROG}: stopped without waiting for the tabs to quit", file=sys.stderr)
+        print(f"{PROG}: stopped without waiting: the tabs' panechat were killed", file=sys.stderr)
         return 130
     print(f"{PROG}: stopped", file=sys.stderr)
     return 0
