@@ -18,6 +18,7 @@ from core.errors import PanechatError
 from core.executor import BatchedExecutor
 from core.model_path import resolve_model_path
 from core.params import ContextParams
+from core.progress_line import ProgressLine
 from core.reply_stream import ReplyStream
 from core.sampling import SamplingParams
 from core.template_choice import TEMPLATE_NAMES, model_template
@@ -72,11 +73,14 @@ def show_prompts(weights: LlamaWeights, template: ChatFormat, args: argparse.Nam
 
 
 def run(args: argparse.Namespace) -> None:
-    weights = LlamaWeights.load(
-        resolve_model_path(args.model),
-        layout=args.weight_layout,
-        placement=placement_from_args(args),
-    )
+    model_path = resolve_model_path(args.model)
+    with ProgressLine(f"loading {model_path.name}") as progress:  # on stderr
+        weights = LlamaWeights.load(
+            model_path,
+            layout=args.weight_layout,
+            placement=placement_from_args(args),
+            progress=progress,
+        )
     template = model_template(weights, args.template)
     if args.show_prompt:
         show_prompts(weights, template, args)

@@ -15,6 +15,10 @@ class ModelLoadError(PanechatError):
     """The model file is missing, unreadable, not a GGUF, or llama.cpp refused it."""
 
 
+class ModelLoadCancelledError(ModelLoadError):
+    """A load was stopped on purpose, from its progress observer (the app quit meanwhile)."""
+
+
 class InvalidParamsError(PanechatError, ValueError):
     """Context or sampling parameters are out of range."""
 

@@ -14,7 +14,8 @@ from core import native_log
 from core.amx_trial import TrialRecords
 from core.context_budget import KvShape
 from core.device_placement import DevicePlacement
-from core.errors import ModelLoadError, PanechatError
+from core.errors import ModelLoadCancelledError, ModelLoadError, PanechatError
+from core.load_progress import LoadProgress, ProgressObserver
 from core.load_report import LoadReport
 from core.model_path import check_gguf
 from core.rpc import local_devices
@@ -34,16 +35,28 @@ def _init_backend() -> None:
 
 
 def _load_model(
-    path: Path, n_gpu_layers: int, choice: LayoutChoice, placement: DevicePlacement
+    path: Path,
+    n_gpu_layers: int,
+    choice: LayoutChoice,
+    placement: DevicePlacement,
+    progress: LoadProgress | None = None,
 ) -> tuple[llama_cpp.llama_model_p, LoadReport]:
     """One ``llama_model_load_from_file`` with the layout choice applied, and what it said."""
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers
     params.use_extra_bufts = choice.effective is not WeightLayout.PLAIN
     keep_alive = placement.apply(params)  # the arrays params points at, until the load ends
+    if progress is not None:
+        progress.attach(params)  # the caller keeps ``progress`` (and its callback) alive
     with native_log.capture() as log, withholding(choice):
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     del keep_alive
+    if progress is not None and progress.stopped:
+        if model:
+            llama_cpp.llama_model_free(model)
+        if progress.interrupted:
+            raise KeyboardInterrupt
+        raise ModelLoadCancelledError(f"loading {path.name} was cancelled")
     if not model:
         raise ModelLoadError(
             f"llama.cpp could not load {path} — the file may be truncated or of an "
@@ -88,24 +101,31 @@ class LlamaWeights:
         layout: WeightLayout | LayoutChoice = WeightLayout.AUTO,
         trials: TrialRecords | None = None,
         placement: DevicePlacement | None = None,
+        progress: ProgressObserver | None = None,
     ) -> LlamaWeights:
         """Load a GGUF. ``n_gpu_layers=-1`` offloads every layer (a no-op on a CPU build).
 
         ``layout`` decides which repacked layouts CPU-resident weights may use
         (:mod:`core.weight_layout`); ``auto`` may first try AMX in a child process, once per
         machine, with its verdict kept in ``trials``. A :class:`LayoutChoice` already
-        resolved is used as it is. ``placement`` adds RPC servers' devices (:mod:`core.rpc`)."""
+        resolved is used as it is. ``placement`` adds RPC servers' devices (:mod:`core.rpc`).
+        ``progress`` is told how far the load has got, in the loading thread (see
+        :class:`~core.load_progress.LoadProgress`); returning False cancels it
+        (ModelLoadCancelledError)."""
         model_path = check_gguf(path)
         _init_backend()
         placement = placement or DevicePlacement()
         placement.connect()  # before any layout trial: an unreachable server fails first
         choice = layout if isinstance(layout, LayoutChoice) else resolve_layout(layout, trials)
-        model, report = _load_model(model_path, n_gpu_layers, choice, placement)
+        tracker = LoadProgress(progress) if progress is not None else None
+        model, report = _load_model(model_path, n_gpu_layers, choice, placement, tracker)
         leaked = choice.leaks(report.buffer_names())
         if leaked:  # the withheld list did not reach llama.cpp: switch every repacking off
             llama_cpp.llama_model_free(model)
             choice = choice.all_off(f"llama.cpp used {', '.join(leaked)} anyway, so none is used")
-            model, report = _load_model(model_path, n_gpu_layers, choice, placement)
+            model, report = _load_model(model_path, n_gpu_layers, choice, placement, tracker)
+        if tracker is not None:
+            tracker.finish()
         return cls(model, model_path, n_gpu_layers, choice, report, placement)
 
     # -- lifetime -------------------------------------------------------------------------

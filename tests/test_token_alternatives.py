@@ -61,6 +61,23 @@ def test_stats_survive_json_and_damage_reads_as_none() -> None:
         assert ReplyOdds.from_json(text) is None
 
 
+def test_a_token_chosen_instead_keeps_the_odds_it_was_chosen_from() -> None:
+    """Issue #25: a reply branched at a token showed that token with no alternatives."""
+    weighed = TokenStat(
+        7, " Paris", 0.6, (Alternative(9, " Lyon", 0.2), Alternative(4, " Nice", 0.1))
+    )
+    chosen = weighed.replaced_by(weighed.alternatives[1])
+    others = (Alternative(7, " Paris", 0.6), Alternative(9, " Lyon", 0.2))  # likeliest first
+    assert chosen == TokenStat(4, " Nice", 0.1, others, forced=True)
+    again = chosen.replaced_by(chosen.alternatives[0])  # back to the model's own token
+    assert again.token == 7 and {a.token for a in again.alternatives} == {9, 4}
+    odds = ReplyOdds.from_json(ReplyOdds("m", (weighed, chosen)).to_json())
+    assert odds is not None and [t.forced for t in odds.tokens] == [False, True]
+    assert odds.tokens[1].alternatives == chosen.alternatives
+    for row in ('[1, "a", 0.1, [], false]', '[1, "a", 0.1, [], true, true]'):
+        assert ReplyOdds.from_json(f'{{"model": "", "tokens": [{row}]}}') is None
+
+
 def reply_stats(driver: Driver, chat_id: str) -> list[list[TokenStat]]:
     """Each reply's token stats, in order, from the frames."""
     replies: list[list[TokenStat]] = []
@@ -101,11 +118,15 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
     assert "".join(s.piece for s in shown).strip() == driver.text["c"].strip()
 
     alternative = next(a for a in stats[2].alternatives if a.piece.strip().isalpha())
-    prefix = [*stats[:2], TokenStat(alternative.token, alternative.piece, alternative.probability)]
-    driver.engine.submit(ContinueReply("c", [("user", "Name three colours.")], prefix))
+    command = ContinueReply.at_token("c", [("user", "Name three colours.")], stats, 2, alternative)
+    prefix = command.prefix
+    assert [s.token for s in prefix] == [stats[0].token, stats[1].token, alternative.token]
+    driver.engine.submit(command)
     driver.run_until(lambda: driver.replies("c") == 2)
     _, branch = reply_stats(driver, "c")
     assert branch[:3] == prefix  # the first frame hands the prefix back
+    # The chosen token comes with the odds it was chosen from, the model's token among them.
+    assert branch[2].forced and stats[2].token in {a.token for a in branch[2].alternatives}
     assert len(session.exchanges) == 1  # a new version of the same reply
     assert list(session.conversation.tokens[base : base + 3]) == [s.token for s in prefix]
     assert session.conversation.tokens[base + 2] != stats[2].token

@@ -48,6 +48,7 @@ from tui.screens.compare_screen import CompareScreen
 from tui.screens.sessions_screen import SessionsScreen
 from tui.screens.token_screen import TokenScreen
 from tui.session_store import SessionStore
+from tui.widgets.chat_message import ChatMessage
 from tui.widgets.chat_pane import ChatPane
 
 Factory = Callable[..., PanechatApp]
@@ -528,6 +529,102 @@ async def test_the_token_view_branches_at_an_alternative_and_the_odds_are_saved(
     replies = [m for m in saved.chat_tree() if m.role.value == "assistant"]
     assert len(replies) == 2 and all(r.tokens for r in replies)
     assert replies[1].tokens[2].token == alternative.token
+
+
+async def test_a_reply_branched_at_a_token_shows_the_odds_it_was_chosen_from(
+    make_app: Factory, tmp_path: Path
+) -> None:
+    """Issue #25: the token chosen in the token view came with no alternatives in the new
+    reply, so it could not be branched from again."""
+    store = SessionStore(tmp_path / "sessions.db")
+    app = make_app(store=store)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        pane = app.panes[0]
+        await ask(pilot, app, pane, "Name a colour.")
+        first = pane.branches[pane.branches.head or 0]
+        weighed = first.tokens[2]
+        choices = {weighed.token, *(a.token for a in weighed.alternatives)}
+
+        async def branch_at_third_token(pick: Callable[[TokenScreen], int]) -> TokenScreen:
+            pane.input.focus()
+            await pilot.press("alt+p")
+            await wait_for(pilot, lambda: isinstance(app.screen, TokenScreen))
+            screen = app.screen
+            assert isinstance(screen, TokenScreen)
+            await pilot.press("right", "right")
+            screen.choices.highlighted = pick(screen)
+            await pilot.press("enter")
+            return screen
+
+        await branch_at_third_token(lambda _: 1)  # the likeliest token the model did not choose
+        await wait_for(pilot, finished(pane, 2))
+        second = pane.branches[pane.branches.head or 0]
+        forced = second.tokens[2]
+        assert forced.token == weighed.alternatives[0].token and forced.forced
+        # The odds it was chosen from: the model's token now among the others.
+        assert {forced.token, *(a.token for a in forced.alternatives)} == choices
+        assert len(forced.alternatives) == len(weighed.alternatives)
+        model_choice = next(a for a in forced.alternatives if a.token == weighed.token)
+        assert model_choice.probability == weighed.probability
+
+        def model_choice_row(screen: TokenScreen) -> int:
+            shown = screen.tokens[screen.cursor]
+            assert shown == forced  # the view lists them, with "your choice" on top
+            prompts = [str(o.prompt) for o in screen.choices.options]
+            assert "your choice" in prompts[0] and len(prompts) == len(choices)
+            return 1 + shown.alternatives.index(model_choice)
+
+        await branch_at_third_token(model_choice_row)  # back to the model's own token
+        await wait_for(pilot, finished(pane, 3))
+        third = pane.branches[pane.branches.head or 0]
+        assert third.tokens[2].token == weighed.token and third.tokens[2].forced
+        assert pane.branches.siblings(third.id).count == 3
+        session_id = app.session_id
+    saved = SessionStore(tmp_path / "sessions.db").load(session_id or 0)[0]
+    replies = [m for m in saved.chat_tree() if m.role.value == "assistant"]
+    saved_forced = replies[1].tokens[2]  # saved with its odds, as the user's choice
+    assert saved_forced.forced and saved_forced.alternatives
+    assert [a.token for a in saved_forced.alternatives] == [a.token for a in forced.alternatives]
+
+
+async def test_a_click_anywhere_in_a_pane_makes_typing_land_in_its_input(
+    make_app: Factory,
+) -> None:
+    """Issue #25: a click on a pane's transcript lit the pane up but focused the transcript,
+    so what was typed next went nowhere. Before the first message, the status line says
+    something (it read ``KV 0/0``)."""
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        assert "KV 0/0" not in str(app.status_bar.render())
+        assert "KV 0/2048" in str(app.status_bar.render())
+        left, right = app.panes[:2]
+        await ask(pilot, app, left, "Name a colour.")
+        right.input.focus()
+        await pilot.pause()
+        targets = (
+            (left, left.query(ChatMessage).last()),  # a reply in the transcript
+            (right, right.transcript),  # an empty transcript
+            (left, left.title_bar),
+            (right, right.title_bar),
+            (left, left.transcript),
+        )
+        for pane, target in targets:
+            assert await pilot.click(target, offset=(2, 0))
+            await pilot.pause()
+            assert app.focused is pane.input, (pane.pane_id, target)
+        await pilot.press("h", "i")
+        assert left.input.text == "hi" and right.input.text == ""
+        assert "KV 0/" not in str(app.status_bar.render())  # the reply's figures now
+        # A drag still selects text (a press in a pane keeps doing what it did there).
+        right.input.focus()
+        question = left.query(ChatMessage).first()
+        await pilot.mouse_down(question, offset=(0, 1))
+        await pilot.hover(question, offset=(6, 1))
+        await pilot.mouse_up(question, offset=(6, 1))
+        await pilot.pause()
+        assert app.screen.get_selected_text() and app.focused is left.input
 
 
 async def test_a_reply_from_a_model_since_renamed_shows_its_tokens_and_branches(

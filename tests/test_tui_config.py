@@ -62,6 +62,17 @@ def test_bad_value_names_key_and_line(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_keys_rebind_binding_ids_and_an_unknown_id_is_one_line(tmp_path: Path) -> None:
+    """An id that binds nothing was ignored without a word (config.toml's own example,
+    ``stop = "ctrl+c"``, was one); an unquoted dotted id is read as the id it spells."""
+    quoted = load_config(write(tmp_path, '[keys]\n"pane.stop" = "ctrl+x"\n'))
+    dotted = load_config(write(tmp_path, '[keys]\npane.stop = "ctrl+x"\n'))
+    assert quoted.keys == dotted.keys == {"pane.stop": "ctrl+x"}
+    with pytest.raises(ConfigError, match=r"stop: is no binding id .*\"pane.stop\"") as info:
+        load_config(write(tmp_path, '[keys]\nstop = "ctrl+c"\n'))
+    assert "\n" not in str(info.value)
+
+
 def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid TOML") as info:
         load_config(write(tmp_path, "theme = \n"))

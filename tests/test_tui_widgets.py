@@ -18,6 +18,7 @@ from textual.widget import Widget
 from core import ContextParams, SamplingParams, StopReason
 from core.chat import ChatConfig, ChatDelta, FrameStats
 from tui.app import PanechatApp
+from tui.bindings import APP_BINDINGS
 from tui.config import AppConfig
 from tui.messages import FrameUpdate
 from tui.widgets.chat_message import ChatMessage
@@ -204,3 +205,47 @@ async def test_screen_updates_follow_the_configured_interval(
             await pilot.pause(0.01)
         assert app.frame_buffer.due_at - app.frame_buffer.last_update == pytest.approx(expected)
         assert app.frame_buffer.interval(1) == pytest.approx(interval / 8)  # one streaming pane
+
+
+def bottom_lines(app: PanechatApp) -> tuple[str, str]:
+    """The status line and the footer as the screen shows them (Textual has no public way
+    to read the screen's text but an SVG screenshot)."""
+    strips = app.screen._compositor.render_strips()
+    return strips[-2].text, strips[-1].text
+
+
+async def test_the_footer_shows_whole_keys_at_any_width_and_always_the_palette_key() -> None:
+    """Issue #25: at 155 columns the footer ended ``alt+b Choose f▏^p palette``."""
+    app = PanechatApp(four_pane_config(), ScriptedSource(), persist_theme=False)
+    async with app.run_test(size=(155, 30)) as pilot:
+        whole = {f"{app.get_key_display(b)} {b.description}" for b in APP_BINDINGS}
+        shown: dict[int, list[str]] = {}
+        for width in (155, 120, 80, 155):  # and back: a wider terminal shows them again
+            await pilot.resize_terminal(width, 30)
+            await pilot.pause(0.1)
+            footer = bottom_lines(app)[1]
+            assert len(footer) == width
+            keys, bar, palette = footer.partition("▏")
+            assert bar and palette.strip() == "^p palette", footer
+            shown[width] = keys.strip().split("  ")
+            assert set(shown[width]) <= whole, footer  # every key whole, the last one too
+        assert 4 <= len(shown[80]) < len(shown[120]) < len(shown[155])
+        assert shown[80][0] == "^n New pane"  # the most used first, whatever is focused
+
+
+async def test_the_status_line_before_the_first_reply_says_ready_and_the_kv_size() -> None:
+    """Issue #25: before the first message it read ``KV 0/0``."""
+    app = PanechatApp(
+        four_pane_config(), ScriptedSource(), model_name="Gemma 3 270m", persist_theme=False
+    )
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        status = bottom_lines(app)[0].strip()
+        assert status == "Gemma 3 270m · CPU · ready · KV 0/2048"
+        app.post_message(
+            FrameUpdate({}, FrameStats(frame=1, batch_tokens=3, kv_used=30, kv_total=2048))
+        )
+        await pilot.pause(0.3)
+        status = bottom_lines(app)[0].strip()
+        assert status.startswith("Gemma 3 270m · CPU · generating 0 · batch 3 tok")
+        assert status.endswith("KV 30/2048")

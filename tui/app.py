@@ -20,7 +20,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 from textual.timer import Timer
-from textual.widgets import Footer, TextArea
+from textual.widgets import TextArea
 
 from core.chat import (
     ChatConfig,
@@ -34,6 +34,7 @@ from core.chat import (
     Frame,
     FrameStats,
     GroupCommand,
+    ModelLoading,
     Notice,
     NoticeKind,
     OpenChat,
@@ -43,7 +44,6 @@ from core.chat import (
     ShowBranch,
     StopChat,
     SwitchModel,
-    TokenStat,
 )
 from core.printable import printable
 from tui.bindings import APP_BINDINGS, KeyNames
@@ -59,7 +59,13 @@ from tui.export import (
 from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
 from tui.frame_inbox import FrameInbox
 from tui.gc_policy import GcPolicy
-from tui.messages import DecodeStopped, EngineFailed, FrameUpdate, message_for
+from tui.messages import (
+    DecodeStopped,
+    EngineFailed,
+    FrameUpdate,
+    ModelLoadProgress,
+    message_for,
+)
 from tui.notice_text import notice_text
 from tui.open_session import OpenSession
 from tui.screens.branch_screen import BranchScreen
@@ -73,6 +79,7 @@ from tui.session_search import SearchHit
 from tui.session_store import SavedPane, SessionStore
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.fitting_footer import FittingFooter
 from tui.widgets.pane_row import PaneModel, PaneRow
 from tui.widgets.status_bar import StatusBar
 
@@ -149,6 +156,7 @@ class PanechatApp(App[OpenSession | None]):
         self.frame_buffer = FrameBuffer(config.update_interval)
         self.inbox = FrameInbox()
         self.model_stats: dict[str, FrameStats] = {}  # each model's last figures ("": default)
+        self.loading_models: dict[str, str] = {}  # models loading for panes: their progress
         self._flush_timer: Timer | None = None
         self.gc_policy = GcPolicy()
         self.pane_row = PaneRow(config.context.n_ctx, self.keys)
@@ -199,8 +207,9 @@ class PanechatApp(App[OpenSession | None]):
         status = self.status_bar
         status.model_name = self.model_name
         status.backend = self.backend
+        status.context_size = self.config.context.n_ctx
         yield status
-        yield Footer()
+        yield FittingFooter()
 
     async def on_mount(self) -> None:
         self._on_termination(True)
@@ -310,7 +319,7 @@ class PanechatApp(App[OpenSession | None]):
         if not self.config.named_models():
             return ""
         key = self.config.model_key(model)
-        return key if key else (self.model_name or "default")
+        return key or self.config.model_alias or self.model_name or "default"
 
     def switch_model(self, model: str) -> None:
         """The focused pane answers with ``model`` from now on: the chat is read again there."""
@@ -432,6 +441,20 @@ class PanechatApp(App[OpenSession | None]):
         self.status_bar.others = tuple(
             (self.model_label(m), s) for m, s in self.model_stats.items() if m
         )
+
+    def receive_loading(self, loading: ModelLoading) -> None:
+        """How a model's load goes, in its loader thread: to the app's loop."""
+        self.post_message(ModelLoadProgress(loading))
+
+    def on_model_load_progress(self, event: ModelLoadProgress) -> None:
+        """The status bar says which models load, and how far, until each is done."""
+        loading = event.loading
+        if loading.done:
+            self.loading_models.pop(loading.model, None)
+        else:
+            self.loading_models[loading.model] = loading.text()
+        if self.status_bar.is_attached:
+            self.status_bar.models_loading = tuple(self.loading_models.values())
 
     def on_engine_failed(self, event: EngineFailed) -> None:
         self.notify(f"{event.error} — restart panechat", severity="error", timeout=30)
@@ -660,15 +683,14 @@ class PanechatApp(App[OpenSession | None]):
         async def chosen(choice: BranchAtToken | None) -> None:
             if choice is None or not self._still_idle(pane, "branching"):
                 return
-            other = choice.alternative
-            prefix = [
-                *reply.tokens[: choice.index],
-                TokenStat(other.token, other.piece, other.probability),
-            ]
             history = await pane.branch_before(reply.id)
             self.recorder.branch_shown(pane.pane_id, pane.branches.head)
             pane.generating = True
-            self.source.submit(ContinueReply(pane.pane_id, history, prefix))
+            self.source.submit(
+                ContinueReply.at_token(
+                    pane.pane_id, history, reply.tokens, choice.index, choice.alternative
+                )
+            )
 
         # A reply another model wrote is shown as that model weighed it; branching there is
         # checked against the pane's model, token by token, by the decode loop.

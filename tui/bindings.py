@@ -4,11 +4,28 @@ applied: the help screen, the command palette and the notices all name those key
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from textual.binding import Binding
 
-APP_BINDINGS: list[Binding] = [
+#: The bindings the footer shows, in its order, the most used first: it shows as many whole
+#: ones as the terminal's width fits. Every binding is in the command palette and on F1.
+FOOTER_KEYS = (
+    "pane.new",
+    "pane.close",
+    "pane.stop",
+    "input.broadcast",
+    "pane.regenerate",
+    "pane.fork",
+    "app.help",
+    "reply.tokens",
+    "pane.branches",
+    "session.list",
+    "app.search",
+    "app.quit",
+)
+
+_BINDINGS: list[Binding] = [
     Binding("ctrl+right", "focus_pane(1)", "Next pane", id="pane.next", priority=True),
     Binding("ctrl+left", "focus_pane(-1)", "Prev pane", id="pane.previous", priority=True),
     Binding("ctrl+n", "new_pane", "New pane", id="pane.new", priority=True),
@@ -38,8 +55,11 @@ APP_BINDINGS: list[Binding] = [
     Binding("f1", "help", "Help", id="app.help"),
     Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     # Ctrl+C copies a selection in the input, else quits as Ctrl+Q does (saving every pane).
-    Binding("ctrl+c", "interrupt", "Quit", id="app.interrupt", show=False, priority=True),
+    Binding("ctrl+c", "interrupt", "Quit", id="app.interrupt", priority=True),
 ]
+APP_BINDINGS: list[Binding] = [replace(b, show=b.id in FOOTER_KEYS) for b in _BINDINGS]
+#: Every id a ``[keys]`` entry may rebind.
+BINDING_IDS = frozenset(b.id for b in _BINDINGS if b.id)
 
 
 @dataclass(frozen=True, slots=True)

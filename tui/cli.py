@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 from core import PanechatError
 from core.chat import ModelEngine
 from core.device_placement import add_placement_options, placement_from_args
+from core.model_path import EMBEDDED_MODEL_NAME
 from core.printable import printable
+from core.progress_line import ProgressLine
+from tui.command_line_models import with_models
 from tui.config import AppConfig, load_config
 from tui.default_model import DefaultModel
 from tui.open_session import OpenSession
@@ -44,7 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         "`panechat rpc-server --help`: lend this machine's CPU or GPU to another panechat. "
         "`panechat serve --help`: use panechat from a web browser.",
     )
-    parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: embedded)")
+    parser.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="GGUF model files; two or more open panes that alternate between them",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="GGUF model file (default: embedded); give it again to compare models side by side",
+    )
     parser.add_argument("--panes", type=int, metavar="N", help="number of panes to open")
     parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
     parser.add_argument("--theme", metavar="NAME", help="theme name (see themes/)")
@@ -143,9 +158,14 @@ def prepare(args: argparse.Namespace) -> AppConfig:
         raise PanechatError(
             f"--panes must be between 1 and {config.context.n_seq_max} (n_seq_max in [context])"
         )
-    model_path = args.model or config.model_path
     placement = placement_from_args(args, config.placement)
-    return replace(config, theme=theme, model_path=model_path, placement=placement)
+    config = replace(config, theme=theme, placement=placement)
+    return with_models(config, [*args.model, *args.models], args.panes)
+
+
+def default_model_file(config: AppConfig) -> str:
+    """The default model's file name, as the line that shows its load names it."""
+    return Path(config.model_path).name if config.model_path else EMBEDDED_MODEL_NAME
 
 
 def create_app(
@@ -175,6 +195,7 @@ def create_app(
         specs=config.named_models(),
         default_name=config.default_alias,
         nice=config.decode_nice,
+        on_loading=lambda loading: holder[0].receive_loading(loading),
     )
     app = PanechatApp(
         config,
@@ -343,7 +364,8 @@ def run(argv: list[str]) -> int:
             session_id = _session_id(args.resume, store)
             restore = store.load(session_id)
         config = prepare(args)
-        default = DefaultModel.load(config, saved=store is not None)
+        with ProgressLine(f"loading {default_model_file(config)}") as progress:  # on stderr
+            default = DefaultModel.load(config, saved=store is not None, progress=progress)
     except PanechatError as e:
         print(f"panechat: error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from core.atomic_file import replacing
 from core.chat import EMBEDDED, ModelSpec
 from core.chat.config import ChatConfig
 from core.device_placement import DevicePlacement
+from tui.bindings import BINDING_IDS
 
 APP_NAME = "panechat"
 _PANE_ONLY_KEYS = {"name", "system"}
@@ -70,11 +71,15 @@ class AppConfig:
     weight_layout: WeightLayout = WeightLayout.AUTO  # [model]
     models: dict[str, ModelSpec] = field(default_factory=dict)  # [models.NAME], and embedded
     placement: DevicePlacement = field(default_factory=DevicePlacement)  # [model] rpc
+    #: The default model's name in panes' ``model`` when the command line names several
+    #: models (its file's stem); "" otherwise.
+    model_alias: str = ""
 
     @property
     def default_alias(self) -> str:
-        """The default model's other name: "embedded" when it is the embedded model."""
-        return "" if self.model_path else EMBEDDED
+        """The default model's other name: "embedded" when it is the embedded model, the
+        file's stem when the command line named several models."""
+        return self.model_alias or ("" if self.model_path else EMBEDDED)
 
     def model_key(self, name: str) -> str:
         """A pane's ``model`` as the decode loop names it ("" for the default model)."""
@@ -293,9 +298,16 @@ def _build(
         or not low <= update_interval <= high
     ):
         raise fail("ui", "update_interval", f"must be a number of seconds from {low} to {high}")
-    keys = data.get("keys", {})
+    keys = _flat_keymap(data.get("keys", {}))
     if not all(isinstance(v, str) for v in keys.values()):
         raise fail("keys", next(iter(keys)), 'key bindings must be strings like "ctrl+n"')
+    for binding_id in keys:
+        if binding_id not in BINDING_IDS:
+            raise fail(
+                "keys",
+                binding_id,
+                'is no binding id — use one of F1\'s, quoted: "pane.stop" = "ctrl+x"',
+            )
 
     defaults_raw = dict(data.get("pane_defaults", {}))
     defaults = _pane({"name": "Pane", "system": "", **defaults_raw}, fail, "pane_defaults", 0)
@@ -418,3 +430,15 @@ def save_theme_choice(theme: str, path: Path | None = None) -> Path:
     with replacing(target) as partial:  # a crash mid-write keeps the old file whole
         partial.write_text(head + rest, encoding="utf-8")
     return target
+
+
+def _flat_keymap(table: dict[str, Any]) -> dict[str, Any]:
+    """``[keys]`` as binding id -> keys: an unquoted ``pane.stop = "x"`` is a TOML sub-table
+    (``{"pane": {"stop": "x"}}``), read as the id it spells."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _flat_keymap(value).items()})
+        else:
+            flat[key] = value
+    return flat

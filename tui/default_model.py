@@ -16,6 +16,7 @@ from core import (
     resolve_model_path,
 )
 from core.chat import ChatEngine, EngineProcess, ModelEngine
+from core.load_progress import ProgressObserver
 from tui.config import AppConfig, setting_location
 
 
@@ -45,13 +46,17 @@ class DefaultModel:
             self.offloaded = weights.gpu_offload_supported() and config.n_gpu_layers != 0
 
     @classmethod
-    def load(cls, config: AppConfig, *, saved: bool = True) -> DefaultModel:
-        """``saved``: the run keeps a session (``--resume`` can bring its chats back)."""
+    def load(
+        cls, config: AppConfig, *, saved: bool = True, progress: ProgressObserver | None = None
+    ) -> DefaultModel:
+        """``saved``: the run keeps a session (``--resume`` can bring its chats back);
+        ``progress`` hears how the weights' load goes (a line on stderr, before the app)."""
         if config.placement.rpc:
             process = EngineProcess.start(
                 config.default_model_spec(),
                 nice=config.decode_nice,
                 restart_hint=restart_hint(saved),
+                progress=progress,
             )
             return cls(config, None, None, process, saved=saved)
         weights = LlamaWeights.load(
@@ -59,6 +64,7 @@ class DefaultModel:
             config.n_gpu_layers,
             config.weight_layout,
             placement=config.placement,
+            progress=progress,
         )
         template = model_template(weights, config.template)
         try:  # a context that does not fit fails here, at start

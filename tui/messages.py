@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from core.chat import ChatDelta, EngineEvent, EngineFailure, FrameStats
+from core.chat import ChatDelta, EngineEvent, EngineFailure, FrameStats, ModelLoading
 
 
 class FrameUpdate(Message):
@@ -24,6 +24,14 @@ class EngineFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class ModelLoadProgress(Message):
+    """How far the load of a model that panes wait for has got (from its loader thread)."""
+
+    def __init__(self, loading: ModelLoading) -> None:
+        super().__init__()
+        self.loading = loading
 
 
 class DecodeStopped(Message):

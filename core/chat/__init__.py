@@ -29,6 +29,7 @@ from core.chat.engine_group import DEFAULT, ChatEngineGroup, GroupCommand, Switc
 from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.model_engine import ModelEngine
+from core.chat.model_loading import ModelLoading
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
 from core.chat.state import ChatSnapshot, Exchange, SavedState, TurnState
@@ -61,6 +62,7 @@ __all__ = [
     "FrameStats",
     "GroupCommand",
     "ModelEngine",
+    "ModelLoading",
     "ModelSpec",
     "Notice",
     "NoticeKind",

@@ -10,6 +10,7 @@ from core.context_budget import ContextTooLargeError
 from core.device_placement import DevicePlacement
 from core.errors import ModelLoadError, PanechatError, one_line
 from core.executor import BatchedExecutor
+from core.load_progress import ProgressObserver
 from core.model_path import resolve_model_path
 from core.params import ContextParams
 from core.template_choice import AUTO, model_template
@@ -50,15 +51,22 @@ class ChatModel:
         self.template = template
 
     @classmethod
-    def load(cls, spec: ModelSpec, beside: tuple[str, ...] = ()) -> ChatModel:
+    def load(
+        cls,
+        spec: ModelSpec,
+        beside: tuple[str, ...] = (),
+        progress: ProgressObserver | None = None,
+    ) -> ChatModel:
         """Load ``spec``; ``beside`` names the models already loaded, so that one that does not
-        fit next to them says so. Raises PanechatError (one line) on any failure."""
+        fit next to them says so; ``progress`` is told how far the weights' load has got.
+        Raises PanechatError (one line) on any failure."""
         try:
             weights = LlamaWeights.load(
                 resolve_model_path(spec.path or None),
                 spec.n_gpu_layers,
                 spec.weight_layout,
                 placement=spec.placement,
+                progress=progress,
             )
         except PanechatError as e:
             raise ModelLoadError(f"model {spec.name!r}: {e}") from None

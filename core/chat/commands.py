@@ -3,11 +3,12 @@ the start of its next frame (several submitted together apply in the same frame)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.chat.config import ChatConfig
 from core.chat.state import SavedState
-from core.chat.token_stats import TokenStat
+from core.chat.token_stats import Alternative, TokenStat
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,20 @@ class ContinueReply:
     chat_id: str
     history: list[tuple[str, str]]
     prefix: list[TokenStat]
+
+    @classmethod
+    def at_token(
+        cls,
+        chat_id: str,
+        history: list[tuple[str, str]],
+        tokens: Sequence[TokenStat],
+        index: int,
+        alternative: Alternative,
+    ) -> ContinueReply:
+        """A new version of the reply whose tokens are ``tokens``: the first ``index`` kept,
+        then ``alternative`` in place of the token there, with that token's odds (see
+        :meth:`TokenStat.replaced_by`)."""
+        return cls(chat_id, history, [*tokens[:index], tokens[index].replaced_by(alternative)])
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ loaded gives its chats a notice; the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -35,9 +36,12 @@ from core.chat.engine import ChatEngine
 from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame
 from core.chat.model_engine import ModelEngine
+from core.chat.model_loading import ModelLoading
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
 from core.errors import ModelLoadError, PanechatError, one_line
+from core.load_progress import ProgressObserver
+from core.model_path import EMBEDDED_MODEL_NAME
 from core.thread_priority import lower_this_thread
 
 #: The default model's name: the one the group is given loaded (``--model``, ``[model]``).
@@ -68,7 +72,8 @@ class ChatEngineGroup:
     """Runs chats on several models, one decode thread for all. The default model (an engine
     the caller owns) is always there; ``specs`` name the others, loaded on demand and owned by
     the group. Offers what the app needs of a decode loop: start, submit, shutdown,
-    snapshot; then :meth:`close` frees the models it loaded."""
+    snapshot; then :meth:`close` frees the models it loaded. ``on_loading`` hears how the
+    load of a named model goes, in whole percents (called in the loader thread)."""
 
     def __init__(
         self,
@@ -78,8 +83,10 @@ class ChatEngineGroup:
         specs: Mapping[str, ModelSpec] | None = None,
         default_name: str = "",
         nice: int = 0,
+        on_loading: Callable[[ModelLoading], object] | None = None,
     ) -> None:
         self.specs = dict(specs or {})
+        self._on_loading = on_loading  # told how a model's load goes, from its loader thread
         self.default_name = default_name  # another name of the default model ("embedded")
         self.nice = nice
         self._emit = emit
@@ -266,16 +273,41 @@ class ChatEngineGroup:
             result = PanechatError(f"no model is named {model!r} (known: {known})")
         else:
             try:
+                progress = self._progress(model, spec)
                 if spec.placement.rpc:  # a server that goes away must not take the app along
-                    result = EngineProcess.start(spec, model=model, nice=self.nice, beside=others)
+                    result = EngineProcess.start(
+                        spec, model=model, nice=self.nice, beside=others, progress=progress
+                    )
                 else:
-                    result = ChatModel.load(spec, others)
+                    result = ChatModel.load(spec, others, progress)
             except PanechatError as e:
                 result = e
             except Exception as e:  # any other failure is that model's, not the app's
                 result = ModelLoadError(f"model {model!r} could not be loaded: {one_line(e)}")
+            self._tell_loading(ModelLoading(model, _file_name(spec), 1.0, done=True))
         self._loaded.put((model, result))
         self._inbox.put(())  # wake the group's thread
+
+    def _progress(self, model: str, spec: ModelSpec) -> ProgressObserver:
+        """What a load tells: each new whole percent, to ``on_loading``; it stops (the load
+        is cancelled) once the group is shutting down."""
+        shown = -1
+        file = _file_name(spec)
+
+        def observe(fraction: float) -> bool:
+            nonlocal shown
+            loading = ModelLoading(model, file, fraction)
+            if loading.percent > shown:
+                shown = loading.percent
+                self._tell_loading(loading)
+            return self._running
+
+        return observe
+
+    def _tell_loading(self, loading: ModelLoading) -> None:
+        if self._on_loading is not None:
+            with contextlib.suppress(Exception):  # a view that fails must not lose the model
+                self._on_loading(loading)
 
     def _take_loaded(self) -> None:
         while not self._loaded.empty():
@@ -401,3 +433,8 @@ class ChatEngineGroup:
                 threading.Thread(target=model.close, name=f"panechat-free-{name}").start()
             else:
                 model.close()
+
+
+def _file_name(spec: ModelSpec) -> str:
+    """The GGUF a spec loads, as a user knows it: its file's name."""
+    return Path(spec.path).name if spec.path else EMBEDDED_MODEL_NAME

@@ -35,7 +35,8 @@ from core.chat.engine import ChatEngine, TakenOut
 from core.chat.frames import ChatDelta, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
-from core.errors import ModelLoadError, PanechatError, one_line
+from core.errors import ModelLoadCancelledError, ModelLoadError, PanechatError, one_line
+from core.load_progress import ProgressObserver
 from core.reasoning import ReasoningMarkers
 from core.reply_stream import StopReason
 from core.thread_priority import lower_this_thread
@@ -81,6 +82,13 @@ class _Loaded:
 @dataclass(frozen=True, slots=True)
 class _Failed:
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    """How far the child's load has got (sent at each new whole percent, before _Loaded)."""
+
+    fraction: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +164,14 @@ class EngineProcess:
         nice: int = 0,
         beside: tuple[str, ...] = (),
         restart_hint: str = RESTART_HINT,
+        progress: ProgressObserver | None = None,
     ) -> EngineProcess:
         """Load ``spec`` in a new child process and wait until it is ready (any load error
         is raised here, as ModelLoadError); ``model`` is the name its frames carry.
         ``restart_hint`` ends the default model's notice should the child die (it is not
-        loaded again while the caller runs): how its user gets the chats back."""
+        loaded again while the caller runs): how its user gets the chats back. ``progress``
+        hears how the child's load goes (in this thread); returning False kills the child
+        (ModelLoadCancelledError)."""
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         requests, child_requests = context.Pipe()
         interrupts, child_interrupts = context.Pipe()
@@ -169,7 +180,16 @@ class EngineProcess:
         log = Path(log_name)
         process = context.Process(
             target=_serve,
-            args=(spec, model, nice, beside, child_requests, child_interrupts, str(log)),
+            args=(
+                spec,
+                model,
+                nice,
+                beside,
+                child_requests,
+                child_interrupts,
+                str(log),
+                progress is not None,
+            ),
             name=f"panechat-model-{spec.name or 'default'}",
             daemon=True,
         )
@@ -177,10 +197,7 @@ class EngineProcess:
         child_requests.close()
         child_interrupts.close()
         try:
-            while not requests.poll(0.25):
-                if not process.is_alive():
-                    break
-            message = requests.recv()
+            message = _load_answer(process, requests, progress)
         except (EOFError, OSError):
             process.join(1.0)
             why = _ending(process.exitcode, log)
@@ -452,6 +469,36 @@ def _native_error(log: Path) -> str:
 # -- the child's side -------------------------------------------------------------------------
 
 
+def _load_answer(
+    process: BaseProcess, requests: Connection, progress: ProgressObserver | None
+) -> object:
+    """The child's word on its load (_Loaded or _Failed), its _Progress told to ``progress``
+    meanwhile. Raises EOFError when the child died first."""
+    while True:
+        while not requests.poll(0.25):
+            if not process.is_alive():
+                break
+        message = requests.recv()
+        if not isinstance(message, _Progress):
+            return message
+        if progress is not None and progress(message.fraction) is False:
+            raise ModelLoadCancelledError("the model's load was cancelled")
+
+
+def _progress_sender(requests: Connection) -> ProgressObserver:
+    """In the child: each new whole percent of the load, to the parent."""
+    shown = -1
+
+    def send(fraction: float) -> None:
+        nonlocal shown
+        percent = int(fraction * 100)
+        if percent > shown:
+            shown = percent
+            requests.send(_Progress(fraction))
+
+    return send
+
+
 def _serve(
     spec: ModelSpec,
     model: str,
@@ -460,6 +507,7 @@ def _serve(
     requests: Connection,
     interrupts: Connection,
     log: str,
+    reports_progress: bool = False,
 ) -> None:
     """The child: load, say so, then answer requests until told to close or orphaned.
     Native messages go to ``log``, never to the app's terminal."""
@@ -469,7 +517,8 @@ def _serve(
     os.environ["GGML_NO_BACKTRACE"] = "1"  # an abort must not wait for a debugger
     lower_this_thread(nice)
     try:
-        loaded = ChatModel.load(spec, beside)
+        progress = _progress_sender(requests) if reports_progress else None
+        loaded = ChatModel.load(spec, beside, progress)
     except PanechatError as e:
         requests.send(_Failed(str(e)))
         return

@@ -21,12 +21,25 @@ class Alternative:
 
 @dataclass(frozen=True, slots=True)
 class TokenStat:
-    """One sampled reply token: its text, probability, and the likeliest others."""
+    """One sampled reply token: its text, probability, and the likeliest others; ``forced``
+    when the user chose it in place of the model's (a reply branched at a token)."""
 
     token: int
     piece: str
     probability: float
     alternatives: tuple[Alternative, ...] = ()
+    forced: bool = False
+
+    def replaced_by(self, alternative: Alternative) -> TokenStat:
+        """``alternative`` in this token's place, as the user chose it. It keeps the odds it
+        was chosen from (this token now among the others), so the new reply shows them and
+        can be branched again from the same point."""
+        others = [a for a in self.alternatives if a.token != alternative.token]
+        others.append(Alternative(self.token, self.piece, self.probability))
+        others.sort(key=lambda a: a.probability, reverse=True)
+        return TokenStat(
+            alternative.token, alternative.piece, alternative.probability, tuple(others), True
+        )
 
 
 def piece_text(model: LlamaWeights, token: int) -> str:
@@ -55,11 +68,13 @@ class ReplyOdds:
 
     def to_json(self) -> str:
         """``{"model": …, "tokens": [[token, piece, probability, [[token, piece,
-        probability], …]], …]}``, probabilities to 4 places."""
+        probability], …]], …]}``, probabilities to 4 places; a forced token's row ends with
+        ``true`` (rows without it read as before)."""
         rows = []
         for s in self.tokens:
             others = [[a.token, a.piece, round(a.probability, 4)] for a in s.alternatives]
-            rows.append([s.token, s.piece, round(s.probability, 4), others])
+            row: list[Any] = [s.token, s.piece, round(s.probability, 4), others]
+            rows.append([*row, True] if s.forced else row)
         return json.dumps({"model": self.model, "tokens": rows}, ensure_ascii=False)
 
     @classmethod
@@ -79,12 +94,15 @@ class ReplyOdds:
 
 
 def _stat(item: Any) -> TokenStat:
-    token, piece, probability, alternatives = item
+    token, piece, probability, alternatives, *forced = item
+    if forced not in ([], [True]):
+        raise ValueError("a token's row ends with its alternatives, or true when forced")
     return TokenStat(
         _int(token),
         _str(piece),
         _float(probability),
         tuple(Alternative(_int(t), _str(p), _float(q)) for t, p, q in alternatives),
+        bool(forced),
     )
 
 

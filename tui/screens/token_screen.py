@@ -37,11 +37,14 @@ def shade(probability: float) -> str:
 
 
 def shaded(tokens: list[TokenStat], cursor: int) -> Text:
-    """The reply as its tokens, each shaded by its probability, the one at ``cursor`` marked."""
+    """The reply as its tokens, each shaded by its probability, the one at ``cursor`` marked,
+    one the user chose in place of the model's (where the reply was branched) underlined."""
     text = Text()
     for i, token in enumerate(tokens):
         piece = printable(token.piece) or "·"
         style = shade(token.probability)
+        if token.forced:
+            style = f"{style} underline".strip()
         if i == cursor:
             style = "reverse bold"
         text.append(piece, style=style)
@@ -101,7 +104,7 @@ class TokenScreen(ModalScreen[BranchAtToken | None]):
         self.choices.clear_options()
         chosen = Text(f"{percent(token.probability)}  ")
         chosen.append(repr(printable(token.piece)), style="bold")
-        chosen.append("  (the model's choice)", style="dim")
+        chosen.append("  (your choice)" if token.forced else "  (the model's choice)", style="dim")
         options = [Option(chosen, id="chosen", disabled=True)]
         for i, other in enumerate(token.alternatives):
             label = Text(f"{percent(other.probability)}  ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
@@ -20,6 +21,14 @@ from tui.widgets.chat_message import ChatMessage
 from tui.widgets.pane_title import PaneTitle
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.reasoning_block import ReasoningBlock
+
+
+class Transcript(VerticalScroll):
+    """The pane's messages. Tab still reaches it (to scroll with the keys), but a click does
+    not take the focus from the input: typing after a click must land in the input."""
+
+    def focus_on_click(self) -> bool:
+        return False
 
 
 class ChatPane(Vertical):
@@ -72,7 +81,7 @@ class ChatPane(Vertical):
         self._title_at = 0.0  # when the title's figures were last refreshed
         # Kept, not queried: every streamed frame touches them, and a DOM query walks the tree.
         self.title_bar = PaneTitle()
-        self.transcript = VerticalScroll(classes="transcript")
+        self.transcript = Transcript(classes="transcript")
         self.input = PromptInput()
 
     def compose(self) -> ComposeResult:
@@ -91,6 +100,12 @@ class ChatPane(Vertical):
     def on_mount(self) -> None:
         # Follow new text, unless the user scrolls up (Textual releases the anchor then).
         self.transcript.anchor()
+
+    def on_mouse_down(self, _event: events.MouseDown) -> None:
+        """A press anywhere in the pane (its title, transcript, status) makes it the one typed
+        into. The event goes on: a link, a fold or a text selection still gets it."""
+        if not self.input.has_focus:
+            self.input.focus(scroll_visible=False)
 
     def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         event.stop()

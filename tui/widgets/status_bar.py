@@ -1,5 +1,6 @@
 """The app's status line: model, backend, panes generating, batch and speed, KV use (and the
-same for each other model the panes use)."""
+same for each other model the panes use); before the first decode step, "ready" and the KV's
+size."""
 
 from __future__ import annotations
 
@@ -13,19 +14,33 @@ from tui.widgets.pane_title import shown
 class StatusBar(Static):
     model_name: reactive[str] = reactive("")
     backend: reactive[str] = reactive("CPU")
+    #: The default model's KV size, known from the config before its first decode step.
+    context_size: reactive[int] = reactive(0)
     stats: reactive[FrameStats] = reactive(FrameStats, always_update=True)  # the default's
     others: reactive[tuple[tuple[str, FrameStats], ...]] = reactive(())  # the other models'
+    #: Models being loaded for panes waiting on them: "loading model.gguf 42%" each.
+    models_loading: reactive[tuple[str, ...]] = reactive(())
 
     def render(self) -> str:
         s = self.stats
-        line = (
-            f"{shown(self.model_name)} · {shown(self.backend)} · generating {s.generating} · "
-            f"batch {s.batch_tokens} tok · {s.tokens_per_second:.1f} tok/s · "
-            f"KV {s.kv_used}/{s.kv_total}"
-        )
+        parts = [shown(name) for name in (self.model_name, self.backend) if name]
+        if s.decoded:
+            parts += [
+                f"generating {s.generating}",
+                f"batch {s.batch_tokens} tok",
+                f"{s.tokens_per_second:.1f} tok/s",
+                f"KV {s.kv_used}/{s.kv_total}",
+            ]
+        else:  # no decode step yet: nothing measured, and no "KV 0/0" to puzzle over
+            parts.append("ready")
+            if self.context_size:
+                parts.append(f"KV 0/{self.context_size}")
+        line = " · ".join(parts)
         for name, o in self.others:
             line += (
                 f" │ {shown(name)} · generating {o.generating} · {o.tokens_per_second:.1f} tok/s"
                 f" · KV {o.kv_used}/{o.kv_total}"
             )
+        for text in self.models_loading:
+            line += f" │ {shown(text)}"
         return line
