@@ -76,9 +76,14 @@ class JinjaTemplate:
 
     @property
     def capabilities(self) -> TemplateCapabilities:
-        """What the template renders as it is: probed at the first render, once."""
+        """What the template renders as it is: probed at the first render, and kept once a
+        probe has run to its end (one stopped by a limit is asked again next time; until then
+        the template is taken at its word)."""
         if self._capabilities is None:
-            self._capabilities = TemplateCapabilities.probe(self._trial_render)
+            found = TemplateCapabilities.probe(self._trial_render)
+            if found is None:
+                return TemplateCapabilities()
+            self._capabilities = found
         return self._capabilities
 
     def adaptations(self, messages: Sequence[ChatMessage]) -> tuple[Adaptation, ...]:
@@ -143,8 +148,8 @@ class JinjaTemplate:
     def system_prefix(self, system: str) -> str | None:
         """The text before the first user turn for this system prompt, to share between chats;
         None when the template folds the system prompt into the user turn (or has none)."""
-        if not system.strip():
-            return None
+        if not system.strip() or not self.capabilities.system_role:
+            return None  # none, or folded into the first user message (adapted)
         if system not in self._prefixes:
             self._prefixes[system] = self._find_system_prefix(system)
         return self._prefixes[system]

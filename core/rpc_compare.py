@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     except PanechatError as e:
         print(f"python -m core.rpc_compare: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -49,16 +49,17 @@ TrialRender = Callable[[Sequence[ChatMessage], bool], "str | None"]
 
 @dataclass(frozen=True, slots=True)
 class TemplateCapabilities:
-    """What a template renders as it is. A template that could not be probed at all (its
-    renders were stopped) is taken at its word: system role, plain content."""
+    """What a template renders as it is; the defaults (system role, plain content) are what
+    a template that could not be probed is taken to render."""
 
     system_role: bool = True
     typed_content: bool = False
 
     @classmethod
-    def probe(cls, trial: TrialRender) -> TemplateCapabilities:
+    def probe(cls, trial: TrialRender) -> TemplateCapabilities | None:
         """Asks the template, as minja does: typed content first (it decides the shape of
-        every later probe), then the system role."""
+        every later probe), then the system role. None when a limit stopped a trial render
+        (a template that hangs, or no render process), so nothing can be said."""
         user = [ChatMessage("user", USER_NEEDLE)]
         try:
             plain = trial(user, False)
@@ -68,7 +69,7 @@ class TemplateCapabilities:
                 typed = typed_render is not None and USER_NEEDLE in typed_render
             with_system = trial([ChatMessage("system", SYSTEM_NEEDLE), *user], typed)
         except ProbeStopped:
-            return cls()
+            return None
         return cls(
             system_role=with_system is not None and SYSTEM_NEEDLE in with_system,
             typed_content=typed,

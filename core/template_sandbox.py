@@ -310,6 +310,13 @@ class GenerationBlock(jinja2.ext.Extension):
         return caller()
 
 
+def _is_none(value: Any) -> bool:
+    """``is none`` as llama.cpp's templates read it: an undefined value (``tools`` in a chat
+    without tools, a message's missing field) is none there, as in Hugging Face's
+    ``tools=None``; Jinja alone says it is not."""
+    return value is None or isinstance(value, jinja2.Undefined)
+
+
 @lru_cache(maxsize=1)
 def chat_environment() -> BoundedSandbox:
     """As llama.cpp's ``--jinja`` and Hugging Face's ``apply_chat_template`` set Jinja up."""
@@ -320,6 +327,7 @@ def chat_environment() -> BoundedSandbox:
         undefined=jinja2.Undefined,
     )
     env.filters["tojson"] = _tojson
+    env.tests["none"] = _is_none
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     return env

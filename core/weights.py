@@ -123,6 +123,8 @@ class LlamaWeights:
         if leaked:  # the withheld list did not reach llama.cpp: switch every repacking off
             llama_cpp.llama_model_free(model)
             choice = choice.all_off(f"llama.cpp used {', '.join(leaked)} anyway, so none is used")
+            # Told afresh: the first load's fractions already reached 1.0.
+            tracker = LoadProgress(progress) if progress is not None else None
             model, report = _load_model(model_path, n_gpu_layers, choice, placement, tracker)
         if tracker is not None:
             tracker.finish()

@@ -6,7 +6,7 @@ GGUF with ``tokenizer.chat_template`` written in (tests/gguf_models.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,12 @@ from core import (
 from core.__main__ import main as demo_main
 from core.chat import ChatConfig, ChatEngine, NoticeKind, OpenChat, Restore, SendTurn
 from core.chat.session import common_prefix
-from core.template_capabilities import Adaptation, TemplateCapabilities, system_in_first_user
+from core.template_capabilities import (
+    Adaptation,
+    ProbeStopped,
+    TemplateCapabilities,
+    system_in_first_user,
+)
 
 GREEDY = SamplingParams(temperature=0.0)
 CHAT = [
@@ -110,6 +115,20 @@ def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user
         assert jinja(family).adaptations(CHAT) == ()
 
 
+def test_a_probe_stopped_by_a_limit_is_asked_again() -> None:
+    """A probe that did not finish (the template hung, or no render process) says nothing
+    of the template: the render goes on as if it had a system role, and the next asks again."""
+    stops = iter([True, False, False, False])
+
+    def trial(messages: Sequence[ChatMessage], typed: bool) -> str | None:
+        if next(stops):
+            raise ProbeStopped("did not finish in 2 s")
+        return None if any(m.role == "system" for m in messages) else "<User Needle>"
+
+    assert TemplateCapabilities.probe(trial) is None
+    assert TemplateCapabilities.probe(trial) == TemplateCapabilities(system_role=False)
+
+
 def test_system_text_waits_for_the_next_user_message_or_stands_as_one() -> None:
     system, user, assistant = (
         ChatMessage("system", "S"),
@@ -134,6 +153,8 @@ def test_tools_are_undefined_in_a_chat_without_tools() -> None:
         "<|user|>Bye<|end|><eos>"
     )
     assert jinja("{{ tools is defined }}").render(CHAT) == "False"
+    # Yet none, as llama.cpp and Hugging Face (tools=None) both read it: no empty tool list.
+    assert jinja("{{ tools is none }}|{{ tools is not none }}").render(CHAT) == "True|False"
 
 
 def test_generation_blocks_render_their_body() -> None:

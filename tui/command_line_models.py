@@ -19,7 +19,7 @@ def with_models(config: AppConfig, paths: list[str], panes: int | None) -> AppCo
     """``config`` with the models ``paths`` name: one path is only the default model (as
     ``--model`` always was); several open ``panes`` panes (default: one per model) that
     alternate between them. A missing or unreadable file raises ModelLoadError (one line)."""
-    files = [check_gguf(path) for path in paths]
+    files = [check_gguf(path) for path in paths if path.strip()]  # "": the configured model
     if len(files) < 2:
         return replace(config, model_path=str(files[0])) if files else config
     names = _model_names(files, taken=set(config.models))

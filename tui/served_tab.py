@@ -43,6 +43,7 @@ class ServedTab(AppService):
                     self.signal(signal.SIGCONT)
                 if await self._exits_within(wait):
                     break
+            self._kill_what_it_left()
             # Its output ends with it (and with its group, which holds the same pipes).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(quitting, term_wait)
@@ -60,6 +61,14 @@ class ServedTab(AppService):
         for send in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 send(process.pid, sig)
+
+    def _kill_what_it_left(self) -> None:
+        """Whatever of its group outlived the tab's panechat (a worker it started): killed,
+        right after the panechat was reaped. The group's id is not given to a new process
+        while any member is alive, so this reaches only them."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     async def _exits_within(self, seconds: float) -> bool:
         if self.process is None:

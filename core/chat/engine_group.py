@@ -141,10 +141,15 @@ class ChatEngineGroup:
         return engine.snapshot(chat_id, path) if engine else ChatSnapshot(None)
 
     def close(self) -> None:
-        """Free the models the group loaded (after a :meth:`shutdown` that stopped)."""
+        """Free the models the group loaded (after a :meth:`shutdown` that stopped), and
+        any whose load ended after the group's thread did."""
         for model in self._models.values():
             model.close()
         self._models.clear()
+        while not self._loaded.empty():
+            _, result = self._loaded.get()
+            if not isinstance(result, PanechatError):
+                result.close()
 
     @property
     def tokens_sampled(self) -> int:

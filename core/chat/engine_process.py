@@ -203,8 +203,11 @@ class EngineProcess:
             why = _ending(process.exitcode, log)
             log.unlink(missing_ok=True)
             raise ModelLoadError(f"model {spec.name!r} could not be loaded: {why}") from None
-        except BaseException:  # Ctrl+C while loading: take the child down too
+        except BaseException:  # Ctrl+C or a cancelled load: take the child down too
             process.kill()
+            process.join(1.0)
+            requests.close()
+            interrupts.close()
             log.unlink(missing_ok=True)
             raise
         if isinstance(message, _Failed):
