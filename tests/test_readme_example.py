@@ -90,12 +90,26 @@ def check_step(stdout: str) -> None:
     assert "Paris" in stdout, stdout  # greedy, one short sentence, as in three-chats
 
 
+def check_branches(stdout: str) -> None:
+    """Six messages by id: the first answer and its branch at a token (siblings), the middle
+    question and its edit (siblings), each answered."""
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 7, stdout  # q, a, q2, a2, q2 edited, its answer, a branched
+    assert "(1/2) 'And of Italy?'" in stdout and "(2/2) 'And of Spain?'" in stdout, stdout
+    assert re.search(r"^2 after 1: assistant \(1/2\) '.*Paris", stdout, re.M), stdout
+    assert re.search(r"^7 after 1: assistant \(2/2\) ", stdout, re.M), stdout
+
+
 #: What an example must print besides running cleanly; the rest need only run.
-CHECKS: dict[str, Callable[[str], None]] = {"three-chats": check_three_chats, "step": check_step}
+CHECKS: dict[str, Callable[[str], None]] = {
+    "three-chats": check_three_chats,
+    "step": check_step,
+    "branches": check_branches,
+}
 
 
 def test_the_documented_examples_are_there() -> None:
-    assert {"executor", "three-chats", "step"} <= set(examples())
+    assert {"executor", "three-chats", "step", "branches"} <= set(examples())
 
 
 @pytest.mark.parametrize("name", sorted(examples()))

@@ -9,10 +9,12 @@ imports Textual; the app (``tui``) is one view of it, a script another.
 
 from core.chat.chat_model import EMBEDDED, ChatModel, ModelSpec
 from core.chat.commands import (
+    BranchAtToken,
     ClearChat,
     CloseChat,
     Command,
     ContinueReply,
+    EditMessage,
     EditTurn,
     ForkChat,
     OpenChat,
@@ -20,6 +22,7 @@ from core.chat.commands import (
     Restore,
     SendTurn,
     ShowBranch,
+    ShowMessage,
     Shutdown,
     StopChat,
 )
@@ -40,6 +43,7 @@ __all__ = [
     "DEFAULT",
     "EMBEDDED",
     "Alternative",
+    "BranchAtToken",
     "ChatConfig",
     "ChatDelta",
     "ChatEngine",
@@ -52,6 +56,7 @@ __all__ = [
     "CloseChat",
     "Command",
     "ContinueReply",
+    "EditMessage",
     "EditTurn",
     "EngineEvent",
     "EngineFailure",
@@ -73,6 +78,7 @@ __all__ = [
     "SavedState",
     "SendTurn",
     "ShowBranch",
+    "ShowMessage",
     "Shutdown",
     "Siblings",
     "StopChat",

@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from core.chat.config import ChatConfig
 from core.chat.state import SavedState
 from core.chat.token_stats import Alternative, TokenStat
+from core.chat.tree import ChatTree
 
 
 @dataclass(frozen=True, slots=True)
 class Restore:
-    """A saved pane: its transcript, and the decode state written when it was last closed."""
+    """A saved pane: its transcript (the branch shown), the decode state written when it was
+    last closed, and its whole tree when known (its messages keep their ids; else the
+    transcript is the chat's one branch)."""
 
     messages: list[tuple[str, str]]
     state: SavedState | None = None
+    tree: ChatTree | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,37 @@ class ShowBranch:
 
 
 @dataclass(frozen=True, slots=True)
+class EditMessage:
+    """A new version of user message ``message_id``: a sibling of it, answered in turn, the
+    branch below the old version kept (the frame names the new message's id)."""
+
+    chat_id: str
+    message_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShowMessage:
+    """Show the branch through ``message_id`` (and on below it, as it was last shown): the KV
+    keeps what it shares with that branch and decodes the rest."""
+
+    chat_id: str
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BranchAtToken:
+    """A new version of reply ``message_id``: its first ``index`` tokens kept, then ``token``
+    (one the model nearly chose there, or any token of its vocabulary) in place of the one it
+    chose, and sampled on from there."""
+
+    chat_id: str
+    message_id: int
+    index: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
 class TakeOutChat:
     """Close an idle chat to read it again elsewhere (another model): the engine keeps what
     its model had read for :meth:`ChatEngine.taken_out`, or says the chat is busy."""
@@ -130,6 +165,9 @@ Command = (
     | EditTurn
     | ContinueReply
     | ShowBranch
+    | EditMessage
+    | ShowMessage
+    | BranchAtToken
     | TakeOutChat
     | Shutdown
 )

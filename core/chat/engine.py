@@ -13,7 +13,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import (
@@ -25,16 +27,20 @@ from core import (
     StopReason,
 )
 from core.chat.commands import (
+    BranchAtToken,
     ClearChat,
     CloseChat,
     Command,
     ContinueReply,
+    EditMessage,
     EditTurn,
     ForkChat,
     OpenChat,
     Regenerate,
+    Restore,
     SendTurn,
     ShowBranch,
+    ShowMessage,
     Shutdown,
     StopChat,
     TakeOutChat,
@@ -42,9 +48,10 @@ from core.chat.commands import (
 from core.chat.config import ChatConfig
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
-from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError
+from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError, QueuedTurn
 from core.chat.state import ChatSnapshot, SavedState, exchanges
-from core.chat.token_stats import TokenStat, token_stat
+from core.chat.token_stats import Alternative, TokenStat, piece_text, token_stat
+from core.chat.tree import ChatTree, Role, TreeMessage
 from core.chat_template import ChatFormat
 from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.thread_priority import lower_this_thread
@@ -52,15 +59,35 @@ from core.thread_priority import lower_this_thread
 
 @dataclass(frozen=True, slots=True)
 class TakenOut:
-    """A chat :class:`TakeOutChat` closed: its settings, and what its model had read, as
-    (role, text) messages to read it again elsewhere."""
+    """A chat :class:`TakeOutChat` closed: its settings, what its model had read, as (role,
+    text) messages to read it again elsewhere, and its tree."""
 
     config: ChatConfig
     messages: list[tuple[str, str]]
+    tree: ChatTree = field(default_factory=ChatTree)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadTree:
+    """A caller in another thread asks for a chat's tree, answered between two frames."""
+
+    chat_id: str
+    answer: Future[ChatTree | None]
 
 
 #: Commands a pane waits on an answer for (it shows itself busy until a frame comes).
-_ANSWERED = (SendTurn, EditTurn, ShowBranch, ContinueReply, Regenerate)
+_ANSWERED = (
+    SendTurn,
+    EditTurn,
+    ShowBranch,
+    ContinueReply,
+    Regenerate,
+    EditMessage,
+    ShowMessage,
+    BranchAtToken,
+)
+#: Commands that move the chat to another branch: applied once no reply is in flight.
+_BRANCHING = (EditTurn, ShowBranch, ContinueReply, EditMessage, ShowMessage, BranchAtToken)
 
 
 class ChatEngine:
@@ -80,11 +107,11 @@ class ChatEngine:
         self.nice = nice  # how far below the UI thread decoding runs (thread_priority.py)
         self.template = template
         self._emit = emit
-        self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Command | _ReadTree, ...]] = queue.SimpleQueue()
         self._sessions: dict[str, ChatSession] = {}
         self._waiting_forks: list[ForkChat] = []
         self._waiting_opens: dict[str, OpenChat] = {}  # chats waiting for a shared prefix
-        self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
+        self._early_turns: dict[str, list[QueuedTurn]] = {}  # turns sent to them meanwhile
         self._deferred: list[Command] = []  # applied at the start of the next frame
         self._taken: dict[str, TakenOut | None] = {}  # TakeOutChat's results, for taken_out()
         self._prefixes = SharedPrefixes(executor)
@@ -195,7 +222,7 @@ class ChatEngine:
             return ChatSnapshot(None)
         cut_reply = None
         if session.reply is not None:
-            session.end_reply()
+            session.end_reply(StopReason.CANCELLED)
             cut_reply = session.thinking.record()
         conv = session.conversation
         if path is None or conv.requires_inference or session.turns:
@@ -207,6 +234,31 @@ class ChatEngine:
         except (PanechatError, OSError):
             return ChatSnapshot(None, cut_reply)
         return ChatSnapshot(SavedState(session.state(), str(path), conv.token_count), cut_reply)
+
+    def tree(self, chat_id: str, timeout: float = 10.0) -> ChatTree | None:
+        """A copy of a chat's tree (every message, every branch, which one is shown; a reply
+        streaming holds its text so far), or None for a chat not open. From any thread: while
+        the engine's thread runs, it answers between two frames (PanechatError after
+        ``timeout`` s, or when the engine has stopped)."""
+        if not self._thread.is_alive():
+            return self._tree_copy(chat_id)
+        answer: Future[ChatTree | None] = Future()
+        self._commands.put((_ReadTree(chat_id, answer),))
+        try:
+            return answer.result(timeout)
+        except FutureTimeout:
+            raise PanechatError(
+                "the engine did not answer: it has stopped, or a frame is taking too long"
+            ) from None
+
+    def _tree_copy(self, chat_id: str) -> ChatTree | None:
+        session = self._sessions.get(chat_id)
+        if session is None:
+            return None
+        tree = session.tree.copy()
+        if session.reply_message is not None:
+            tree.set_text(session.reply_message, session.thinking.record())
+        return tree
 
     @property
     def thread_id(self) -> int | None:
@@ -237,7 +289,7 @@ class ChatEngine:
             messages.append(("user", exchange.user))
             if exchange.reply.strip():
                 messages.append(("assistant", exchange.reply))
-        self._taken[chat_id] = TakenOut(session.config, messages)
+        self._taken[chat_id] = TakenOut(session.config, messages, session.tree)
 
     @property
     def chat_count(self) -> int:
@@ -264,15 +316,17 @@ class ChatEngine:
                     continue
                 return
             block = False
-            for command in commands:
-                self._apply(command, deltas)
+            for request in commands:
+                self._apply(request, deltas)
 
     def _delta(self, deltas: dict[str, ChatDelta], chat_id: str) -> ChatDelta:
         return deltas.setdefault(chat_id, ChatDelta())
 
-    def _apply(self, command: Command, deltas: dict[str, ChatDelta]) -> None:
+    def _apply(self, command: Command | _ReadTree, deltas: dict[str, ChatDelta]) -> None:
         """Apply one command (in the engine's thread, at the start of a frame)."""
         match command:
+            case _ReadTree(chat_id=chat_id, answer=answer):
+                answer.set_result(self._tree_copy(chat_id))
             case Shutdown():
                 self._running = False
             case ForkChat():
@@ -295,14 +349,14 @@ class ChatEngine:
         stop or a clear drops them, as it drops an open chat's queued turns."""
         match command:
             case SendTurn(chat_id=chat_id, text=text):
-                self._early_turns.setdefault(chat_id, []).append(text)
+                self._early_turns.setdefault(chat_id, []).append(QueuedTurn(text))
             case StopChat(chat_id=chat_id) | ClearChat(chat_id=chat_id):
                 self._early_turns.pop(chat_id, None)
             case CloseChat(chat_id=chat_id):
                 del self._waiting_opens[chat_id]
                 self._early_turns.pop(chat_id, None)
-            case EditTurn() | ShowBranch() | ContinueReply():
-                self._deferred.append(command)  # it carries its whole history: later is fine
+            case _ if isinstance(command, _BRANCHING):
+                self._deferred.append(command)  # it names what it needs: later is fine
             case Regenerate():
                 delta.notice = Notice(NoticeKind.OPENING)
             case TakeOutChat(chat_id=chat_id):
@@ -312,7 +366,7 @@ class ChatEngine:
     def _apply_to(self, session: ChatSession, command: Command, delta: ChatDelta) -> None:
         match command:
             case SendTurn(text=text):
-                session.turns.append(text)
+                session.turns.append(QueuedTurn(text))
             case StopChat():
                 session.turns.clear()
                 if session.reply is not None:
@@ -342,11 +396,16 @@ class ChatEngine:
                     except PanechatError as e:
                         delta.notice = Notice(NoticeKind.FAILED, str(e))
                         return
+                    tree, head = session.tree, session.tree.head
+                    asked = (
+                        tree[head].parent if head and tree[head].role is Role.ASSISTANT else head
+                    )
+                    self._open_reply_message(session, delta, asked)
                     delta.started = True
                     delta.replaces_last = True
             case TakeOutChat():
                 self._take_out(session, delta)
-            case EditTurn() | ShowBranch() | ContinueReply() if (
+            case _ if isinstance(command, _BRANCHING) and (
                 session.generating or session.turns or delta.finished is not None
             ):
                 # The pane shows the new branch already: apply it once the reply in flight
@@ -356,11 +415,97 @@ class ChatEngine:
                 # The KV is brought in step with the history at once (what it shares stays):
                 # should the edited turn then fail to start, the KV still matches the chat.
                 if self._adopt(session, history, delta, decode=True):
-                    session.turns.append(text)
+                    self._queue_edit(session, session.tree.graft(history), text, delta)
             case ContinueReply(history=history, prefix=prefix):
                 self._continue(session, history, prefix, delta)
             case ShowBranch(history=history):
-                self._adopt(session, history, delta, decode=True)
+                if self._adopt(session, history, delta, decode=True):
+                    leaf = session.tree.graft(history)
+                    if leaf is None:
+                        session.tree.head = None
+                    else:
+                        session.tree.cut_at(leaf)
+            case EditMessage(message_id=message_id, text=text):
+                self._edit(session, message_id, text, delta)
+            case ShowMessage(message_id=message_id):
+                self._show(session, message_id, delta)
+            case BranchAtToken(message_id=message_id, index=index, token=token):
+                self._branch_at_token(session, message_id, index, token, delta)
+
+    @staticmethod
+    def _message(
+        session: ChatSession, message_id: int, role: Role | None, delta: ChatDelta
+    ) -> bool:
+        """Whether the chat has message ``message_id`` (of ``role``); else a notice says so."""
+        tree = session.tree
+        if message_id in tree and (role is None or tree[message_id].role is role):
+            return True
+        kind = "" if role is None else f"{role.value} "
+        delta.notice = Notice(NoticeKind.FAILED, f"this chat has no {kind}message {message_id}")
+        return False
+
+    def _edit(self, session: ChatSession, message_id: int, text: str, delta: ChatDelta) -> None:
+        """A sibling of user message ``message_id`` with ``text``, answered in turn."""
+        if not self._message(session, message_id, Role.USER, delta):
+            return
+        parent = session.tree[message_id].parent
+        history = session.tree.messages(parent) if parent is not None else []
+        if self._adopt(session, history, delta, decode=True):
+            self._queue_edit(session, parent, text, delta)
+
+    @staticmethod
+    def _queue_edit(session: ChatSession, parent: int | None, text: str, delta: ChatDelta) -> None:
+        """The new version of a user message goes in the tree at once, its turn in the queue."""
+        message = session.tree.add(parent, Role.USER, text)
+        delta.user_message_id = message.id
+        session.turns.append(QueuedTurn(text, message.id))
+
+    def _show(self, session: ChatSession, message_id: int, delta: ChatDelta) -> None:
+        """The branch through ``message_id`` becomes the chat (the KV follows it)."""
+        if not self._message(session, message_id, None, delta):
+            return
+        tree = session.tree
+        before = tree.head
+        tree.show(message_id)
+        if not self._adopt(session, tree.messages(), delta, decode=True) and before is not None:
+            tree.show(before)
+
+    def _branch_at_token(
+        self, session: ChatSession, message_id: int, index: int, token: int, delta: ChatDelta
+    ) -> None:
+        """A new version of reply ``message_id`` that takes ``token`` at ``index``."""
+        if not self._message(session, message_id, Role.ASSISTANT, delta):
+            return
+        reply = session.tree[message_id]
+        model = self.executor.model
+        if not 0 <= index < len(reply.tokens):
+            delta.notice = Notice(
+                NoticeKind.FAILED,
+                f"reply {message_id} has {len(reply.tokens)} tokens with their odds: "
+                f"choose an index below that, not {index}",
+            )
+            return
+        if not 0 <= token < model.n_vocab:
+            delta.notice = Notice(
+                NoticeKind.FAILED, f"token {token} is not in this model's vocabulary"
+            )
+            return
+        chosen = reply.tokens[index]
+        alternative = next((a for a in chosen.alternatives if a.token == token), None)
+        if alternative is None:  # not among the odds kept: the user's own choice
+            alternative = Alternative(token, piece_text(model, token), 0.0)
+        prefix = [*reply.tokens[:index], chosen.replaced_by(alternative)]
+        history = session.tree.messages(reply.parent)
+        self._continue(session, history, prefix, delta, asked=reply.parent)
+
+    def _open_reply_message(
+        self, session: ChatSession, delta: ChatDelta, asked: int | None
+    ) -> TreeMessage:
+        """The reply about to stream, as a new message after user message ``asked``."""
+        message = session.tree.add(asked, Role.ASSISTANT)
+        message.model = self.model
+        session.reply_message = delta.message_id = message.id
+        return message
 
     def _continue(
         self,
@@ -368,9 +513,12 @@ class ChatEngine:
         history: list[tuple[str, str]],
         prefix: list[TokenStat],
         delta: ChatDelta,
+        *,
+        asked: int | None = None,
     ) -> None:
-        """Start a new version of a reply from ``prefix``; it ends at once when the prefix
-        already ends it (an end-of-turn token, a stop string)."""
+        """Start a new version of a reply from ``prefix`` after user message ``asked`` (not
+        given: the end of ``history`` in the tree); it ends at once when the prefix already
+        ends it (an end-of-turn token, a stop string)."""
         before = session.state()
         try:
             text = session.continue_reply(history, prefix, self.executor.n_ctx_seq)
@@ -379,6 +527,9 @@ class ChatEngine:
             session.restore_state(before)
             delta.notice = Notice(NoticeKind.FAILED, str(e))
             return
+        if asked is None:
+            asked = session.tree.graft(history)
+        self._open_reply_message(session, delta, asked).tokens = list(prefix)
         delta.started = True
         delta.text += text.answer
         delta.reasoning += text.reasoning
@@ -410,7 +561,9 @@ class ChatEngine:
         why it ended, and its length in tokens."""
         reply = session.reply
         assert reply is not None
-        tail = session.end_reply()
+        if session.reply_message is not None:
+            delta.message_id = session.reply_message
+        tail = session.end_reply(reason)
         delta.finished = reason
         delta.reply_tokens = reply.token_count
         delta.tokens_dropped = reply.token_count - reply.tokens_shown
@@ -450,7 +603,7 @@ class ChatEngine:
             conv.dispose()
             delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it holds another branch")
             return None
-        session = ChatSession(command.chat_id, command.config, conv, self.template)
+        session = ChatSession(command.chat_id, command.config, conv, self.template, _tree(restore))
         session.restore_state(state.turns)
         return session
 
@@ -474,7 +627,8 @@ class ChatEngine:
             del self._waiting_opens[chat_id]
             turns = self._early_turns.pop(chat_id, [])
             if conv is not None:
-                session = ChatSession(chat_id, command.config, conv, self.template)
+                tree = ChatTree() if command.restore is None else _tree(command.restore)
+                session = ChatSession(chat_id, command.config, conv, self.template, tree)
                 if command.restore is not None and command.restore.messages:
                     try:
                         session.replay(command.restore.messages)
@@ -565,16 +719,23 @@ class ChatEngine:
         return Frame(deltas, stats, self.model)
 
     def _start_turn(self, session: ChatSession, deltas: dict[str, ChatDelta]) -> None:
-        text = session.turns.popleft()
+        """The next queued turn's reply starts; its user message is in the tree (and stays,
+        with a notice, should the turn not fit or the template refuse it)."""
+        turn = session.turns.popleft()
         delta = self._delta(deltas, session.chat_id)
+        asked = turn.message_id
+        if asked is None or asked not in session.tree:
+            asked = session.tree.add(session.tree.head, Role.USER, turn.text).id
+            delta.user_message_id = asked
         try:
-            session.begin_reply(text, self.executor.n_ctx_seq)
+            session.begin_reply(turn.text, self.executor.n_ctx_seq)
         except ContextFullError:
             delta.notice = Notice(NoticeKind.CONTEXT_FULL)
             return
         except PanechatError as e:
             delta.notice = Notice(NoticeKind.FAILED, str(e))
             return
+        self._open_reply_message(session, delta, asked)
         delta.started = True
         self._take_shift_notice(session, delta)
 
@@ -593,8 +754,12 @@ class ChatEngine:
             token = conv.sample()
             sampled += 1
             delta = self._delta(deltas, session.chat_id)
+            delta.message_id = session.reply_message
             if conv.last_choice is not None and not self.executor.model.is_eog(token):
-                delta.tokens.append(token_stat(self.executor.model, conv.last_choice))
+                stat = token_stat(self.executor.model, conv.last_choice)
+                delta.tokens.append(stat)
+                if session.reply_message is not None:
+                    session.tree[session.reply_message].tokens.append(stat)
             split = session.feed(token)
             delta.text += split.answer
             delta.reasoning += split.reasoning
@@ -636,3 +801,8 @@ class ChatEngine:
         victim.conversation.discard_pending()
         victim.turns.clear()
         delta.notice = Notice(NoticeKind.CONTEXT_FULL)
+
+
+def _tree(restore: Restore) -> ChatTree:
+    """A restored chat's tree: the one saved, else its transcript as its one branch."""
+    return restore.tree.copy() if restore.tree is not None else ChatTree.linear(restore.messages)

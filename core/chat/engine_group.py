@@ -39,6 +39,7 @@ from core.chat.model_engine import ModelEngine
 from core.chat.model_loading import ModelLoading
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
+from core.chat.tree import ChatTree
 from core.errors import ModelLoadError, PanechatError, one_line
 from core.load_progress import ProgressObserver
 from core.model_path import EMBEDDED_MODEL_NAME
@@ -397,7 +398,7 @@ class ChatEngineGroup:
             if command is None:
                 continue
             if taken is not None:
-                self._open_moved(command, taken.config, taken.messages)
+                self._open_moved(command, taken.config, taken.messages, taken.tree)
             elif engine.stopped is not None:  # its process ended first
                 self._open_afresh(command, engine)
             elif held := self._held.pop(chat_id, []):  # it was busy and stays: so do these
@@ -411,8 +412,14 @@ class ChatEngineGroup:
         self._open_moved(command, command.config, command.transcript)
 
     def _open_moved(
-        self, command: SwitchModel, config: ChatConfig | None, messages: list[tuple[str, str]]
+        self,
+        command: SwitchModel,
+        config: ChatConfig | None,
+        messages: list[tuple[str, str]],
+        tree: ChatTree | None = None,
     ) -> None:
+        """Open the chat on its new model: it reads ``messages`` again there, and keeps its
+        ``tree`` (not known: the messages are its one branch)."""
         if config is None:
             return
         chat_id, target = command.chat_id, self._key(command.model)
@@ -421,7 +428,7 @@ class ChatEngineGroup:
         delta = ChatDelta(notice=Notice(NoticeKind.MODEL_SWITCHED, name), model=command.model)
         self._emit(Frame({chat_id: delta}, model=target))
         moved = replace(config, model=command.model)
-        self._to_model(target, OpenChat(chat_id, moved, Restore(messages, None)))
+        self._to_model(target, OpenChat(chat_id, moved, Restore(messages, None, tree)))
         for later in self._held.pop(chat_id, []):
             self._to_model(target, later)
 

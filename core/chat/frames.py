@@ -14,6 +14,8 @@ from core.reply_stream import StopReason
 class ChatDelta:
     """What happened to one pane during one frame."""
 
+    message_id: int | None = None  # the reply (its id in the chat's tree) the text belongs to
+    user_message_id: int | None = None  # a user message this frame put in the chat's tree
     text: str = ""  # the answer's new text
     reasoning: str = ""  # new reasoning text (a reasoning model's thoughts, before its answer)
     started: bool = False  # a new reply began (the UI opens a new message block)
@@ -34,6 +36,9 @@ class ChatDelta:
         the next one's start; returns whether it did."""
         if self.finished is not None or later.started:
             return False
+        self.message_id = later.message_id if later.message_id is not None else self.message_id
+        if later.user_message_id is not None:
+            self.user_message_id = later.user_message_id
         self.text += later.text
         self.reasoning += later.reasoning
         self.tokens += later.tokens

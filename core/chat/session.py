@@ -8,11 +8,19 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core import ChatMessage, Conversation, PanechatError, ReplyStream, TemplateError
+from core import (
+    ChatMessage,
+    Conversation,
+    PanechatError,
+    ReplyStream,
+    StopReason,
+    TemplateError,
+)
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import Exchange, TurnState, exchanges
 from core.chat.token_stats import TokenStat, piece_text
+from core.chat.tree import ChatTree
 from core.chat_template import ChatFormat
 from core.reasoning import ReasoningSplitter, Split
 
@@ -22,6 +30,15 @@ SHIFT_SHARE = 0.25
 
 class ContextFullError(PanechatError):
     """The chat's conversation has no room for the next turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTurn:
+    """A user turn waiting for its reply to start: its text, and its message in the chat's
+    tree when it is there already (an edit; else it is added after the head as it starts)."""
+
+    text: str
+    message_id: int | None = None
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -47,8 +64,10 @@ class ChatSession:
     config: ChatConfig
     conversation: Conversation
     template: ChatFormat
-    turns: deque[str] = field(default_factory=deque)  # sent, not started yet
+    tree: ChatTree = field(default_factory=ChatTree)  # every message, every branch: the chat
+    turns: deque[QueuedTurn] = field(default_factory=deque)  # sent, not started yet
     reply: ReplyStream | None = None
+    reply_message: int | None = None  # the reply streaming, by its id in the tree
     reply_base: int = 0  # token count where the current reply starts
     first_token_at: float = 0.0
     last_rate: float = 0.0
@@ -310,10 +329,11 @@ class ChatSession:
         elapsed = time.perf_counter() - self.first_token_at
         return self.reply.token_count / elapsed if elapsed > 0 else 0.0
 
-    def end_reply(self) -> Split:
+    def end_reply(self, reason: StopReason) -> Split:
         """Close the reply: drop undecoded tokens, rewind what the user never saw (a stop
-        string), and keep the reply as written in the chat's history (the next turn decodes
-        whatever of it the KV lacks). Returns any last text to show."""
+        string), and keep the reply as written in the chat's history and its tree, with why
+        it ended (the next turn decodes whatever of it the KV lacks). Returns any last text
+        to show."""
         reply = self.reply
         assert reply is not None
         conv = self.conversation
@@ -322,6 +342,10 @@ class ChatSession:
         tail = Split(last.reasoning + rest.reasoning, last.answer + rest.answer)
         self.last_rate = self.tokens_per_second
         self.reply = None
+        if self.reply_message is not None:
+            message = self.tree[self.reply_message]
+            message.text, message.stop = self.thinking.record(), reason
+            self.reply_message = None
         if self.exchanges:
             self.exchanges[-1] = Exchange(self.exchanges[-1].user, reply.written)
         if conv.token_count < self.reply_base:
@@ -335,9 +359,14 @@ class ChatSession:
     def fork(self, chat_id: str, config: ChatConfig) -> ChatSession:
         """A session for a new pane continuing from this one's current point: the new
         conversation shares this one's KV cells (nothing is decoded again) and samples with
-        ``config.sampling`` (a fresh sampler, so replies can differ)."""
+        ``config.sampling`` (a fresh sampler, so replies can differ); its tree is the branch
+        shown here."""
         branch = ChatSession(
-            chat_id, config, self.conversation.fork(config.sampling), self.template
+            chat_id,
+            config,
+            self.conversation.fork(config.sampling),
+            self.template,
+            ChatTree.along(self.tree.path()),
         )
         branch.restore_state(self.state())
         return branch
@@ -373,7 +402,8 @@ class ChatSession:
         self.conversation = conversation
         conversation.records_choices = True
         self.turns.clear()
-        self.reply = None
+        self.tree = ChatTree()
+        self.reply, self.reply_message = None, None
         self.last_rate = 0.0
         self.reply_base, self.turn_base = 0, -1
         self.exchanges, self.turn_starts, self.dropped_turns = [], [], 0

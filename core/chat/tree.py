@@ -3,11 +3,12 @@ branch, and the chat shows (and the model holds) one path from the first message
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from core.chat.token_stats import TokenStat
+from core.reply_stream import StopReason
 
 
 class Role(StrEnum):
@@ -25,6 +26,7 @@ class TreeMessage:
     text: str = ""  # a reply's whole text, its reasoning between its markers
     tokens: list[TokenStat] = field(default_factory=list)  # a reply's tokens, with their odds
     model: str | None = None  # which model wrote a reply ("" the default; None: not known)
+    stop: StopReason | None = None  # why a reply ended (None: streaming, or not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,43 @@ class ChatTree:
             tree.add(tree.head, Role(role), text)
         return tree
 
+    @classmethod
+    def along(cls, path: Sequence[TreeMessage]) -> ChatTree:
+        """A one-branch tree holding copies of ``path``'s messages, their ids, odds and
+        models kept (a forked chat's copy of its source's branch)."""
+        tree = cls()
+        for message in path:
+            node = tree.add(tree.head, message.role, message.text, message_id=message.id)
+            node.tokens, node.model, node.stop = list(message.tokens), message.model, message.stop
+        return tree
+
+    def copy(self) -> ChatTree:
+        """A copy to read (or change) apart from this tree: what the engine hands a caller."""
+        tree = ChatTree(self.head)
+        tree._messages = {i: replace(m, tokens=list(m.tokens)) for i, m in self._messages.items()}
+        tree._children = {parent: list(ids) for parent, ids in self._children.items()}
+        tree._chosen = dict(self._chosen)
+        tree._next_id = self._next_id
+        return tree
+
+    def graft(self, messages: Iterable[tuple[str, str]]) -> int | None:
+        """The last message of the branch that reads as ``messages`` (role, text), made of the
+        messages already here where they match and new ones where not (the branch last
+        visited preferred among equal siblings); the branch is not shown. None: no messages."""
+        node: int | None = None
+        for role, text in messages:
+            matches = [
+                i
+                for i in self._children.get(node, [])
+                if self._messages[i].role == role and self._messages[i].text == text
+            ]
+            if not matches:
+                node = self._attach(node, Role(role), text)
+            else:
+                chosen = self._chosen.get(node)
+                node = chosen if chosen in matches else matches[-1]
+        return node
+
     def add(
         self, parent: int | None, role: Role, text: str = "", *, message_id: int | None = None
     ) -> TreeMessage:
@@ -63,20 +102,29 @@ class ChatTree:
         ``message_id`` keeps a saved message's id (ids given must be new)."""
         if parent is not None and parent not in self._messages:
             raise KeyError(f"no message {parent} in this chat")
+        if message_id is not None and message_id in self._messages:
+            raise KeyError(f"message {message_id} is already in this chat")
+        message = self._messages[self._attach(parent, role, text, message_id)]
+        self._chosen[parent] = message.id
+        self.head = message.id
+        return message
+
+    def _attach(
+        self, parent: int | None, role: Role, text: str, message_id: int | None = None
+    ) -> int:
+        """A new message after ``parent``, not shown."""
         if message_id is None:
             message_id = self._next_id
-        elif message_id in self._messages:
-            raise KeyError(f"message {message_id} is already in this chat")
         self._next_id = max(self._next_id, message_id + 1)
-        message = TreeMessage(message_id, parent, role, text)
-        self._messages[message_id] = message
+        self._messages[message_id] = TreeMessage(message_id, parent, role, text)
         self._children.setdefault(parent, []).append(message_id)
-        self._chosen[parent] = message_id
-        self.head = message_id
-        return message
+        return message_id
 
     def __getitem__(self, message_id: int) -> TreeMessage:
         return self._messages[message_id]
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._messages
 
     def __len__(self) -> int:
         return len(self._messages)
