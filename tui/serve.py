@@ -136,15 +136,36 @@ class PanechatServer(Server):
         """panechat's icon for the browser's tab: two panes side by side."""
         return web.FileResponse(PAGE / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
 
-    async def on_startup(self, app: web.Application) -> None:
-        # The tabs' panechat run in sessions of their own, so a closed terminal hangs up on the
-        # server alone: it stops as for Ctrl-C, ending them.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request_exit)
+    def serve(self, debug: bool = False) -> None:
+        """textual-serve's, except that the line saying where to open the page is printed
+        once the socket listens (aiohttp's run_app calls ``print`` then): printed at startup,
+        it came before the socket was bound, and a browser opened at once was refused."""
+        self.debug = debug
+        self.initialize_logging()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.add_signal_handler(signal.SIGINT, self.request_exit)
+        loop.add_signal_handler(signal.SIGTERM, self.request_exit)
+        web.run_app(
+            self._make_app(),
+            host=self.host,
+            port=self.port,
+            handle_signals=False,
+            loop=loop,
+            print=self._listening,
+        )
+
+    def _listening(self, _aiohttp_line: str) -> None:
         print(
             f"{PROG}: open {self.url} in a browser — each tab starts its own panechat "
             "(Ctrl-C stops)",
             flush=True,
         )
+
+    async def on_startup(self, app: web.Application) -> None:
+        # The tabs' panechat run in sessions of their own, so a closed terminal hangs up on the
+        # server alone: it stops as for Ctrl-C, ending them.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request_exit)
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         """One tab's connection and its panechat, for as long as both last: textual-serve's,
