@@ -48,3 +48,15 @@ def test_saved_ids_are_kept_and_new_ones_do_not_collide() -> None:
 def test_a_path_reads_as_exchanges_even_where_a_reply_is_missing() -> None:
     turns = exchanges([("user", "a"), ("user", "b"), ("assistant", "B"), ("user", "c")])
     assert [(t.user, t.reply) for t in turns] == [("a", ""), ("b", "B"), ("c", "")]
+
+
+def test_a_copy_is_its_own() -> None:
+    tree = ChatTree()
+    q = tree.add(None, Role.USER, "q")
+    tree.add(q.id, Role.ASSISTANT, "a")
+    copy = tree.copy()
+    copy.add(q.id, Role.ASSISTANT, "b")
+    copy.set_text(q.id, "changed")
+    assert tree.messages() == [("user", "q"), ("assistant", "a")] and len(tree) == 2
+    assert copy.messages() == [("user", "changed"), ("assistant", "b")]
+    assert tree.add(q.id, Role.ASSISTANT, "c").id == copy.head  # ids go on alike, apart

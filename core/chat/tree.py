@@ -3,8 +3,9 @@ branch, and the chat shows (and the model holds) one path from the first message
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from core.chat.token_stats import TokenStat
@@ -69,13 +70,10 @@ class ChatTree:
         return tree
 
     def copy(self) -> ChatTree:
-        """A copy to read (or change) apart from this tree: what the engine hands a caller."""
-        tree = ChatTree(self.head)
-        tree._messages = {i: replace(m, tokens=list(m.tokens)) for i, m in self._messages.items()}
-        tree._children = {parent: list(ids) for parent, ids in self._children.items()}
-        tree._chosen = dict(self._chosen)
-        tree._next_id = self._next_id
-        return tree
+        """A copy to read (or change) apart from this tree: what the engine hands a caller.
+        Its messages and lists are its own; the token odds, frozen, are shared."""
+        frozen = {id(stat): stat for m in self._messages.values() for stat in m.tokens}
+        return copy.deepcopy(self, frozen)
 
     def graft(self, messages: Iterable[tuple[str, str]]) -> int | None:
         """The last message of the branch that reads as ``messages`` (role, text), made of the
