@@ -397,9 +397,8 @@ class ChatEngine:
                         delta.notice = Notice(NoticeKind.FAILED, str(e))
                         return
                     tree, head = session.tree, session.tree.head
-                    asked = (
-                        tree[head].parent if head and tree[head].role is Role.ASSISTANT else head
-                    )
+                    last_is_reply = head is not None and tree[head].role is Role.ASSISTANT
+                    asked = tree[head].parent if last_is_reply and head is not None else head
                     self._open_reply_message(session, delta, asked)
                     delta.started = True
                     delta.replaces_last = True
