@@ -3,7 +3,8 @@ the way the app records them, each event printed (and flushed) before and after 
 
     python tests/crash_child.py SESSIONS.db
 
-Prints ``SENT <chat> <text>`` once a user turn is committed, ``TEXT <chat> <json fragment>``
+Prints ``SENT <chat> <text>`` when a frame says the engine took a user turn (committed with
+that frame, right after), ``TEXT <chat> <json fragment>``
 for every streamed fragment, as it reaches the recorder, and ``SAVED <message id> <json text>``
 (a checkpoint) or ``FINAL <message id> <json text>`` (a whole reply) once a reply's text is
 committed."""
@@ -14,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-from pane_trees import PaneTrees
-
 from core import (
     BatchedExecutor,
     ContextParams,
@@ -24,7 +23,7 @@ from core import (
     model_template,
     resolve_model_path,
 )
-from core.chat import ChatConfig, ChatEngine, OpenChat, SendTurn
+from core.chat import ChatConfig, ChatEngine, OpenChat, Role, SendTurn
 from tui.session_recorder import SessionRecorder
 from tui.session_store import SessionStore
 
@@ -43,7 +42,6 @@ class ReportingStore(SessionStore):
 
 
 def main(path: Path) -> None:
-    trees = PaneTrees()
     store = ReportingStore(path)
     session = store.create_session("crash test")
     recorder = SessionRecorder(store, session, lambda message: print("ERROR", message))
@@ -58,16 +56,16 @@ def main(path: Path) -> None:
         turn = 0
         while True:
             for chat, question in zip(chats, QUESTIONS, strict=True):
-                text = f"{question} (turn {turn})"
-                recorder.message(chat, trees.user(chat, text))  # committed before the model sees it
-                print("SENT", chat, text, flush=True)
-                engine.submit(SendTurn(chat, text))
+                engine.submit(SendTurn(chat, f"{question} (turn {turn})"))
             while engine.busy:
                 frame = engine.step()
                 for chat, delta in (frame.deltas if frame else {}).items():
+                    for change in delta.tree_changes:  # a turn the engine took
+                        for message in change.messages:
+                            if message.role is Role.USER:
+                                print("SENT", chat, message.text, flush=True)
                     print("TEXT", chat, json.dumps(delta.text), flush=True)
-                    reply = trees.reply(chat) if delta.started else None
-                    recorder.frame(chat, delta, reply)
+                    recorder.frame(chat, delta)  # commits them
             turn += 1
 
 

@@ -13,39 +13,35 @@ from test_chat_engine import Driver, chat, make_driver  # noqa: F401 - the fixtu
 
 from core import BatchedExecutor, ContextParams
 from core.chat import (
+    Alternative,
+    BranchAtToken,
     ChatEngine,
     ChatTree,
-    ContinueReply,
-    EditTurn,
+    CloseChat,
+    EditMessage,
     EngineEvent,
     OpenChat,
     Regenerate,
     Restore,
     Role,
     SendTurn,
-    ShowBranch,
+    ShowMessage,
     TokenStat,
 )
 from core.chat.session import ChatSession
 
 
-def reply_texts(driver: Driver, chat_id: str) -> list[str]:
-    """Each finished reply's whole text, in order."""
-    return [
-        d.reply_text or ""
-        for f in driver.frames
-        for k, d in f.deltas.items()
-        if k == chat_id and d.finished is not None
-    ]
+def tree_of(driver: Driver, chat_id: str = "c") -> ChatTree:
+    tree = driver.engine.tree(chat_id)
+    assert tree is not None
+    return tree
 
 
-def talk(driver: Driver, tree: ChatTree, chat_id: str, text: str) -> None:
-    """Send a turn, wait for its reply, and write both into ``tree`` (as the app does)."""
-    tree.add(tree.head, Role.USER, text)
+def talk(driver: Driver, chat_id: str, text: str) -> None:
+    """Send a turn and wait for its reply."""
     before = driver.replies(chat_id)
     driver.engine.submit(SendTurn(chat_id, text))
     driver.run_until(lambda: driver.replies(chat_id) == before + 1)
-    tree.add(tree.head, Role.ASSISTANT, reply_texts(driver, chat_id)[-1])
 
 
 def holds_exactly(driver: Driver, session: ChatSession) -> None:
@@ -60,30 +56,27 @@ def idle(driver: Driver, session: ChatSession) -> Callable[[], bool]:
 
 
 @pytest.fixture
-def three_turns(make_driver: Callable[..., Driver]) -> tuple[Driver, ChatTree, ChatSession]:  # noqa: F811
+def three_turns(make_driver: Callable[..., Driver]) -> tuple[Driver, ChatSession]:  # noqa: F811
     driver = make_driver()
     driver.engine.submit(OpenChat("c", chat("c", max_tokens=12)))
-    tree = ChatTree()
     for question in ("Name a colour.", "Name an animal.", "Name a city."):
-        talk(driver, tree, "c", question)
+        talk(driver, "c", question)
     session = driver.engine.session("c")
     assert session is not None
-    return driver, tree, session
+    return driver, session
 
 
 def test_editing_a_middle_message_keeps_the_prefix_and_the_old_branch(
-    three_turns: tuple[Driver, ChatTree, ChatSession],
+    three_turns: tuple[Driver, ChatSession],
 ) -> None:
-    driver, tree, session = three_turns
+    driver, session = three_turns
+    tree = tree_of(driver)
     original = tree.head
     second_question = tree.path()[2]
-    history = tree.messages(second_question.parent)  # the first turn and its reply
     kept = session.state().turn_starts[1]  # where the second turn begins in the KV
     decoded = driver.engine.executor.stats.tokens_decoded
-    tree.add(second_question.parent, Role.USER, "Name a tree.")
-    driver.engine.submit(EditTurn("c", history, "Name a tree."))
+    driver.engine.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4)
-    tree.add(tree.head, Role.ASSISTANT, reply_texts(driver, "c")[-1])
 
     assert [e.user for e in session.exchanges] == ["Name a colour.", "Name a tree."]
     conv = session.conversation
@@ -92,27 +85,27 @@ def test_editing_a_middle_message_keeps_the_prefix_and_the_old_branch(
     assert session.state().reply_base == len(asked)
     # The first turn stayed in the KV: only the edited turn and its reply were decoded.
     assert driver.engine.executor.stats.tokens_decoded - decoded < conv.token_count - kept + 2
+    tree = tree_of(driver)
+    assert tree.path()[2].text == "Name a tree."
     assert tree.siblings(tree.path()[2].id).count == 2  # the old second turn is a sibling
     assert tree.leaf_below(second_question.id) == original  # and its branch goes on below
 
 
 def test_switching_branches_both_ways_restores_each_branch_in_the_kv(
-    three_turns: tuple[Driver, ChatTree, ChatSession],
+    three_turns: tuple[Driver, ChatSession],
 ) -> None:
-    driver, tree, session = three_turns
-    first_branch = tree.messages()
+    driver, session = three_turns
+    first_branch = tree_of(driver).messages()
     first_tokens = list(session.conversation.tokens)
-    second_question = tree.path()[2]
-    tree.add(second_question.parent, Role.USER, "Name a tree.")
-    driver.engine.submit(EditTurn("c", tree.messages(second_question.parent), "Name a tree."))
+    second_question = tree_of(driver).path()[2]
+    driver.engine.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4)
-    tree.add(tree.head, Role.ASSISTANT, reply_texts(driver, "c")[-1])
-    second_branch = tree.messages()
+    second_branch = tree_of(driver).messages()
+    edited = tree_of(driver).path()[2]
 
-    tree.show(tree.sibling(tree.path()[2].id, -1) or 0)  # back to the first branch
-    assert tree.messages() == first_branch
-    driver.engine.submit(ShowBranch("c", tree.messages()))
+    driver.engine.submit(ShowMessage("c", second_question.id))  # back to the first branch
     driver.run_until(idle(driver, session))
+    assert tree_of(driver).messages() == first_branch
     assert [e.user for e in session.exchanges] == [
         "Name a colour.",
         "Name an animal.",
@@ -122,58 +115,71 @@ def test_switching_branches_both_ways_restores_each_branch_in_the_kv(
     # The rendering of a finished reply ends its turn, which the live KV had not decoded yet.
     assert list(session.conversation.tokens[: len(first_tokens)]) == first_tokens
 
-    tree.show(tree.sibling(tree.path()[2].id, 1) or 0)  # and forward to the edited one
-    assert tree.messages() == second_branch
-    driver.engine.submit(ShowBranch("c", tree.messages()))
+    driver.engine.submit(ShowMessage("c", edited.id))  # and forward to the edited one
     driver.run_until(idle(driver, session))
+    assert tree_of(driver).messages() == second_branch
     assert [e.user for e in session.exchanges] == ["Name a colour.", "Name a tree."]
     holds_exactly(driver, session)
 
-    talk(driver, tree, "c", "Name a river.")  # the chat goes on from the branch shown
+    talk(driver, "c", "Name a river.")  # the chat goes on from the branch shown
     assert [e.user for e in session.exchanges][-1] == "Name a river."
-    assert len(tree.leaves()) == 2
+    assert len(tree_of(driver).leaves()) == 2
 
 
 def test_a_branch_switch_while_a_reply_streams_waits_for_it_to_end(
     make_driver: Callable[..., Driver],  # noqa: F811
 ) -> None:
-    """The pane shows the branch at once; the engine must follow it, never refuse it."""
+    """A branch asked for while a reply streams is shown once it ends, never refused."""
     driver = make_driver()
     driver.engine.submit(OpenChat("c", chat("c", max_tokens=40, stop=())))
+    talk(driver, "c", "Hello")
+    hello, first_reply = tree_of(driver).path()
+    driver.engine.submit(EditMessage("c", hello.id, "Hi"))  # another branch
+    driver.run_until(lambda: driver.replies("c") == 2)
+    driver.text.clear()
     driver.engine.submit(SendTurn("c", "Write a long story about the sea."))
     driver.run_until(lambda: len(driver.text.get("c", "")) > 10)
-    branch = [("user", "Hello"), ("assistant", "Hi there.")]
-    driver.engine.submit(ShowBranch("c", branch))
+    driver.engine.submit(ShowMessage("c", hello.id))  # back to the first, mid-stream
     session = driver.engine.session("c")
     assert session is not None
 
     def shown() -> bool:
         return [e.user for e in session.exchanges] == ["Hello"]
 
-    driver.run_until(lambda: driver.replies("c") == 1 and shown() and idle(driver, session)())
+    driver.run_until(lambda: driver.replies("c") == 3 and shown() and idle(driver, session)())
     driver.engine.shutdown()  # read it whole: nothing runs beside the test now
     holds_exactly(driver, session)
+    assert tree_of(driver).head == first_reply.id
+    assert len(tree_of(driver)) == 6  # the story stays, on its branch
     assert not driver.notices.get("c")
 
 
 def test_regenerate_right_after_a_switch_waits_for_the_branch_to_be_read(
-    three_turns: tuple[Driver, ChatTree, ChatSession],
+    three_turns: tuple[Driver, ChatSession],
 ) -> None:
     """Before: the rewind of a conversation with tokens still queued raised, and the decode
     loop stopped for every chat."""
-    driver, tree, session = three_turns
-    driver.engine.submit(ShowBranch("c", tree.messages(tree.path()[3].id)), Regenerate("c"))
+    driver, session = three_turns
+    second_question = tree_of(driver).path()[2]
+    driver.engine.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4 and idle(driver, session)())
+    driver.engine.submit(ShowMessage("c", second_question.id), Regenerate("c"))
+    driver.run_until(lambda: driver.replies("c") == 5 and idle(driver, session)())
     driver.engine.shutdown()
-    assert [e.user for e in session.exchanges] == ["Name a colour.", "Name an animal."]
+    assert [e.user for e in session.exchanges] == [
+        "Name a colour.",
+        "Name an animal.",
+        "Name a city.",
+    ]
+    assert tree_of(driver).siblings(tree_of(driver).head or 0).count == 2
     assert not driver.notices.get("c")
 
 
 def test_a_saved_state_of_another_branch_is_not_used(
-    three_turns: tuple[Driver, ChatTree, ChatSession], tmp_path: Path
+    three_turns: tuple[Driver, ChatSession], tmp_path: Path
 ) -> None:
-    driver, tree, _ = three_turns
-    shown = tree.messages()
+    driver, _ = three_turns
+    shown = tree_of(driver).messages()
     other = [*shown[:2], ("user", "Name a tree."), ("assistant", "An oak.")]
     assert driver.engine.shutdown()
     saved = driver.engine.snapshot("c", tmp_path / "c.state").state
@@ -210,20 +216,31 @@ def test_commands_for_a_chat_that_is_not_open_are_answered(
 
 
 def test_tokens_of_another_vocabulary_are_refused_and_the_chat_goes_on(
-    three_turns: tuple[Driver, ChatTree, ChatSession],
+    three_turns: tuple[Driver, ChatSession],
 ) -> None:
-    driver, tree, session = three_turns
-    before = list(session.conversation.tokens)
-    history = tree.messages(tree.path()[4].id)
+    """A reply another model wrote (a resumed chat, renamed models) keeps that model's token
+    ids: branching there is checked token by token against this model's vocabulary."""
+    driver, session = three_turns
     model = session.conversation.executor.model
     word = model.tokenize(" river", parse_special=False)[0]
     out_of_range = TokenStat(10**9, "?", 0.5)
     # A token id this vocabulary has, but written as other text: another model's token.
     misread = TokenStat(word, " lake", 0.5)
     for alien in (out_of_range, misread):
+        tree = ChatTree()
+        tree.add(None, Role.USER, "Name a lake.")
+        reply = tree.add(tree.head, Role.ASSISTANT, " lake.")
+        reply.tokens = [alien, TokenStat(word, " river", 0.5, (Alternative(word, " river", 0.4),))]
+        driver.engine.submit(OpenChat("old", chat("old"), Restore(tree.messages(), None, tree)))
+        driver.run_until(lambda: driver.engine.session("old") is not None)
+        driver.run_until(idle(driver, driver.engine.session("old")))  # type: ignore[arg-type]
+        before = list(driver.engine.session("old").conversation.tokens)  # type: ignore[union-attr]
         driver.notices.clear()
-        driver.engine.submit(ContinueReply("c", history, [alien]))
-        driver.run_until(lambda: bool(driver.notices.get("c")))
-        assert "not this model's" in driver.notices["c"][0]
-        assert list(session.conversation.tokens) == before  # the KV was not touched
-    talk(driver, tree, "c", "Name a river.")
+        driver.engine.submit(BranchAtToken("old", reply.id, 1, word))
+        driver.run_until(lambda: bool(driver.notices.get("old")))
+        assert "not this model's" in driver.notices["old"][0]
+        after = driver.engine.session("old")
+        assert after is not None and list(after.conversation.tokens) == before  # untouched
+        driver.engine.submit(CloseChat("old"))
+        driver.run_until(lambda: driver.engine.session("old") is None)
+    talk(driver, "c", "Name a river.")

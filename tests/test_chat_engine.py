@@ -262,13 +262,15 @@ def test_quitting_mid_reply_hands_back_the_cut_reply_and_a_state_that_resumes(
         engine.submit(OpenChat("s", long_chat), SendTurn("s", question))
         frames = run_steps(engine, lambda frames: len(shown(frames, "s")) > 40)
         snap = engine.snapshot("s", tmp_path / "s.kv")
-        assert snap.state is not None and snap.cut_reply is not None
-        assert snap.cut_reply.startswith(shown(frames, "s").strip())
+        assert snap.state is not None and snap.tree_change is not None
+        (cut,) = snap.tree_change.messages  # the reply, ended: the frames had the rest
+        assert cut.stop is StopReason.CANCELLED and cut.tokens
+        assert cut.text.startswith(shown(frames, "s").strip())
         session = engine.session("s")
         assert session is not None and not session.generating
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
         engine = ChatEngine(executor, model_template(weights))
-        messages = [("user", question), ("assistant", snap.cut_reply)]
+        messages = [("user", question), ("assistant", cut.text)]
         engine.submit(OpenChat("s", long_chat, Restore(messages, snap.state)))
         frames = run_steps(engine, lambda _: engine.session("s") is not None)
         assert not any(d.notice for f in frames for d in f.deltas.values())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.chat import ChatTree, Role
+from core import StopReason
+from core.chat import ChatTree, Role, TokenStat
 from core.chat.state import exchanges
 
 
@@ -60,3 +61,53 @@ def test_a_copy_is_its_own() -> None:
     assert tree.messages() == [("user", "q"), ("assistant", "a")] and len(tree) == 2
     assert copy.messages() == [("user", "changed"), ("assistant", "b")]
     assert tree.add(q.id, Role.ASSISTANT, "c").id == copy.head  # ids go on alike, apart
+
+
+def test_a_follower_applying_the_changes_becomes_the_same_tree() -> None:
+    """What a view keeps: a tree changed only by another tree's changes. Messages added, a
+    reply's text and stop, a sibling, a branch shown again, a turn moved below a reply, and
+    a clear: after each change, the same messages and the same path."""
+    source, follower = ChatTree(), ChatTree()
+
+    def sync() -> None:
+        change = source.take_change()
+        if change is not None:
+            follower.apply(change)
+        assert follower.head == source.head and list(follower) == list(source)
+        assert [m.id for m in follower.path()] == [m.id for m in source.path()]
+
+    sync()  # a new tree goes out whole, even empty
+    question = source.add(None, Role.USER, "Hi")
+    reply = source.add(question.id, Role.ASSISTANT)
+    queued = source.add(question.id, Role.USER, "And?")  # queued behind the reply
+    sync()
+    source.move(queued.id, reply.id)  # the reply started: the turn follows it
+    source.show(reply.id)
+    source.set_text(reply.id, "Hel")
+    sync()
+    assert source.take_change() is None  # nothing new
+    source.finish(reply.id, "Hello!", StopReason.END_OF_GENERATION)
+    other = source.add(None, Role.USER, "Hey")  # an edit of the first turn
+    sync()
+    assert follower.siblings(other.id).count == 2
+    source.show(question.id)  # back to the first branch, below it as last visited
+    sync()
+    assert follower.head == queued.id and follower[reply.id].stop is not None
+    source = ChatTree()  # a clear: a whole new tree
+    sync()
+    assert len(follower) == 0
+
+
+def test_a_streaming_reply_goes_out_without_its_tokens_and_ends_with_them() -> None:
+    tree = ChatTree()
+    question = tree.add(None, Role.USER, "Hi")
+    reply = tree.add(question.id, Role.ASSISTANT, "He")
+    reply.tokens = [TokenStat(1, "He", 0.5), TokenStat(2, "llo", 0.5)]
+    change = tree.take_change(streaming=reply.id)
+    assert change is not None and change.reset and change.messages[1].tokens == []
+    tree.finish(reply.id, "He", StopReason.STOP_STRING, unshown=1)  # "llo" began a stop
+    change = tree.take_change()
+    assert change is not None and not change.reset
+    (ended,) = change.messages
+    assert [t.piece for t in ended.tokens] == ["He"] and ended.stop is StopReason.STOP_STRING
+    assert tree.whole().reset and len(tree.whole().messages) == 2

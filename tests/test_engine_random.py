@@ -21,15 +21,16 @@ from core.chat import (
     ChatEngine,
     ClearChat,
     CloseChat,
-    EditTurn,
+    EditMessage,
     ForkChat,
     Frame,
     Notice,
     NoticeKind,
     OpenChat,
     Regenerate,
+    Role,
     SendTurn,
-    ShowBranch,
+    ShowMessage,
     StopChat,
 )
 
@@ -88,25 +89,24 @@ class EngineMachine(RuleBasedStateMachine):
     def command(self, chat: str, command: type) -> None:
         self.engine.submit(command(chat))
 
-    def history(self, chat: str, keep: int) -> list[tuple[str, str]]:
-        """The first ``keep`` turns the chat's KV holds now, as messages (what a pane sends
-        for an edit of the turn after them)."""
-        session = self.engine.session(chat)
-        messages: list[tuple[str, str]] = []
-        for exchange in session.exchanges[:keep] if session else []:
-            messages += [("user", exchange.user), ("assistant", exchange.reply)]
-        return messages
+    def message_id(self, chat: str, index: int, role: Role | None = None) -> int:
+        """The id of the ``index``-th message (of ``role``) on the chat's branch shown, as a
+        pane picks one; an id no chat has when there is none (the engine must say so)."""
+        tree = self.engine.tree(chat)
+        path = [m for m in (tree.path() if tree else []) if role is None or m.role is role]
+        return path[index % len(path)].id if path else 10_000 + index
 
-    @rule(chat=CHATS, keep=st.integers(0, 3), text=TEXTS, frames=st.integers(0, 6))
-    def edit(self, chat: str, keep: int, text: str, frames: int) -> None:
-        self.engine.submit(EditTurn(chat, self.history(chat, keep), text))
+    @rule(chat=CHATS, index=st.integers(0, 5), text=TEXTS, frames=st.integers(0, 6))
+    def edit(self, chat: str, index: int, text: str, frames: int) -> None:
+        self.engine.submit(EditMessage(chat, self.message_id(chat, index, Role.USER), text))
         self.step(frames)
 
-    @rule(chat=CHATS, turns=st.lists(TEXTS, max_size=3), keep=st.integers(0, 2))
-    def show_branch(self, chat: str, turns: list[str], keep: int) -> None:
-        """Another branch: some of the chat's turns, then others (replies of any text)."""
-        other = [m for t in turns for m in (("user", t), ("assistant", "Fine."))]
-        self.engine.submit(ShowBranch(chat, self.history(chat, keep) + other))
+    @rule(chat=CHATS, index=st.integers(0, 7))
+    def show_branch(self, chat: str, index: int) -> None:
+        """Another branch: through any message of the tree (or one it lacks)."""
+        tree = self.engine.tree(chat)
+        ids = sorted(m.id for m in tree) if tree else []
+        self.engine.submit(ShowMessage(chat, ids[index % len(ids)] if ids else 10_000 + index))
 
     @rule(chat=CHATS)
     def close(self, chat: str) -> None:

@@ -84,6 +84,18 @@ def kv_holds_the_shown_branch(engine: ChatEngine, weights: LlamaWeights) -> None
     assert "".join(held.split()) == "".join((asked + last.text).split())
 
 
+def follow(tree: ChatTree, frames: list[Frame], chat_id: str = "c") -> None:
+    for frame in frames:
+        delta = frame.deltas.get(chat_id)
+        for change in delta.tree_changes if delta else ():
+            tree.apply(change)
+
+
+def same(a: ChatTree, b: ChatTree) -> bool:
+    """The same messages (ids, parents, text, odds, model, stop) and the same branch shown."""
+    return a.head == b.head and list(a) == list(b)
+
+
 def test_a_script_drives_branches_by_message_id_and_reads_the_tree_back(
     engine: ChatEngine, weights: LlamaWeights
 ) -> None:
@@ -116,8 +128,9 @@ def test_a_script_drives_branches_by_message_id_and_reads_the_tree_back(
         m.stop in (StopReason.STOP_STRING, StopReason.END_OF_GENERATION) for m in (a1, a2, a3)
     )
     assert all(m.tokens and m.model == "" for m in (a1, a2, a3))
-    added = [d.user_message_id for f in frames for d in f.deltas.values() if d.user_message_id]
-    assert added == [q1.id, q2.id, q3.id]
+    follower = ChatTree()  # a view's copy, changed only by what the frames say
+    follow(follower, frames)
+    assert same(follower, tree)
 
     # Edit the middle question: a sibling of it, answered; the branch below the old one stays.
     frames = run(engine, EditMessage("c", q2.id, "And of Spain?"))
@@ -127,20 +140,23 @@ def test_a_script_drives_branches_by_message_id_and_reads_the_tree_back(
     assert edited.text == "And of Spain?" and edited.parent == a1.id
     assert tree.siblings(edited.id).index == 2 and tree.siblings(edited.id).count == 2
     assert len(tree.path()) == 4 and tree.path()[3].stop is not None
-    assert any(d.user_message_id == edited.id for f in frames for d in f.deltas.values())
+    follow(follower, frames)
+    assert same(follower, tree)
     kv_holds_the_shown_branch(engine, weights)
 
     # Show the first branch again: the old question and everything below it come back.
-    run(engine, ShowMessage("c", q2.id))
+    follow(follower, run(engine, ShowMessage("c", q2.id)))
     tree = tree_of(engine)
+    assert same(follower, tree)
     assert [m.id for m in tree.path()] == [q1.id, a1.id, q2.id, a2.id, q3.id, a3.id]
     kv_holds_the_shown_branch(engine, weights)
 
     # Branch the first reply at its third token, with the model's second choice there.
     chosen = a1.tokens[2]
     other = chosen.alternatives[0]
-    run(engine, BranchAtToken("c", a1.id, 2, other.token))
+    follow(follower, run(engine, BranchAtToken("c", a1.id, 2, other.token)))
     tree = tree_of(engine)
+    assert same(follower, tree)
     q, branched = tree.path()
     assert q.id == q1.id and branched.parent == q1.id
     assert tree.siblings(branched.id).count == 2
@@ -232,3 +248,26 @@ def test_the_tree_is_read_from_another_thread_while_the_engine_runs(
             engine.shutdown()
     assert texts[-1] and "Paris" in texts[-1]
     assert all(texts[-1].startswith(t) for t in texts)  # the text so far, growing
+
+
+def test_a_follower_has_the_reply_so_far_after_every_frame(engine: ChatEngine) -> None:
+    """Each frame's tree change carries a streaming reply's text so far (without its tokens,
+    which come whole when it ends): a view, a store or the parent of a model's process that
+    dies loses nothing a frame showed."""
+    long = ChatConfig("c", SYSTEM, SamplingParams(temperature=0.0), max_tokens=48)
+    engine.submit(OpenChat("c", long), SendTurn("c", "Count from one to twenty in words."))
+    follower, streamed, checked = ChatTree(), "", 0
+    while engine.busy:
+        frame = engine.step()
+        follow(follower, [frame] if frame else [])
+        delta = frame.deltas.get("c") if frame else None
+        if delta is None or delta.message_id is None:
+            continue
+        streamed += delta.text
+        reply = follower[delta.message_id]
+        if delta.finished is None:
+            assert reply.text.strip() == streamed.strip() and reply.tokens == []
+            checked += 1
+    assert checked > 10
+    assert same(follower, tree_of(engine))
+    assert follower[follower.head or 0].tokens and follower[follower.head or 0].stop

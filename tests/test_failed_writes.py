@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from pane_trees import PaneTrees
+from chat_trees import ChatTrees
 from test_tui_config import run_cli
 
 from core import (
@@ -23,7 +23,6 @@ from core import (
 )
 from core.chat import (
     ChatConfig,
-    ChatDelta,
     ChatEngine,
     ChatSnapshot,
     Exchange,
@@ -94,22 +93,24 @@ def recording(tmp_path: Path) -> Iterator[Recording]:
 
 
 def test_writes_that_fail_tell_the_user_once_and_the_chat_goes_on(recording: Recording) -> None:
-    trees = PaneTrees()
+    chats = ChatTrees()
     store, recorder, told = recording.store, recording.recorder, recording.told
     with sqlite3.connect(store.path) as other:  # the file breaks under the running app
         other.execute("DROP TABLE messages")
-    recorder.message("p", trees.user("p", "hello"))
-    recorder.message("p", trees.user("p", "again"))
+    recorder.frame("p", chats.user("p", "hello"))
+    recorder.frame("p", chats.user("p", "again"))
     assert len(told) == 1 and "could not save" in told[0] and str(store.path) in told[0]
     assert recorder.failing
 
 
 def test_a_kv_path_that_is_not_a_folder_keeps_the_transcript(recording: Recording) -> None:
-    trees = PaneTrees()
+    chats = ChatTrees()
     store, recorder, told = recording.store, recording.recorder, recording.told
-    recorder.message("p", trees.user("p", "hello"))
+    recorder.frame("p", chats.user("p", "hello"))
+    recorder.frame("p", chats.reply("p"))
     store.kv_dir.write_text("a file where the kv folder goes")
-    recorder.save_states(lambda pane_id, path: ChatSnapshot(None, "a cut reply"))
+    cut = chats.end("p", "a cut reply", stop=StopReason.CANCELLED).tree_changes[0]
+    recorder.save_states(lambda pane_id, path: ChatSnapshot(None, cut))
     assert told and "decode state" in told[0]
     saved = store.load(recording.session)[0].messages
     assert saved == [("user", "hello"), ("assistant", "a cut reply")]
@@ -187,7 +188,7 @@ def test_an_outage_is_retried_and_a_pane_that_lost_a_write_is_read_again(
 ) -> None:
     """A pane whose row could not be written gets it once writes work again; a pane whose
     transcript missed a write saves no KV state (the cells would not match the text)."""
-    trees = PaneTrees()
+    chats = ChatTrees()
     store, recorder = recording.store, recording.recorder
     with sqlite3.connect(store.path) as other:  # an outage: every insert fails
         other.execute(
@@ -199,12 +200,12 @@ def test_an_outage_is_retried_and_a_pane_that_lost_a_write_is_read_again(
             "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
         )
     recorder.pane_opened("q", ChatConfig("B"), "")
-    recorder.message("p", trees.user("p", "lost"))
+    recorder.frame("p", chats.user("p", "lost"))
     assert recording.told and recorder.failing
     with sqlite3.connect(store.path) as other:
         other.execute("DROP TRIGGER outage")
         other.execute("DROP TRIGGER outage2")
-    recorder.message("q", trees.user("q", "after the outage"))  # writes q's row first
+    recorder.frame("q", chats.user("q", "after the outage"))  # writes q's row first
     assert not recorder.failing
     state = SavedState(TurnState(turn_starts=(0,), exchanges=(Exchange("Hi"),)), "kv", 5)
     recorder.save_states(lambda pane_id, path: ChatSnapshot(state))
@@ -235,18 +236,18 @@ def test_a_cgroup_limit_bounds_the_memory_available(tmp_path: Path, version: str
 def test_a_reply_whose_row_failed_keeps_the_branch_whole(recording: Recording) -> None:
     """The reply's row could not be written when it started: the final write adds it, and
     the turns after it follow it, so the branch shown stays one line from the first turn."""
-    trees = PaneTrees()
+    chats = ChatTrees()
     store, recorder = recording.store, recording.recorder
-    recorder.message("p", trees.user("p", "first"))
+    recorder.frame("p", chats.user("p", "first"))
     with sqlite3.connect(store.path) as other:
         other.execute(
             "CREATE TRIGGER outage BEFORE INSERT ON messages "
             "BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"
         )
-    recorder.frame("p", ChatDelta(text="Hi", started=True), trees.reply("p"))
+    recorder.frame("p", chats.reply("p", "Hi"))
     with sqlite3.connect(store.path) as other:
         other.execute("DROP TRIGGER outage")
-    recorder.frame("p", ChatDelta(finished=StopReason.END_OF_GENERATION, reply_text="Hi."))
-    recorder.message("p", trees.user("p", "second"))
+    recorder.frame("p", chats.end("p", "Hi."))
+    recorder.frame("p", chats.user("p", "second"))
     (saved,) = store.load(recording.session)
     assert saved.messages == [("user", "first"), ("assistant", "Hi."), ("user", "second")]

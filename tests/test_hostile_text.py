@@ -12,11 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from chat_trees import ChatTrees
 from textual import events
 from textual.driver import Driver
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
-from core.chat import ChatDelta, ChatEngine
+from core.chat import ChatEngine
 from core.printable import printable
 from tui.app import PanechatApp
 from tui.cli import create_app
@@ -107,8 +108,14 @@ async def test_no_escape_sequence_reaches_the_terminal(
             await pilot.pause()
             assert "\x1b" not in pane.input.text and "␛]52" in pane.input.text
             # What a model might stream (the embedded one has echoed ESC[2J), in two pieces.
-            await pane.apply(ChatDelta(text=f"model says {SET_TITLE[:3]}", started=True))
-            await pane.apply(ChatDelta(text=f"{SET_TITLE[3:]}{CLEAR_SCREEN}", generating=True))
+            # Once the engine has opened the chat (its first frame: its tree), a reply streams.
+            deadline = time.monotonic() + 60
+            while not any(pane.pane_id in f.deltas for f in app.frames_seen):
+                assert time.monotonic() < deadline, "the engine did not open the chat"
+                await pilot.pause(0.05)
+            chats = ChatTrees()
+            await pane.apply(chats.turn(pane.pane_id, "Say it.", f"model says {SET_TITLE[:3]}"))
+            await pane.apply(chats.stream(pane.pane_id, f"{SET_TITLE[3:]}{CLEAR_SCREEN}"))
             app.notify(f"a pane named {evil.name}")
             app.action_export_session()
             # Until the reply is drawn and the export written (however busy the machine).

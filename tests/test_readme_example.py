@@ -96,7 +96,8 @@ def check_branches(stdout: str) -> None:
     lines = stdout.strip().splitlines()
     assert len(lines) == 7, stdout  # q, a, q2, a2, q2 edited, its answer, a branched
     assert "(1/2) 'And of Italy?'" in stdout and "(2/2) 'And of Spain?'" in stdout, stdout
-    assert re.search(r"^2 after 1: assistant \(1/2\) '.*Paris", stdout, re.M), stdout
+    # Ids in the order written: both questions were sent at once, before the first answer.
+    assert re.search(r"^3 after 1: assistant \(1/2\) '.*Paris", stdout, re.M), stdout
     assert re.search(r"^7 after 1: assistant \(2/2\) ", stdout, re.M), stdout
 
 

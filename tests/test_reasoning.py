@@ -22,7 +22,7 @@ from core import (
     ReplyStream,
     SamplingParams,
 )
-from core.chat import ChatConfig, ChatEngine, OpenChat, SendTurn
+from core.chat import ChatConfig, ChatEngine, ChatTree, OpenChat, SendTurn
 from core.reasoning import ReasoningMarkers, ReasoningSplitter, split_reply
 from tui.app import PanechatApp
 from tui.cli import create_app
@@ -105,7 +105,9 @@ def test_the_engine_hands_out_reasoning_apart_from_the_answer(weights: LlamaWeig
         deltas = [f.deltas["r"] for f in frames if "r" in f.deltas]
         reasoning = "".join(d.reasoning for d in deltas)
         assert reasoning.strip() and not "".join(d.text for d in deltas).strip()
-        (record,) = [d.reply_text for d in deltas if d.reply_text is not None]
+        tree = engine.tree("r")
+        assert tree is not None and tree.head is not None
+        record = tree[tree.head].text  # the reply as the tree keeps it, its block spelled out
         assert record.startswith("<think>") and split_reply(record).reasoning == reasoning.strip()
 
 
@@ -151,7 +153,9 @@ async def test_the_app_folds_the_thoughts_above_the_answer(
             assert "_Thinking:_" not in plain and "_Thinking:_" in full
             assert block.text.split()[0] in full
             # A saved reply with reasoning comes back folded, its answer shown.
-            await shown.add_messages([("user", "Again?"), ("assistant", REPLY)])
+            await shown.follow(
+                [ChatTree.linear([("user", "Again?"), ("assistant", REPLY)]).whole()]
+            )
             restored = blocks(shown)[-1]
             assert restored.collapsed and restored.text == "Paris is the capital.\nSo: Paris."
             assert shown.last_reply == "The capital is Paris."

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from test_chat_engine import Driver, chat, make_driver  # noqa: F401 - the fixture, by name
 
-from core.chat import ContinueReply, OpenChat, SendTurn, TokenStat
+from core.chat import BranchAtToken, OpenChat, SendTurn, TokenStat
 from core.chat.token_stats import Alternative, ReplyOdds
 from core.token_choice import ALTERNATIVES, POOL, token_choice
 
@@ -111,17 +111,16 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
     base = session.state().reply_base
     kept = list(session.conversation.tokens[base:])  # less any text the reply held back
     assert len(kept) >= 6 and [s.token for s in stats][: len(kept)] == kept
-    (finished,) = [
-        f.deltas["c"] for f in driver.frames if "c" in f.deltas and f.deltas["c"].finished
-    ]
-    shown = stats[: len(stats) - finished.tokens_dropped]  # not a stop string's ("User:")
-    assert "".join(s.piece for s in shown).strip() == driver.text["c"].strip()
+    tree = driver.engine.tree("c")
+    assert tree is not None and tree.head is not None
+    reply = tree[tree.head]
+    shown = reply.tokens  # the tree keeps them less a stop string's ("User:")
+    assert shown == stats[: len(shown)]
+    assert "".join(s.piece for s in shown).strip() == driver.text["c"].strip() == reply.text
 
     alternative = next(a for a in stats[2].alternatives if a.piece.strip().isalpha())
-    command = ContinueReply.at_token("c", [("user", "Name three colours.")], stats, 2, alternative)
-    prefix = command.prefix
-    assert [s.token for s in prefix] == [stats[0].token, stats[1].token, alternative.token]
-    driver.engine.submit(command)
+    prefix = [stats[0], stats[1], stats[2].replaced_by(alternative)]
+    driver.engine.submit(BranchAtToken("c", reply.id, 2, alternative.token))
     driver.run_until(lambda: driver.replies("c") == 2)
     _, branch = reply_stats(driver, "c")
     assert branch[:3] == prefix  # the first frame hands the prefix back

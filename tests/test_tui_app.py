@@ -36,7 +36,10 @@ from core.chat import (
     ChatEngineGroup,
     Exchange,
     Frame,
+    Role,
     SavedState,
+    TreeChange,
+    TreeMessage,
     TurnState,
 )
 from tui.app import PanechatApp
@@ -362,22 +365,22 @@ async def test_regenerate_with_a_fixed_seed_gives_the_same_reply_and_keeps_both(
         assert pane.config.sampling.seed == 7 and not pane.config.sampling.greedy
         await app.send_to(pane, "Write a short poem about tea.")
         await wait_for(pilot, finished(pane))
-        first, first_id = pane.last_reply, pane.branches.head
+        first, first_id = pane.last_reply, pane.chat_tree.head
         tokens_after_first = loop_of(app).session(pane.pane_id).conversation.token_count  # type: ignore[union-attr]
         pane.input.focus()
         await pilot.press("ctrl+r")
         await wait_for(pilot, finished(pane, 2))
         assert pane.last_reply == first  # same seed, same point: same reply
         assert loop_of(app).session(pane.pane_id).conversation.token_count == tokens_after_first  # type: ignore[union-attr]
-        second_id = pane.branches.head
+        second_id = pane.chat_tree.head
         assert second_id != first_id and len(replies(pane)) == 1  # one shown, two versions
-        assert pane.branches.siblings(second_id or 0).count == 2
+        assert pane.chat_tree.siblings(second_id or 0).count == 2
         assert "2/2" in str(pane.query(".-assistant").last().border_title)
         await pilot.press("alt+left")
-        assert pane.branches.head == first_id
+        assert pane.chat_tree.head == first_id
         assert "1/2" in str(pane.query(".-assistant").last().border_title)
         await pilot.press("alt+right")
-        assert pane.branches.head == second_id
+        assert pane.chat_tree.head == second_id
 
 
 async def test_regenerate_without_a_reply_says_what_to_do(make_app: Factory) -> None:
@@ -424,7 +427,7 @@ async def test_editing_a_middle_message_keeps_the_old_branch_and_switches_back(
         await wait_for(pilot, finished(pane, 3))
         assert [t for r, t in pane.messages() if r == "user"] == ["Tell me about the sea."]
         assert [e.user for e in session.exchanges] == ["Tell me about the sea."]
-        assert len(pane.branches.leaves()) == 2
+        assert len(pane.chat_tree.leaves()) == 2
         assert "1/2" not in str(pane.query(".-user").first().border_title)
         assert "2/2" in str(pane.query(".-user").first().border_title)
 
@@ -469,7 +472,7 @@ async def test_the_branch_screen_jumps_to_a_branch_and_export_writes_them_all(
         await pilot.pause()
         pane = app.panes[0]
         await ask(pilot, app, pane, "Name a colour.")
-        first_reply = pane.branches.head
+        first_reply = pane.chat_tree.head
         pane.input.focus()
         await pilot.press("ctrl+r")
         await wait_for(pilot, finished(pane, 2))
@@ -484,7 +487,7 @@ async def test_the_branch_screen_jumps_to_a_branch_and_export_writes_them_all(
             stack.extend(node.children)
         tree.move_cursor(next(n for n in nodes if n.data == first_reply))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: pane.branches.head == first_reply)
+        await wait_for(pilot, lambda: pane.chat_tree.head == first_reply)
         assert not isinstance(app.screen, BranchScreen)
         app.action_export_branches()
         await pilot.pause()
@@ -503,7 +506,7 @@ async def test_the_token_view_branches_at_an_alternative_and_the_odds_are_saved(
         await pilot.pause()
         pane = app.panes[0]
         await ask(pilot, app, pane, "Name a colour.")
-        first = pane.branches[pane.branches.head or 0]
+        first = pane.chat_tree[pane.chat_tree.head or 0]
         assert first.tokens and all(0 < t.probability <= 1 for t in first.tokens)
         pane.input.focus()
         await pilot.press("alt+p")
@@ -516,8 +519,8 @@ async def test_the_token_view_branches_at_an_alternative_and_the_odds_are_saved(
         alternative = first.tokens[2].alternatives[0]
         await pilot.press("enter")
         await wait_for(pilot, finished(pane, 2))
-        second = pane.branches[pane.branches.head or 0]
-        assert second.parent == first.parent and pane.branches.siblings(second.id).count == 2
+        second = pane.chat_tree[pane.chat_tree.head or 0]
+        assert second.parent == first.parent and pane.chat_tree.siblings(second.id).count == 2
         assert [t.token for t in second.tokens[:3]] == [
             *(t.token for t in first.tokens[:2]),
             alternative.token,
@@ -542,7 +545,7 @@ async def test_a_reply_branched_at_a_token_shows_the_odds_it_was_chosen_from(
         await pilot.pause()
         pane = app.panes[0]
         await ask(pilot, app, pane, "Name a colour.")
-        first = pane.branches[pane.branches.head or 0]
+        first = pane.chat_tree[pane.chat_tree.head or 0]
         weighed = first.tokens[2]
         choices = {weighed.token, *(a.token for a in weighed.alternatives)}
 
@@ -559,7 +562,7 @@ async def test_a_reply_branched_at_a_token_shows_the_odds_it_was_chosen_from(
 
         await branch_at_third_token(lambda _: 1)  # the likeliest token the model did not choose
         await wait_for(pilot, finished(pane, 2))
-        second = pane.branches[pane.branches.head or 0]
+        second = pane.chat_tree[pane.chat_tree.head or 0]
         forced = second.tokens[2]
         assert forced.token == weighed.alternatives[0].token and forced.forced
         # The odds it was chosen from: the model's token now among the others.
@@ -577,9 +580,9 @@ async def test_a_reply_branched_at_a_token_shows_the_odds_it_was_chosen_from(
 
         await branch_at_third_token(model_choice_row)  # back to the model's own token
         await wait_for(pilot, finished(pane, 3))
-        third = pane.branches[pane.branches.head or 0]
+        third = pane.chat_tree[pane.chat_tree.head or 0]
         assert third.tokens[2].token == weighed.token and third.tokens[2].forced
-        assert pane.branches.siblings(third.id).count == 3
+        assert pane.chat_tree.siblings(third.id).count == 3
         session_id = app.session_id
     saved = SessionStore(tmp_path / "sessions.db").load(session_id or 0)[0]
     replies = [m for m in saved.chat_tree() if m.role.value == "assistant"]
@@ -597,8 +600,8 @@ async def test_a_click_anywhere_in_a_pane_makes_typing_land_in_its_input(
     app = make_app()
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()
-        assert "KV 0/0" not in str(app.status_bar.render())
-        assert "KV 0/2048" in str(app.status_bar.render())
+        status = str(app.status_bar.render())
+        assert "KV 0/0" not in status and "ready · KV " in status and "/2048" in status
         left, right = app.panes[:2]
         await ask(pilot, app, left, "Name a colour.")
         right.input.focus()
@@ -637,7 +640,7 @@ async def test_a_reply_from_a_model_since_renamed_shows_its_tokens_and_branches(
         await pilot.pause()
         pane = app.panes[0]
         await ask(pilot, app, pane, "Name a colour.")
-        first = pane.branches[pane.branches.head or 0]
+        first = pane.chat_tree[pane.chat_tree.head or 0]
         first.model = "gemma-before-a-rename"  # as a session saved under the old name reads
         pane.input.focus()
         await pilot.press("alt+p")
@@ -649,7 +652,7 @@ async def test_a_reply_from_a_model_since_renamed_shows_its_tokens_and_branches(
         screen.choices.highlighted = 1
         await pilot.press("enter")
         await wait_for(pilot, finished(pane, 2))
-        assert pane.branches.siblings(pane.branches.head or 0).count == 2
+        assert pane.chat_tree.siblings(pane.chat_tree.head or 0).count == 2
 
 
 async def test_panes_with_one_system_prompt_decode_it_once(
@@ -720,11 +723,16 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
         await pilot.pause()
         first = app.panes[0]
         await app.send_to(first, "Tell me about the ocean.")
-        # Written when sent: a crash now would lose only the reply being streamed.
+        # Written once the engine takes the turn (its first frame), before the reply ends: a
+        # crash then loses only the reply being streamed.
         assert app.store is not None
-        assert app.store.load(app.session_id or 0)[0].messages[:1] == [
-            ("user", "Tell me about the ocean.")
-        ]
+        store_now: SessionStore = app.store
+
+        def first_messages() -> list[tuple[str, str]]:
+            return store_now.load(app.session_id or 0)[0].messages[:1]
+
+        await wait_for(pilot, lambda: bool(first_messages()))
+        assert first_messages() == [("user", "Tell me about the ocean.")]
         await wait_for(pilot, finished(first))
         said = first.last_reply
         tokens = loop_of(app).session(first.pane_id).conversation.token_count  # type: ignore[union-attr]
@@ -954,8 +962,17 @@ async def test_quitting_saves_what_the_screen_had_not_shown_yet(
         pane = app.panes[0]
         await ask(pilot, app, pane, "Hello there.")
         # As the engine's thread would, right before the app stops handling messages:
-        late = ChatDelta(text="late", started=True, finished=StopReason.END_OF_GENERATION)
-        late.reply_text = "a late reply"
+        asked = pane.chat_tree.head
+        reply = TreeMessage(
+            99, asked, Role.ASSISTANT, "a late reply", [], "", StopReason.END_OF_GENERATION
+        )
+        late = ChatDelta(
+            message_id=99,
+            tree_changes=[TreeChange((reply,), 99)],
+            text="late",
+            started=True,
+            finished=StopReason.END_OF_GENERATION,
+        )
         if when == "buffered":
             app.receive(Frame({pane.pane_id: late}))
         else:  # the frame the engine emits while quitting waits for it (no message runs)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chat_trees import ChatTrees
 
-from core import ContextParams, StopReason
-from core.chat import Alternative, ChatDelta, ChatSnapshot, FrameStats, GroupCommand, TokenStat
+from core import ContextParams
+from core.chat import Alternative, ChatSnapshot, FrameStats, GroupCommand, ShowMessage, TokenStat
 from tui.app import PanechatApp
 from tui.config import load_config
 from tui.messages import FrameUpdate
@@ -60,20 +61,15 @@ async def script(pilot: Any) -> None:
     for pane in app.panes:
         pane.input.cursor_blink = False
     answers = ["The capital of France is **Paris**.", "Paris, on the Seine.", "Paris!", "Paris"]
+    chats = ChatTrees()
     for i, pane in enumerate(app.panes):
-        await app.send_to(pane, "What is the capital of France?")
-        text = answers[i % len(answers)]
+        question = "What is the capital of France?"
+        await app.send_to(pane, question)
+        delta = chats.answer(pane.pane_id, question, answers[i % len(answers)])
+        delta.tokens_per_second, delta.context_used = 50.0 + i, 40 + i
         app.post_message(
             FrameUpdate(
-                {
-                    pane.pane_id: ChatDelta(
-                        text=text,
-                        started=True,
-                        finished=StopReason.END_OF_GENERATION,
-                        tokens_per_second=50.0 + i,
-                        context_used=40 + i,
-                    )
-                },
+                {pane.pane_id: delta},
                 FrameStats(
                     frame=i + 1,
                     batch_tokens=len(app.panes),
@@ -96,7 +92,7 @@ def test_layout_snapshot(
     assert snap_compare(app, terminal_size=(120, 30), run_before=script)
 
 
-async def script_versions(pilot: Any) -> None:
+async def script_versions(pilot: Any) -> ChatTrees:
     """One pane: a reply with token odds, then a regenerated version of it."""
     app: PanechatApp = pilot.app
     pane = app.panes[0]
@@ -107,18 +103,13 @@ async def script_versions(pilot: Any) -> None:
         TokenStat(i, piece, p, (Alternative(100 + i, " red", (1 - p) / 2),))
         for i, (piece, p) in enumerate(words)
     ]
-    for text, started_as_new in (("Blue is a colour.", False), ("Red.", True)):
-        delta = ChatDelta(
-            text=text,
-            started=True,
-            replaces_last=started_as_new,
-            finished=StopReason.END_OF_GENERATION,
-            reply_text=text,
-            tokens=tokens if not started_as_new else tokens[:1],
-        )
+    chats = ChatTrees()
+    for question, text in (("Name a colour.", "Blue is a colour."), ("", "Red.")):
+        delta = chats.answer(pane.pane_id, question, text, tokens if question else tokens[:1])
         app.post_message(FrameUpdate({pane.pane_id: delta}, FrameStats(frame=1)))
         await pilot.pause()
     await pilot.pause(0.2)
+    return chats
 
 
 async def branch_tree(pilot: Any) -> None:
@@ -128,8 +119,15 @@ async def branch_tree(pilot: Any) -> None:
 
 
 async def token_view(pilot: Any) -> None:
-    await script_versions(pilot)
+    chats = await script_versions(pilot)
+    app: PanechatApp = pilot.app
+    pane = app.panes[0]
     await pilot.press("alt+left")  # the first version: its five tokens
+    await pilot.pause()
+    asked = app.source.commands[-1]  # type: ignore[attr-defined]
+    assert isinstance(asked, ShowMessage)  # the engine shows it: this frame says so
+    shown = chats.show(pane.pane_id, asked.message_id)
+    app.post_message(FrameUpdate({pane.pane_id: shown}, FrameStats(frame=2)))
     await pilot.pause()
     await pilot.press("alt+p", "right", "right", "right")  # " colour", the least likely
     await pilot.pause(0.2)

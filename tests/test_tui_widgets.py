@@ -10,12 +10,13 @@ import time
 from dataclasses import replace
 
 import pytest
+from chat_trees import ChatTrees
 from test_tui_snapshots import ScriptedSource
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
-from core import ContextParams, SamplingParams, StopReason
+from core import ContextParams, SamplingParams
 from core.chat import ChatConfig, ChatDelta, FrameStats
 from tui.app import PanechatApp
 from tui.bindings import APP_BINDINGS
@@ -93,16 +94,17 @@ async def test_title_figures_refresh_at_most_once_an_interval_while_streaming() 
     async with app.run_test() as pilot:
         pane = app.query_one(QuickPane)
         title = pane.title_bar
-        await pane.apply(ChatDelta(text="Hi", started=True, generating=True, tokens_per_second=9))
+        chats = ChatTrees()
+        await pane.apply(
+            replace(chats.turn("p", "Hello", "Hi"), generating=True, tokens_per_second=9)
+        )
         assert title.generating and title.tokens_per_second == 9  # a start shows at once
-        await pane.apply(ChatDelta(text=" there", generating=True, tokens_per_second=20))
+        await pane.apply(replace(chats.stream("p", " there"), tokens_per_second=20))
         assert title.tokens_per_second == 9  # within the interval: not redrawn
         await asyncio.sleep(QuickPane.TITLE_INTERVAL)
-        await pane.apply(ChatDelta(text=".", generating=True, tokens_per_second=21))
+        await pane.apply(replace(chats.stream("p", "."), tokens_per_second=21))
         assert title.tokens_per_second == 21
-        await pane.apply(
-            ChatDelta(finished=StopReason.END_OF_GENERATION, tokens_per_second=22, context_used=40)
-        )
+        await pane.apply(replace(chats.end("p"), tokens_per_second=22, context_used=40))
         assert not title.generating and title.tokens_per_second == 22  # an end shows at once
         assert title.context_used == 40
         await pilot.pause()
@@ -132,45 +134,47 @@ async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
 
     app = PanechatApp(four_pane_config(), ScriptedSource(), persist_theme=False)
     async with app.run_test(size=(120, 30)) as pilot:
-        for p in app.panes:
-            await p.add_user_message("Tell me a story")
+        chats = ChatTrees()
         for n in range(80):  # enough to scroll every pane, with paragraph breaks
             text = f" w{n}" + ("\n\n" if n % 23 == 22 else "")
-            deltas = {
-                p.pane_id: ChatDelta(text=text, started=n == 0, generating=True) for p in app.panes
-            }
+            deltas = {p.pane_id: streamed(chats, p.pane_id, text, n == 0) for p in app.panes}
             app.post_message(FrameUpdate(deltas, FrameStats(frame=n, generating=4)))
             await pilot.pause(0.01)
         await pilot.pause(0.5)
-        streamed = screen_text(app)
-        assert "w79" in streamed and "w78" in streamed
+        shown = screen_text(app)
+        assert "w79" in shown and "w78" in shown
         for p in app.panes:
             for message in p.transcript.children:
                 message.refresh(layout=True)
         app.screen.refresh(layout=True)
         await pilot.pause(0.5)
-        assert screen_text(app) == streamed
+        assert screen_text(app) == shown
 
 
 async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interval() -> None:
     app = PanechatApp(four_pane_config(), ScriptedSource(), persist_theme=False)
     async with app.run_test(size=(120, 30)) as pilot:
         panes = app.panes
+        chats = ChatTrees()
 
-        def frame(n: int, streaming: int, **delta: object) -> FrameUpdate:
-            deltas = {p.pane_id: ChatDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
+        def frame(
+            n: int, streaming: int, *, started: bool = False, ended: bool = False
+        ) -> FrameUpdate:
+            deltas = {
+                p.pane_id: streamed(chats, p.pane_id, f" w{n}", started, ended) for p in panes
+            }
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
-        app.post_message(frame(0, 8, started=True, generating=True))
+        app.post_message(frame(0, 8, started=True))
         while (
             not app.frame_buffer.last_update
         ):  # the first frame after a quiet spell is shown at once
             await pilot.pause(0.01)
-        app.post_message(frame(1, 8, generating=True))  # with 8 streaming: in 1/4 s
+        app.post_message(frame(1, 8))  # with 8 streaming: in 1/4 s
         await pilot.pause()
         due = app.frame_buffer.due_at
         assert due is not None and due > time.monotonic()
-        last = frame(2, 0, finished=StopReason.END_OF_GENERATION)
+        last = frame(2, 0, ended=True)
         app.post_message(last)
         while app.frames_seen[-1] is not last:
             await asyncio.sleep(0.001)
@@ -192,19 +196,35 @@ async def test_screen_updates_follow_the_configured_interval(
     app = PanechatApp(config, ScriptedSource(), persist_theme=False)
     async with app.run_test(size=(120, 30)) as pilot:
         panes = app.panes
+        chats = ChatTrees()
 
-        def frame(n: int, **delta: object) -> FrameUpdate:
-            deltas = {p.pane_id: ChatDelta(text=f" w{n}", **delta) for p in panes}  # type: ignore[arg-type]
+        def frame(n: int, *, started: bool = False) -> FrameUpdate:
+            deltas = {p.pane_id: streamed(chats, p.pane_id, f" w{n}", started) for p in panes}
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
-        app.post_message(frame(0, started=True, generating=True))
+        app.post_message(frame(0, started=True))
         while not app.frame_buffer.last_update:
             await pilot.pause(0.01)
-        app.post_message(frame(1, generating=True))
+        app.post_message(frame(1))
         while app.frame_buffer.due_at is None:
             await pilot.pause(0.01)
         assert app.frame_buffer.due_at - app.frame_buffer.last_update == pytest.approx(expected)
         assert app.frame_buffer.interval(1) == pytest.approx(interval / 8)  # one streaming pane
+
+
+def streamed(
+    chats: ChatTrees, pane_id: str, text: str, started: bool = False, ended: bool = False
+) -> ChatDelta:
+    """One frame of a reply streaming into a pane: its first (a turn taken), its next, or
+    its last, as the engine's frames carry them."""
+    if started:
+        delta = chats.turn(pane_id, "Tell me a story", text)
+    elif ended:
+        return chats.end(pane_id, text=text)
+    else:
+        delta = chats.stream(pane_id, text)
+    delta.generating = True
+    return delta
 
 
 def bottom_lines(app: PanechatApp) -> tuple[str, str]:

@@ -23,12 +23,13 @@ from textual.timer import Timer
 from textual.widgets import TextArea
 
 from core.chat import (
+    BranchAtToken,
     ChatConfig,
     ChatSnapshot,
+    ChatTree,
     ClearChat,
     CloseChat,
-    ContinueReply,
-    EditTurn,
+    EditMessage,
     EngineEvent,
     ForkChat,
     Frame,
@@ -40,8 +41,9 @@ from core.chat import (
     OpenChat,
     Regenerate,
     Restore,
+    Role,
     SendTurn,
-    ShowBranch,
+    ShowMessage,
     StopChat,
     SwitchModel,
 )
@@ -73,7 +75,7 @@ from tui.screens.compare_screen import CompareScreen
 from tui.screens.help_screen import HelpScreen
 from tui.screens.search_screen import SearchScreen
 from tui.screens.sessions_screen import SessionsScreen
-from tui.screens.token_screen import BranchAtToken, TokenScreen
+from tui.screens.token_screen import TokenChoice, TokenScreen
 from tui.session_recorder import NullRecorder, Recorder, SessionRecorder
 from tui.session_search import SearchHit
 from tui.session_store import SavedPane, SessionStore
@@ -273,16 +275,19 @@ class PanechatApp(App[OpenSession | None]):
             return None
         row = self.pane_row
         if saved is not None:
+            tree = saved.chat_tree()
             pane = await row.open(
-                pane_config, branched_from=saved.branched_from, model=self._model_of(pane_config)
+                pane_config,
+                tree=tree,
+                branched_from=saved.branched_from,
+                model=self._model_of(pane_config),
             )
             self.recorder.pane_restored(pane.pane_id, saved)
-            await pane.load_tree(saved.chat_tree())
             if saved.state_damaged:
                 notice = Notice(NoticeKind.STATE_NOT_USED, "its record is damaged")
                 await pane.add_notice(f"⚠ {notice_text(notice, self.keys)}")
             self.source.submit(
-                OpenChat(pane.pane_id, pane_config, Restore(saved.messages, saved.state))
+                OpenChat(pane.pane_id, pane_config, Restore(saved.messages, saved.state, tree))
             )
             return pane
         if fork_of is None:
@@ -290,20 +295,18 @@ class PanechatApp(App[OpenSession | None]):
             self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
             self.source.submit(OpenChat(pane.pane_id, pane_config))
             return pane
-        messages = fork_of.messages()
-        turns = sum(1 for role, _ in messages if role == "user")
+        branch = fork_of.chat_tree.path()
+        turns = sum(1 for message in branch if message.role is Role.USER)
         origin = f"{fork_of.config.name} after {turns} turn{'s' * (turns != 1)}"
         pane_config = replace(pane_config, model=fork_of.config.model)  # a branch stays on it
         pane = await row.open(
             pane_config,
             after=fork_of,
-            messages=messages,
+            tree=ChatTree.along(branch),
             branched_from=origin,
             model=self._model_of(pane_config),
         )
         self.recorder.pane_opened(pane.pane_id, pane_config, pane.branched_from)
-        for node in pane.branches.path():
-            self.recorder.message(pane.pane_id, node)
         self.source.submit(ForkChat(fork_of.pane_id, pane.pane_id, pane_config))
         return pane
 
@@ -341,16 +344,8 @@ class PanechatApp(App[OpenSession | None]):
         if pane.editing is not None:
             await self._send_edit(pane, text)
             return
-        await self._show_user_turn(pane, text)
+        await pane.show_sent(text)
         self.source.submit(SendTurn(pane.pane_id, text))
-
-    async def _show_user_turn(self, pane: ChatPane, text: str) -> None:
-        """Show the user's message in the pane and save it (before the model sees it). The
-        pane counts as busy from now on: until the reply starts, no branch may move under
-        the queued turn."""
-        node = await pane.add_user_message(text)
-        pane.generating = True
-        self.recorder.message(pane.pane_id, node)
 
     async def _send_edit(self, pane: ChatPane, text: str) -> None:
         """A new version of a user message: the old one and the branch below it stay, as a
@@ -360,11 +355,8 @@ class PanechatApp(App[OpenSession | None]):
             pane.input.load_text(text)
             return
         assert pane.editing is not None
-        history = pane.history_before(pane.editing)
-        node = await pane.add_edited_message(text)
-        pane.generating = True
-        self.recorder.message(pane.pane_id, node)
-        self.source.submit(EditTurn(pane.pane_id, history, text))
+        self.source.submit(EditMessage(pane.pane_id, pane.editing, text))
+        pane.cancel_edit()  # the engine's frame shows the new branch
 
     def receive(self, event: EngineEvent) -> None:
         """The engine's callback, in the engine's thread: keep the frame until it is handled
@@ -424,8 +416,8 @@ class PanechatApp(App[OpenSession | None]):
                         label, size = self.model_label(model), self.config.context_size(model)
                         pane.answer_with(model, label, size)
                         self.recorder.pane_changed(pane_id, pane.config)
-                    started = await pane.apply(delta)
-                    self.recorder.frame(pane_id, delta, started)
+                    await pane.apply(delta)
+                    self.recorder.frame(pane_id, delta)
             if stats is not None and self.status_bar.is_attached:  # not once shutting down
                 self._show_stats()
         if self.status_bar.is_attached:
@@ -520,7 +512,7 @@ class PanechatApp(App[OpenSession | None]):
         pane.input.clear()
         panes = [p for p in self.panes if p.in_broadcast_set] or self.panes
         for target in panes:
-            await self._show_user_turn(target, text)
+            await target.show_sent(text)
         self.source.submit(*(SendTurn(target.pane_id, text) for target in panes))
 
     def action_toggle_maximize(self) -> None:
@@ -533,8 +525,7 @@ class PanechatApp(App[OpenSession | None]):
     async def action_clear_pane(self) -> None:
         pane = self.focused_pane()
         if pane is not None:
-            self.source.submit(ClearChat(pane.pane_id))
-            self.recorder.pane_cleared(pane.pane_id)
+            self.source.submit(ClearChat(pane.pane_id))  # its frame clears the saved chat
             self.frame_buffer.drop(pane.pane_id)
             await pane.clear_transcript()
 
@@ -603,7 +594,6 @@ class PanechatApp(App[OpenSession | None]):
 
     def action_regenerate(self) -> None:
         if (pane := self._idle_focused_pane("regenerating")) is not None:
-            pane.generating = True  # until the new version starts: no branch moves under it
             self.source.submit(Regenerate(pane.pane_id))
 
     def action_select_message(self, step: int) -> None:
@@ -625,7 +615,8 @@ class PanechatApp(App[OpenSession | None]):
         pane = self._idle_focused_pane("switching the branch")
         if pane is None:
             return
-        if not await pane.page(step):
+        sibling = pane.version(step)
+        if sibling is None:
             which = "of the selected message" if pane.selected is not None else "of the last reply"
             edit, regenerate = self.keys.key("message.edit"), self.keys.key("pane.regenerate")
             self.notify(
@@ -633,13 +624,13 @@ class PanechatApp(App[OpenSession | None]):
                 f"message, {regenerate} regenerates the last reply"
             )
             return
-        self._branch_shown(pane)
+        self.source.submit(ShowMessage(pane.pane_id, sibling))
 
-    def _branch_shown(self, pane: ChatPane) -> None:
-        """The pane shows another branch: the model reads it (what its KV shares with the
-        branch stays) and the session remembers it."""
-        self.source.submit(ShowBranch(pane.pane_id, pane.messages(reasoning=True)))
-        self.recorder.branch_shown(pane.pane_id, pane.branches.head)
+    def _show(self, pane: ChatPane, message_id: int) -> None:
+        """Select a message and scroll to it; on another branch, the engine shows that branch
+        (the model reads it: what its KV shares with it stays) and the pane draws it."""
+        if not pane.reveal(message_id):
+            self.source.submit(ShowMessage(pane.pane_id, message_id))
 
     def action_branches(self) -> None:
         """The focused pane's branches as a tree: choosing a message shows its branch. Again:
@@ -650,17 +641,16 @@ class PanechatApp(App[OpenSession | None]):
         pane = self._idle_focused_pane("switching the branch")
         if pane is None:
             return
-        if not len(pane.branches):
+        if not len(pane.chat_tree):
             self.notify("no messages in this pane yet")
             return
 
         async def chosen(message_id: int | None) -> None:
             if message_id is None or not self._still_idle(pane, "switching the branch"):
                 return
-            if await pane.show_message(message_id):
-                self._branch_shown(pane)
+            self._show(pane, message_id)
 
-        self.push_screen(BranchScreen(pane.config.name, pane.branches), chosen)
+        self.push_screen(BranchScreen(pane.config.name, pane.chat_tree), chosen)
 
     def action_tokens(self) -> None:
         """The selected reply (else the last) token by token, shaded by probability: choose
@@ -680,17 +670,11 @@ class PanechatApp(App[OpenSession | None]):
             )
             return
 
-        async def chosen(choice: BranchAtToken | None) -> None:
+        def chosen(choice: TokenChoice | None) -> None:
             if choice is None or not self._still_idle(pane, "branching"):
                 return
-            history = await pane.branch_before(reply.id)
-            self.recorder.branch_shown(pane.pane_id, pane.branches.head)
-            pane.generating = True
-            self.source.submit(
-                ContinueReply.at_token(
-                    pane.pane_id, history, reply.tokens, choice.index, choice.alternative
-                )
-            )
+            token = choice.alternative.token
+            self.source.submit(BranchAtToken(pane.pane_id, reply.id, choice.index, token))
 
         # A reply another model wrote is shown as that model weighed it; branching there is
         # checked against the pane's model, token by token, by the decode loop.
@@ -766,23 +750,16 @@ class PanechatApp(App[OpenSession | None]):
             if pane.generating:  # its branch cannot move now: show where it is
                 self.notify(f"found in {pane.config.name}, which is answering — look again after")
                 return
-            head = pane.branches.head
-            await pane.show_message(here[1])
-            if pane.branches.head != head:
-                self._branch_shown(pane)
+            self._show(pane, here[1])
 
         self.push_screen(SearchScreen(self.store), chosen)
 
     async def _reveal(self, pane: ChatPane | None, message_id: int) -> None:
         """Scroll the reopened session to the search hit it was opened for."""
-        if pane is None:
+        if pane is None or message_id not in pane.chat_tree:
             self.notify("the message searched for is not in the panes that reopened")
-            return
-        head = pane.branches.head
-        if not await pane.show_message(message_id):
-            self.notify("the message searched for is not in the panes that reopened")
-        elif pane.branches.head != head:  # another branch than the one saved: the model too
-            self._branch_shown(pane)
+        else:
+            self._show(pane, message_id)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.keys.help_rows()))

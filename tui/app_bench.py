@@ -195,7 +195,7 @@ async def measure_app(
             started = time.perf_counter()
             ui_started = time.thread_time()
             for pane, prompt in zip(panes, prompts, strict=True):  # a broadcast, but each
-                await pane.add_user_message(prompt)  # pane gets its own prompt
+                await pane.show_sent(prompt)  # pane gets its own prompt
             source.submit(*(SendTurn(p.pane_id, t) for p, t in zip(panes, prompts, strict=True)))
             presses = 0
             while not all(p.finished_replies >= 1 and not p.generating for p in panes):

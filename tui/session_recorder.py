@@ -1,6 +1,7 @@
-"""What the app saves as chats happen, written from what the engine's frames say (a finished
-reply's text comes in its frame, never from a widget). :class:`NullRecorder` stands in when
-nothing is saved, so the app never asks whether a store exists."""
+"""What the app saves as chats happen, written from the engine's frames: each frame's tree
+changes (a message added, a reply's checkpoint or its end, the branch shown), never from a
+widget. :class:`NullRecorder` stands in when nothing is saved, so the app never asks whether a
+store exists."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from core import PanechatError
-from core.chat import ChatConfig, ChatDelta, ChatSnapshot, TokenStat, TreeMessage
+from core import PanechatError, StopReason
+from core.chat import ChatConfig, ChatDelta, ChatSnapshot, Role, TreeChange, TreeMessage
 from core.chat.token_stats import ReplyOdds
-from core.reasoning import ReasoningMarkers
 from tui.session_store import SavedPane, SessionStore
+
+#: How often a streaming reply's text is written: a crash (``kill -9``, power loss) loses at
+#: most this much of it.
+CHECKPOINT_INTERVAL = 1.0
 
 #: Saves a pane's KV cells to a path and returns its decode state (``ChatEngine.snapshot``).
 Snapshot = Callable[[str, Path | None], ChatSnapshot]
@@ -26,11 +29,8 @@ class Recorder(Protocol):
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None: ...
     def pane_restored(self, pane_id: str, saved: SavedPane) -> None: ...
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None: ...
-    def message(self, pane_id: str, message: TreeMessage) -> None: ...
-    def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None: ...
-    def branch_shown(self, pane_id: str, head: int | None) -> None: ...
+    def frame(self, pane_id: str, delta: ChatDelta) -> None: ...
     def message_at(self, row: int) -> tuple[str, int] | None: ...
-    def pane_cleared(self, pane_id: str) -> None: ...
     def pane_closed(self, pane_id: str) -> None: ...
     def save_states(self, snapshot: Snapshot) -> None: ...
 
@@ -47,20 +47,11 @@ class NullRecorder:
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
         pass
 
-    def message(self, pane_id: str, message: TreeMessage) -> None:
-        pass
-
-    def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None:
-        pass
-
-    def branch_shown(self, pane_id: str, head: int | None) -> None:
+    def frame(self, pane_id: str, delta: ChatDelta) -> None:
         pass
 
     def message_at(self, row: int) -> tuple[str, int] | None:
         return None
-
-    def pane_cleared(self, pane_id: str) -> None:
-        pass
 
     def pane_closed(self, pane_id: str) -> None:
         pass
@@ -69,28 +60,11 @@ class NullRecorder:
         pass
 
 
-#: How often a streaming reply is written: a crash (``kill -9``, power loss) loses at most
-#: this much of it.
-CHECKPOINT_INTERVAL = 1.0
-
-
-@dataclass(slots=True)
-class StreamingReply:
-    """A reply being written as it streams: its text so far, its row once written."""
-
-    parent: int | None  # the row of the message it answers
-    tree_id: int | None = None  # its id in the pane's tree (None: a frame no pane showed)
-    text: str = ""
-    tokens: list[TokenStat] = field(default_factory=list)  # its tokens' odds so far
-    reasoning: str = ""  # a reasoning model's thoughts so far
-    message_id: int | None = None
-    written_at: float = 0.0
-
-
 class SessionRecorder:
-    """Writes one session: each pane's row, its messages as they happen, and on quit its
-    decode state. User turns are written when sent (before the model sees them); a reply is
-    written as it streams, at most every :data:`CHECKPOINT_INTERVAL`, and whole when it ends.
+    """Writes one session: each pane's row, its messages as the engine's tree changes, and on
+    quit its decode state. A user turn is written when the engine puts it in the chat's tree;
+    a reply when it starts, then its text so far at most every :data:`CHECKPOINT_INTERVAL`,
+    and whole, with its odds, when it ends (or as far as it came, when cut short).
 
     A write that fails (a full disk, a folder that cannot be written, a damaged database)
     never stops the chat: the text stays on screen, ``on_error`` is told once, and later
@@ -107,15 +81,17 @@ class SessionRecorder:
         self.session_id = session_id
         self.on_error = on_error
         self.clock = clock
-        self._streaming: dict[str, StreamingReply] = {}  # pane id -> its reply in flight
         self.failing = False  # the last write failed (and the user was told)
         self._rows: dict[str, int] = {}  # pane id -> its row in the store
         self._unwritten: dict[str, tuple[ChatConfig, str]] = {}  # panes whose row failed
         self._lost: set[str] = set()  # panes that missed a write: their KV is not saved
         self._message_rows: dict[str, dict[int, int]] = {}  # pane -> its tree's ids -> rows
+        self._written: dict[int, tuple[str, StopReason | None]] = {}  # row -> as written
+        self._parents: dict[int, int | None] = {}  # row -> the row it follows
         self._head_rows: dict[str, int | None] = {}  # pane -> the last row of its branch
-        self._row_parents: dict[int, int | None] = {}  # row -> the row it follows
         self._models: dict[str, str] = {}  # pane -> the model it answers with ("" default)
+        self._checkpoint_at: dict[int, float] = {}  # row of a reply streaming -> last write
+        self._unsaved: dict[str, tuple[int, str]] = {}  # pane -> its reply's row, newer text
 
     @contextmanager
     def _writing(self, pane_id: str | None = None) -> Iterator[None]:
@@ -154,7 +130,8 @@ class SessionRecorder:
         self._rows[pane_id] = saved.id
         self._models[pane_id] = saved.config.model
         self._message_rows[pane_id] = {m.id: m.id for m in saved.tree}
-        self._row_parents.update({m.id: m.parent for m in saved.tree})
+        self._written.update({m.id: (m.text, None) for m in saved.tree})  # stops not kept
+        self._parents.update({m.id: m.parent for m in saved.tree})
         self._head_rows[pane_id] = saved.head
 
     def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
@@ -164,17 +141,6 @@ class SessionRecorder:
         if row is not None:
             with self._writing(pane_id):
                 self.store.update_pane_config(row, config)
-
-    def message(self, pane_id: str, message: TreeMessage) -> None:
-        """A user turn (or a fork's copied message), after the message it follows."""
-        row = self._row(pane_id)
-        if row is None:
-            self._lost.add(pane_id)
-            return
-        parent = self._parent_row(pane_id, message.parent)
-        with self._writing(pane_id):
-            written = self.store.add_message(row, message.role.value, message.text, parent)
-            self._wrote(pane_id, message.id, written, parent)
 
     def _parent_row(self, pane_id: str, parent: int | None) -> int | None:
         """The row of the message ``parent`` (None: the pane's first). A parent never written
@@ -188,12 +154,6 @@ class SessionRecorder:
             return self._head_rows.get(pane_id)
         return row
 
-    def _wrote(self, pane_id: str, message_id: int | None, row: int, parent: int | None) -> None:
-        if message_id is not None:
-            self._message_rows.setdefault(pane_id, {})[message_id] = row
-        self._head_rows[pane_id] = row
-        self._row_parents[row] = parent
-
     def message_at(self, row: int) -> tuple[str, int] | None:
         """The pane and the tree id of the stored message ``row``, when a pane of this run
         holds it (a search hit in the session that is open)."""
@@ -203,90 +163,85 @@ class SessionRecorder:
                     return pane_id, message_id
         return None
 
-    def branch_shown(self, pane_id: str, head: int | None) -> None:
-        """The pane shows another branch, the one that ends at message ``head``."""
-        pane_row = self._row(pane_id)
-        row = self._message_rows.get(pane_id, {}).get(head) if head is not None else None
-        if pane_row is None or (head is not None and row is None):
-            self._lost.add(pane_id)
-            return
-        with self._writing(pane_id):
-            self.store.set_head(pane_row, row)
-            self._head_rows[pane_id] = row
+    def frame(self, pane_id: str, delta: ChatDelta) -> None:
+        """What a frame changed in the pane's chat; a reply that ended without its final
+        message (its model's process died) is kept as far as it came."""
+        for change in delta.tree_changes:
+            self._follow(pane_id, change)
+        if delta.finished is not None:
+            self._save_unsaved(pane_id)
 
-    def frame(self, pane_id: str, delta: ChatDelta, reply: TreeMessage | None = None) -> None:
-        """What a frame says: a reply that started (``reply``, the pane's message for it: a
-        regeneration is a sibling of the last one), streams (checkpointed), or finished."""
+    def _save_unsaved(self, pane_id: str) -> None:
+        unsaved = self._unsaved.pop(pane_id, None)
+        if unsaved is not None:
+            row, text = unsaved
+            with self._writing(pane_id):
+                self.store.update_message(row, text)
+                self._written[row] = (text, None)
+
+    def _follow(self, pane_id: str, change: TreeChange) -> None:
+        """Write a tree change: the messages new or changed since written, then the branch
+        shown. A whole new tree (a clear) that lacks messages written replaces them."""
         row = self._row(pane_id)
         if row is None:
             self._lost.add(pane_id)
             return
-        if delta.started:
-            self._start_reply(pane_id, row, delta, reply)
-        streaming = self._streaming.get(pane_id)
-        if streaming is not None and delta.finished is None:
-            streaming.text += delta.text
-            streaming.reasoning += delta.reasoning
-            streaming.tokens += delta.tokens
-            so_far = ReasoningMarkers().join(streaming.reasoning, streaming.text)
-            if self.clock() - streaming.written_at >= CHECKPOINT_INTERVAL and so_far:
-                self._write_reply(pane_id, row, streaming, so_far)
-        if delta.finished is not None:
-            if streaming is not None:
-                tokens = [*streaming.tokens, *delta.tokens]
-                streaming.tokens = tokens[: len(tokens) - delta.tokens_dropped]
-            self._reply_ended(pane_id, row, delta.reply_text)
-
-    def _start_reply(
-        self, pane_id: str, row: int, delta: ChatDelta, reply: TreeMessage | None
-    ) -> None:
-        """Write the reply's row at once (empty), after the message it answers: a turn sent
-        while it streams then follows it. Without ``reply`` (a frame the screen never showed,
-        saved at quit) it follows the branch's last row, or, regenerated, takes its place."""
-        if reply is not None:
-            parent = self._parent_row(pane_id, reply.parent)
-        else:
-            parent = self._head_rows.get(pane_id)
-            if delta.replaces_last and parent is not None:
-                parent = self._row_parents.get(parent)
-        tree_id = reply.id if reply else None
-        streaming = StreamingReply(parent, tree_id, written_at=self.clock())
-        self._streaming[pane_id] = streaming
-        with self._writing():  # a failure here is covered by the final write
-            streaming.message_id = self.store.add_message(row, "assistant", "", parent)
-            self._wrote(pane_id, tree_id, streaming.message_id, parent)
-
-    def _write_reply(
-        self, pane_id: str, row: int, reply: StreamingReply, text: str, *, final: bool = False
-    ) -> None:
-        """A checkpoint, or (``final``) the whole reply with its tokens' odds: only a final
-        write that fails loses anything (a failed checkpoint is covered by the final one)."""
-        reply.written_at = self.clock()
-        with self._writing(pane_id if final else None):
-            odds = ReplyOdds(self._models.get(pane_id, ""), tuple(reply.tokens))
-            if reply.message_id is None:  # its row could not be written when it started
-                reply.message_id = self.store.add_message(row, "assistant", text, reply.parent)
-                self._wrote(pane_id, reply.tree_id, reply.message_id, reply.parent)
-            self.store.update_message(reply.message_id, text, odds.to_json() if final else None)
-
-    def _reply_ended(self, pane_id: str, row: int, text: str | None) -> None:
-        """Save a finished reply whole (None: cancelled by a clear, nothing to keep)."""
-        reply = self._streaming.pop(pane_id, None) or StreamingReply(self._head_rows.get(pane_id))
-        if text is not None:
-            self._write_reply(pane_id, row, reply, text, final=True)
-
-    def pane_cleared(self, pane_id: str) -> None:
-        self._streaming.pop(pane_id, None)  # its late frames write nothing
-        row = self._row(pane_id)
-        if row is not None:
+        rows = self._message_rows.setdefault(pane_id, {})
+        if change.reset and not rows.keys() <= {m.id for m in change.messages}:
             with self._writing(pane_id):
                 self.store.clear_pane(row)
                 self._lost.discard(pane_id)  # nothing left to be missing
-                self._message_rows.pop(pane_id, None)
-                self._head_rows.pop(pane_id, None)
+                rows.clear()
+                self._head_rows[pane_id] = None
+        for message in change.messages:
+            self._write(pane_id, row, rows, message)
+        head = rows.get(change.head) if change.head is not None else None
+        if change.head is not None and head is None:
+            self._lost.add(pane_id)  # its last message was never written
+        elif head != self._head_rows.get(pane_id):
+            with self._writing(pane_id):
+                self.store.set_head(row, head)
+                self._head_rows[pane_id] = head
+
+    def _write(self, pane_id: str, row: int, rows: dict[int, int], message: TreeMessage) -> None:
+        """One message, added or updated where it differs from what was written. Only a write
+        that would be final can lose anything: a failed checkpoint is covered by the end."""
+        # A reply streaming comes without its tokens; one ended (or copied) with them.
+        final = message.role is Role.USER or message.stop is not None or bool(message.tokens)
+        written = rows.get(message.id)
+        wanted = rows.get(message.parent) if message.parent is not None else None
+        if written is not None and self._parents.get(written) != wanted:
+            parent = self._parent_row(pane_id, message.parent)
+            with self._writing(pane_id):
+                self.store.set_parent(written, parent)
+                self._parents[written] = parent
+        if written is not None and self._written.get(written) == (message.text, message.stop):
+            return
+        if not final and written is not None:  # a reply streaming: a checkpoint is due?
+            if self.clock() - self._checkpoint_at.get(written, 0.0) < CHECKPOINT_INTERVAL:
+                self._unsaved[pane_id] = (written, message.text)
+                return
+            self._checkpoint_at[written] = self.clock()
+        unsaved = self._unsaved.get(pane_id)
+        if unsaved is not None and unsaved[0] == written:
+            del self._unsaved[pane_id]  # this write has it
+        with self._writing(pane_id if final else None):
+            if written is None:
+                parent = self._parent_row(pane_id, message.parent)
+                written = self.store.add_message(row, message.role.value, message.text, parent)
+                rows[message.id], self._head_rows[pane_id] = written, written
+                self._parents[written] = parent
+                self._written[written] = (message.text, None)
+                self._checkpoint_at[written] = self.clock()
+            if final and message.role is Role.ASSISTANT:
+                model = message.model if message.model is not None else self._models[pane_id]
+                odds = ReplyOdds(model, tuple(message.tokens)).to_json()
+                self.store.update_message(written, message.text, odds)
+            elif self._written[written][0] != message.text:
+                self.store.update_message(written, message.text)
+            self._written[written] = (message.text, message.stop)
 
     def pane_closed(self, pane_id: str) -> None:
-        self._streaming.pop(pane_id, None)
         self._unwritten.pop(pane_id, None)
         row = self._rows.pop(pane_id, None)
         if row is not None:
@@ -307,8 +262,9 @@ class SessionRecorder:
                 saved = snapshot(pane_id, path)
             except PanechatError:  # the engine did not stop: keep the transcript only
                 saved = ChatSnapshot(None)
-            if saved.cut_reply is not None:
-                self._reply_ended(pane_id, row, saved.cut_reply)
+            if saved.tree_change is not None:  # a reply cut short by quitting
+                self._follow(pane_id, saved.tree_change)
+            self._save_unsaved(pane_id)
             # A transcript that missed a write would not match the cells: read it again.
             state = None if pane_id in self._lost else saved.state
             with self._writing():

@@ -372,6 +372,11 @@ class SessionStore:
                 (text, tokens, message_id),
             )
 
+    def set_parent(self, message_id: int, parent: int | None) -> None:
+        """A message now follows another one (a queued turn, once the reply before it began)."""
+        with self._db:
+            self._db.execute("UPDATE messages SET parent_id = ? WHERE id = ?", (parent, message_id))
+
     def set_head(self, pane_id: int, message_id: int | None) -> None:
         """The pane shows another branch: the one that ends at ``message_id``."""
         with self._db:

@@ -7,7 +7,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from core.chat.commands import EditTurn, ForkChat, OpenChat, SendTurn, ShowBranch
+from core.chat.commands import (
+    EditMessage,
+    ForkChat,
+    OpenChat,
+    Restore,
+    SendTurn,
+    ShowMessage,
+)
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
 from core.executor import BatchedExecutor
@@ -71,16 +78,19 @@ def measure_branch_switch(
             _settle(engine)
         session = engine.session("c")
         assert session is not None
-        first = [m for e in session.exchanges for m in (("user", e.user), ("assistant", e.reply))]
+        tree = engine.tree("c")
+        assert tree is not None
+        first = tree.messages()
+        edited = tree.path()[2 * edited_turn]  # a user message: its turn is edited
         shared = session.state().turn_starts[edited_turn]
-        engine.submit(EditTurn("c", first[: 2 * edited_turn], "And the valleys?"))
+        engine.submit(EditMessage("c", edited.id, "And the valleys?"))
         _settle(engine)
         engine.submit(SendTurn("c", "And the hills?"))
         _settle(engine)
 
         before = executor.stats.tokens_decoded
         started = time.perf_counter()
-        engine.submit(ShowBranch("c", first))
+        engine.submit(ShowMessage("c", edited.id))  # back to the first branch
         _settle(engine)
         switch_seconds = time.perf_counter() - started
         decoded = executor.stats.tokens_decoded - before
@@ -90,10 +100,8 @@ def measure_branch_switch(
         engine.submit(ForkChat("c", "kept", config))
         _settle(engine)
         fork_seconds = time.perf_counter() - started
-        engine.submit(OpenChat("fresh", config))
-        _settle(engine)
-        started = time.perf_counter()
-        engine.submit(ShowBranch("fresh", first))
+        started = time.perf_counter()  # a new chat on the branch (its system prompt shared)
+        engine.submit(OpenChat("fresh", config, Restore(first)))  # reads it whole
         _settle(engine)
         full_read_seconds = time.perf_counter() - started
         return BranchSwitch(

@@ -13,15 +13,12 @@ from core.chat.commands import (
     ClearChat,
     CloseChat,
     Command,
-    ContinueReply,
     EditMessage,
-    EditTurn,
     ForkChat,
     OpenChat,
     Regenerate,
     Restore,
     SendTurn,
-    ShowBranch,
     ShowMessage,
     Shutdown,
     StopChat,
@@ -37,7 +34,7 @@ from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
 from core.chat.state import ChatSnapshot, Exchange, SavedState, TurnState
 from core.chat.token_stats import Alternative, TokenStat
-from core.chat.tree import ChatTree, Role, Siblings, TreeMessage
+from core.chat.tree import ChatTree, Role, Siblings, TreeChange, TreeMessage
 
 __all__ = [
     "DEFAULT",
@@ -55,9 +52,7 @@ __all__ = [
     "ClearChat",
     "CloseChat",
     "Command",
-    "ContinueReply",
     "EditMessage",
-    "EditTurn",
     "EngineEvent",
     "EngineFailure",
     "EngineProcess",
@@ -77,13 +72,13 @@ __all__ = [
     "Role",
     "SavedState",
     "SendTurn",
-    "ShowBranch",
     "ShowMessage",
     "Shutdown",
     "Siblings",
     "StopChat",
     "SwitchModel",
     "TokenStat",
+    "TreeChange",
     "TreeMessage",
     "TurnState",
 ]

@@ -3,12 +3,10 @@ the start of its next frame (several submitted together apply in the same frame)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.chat.config import ChatConfig
 from core.chat.state import SavedState
-from core.chat.token_stats import Alternative, TokenStat
 from core.chat.tree import ChatTree
 
 
@@ -67,50 +65,6 @@ class Regenerate:
 
 
 @dataclass(frozen=True, slots=True)
-class EditTurn:
-    """Send ``text`` as a new version of a user turn: the chat goes on from ``history`` (the
-    messages before that turn, as (role, text)), and the KV keeps what it shares with it."""
-
-    chat_id: str
-    history: list[tuple[str, str]]
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ContinueReply:
-    """A new version of the reply to ``history``'s last user turn that begins with
-    ``prefix`` (a reply's first tokens, the last of them one the model nearly chose) and goes
-    on from there."""
-
-    chat_id: str
-    history: list[tuple[str, str]]
-    prefix: list[TokenStat]
-
-    @classmethod
-    def at_token(
-        cls,
-        chat_id: str,
-        history: list[tuple[str, str]],
-        tokens: Sequence[TokenStat],
-        index: int,
-        alternative: Alternative,
-    ) -> ContinueReply:
-        """A new version of the reply whose tokens are ``tokens``: the first ``index`` kept,
-        then ``alternative`` in place of the token there, with that token's odds (see
-        :meth:`TokenStat.replaced_by`)."""
-        return cls(chat_id, history, [*tokens[:index], tokens[index].replaced_by(alternative)])
-
-
-@dataclass(frozen=True, slots=True)
-class ShowBranch:
-    """The chat goes on from another branch of itself: ``history`` is that branch's messages;
-    the KV keeps what it shares with them and decodes the rest."""
-
-    chat_id: str
-    history: list[tuple[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
 class EditMessage:
     """A new version of user message ``message_id``: a sibling of it, answered in turn, the
     branch below the old version kept (the frame names the new message's id)."""
@@ -162,9 +116,6 @@ Command = (
     | ClearChat
     | ForkChat
     | Regenerate
-    | EditTurn
-    | ContinueReply
-    | ShowBranch
     | EditMessage
     | ShowMessage
     | BranchAtToken

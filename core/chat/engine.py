@@ -31,15 +31,12 @@ from core.chat.commands import (
     ClearChat,
     CloseChat,
     Command,
-    ContinueReply,
     EditMessage,
-    EditTurn,
     ForkChat,
     OpenChat,
     Regenerate,
     Restore,
     SendTurn,
-    ShowBranch,
     ShowMessage,
     Shutdown,
     StopChat,
@@ -78,16 +75,13 @@ class _ReadTree:
 #: Commands a pane waits on an answer for (it shows itself busy until a frame comes).
 _ANSWERED = (
     SendTurn,
-    EditTurn,
-    ShowBranch,
-    ContinueReply,
     Regenerate,
     EditMessage,
     ShowMessage,
     BranchAtToken,
 )
 #: Commands that move the chat to another branch: applied once no reply is in flight.
-_BRANCHING = (EditTurn, ShowBranch, ContinueReply, EditMessage, ShowMessage, BranchAtToken)
+_BRANCHING = (EditMessage, ShowMessage, BranchAtToken)
 
 
 class ChatEngine:
@@ -111,7 +105,7 @@ class ChatEngine:
         self._sessions: dict[str, ChatSession] = {}
         self._waiting_forks: list[ForkChat] = []
         self._waiting_opens: dict[str, OpenChat] = {}  # chats waiting for a shared prefix
-        self._early_turns: dict[str, list[QueuedTurn]] = {}  # turns sent to them meanwhile
+        self._early_turns: dict[str, list[str]] = {}  # turns sent to them meanwhile
         self._deferred: list[Command] = []  # applied at the start of the next frame
         self._taken: dict[str, TakenOut | None] = {}  # TakeOutChat's results, for taken_out()
         self._prefixes = SharedPrefixes(executor)
@@ -220,20 +214,19 @@ class ChatEngine:
         session = self._sessions.get(chat_id)
         if session is None:
             return ChatSnapshot(None)
-        cut_reply = None
         if session.reply is not None:
             session.end_reply(StopReason.CANCELLED)
-            cut_reply = session.thinking.record()
+        change = session.tree.take_change()
         conv = session.conversation
         if path is None or conv.requires_inference or session.turns:
             # A prompt not decoded, or turns the model has not seen: the transcript holds
             # more than the cells, so the chat is read again on resume.
-            return ChatSnapshot(None, cut_reply)
+            return ChatSnapshot(None, change)
         try:
             conv.save(path)
         except (PanechatError, OSError):
-            return ChatSnapshot(None, cut_reply)
-        return ChatSnapshot(SavedState(session.state(), str(path), conv.token_count), cut_reply)
+            return ChatSnapshot(None, change)
+        return ChatSnapshot(SavedState(session.state(), str(path), conv.token_count), change)
 
     def tree(self, chat_id: str, timeout: float = 10.0) -> ChatTree | None:
         """A copy of a chat's tree (every message, every branch, which one is shown; a reply
@@ -255,10 +248,8 @@ class ChatEngine:
         session = self._sessions.get(chat_id)
         if session is None:
             return None
-        tree = session.tree.copy()
-        if session.reply_message is not None:
-            tree.set_text(session.reply_message, session.thinking.record())
-        return tree
+        session.show_reply_so_far()
+        return session.tree.copy()
 
     @property
     def thread_id(self) -> int | None:
@@ -349,7 +340,7 @@ class ChatEngine:
         stop or a clear drops them, as it drops an open chat's queued turns."""
         match command:
             case SendTurn(chat_id=chat_id, text=text):
-                self._early_turns.setdefault(chat_id, []).append(QueuedTurn(text))
+                self._early_turns.setdefault(chat_id, []).append(text)
             case StopChat(chat_id=chat_id) | ClearChat(chat_id=chat_id):
                 self._early_turns.pop(chat_id, None)
             case CloseChat(chat_id=chat_id):
@@ -366,7 +357,7 @@ class ChatEngine:
     def _apply_to(self, session: ChatSession, command: Command, delta: ChatDelta) -> None:
         match command:
             case SendTurn(text=text):
-                session.turns.append(QueuedTurn(text))
+                self._queue_turn(session, text)
             case StopChat():
                 session.turns.clear()
                 if session.reply is not None:
@@ -410,20 +401,6 @@ class ChatEngine:
                 # The pane shows the new branch already: apply it once the reply in flight
                 # (the app lets none start meanwhile) has ended, never refuse it.
                 self._deferred.append(command)
-            case EditTurn(history=history, text=text):
-                # The KV is brought in step with the history at once (what it shares stays):
-                # should the edited turn then fail to start, the KV still matches the chat.
-                if self._adopt(session, history, delta, decode=True):
-                    self._queue_edit(session, session.tree.graft(history), text, delta)
-            case ContinueReply(history=history, prefix=prefix):
-                self._continue(session, history, prefix, delta)
-            case ShowBranch(history=history):
-                if self._adopt(session, history, delta, decode=True):
-                    leaf = session.tree.graft(history)
-                    if leaf is None:
-                        session.tree.head = None
-                    else:
-                        session.tree.cut_at(leaf)
             case EditMessage(message_id=message_id, text=text):
                 self._edit(session, message_id, text, delta)
             case ShowMessage(message_id=message_id):
@@ -453,10 +430,17 @@ class ChatEngine:
             self._queue_edit(session, parent, text, delta)
 
     @staticmethod
+    def _queue_turn(session: ChatSession, text: str) -> None:
+        """A turn sent goes in the tree at once, after the last message (a turn queued behind
+        a reply not started yet moves below that reply when it starts): nothing typed is
+        lost, whatever happens to the turn."""
+        message = session.tree.add(session.tree.head, Role.USER, text)
+        session.turns.append(QueuedTurn(text, message.id))
+
+    @staticmethod
     def _queue_edit(session: ChatSession, parent: int | None, text: str, delta: ChatDelta) -> None:
         """The new version of a user message goes in the tree at once, its turn in the queue."""
         message = session.tree.add(parent, Role.USER, text)
-        delta.user_message_id = message.id
         session.turns.append(QueuedTurn(text, message.id))
 
     def _show(self, session: ChatSession, message_id: int, delta: ChatDelta) -> None:
@@ -495,7 +479,7 @@ class ChatEngine:
             alternative = Alternative(token, piece_text(model, token), 0.0)
         prefix = [*reply.tokens[:index], chosen.replaced_by(alternative)]
         history = session.tree.messages(reply.parent)
-        self._continue(session, history, prefix, delta, asked=reply.parent)
+        self._continue(session, history, prefix, delta, reply.parent)
 
     def _open_reply_message(
         self, session: ChatSession, delta: ChatDelta, asked: int | None
@@ -512,12 +496,11 @@ class ChatEngine:
         history: list[tuple[str, str]],
         prefix: list[TokenStat],
         delta: ChatDelta,
-        *,
-        asked: int | None = None,
+        asked: int | None,
     ) -> None:
-        """Start a new version of a reply from ``prefix`` after user message ``asked`` (not
-        given: the end of ``history`` in the tree); it ends at once when the prefix already
-        ends it (an end-of-turn token, a stop string)."""
+        """Start a new version of a reply from ``prefix`` after user message ``asked`` (the
+        last of ``history``); it ends at once when the prefix already ends it (an
+        end-of-turn token, a stop string)."""
         before = session.state()
         try:
             text = session.continue_reply(history, prefix, self.executor.n_ctx_seq)
@@ -526,8 +509,6 @@ class ChatEngine:
             session.restore_state(before)
             delta.notice = Notice(NoticeKind.FAILED, str(e))
             return
-        if asked is None:
-            asked = session.tree.graft(history)
         self._open_reply_message(session, delta, asked).tokens = list(prefix)
         delta.started = True
         delta.text += text.answer
@@ -565,11 +546,9 @@ class ChatEngine:
         tail = session.end_reply(reason)
         delta.finished = reason
         delta.reply_tokens = reply.token_count
-        delta.tokens_dropped = reply.token_count - reply.tokens_shown
         if shown:
             delta.text += tail.answer
             delta.reasoning += tail.reasoning
-            delta.reply_text = session.thinking.record()
 
     def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
         """A conversation for a chat: with a system prompt, one that shares its decoded
@@ -613,7 +592,8 @@ class ChatEngine:
                 restored = self._restore(command, self._delta(deltas, chat_id))
                 if restored is not None:
                     del self._waiting_opens[chat_id]
-                    restored.turns.extend(self._early_turns.pop(chat_id, []))
+                    for text in self._early_turns.pop(chat_id, []):
+                        self._queue_turn(restored, text)
                     self._sessions[chat_id] = restored
                     continue
             try:
@@ -633,7 +613,8 @@ class ChatEngine:
                         session.replay(command.restore.messages)
                     except PanechatError as e:  # a template that refuses the saved chat
                         self._delta(deltas, chat_id).notice = Notice(NoticeKind.FAILED, str(e))
-                session.turns.extend(turns)
+                for text in turns:
+                    self._queue_turn(session, text)
                 self._sessions[chat_id] = session
 
     def _fork_ready(self, deltas: dict[str, ChatDelta]) -> None:
@@ -698,6 +679,10 @@ class ChatEngine:
         if not generating and not sampled:
             self._rate = 0.0
         for chat_id, session in self._sessions.items():
+            session.show_reply_so_far()
+            change = session.tree.take_change(session.reply_message)
+            if change is not None:
+                self._delta(deltas, chat_id).tree_changes.append(change)
             if session.generating or chat_id in deltas:
                 d = self._delta(deltas, chat_id)
                 d.generating = session.generating
@@ -725,7 +710,6 @@ class ChatEngine:
         asked = turn.message_id
         if asked is None or asked not in session.tree:
             asked = session.tree.add(session.tree.head, Role.USER, turn.text).id
-            delta.user_message_id = asked
         try:
             session.begin_reply(turn.text, self.executor.n_ctx_seq)
         except ContextFullError:
@@ -734,7 +718,12 @@ class ChatEngine:
         except PanechatError as e:
             delta.notice = Notice(NoticeKind.FAILED, str(e))
             return
-        self._open_reply_message(session, delta, asked)
+        reply = self._open_reply_message(session, delta, asked)
+        tree = session.tree
+        after = [t.message_id for t in session.turns if t.message_id in tree]
+        if after and after[0] is not None and tree[after[0]].parent == asked:
+            tree.move(after[0], reply.id)  # the next turn follows this reply
+            tree.show(reply.id)  # the path goes on to the last turn queued
         delta.started = True
         self._take_shift_notice(session, delta)
 

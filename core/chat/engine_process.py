@@ -37,7 +37,6 @@ from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
 from core.errors import ModelLoadCancelledError, ModelLoadError, PanechatError, one_line
 from core.load_progress import ProgressObserver
-from core.reasoning import ReasoningMarkers
 from core.reply_stream import StopReason
 from core.thread_priority import lower_this_thread
 
@@ -75,7 +74,6 @@ class _Close:
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     display_name: str
-    markers: ReasoningMarkers
     offloaded: bool  # some weights went to a device (a GPU or an RPC server)
 
 
@@ -98,18 +96,6 @@ class _Stepped:
     taken: dict[str, TakenOut | None]
     chat_count: int
     tokens_sampled: int
-
-
-@dataclass(slots=True)
-class _Reply:
-    """A reply streaming in the child, as far as its frames have shown it."""
-
-    text: str = ""
-    reasoning: str = ""
-
-    def record(self, markers: ReasoningMarkers) -> str:
-        """The reply as one text, as a finished one is kept (its reasoning in markers)."""
-        return markers.join(self.reasoning, self.text)
 
 
 # -- the parent's side ------------------------------------------------------------------------
@@ -135,7 +121,6 @@ class EngineProcess:
         self.spec = spec
         self.display_name = loaded.display_name
         self.offloaded = loaded.offloaded
-        self._markers = loaded.markers
         self._process = process
         self._requests = requests  # steps, snapshots and closes; one reply each
         self._interrupts = interrupts
@@ -147,7 +132,7 @@ class EngineProcess:
         self._tokens_sampled = 0
         self._taken: dict[str, TakenOut | None] = {}
         self._chats: set[str] = set()  # to tell, should the child die
-        self._replies: dict[str, _Reply] = {}  # streaming, as far as the frames showed them
+        self._streaming: set[str] = set()  # chats with a reply in flight, as the frames said
         self._stopped: str | None = None
         self._notices: dict[str, ChatDelta] = {}  # for chats of a child that is gone
         self._sent: tuple[Command, ...] = ()  # the commands of the step in flight
@@ -248,7 +233,7 @@ class EngineProcess:
                     self._chats.add(chat_id)
                 case CloseChat(chat_id=chat_id):
                     self._chats.discard(chat_id)
-                    self._replies.pop(chat_id, None)
+                    self._streaming.discard(chat_id)
             if self._stopped is not None:
                 self._answer_stopped(command)
             else:
@@ -315,7 +300,7 @@ class EngineProcess:
     def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot:
         """As ChatEngine.snapshot, written by the child (after the group stopped). A child
         that is gone or does not answer leaves no state: the chat is read again on resume,
-        and a reply it was streaming is kept as far as its frames had shown it."""
+        and a reply it was streaming is kept as far as its frames showed it."""
         snapshot: object = None
         if self._stopped is None and self._settle(QUIT_WAIT)[0]:
             try:
@@ -324,13 +309,12 @@ class EngineProcess:
                     snapshot = self._requests.recv()
             except (EOFError, OSError):
                 pass
+        self._streaming.discard(chat_id)
         if isinstance(snapshot, ChatSnapshot):
-            self._replies.pop(chat_id, None)
             return snapshot
         if self._stopped is None:  # gone or hung: the other chats must not wait on it too
             self._stop("it did not answer at quit")
-        reply = self._replies.pop(chat_id, None)  # not shown as ended: cut here
-        return ChatSnapshot(None, reply.record(self._markers) if reply is not None else None)
+        return ChatSnapshot(None)  # a reply cut short: as far as the frames showed it
 
     def close(self) -> None:
         """End the child (its model freed there), waiting a moment, then not."""
@@ -381,13 +365,9 @@ class EngineProcess:
         if frame is not None:
             for chat_id, delta in frame.deltas.items():
                 if delta.started:
-                    self._replies[chat_id] = _Reply()
-                reply = self._replies.get(chat_id)
-                if reply is not None:
-                    reply.text += delta.text
-                    reply.reasoning += delta.reasoning
+                    self._streaming.add(chat_id)
                 if delta.finished is not None:
-                    self._replies.pop(chat_id, None)
+                    self._streaming.discard(chat_id)
         return frame
 
     def _stop(self, why: str) -> Frame:
@@ -403,10 +383,8 @@ class EngineProcess:
         notice = Notice(NoticeKind.MODEL_FAILED, self._stopped)
         for chat_id in sorted(self._chats):
             delta = ChatDelta(notice=notice)
-            reply = self._replies.get(chat_id)
-            if reply is not None:
+            if chat_id in self._streaming:  # its text as far as the frames showed it stays
                 delta.finished = StopReason.CANCELLED
-                delta.reply_text = reply.record(self._markers)
             self._notices[chat_id] = delta
         return self._stopped_frame()
 
@@ -416,7 +394,7 @@ class EngineProcess:
         deltas, self._notices = self._notices, {}
         for chat_id, delta in deltas.items():
             if delta.finished is not None:
-                self._replies.pop(chat_id, None)
+                self._streaming.discard(chat_id)
         return Frame(deltas, model=self.model)
 
     def _answer_stopped(self, command: Command) -> None:
@@ -536,7 +514,7 @@ def _serve(
         return
     threading.Thread(target=_forward_interrupts, args=(interrupts, engine), daemon=True).start()
     offloaded = loaded.weights.gpu_offload_supported() and spec.n_gpu_layers != 0
-    requests.send(_Loaded(loaded.display_name, loaded.template.reasoning_markers, offloaded))
+    requests.send(_Loaded(loaded.display_name, offloaded))
     try:
         _answer(requests, engine)
     except (EOFError, OSError):

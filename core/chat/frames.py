@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from core.chat.notices import Notice
 from core.chat.token_stats import TokenStat
+from core.chat.tree import TreeChange
 from core.reply_stream import StopReason
 
 
@@ -15,15 +16,13 @@ class ChatDelta:
     """What happened to one pane during one frame."""
 
     message_id: int | None = None  # the reply (its id in the chat's tree) the text belongs to
-    user_message_id: int | None = None  # a user message this frame put in the chat's tree
+    tree_changes: list[TreeChange] = field(default_factory=list)  # the chat's tree, in order
     text: str = ""  # the answer's new text
     reasoning: str = ""  # new reasoning text (a reasoning model's thoughts, before its answer)
     started: bool = False  # a new reply began (the UI opens a new message block)
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
-    tokens_dropped: int = 0  # ...of which the last this many spell no text (a stop string)
-    reply_text: str | None = None  # the finished reply's whole text (reasoning in its markers)
     notice: Notice | None = None  # something to tell the user (context full, error)
     tokens: list[TokenStat] = field(default_factory=list)  # the reply's new tokens, with odds
     model: str | None = None  # the chat now answers with this model (a switch)
@@ -37,15 +36,12 @@ class ChatDelta:
         if self.finished is not None or later.started:
             return False
         self.message_id = later.message_id if later.message_id is not None else self.message_id
-        if later.user_message_id is not None:
-            self.user_message_id = later.user_message_id
+        self.tree_changes += later.tree_changes
         self.text += later.text
         self.reasoning += later.reasoning
         self.tokens += later.tokens
         self.finished = later.finished
         self.reply_tokens = later.reply_tokens
-        self.tokens_dropped = later.tokens_dropped
-        self.reply_text = later.reply_text
         self.notice = later.notice or self.notice
         self.model = later.model if later.model is not None else self.model
         self.tokens_per_second = later.tokens_per_second

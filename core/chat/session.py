@@ -329,6 +329,14 @@ class ChatSession:
         elapsed = time.perf_counter() - self.first_token_at
         return self.reply.token_count / elapsed if elapsed > 0 else 0.0
 
+    def show_reply_so_far(self) -> None:
+        """Write the streaming reply's text so far into the tree (each frame: a view that
+        follows the tree, or a model's process that dies, loses nothing it showed)."""
+        if self.reply_message is not None:
+            text = self.thinking.record()
+            if text != self.tree[self.reply_message].text:
+                self.tree.set_text(self.reply_message, text)
+
     def end_reply(self, reason: StopReason) -> Split:
         """Close the reply: drop undecoded tokens, rewind what the user never saw (a stop
         string), and keep the reply as written in the chat's history and its tree, with why
@@ -343,8 +351,8 @@ class ChatSession:
         self.last_rate = self.tokens_per_second
         self.reply = None
         if self.reply_message is not None:
-            message = self.tree[self.reply_message]
-            message.text, message.stop = self.thinking.record(), reason
+            unshown = reply.token_count - reply.tokens_shown  # a stop string's tokens
+            self.tree.finish(self.reply_message, self.thinking.record(), reason, unshown)
             self.reply_message = None
         if self.exchanges:
             self.exchanges[-1] = Exchange(self.exchanges[-1].user, reply.written)

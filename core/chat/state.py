@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from core.chat.tree import TreeChange
+
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
@@ -66,11 +68,11 @@ class SavedState:
 @dataclass(frozen=True, slots=True)
 class ChatSnapshot:
     """What ``ChatEngine.snapshot`` leaves of a chat: its decode state (None: nothing worth
-    keeping, the chat is read again on resume), and the text of a reply it had to cut short
-    at quit, which belongs in the saved transcript (None: no reply was streaming)."""
+    keeping, the chat is read again on resume), and what its tree gained since the last
+    frame (a reply cut short at quit, which belongs in the saved transcript)."""
 
     state: SavedState | None
-    cut_reply: str | None = None
+    tree_change: TreeChange | None = None
 
 
 def _consistent(turns: TurnState, tokens: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from core.chat.token_stats import TokenStat
@@ -39,6 +39,18 @@ class Siblings:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class TreeChange:
+    """What changed in a chat's tree since the last change was taken, for a view (or a
+    store) that follows the engine's tree: copies of the messages added or changed, parents
+    before children, and the path shown (its last message). ``reset``: the tree was replaced
+    (a new chat, a clear, a fork, a restore): ``messages`` is the whole of it."""
+
+    messages: tuple[TreeMessage, ...] = ()
+    head: int | None = None
+    reset: bool = False
+
+
 @dataclass(slots=True)
 class ChatTree:
     """Messages by id, each message's children in the order they were written, and which
@@ -50,6 +62,10 @@ class ChatTree:
     _children: dict[int | None, list[int]] = field(default_factory=dict, init=False)
     _chosen: dict[int | None, int] = field(default_factory=dict, init=False)
     _next_id: int = field(default=1, init=False)
+    # What take_change() hands out next: a new tree goes out whole, then what changed.
+    _changed: dict[int, None] = field(default_factory=dict, init=False)
+    _reset: bool = field(default=True, init=False)
+    _head_taken: int | None = field(default=None, init=False)
 
     @classmethod
     def linear(cls, messages: Iterable[tuple[str, str]]) -> ChatTree:
@@ -75,24 +91,6 @@ class ChatTree:
         frozen = {id(stat): stat for m in self._messages.values() for stat in m.tokens}
         return copy.deepcopy(self, frozen)
 
-    def graft(self, messages: Iterable[tuple[str, str]]) -> int | None:
-        """The last message of the branch that reads as ``messages`` (role, text), made of the
-        messages already here where they match and new ones where not (the branch last
-        visited preferred among equal siblings); the branch is not shown. None: no messages."""
-        node: int | None = None
-        for role, text in messages:
-            matches = [
-                i
-                for i in self._children.get(node, [])
-                if self._messages[i].role == role and self._messages[i].text == text
-            ]
-            if not matches:
-                node = self._attach(node, Role(role), text)
-            else:
-                chosen = self._chosen.get(node)
-                node = chosen if chosen in matches else matches[-1]
-        return node
-
     def add(
         self, parent: int | None, role: Role, text: str = "", *, message_id: int | None = None
     ) -> TreeMessage:
@@ -116,10 +114,33 @@ class ChatTree:
         self._next_id = max(self._next_id, message_id + 1)
         self._messages[message_id] = TreeMessage(message_id, parent, role, text)
         self._children.setdefault(parent, []).append(message_id)
+        self._changed[message_id] = None
         return message_id
+
+    def move(self, message_id: int, parent: int) -> None:
+        """Put ``message_id`` after ``parent`` instead (a turn queued behind a reply that has
+        just started: it follows that reply); the path shown goes on through it."""
+        message = self._messages[message_id]
+        self._detach(message)
+        message.parent = parent
+        self._children.setdefault(parent, []).append(message_id)
+        self._chosen[parent] = message_id
+        self._changed[message_id] = None
+
+    def _detach(self, message: TreeMessage) -> None:
+        siblings = self._children[message.parent]
+        siblings.remove(message.id)
+        if self._chosen.get(message.parent) == message.id:
+            if siblings:
+                self._chosen[message.parent] = siblings[-1]
+            else:
+                del self._chosen[message.parent]
 
     def __getitem__(self, message_id: int) -> TreeMessage:
         return self._messages[message_id]
+
+    def get(self, message_id: int | None) -> TreeMessage | None:
+        return self._messages.get(message_id) if message_id is not None else None
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._messages
@@ -180,6 +201,64 @@ class ChatTree:
 
     def set_text(self, message_id: int, text: str) -> None:
         self._messages[message_id].text = text
+        self._changed[message_id] = None
+
+    def finish(self, message_id: int, text: str, stop: StopReason, unshown: int = 0) -> None:
+        """A reply ended: its whole text, why, and its tokens less the last ``unshown``
+        (a stop string's, which spell no text)."""
+        message = self._messages[message_id]
+        message.text, message.stop = text, stop
+        if unshown:
+            del message.tokens[len(message.tokens) - unshown :]
+        self._changed[message_id] = None
+
+    def take_change(self, streaming: int | None = None) -> TreeChange | None:
+        """What changed since the last call (the first: the whole tree), or None. The reply
+        ``streaming`` goes without its tokens: they come whole when it ends."""
+        if self._reset:
+            change = self.whole(streaming)
+        elif self._changed or self.head != self._head_taken:
+            change = TreeChange(self._copies(self._changed, streaming), self.head)
+        else:
+            return None
+        self._changed, self._reset, self._head_taken = {}, False, self.head
+        return change
+
+    def whole(self, streaming: int | None = None) -> TreeChange:
+        """The whole tree as a change (another tree that applies it becomes this one)."""
+        return TreeChange(self._copies(self._messages, streaming), self.head, reset=True)
+
+    def _copies(self, ids: Iterable[int], streaming: int | None) -> tuple[TreeMessage, ...]:
+        return tuple(
+            replace(m, tokens=[] if m.id == streaming else list(m.tokens))
+            for m in (self._messages[i] for i in ids)  # in the order written: parents first
+        )
+
+    def apply(self, change: TreeChange) -> None:
+        """Follow another tree's change (``take_change`` there): the messages and the path
+        shown become that tree's."""
+        if change.reset:
+            self._messages.clear()
+            self._children.clear()
+            self._chosen.clear()
+        moved = change.reset or change.head != self.head
+        for message in change.messages:
+            here = self._messages.get(message.id)
+            if here is None:
+                self._attach(message.parent, message.role, message.text, message.id)
+                here, moved = self._messages[message.id], True
+            elif here.parent != message.parent:
+                self._detach(here)
+                here.parent = message.parent
+                self._children.setdefault(message.parent, []).append(message.id)
+                moved = True
+            here.text, here.tokens = message.text, list(message.tokens)
+            here.model, here.stop = message.model, message.stop
+        if change.head is None:
+            self.head = None
+        elif moved:
+            self.cut_at(change.head)
+        self._changed, self._reset, self._head_taken = {}, False, self.head
 
     def cut_at(self, message_id: int) -> None:
         """End the path shown at ``message_id`` (a reply about to get another version: the

@@ -21,7 +21,7 @@ SHADES = ((0.1, "on #6b1f1f"), (0.3, "on #6b4a1f"), (0.6, "on #4f4f1f"))
 
 
 @dataclass(frozen=True, slots=True)
-class BranchAtToken:
+class TokenChoice:
     """What the screen asks for: a new version of the reply, its first ``index`` tokens kept
     and then ``alternative`` instead of the token the model chose there."""
 
@@ -55,7 +55,7 @@ def percent(probability: float) -> str:
     return f"{probability * 100:5.1f}%"
 
 
-class TokenScreen(ModalScreen[BranchAtToken | None]):
+class TokenScreen(ModalScreen[TokenChoice | None]):
     """←/→ move from token to token; the list shows the token chosen and the likeliest others
     with their probabilities; Enter on another one branches there. Probabilities are the
     model's own (temperature 1, no penalties) over its 40 likeliest tokens."""
@@ -126,7 +126,7 @@ class TokenScreen(ModalScreen[BranchAtToken | None]):
         if option_id is None or option_id == "chosen":
             return
         alternative = self.tokens[self.cursor].alternatives[int(option_id)]
-        self.dismiss(BranchAtToken(self.cursor, alternative))
+        self.dismiss(TokenChoice(self.cursor, alternative))
 
     def action_close(self) -> None:
         self.dismiss(None)

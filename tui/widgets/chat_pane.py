@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 from textual import events
@@ -11,8 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 
 from core import StopReason
-from core.chat import ChatConfig, ChatDelta, ChatTree, Role, TreeMessage
-from core.reasoning import ReasoningMarkers, split_reply
+from core.chat import ChatConfig, ChatDelta, ChatTree, Role, TreeChange, TreeMessage
+from core.reasoning import split_reply
 from tui.bindings import KeyNames
 from tui.export import PaneTranscript
 from tui.notice_text import notice_text
@@ -61,17 +62,17 @@ class ChatPane(Vertical):
         self.config = config
         self.context_size = context_size
         self.model_label = model_label  # the model's name in titles and exports
+        # The engine's answers, as its frames give them: the chat's tree (changed only by the
+        # engine's tree changes, see follow()) and whether it is busy. The pane draws them.
+        self.chat_tree = ChatTree()
         self.generating = False
-        self.branches = ChatTree()  # every branch of the chat; the transcript shows one path
         self.selected: int | None = None  # the message the branch and edit keys act on
         self.editing: int | None = None  # the user message the input holds a new version of
         self._shown: dict[int, ChatMessage] = {}  # the path's messages on screen, by id
+        self._pending: list[ChatMessage] = []  # turns sent, not in the engine's tree yet
         # Notices by the message they followed (None: before the first), drawn again with it.
         self._notices: dict[int | None, list[str]] = {}
-        self._reply: ChatMessage | None = None
-        self._reply_node: TreeMessage | None = None  # the reply streaming into the tree
-        self._reply_answer = ""
-        self._reply_reasoning = ""
+        self._streaming: int | None = None  # the reply streaming into its widget, by id
         self.finished_replies = 0
         self.branched_from = ""  # "name after N turns" when this pane is a fork
         self.in_broadcast_set = False  # ctrl+b sends to the chosen panes when any is chosen
@@ -114,31 +115,23 @@ class ChatPane(Vertical):
     def send(self, text: str) -> None:
         self.post_message(self.Sent(self, text))
 
-    async def add_user_message(self, text: str) -> TreeMessage:
-        """A turn the user sent, after the path's last message; returns it (to be saved)."""
-        node = self.branches.add(self.branches.head, Role.USER, text)
-        await self.transcript.mount(self._widget(node))
-        return node
-
-    async def add_edited_message(self, text: str) -> TreeMessage:
-        """A new version of the user message being edited, as its sibling: the transcript
-        shows the new branch, which ends with it; returns it (to be saved)."""
-        assert self.editing is not None
-        node = self.branches.add(self.branches[self.editing].parent, Role.USER, text)
-        self.editing = None
-        await self.show_branch()
-        return node
+    async def show_sent(self, text: str) -> None:
+        """A turn the user sent, drawn at once; it joins the tree when the engine's frame
+        puts it there (the engine adds it as its reply starts)."""
+        message = ChatMessage("user", text)
+        self._pending.append(message)
+        await self.transcript.mount(message)
 
     async def add_notice(self, text: str) -> None:
         """A notice after the path's last message. It stays with that message: a branch
         switched away from and back shows it again (notices are not saved with a session)."""
-        self._notices.setdefault(self.branches.head, []).append(text)
+        self._notices.setdefault(self.chat_tree.head, []).append(text)
         await self.transcript.mount(ChatMessage.for_notice(text))
 
     def messages(self, *, reasoning: bool = False) -> list[tuple[str, str]]:
         """The branch shown as (role, text) pairs, user turns and replies; with
         ``reasoning``, a reply's reasoning too, between its markers."""
-        return self.branch_messages(self.branches.head, reasoning=reasoning)
+        return self.branch_messages(self.chat_tree.head, reasoning=reasoning)
 
     def branch_messages(
         self, leaf: int | None, *, reasoning: bool = False
@@ -146,20 +139,14 @@ class ChatPane(Vertical):
         """The messages from the first to ``leaf``, as :meth:`messages` gives them."""
         return [
             (role, text if reasoning or role != "assistant" else split_reply(text).answer)
-            for role, text in self.branches.messages(leaf)
+            for role, text in self.chat_tree.messages(leaf)
         ]
-
-    def history_before(self, message_id: int) -> list[tuple[str, str]]:
-        """What the model reads before a message: the messages it follows (reasoning kept,
-        as the engine's own history keeps it)."""
-        parent = self.branches[message_id].parent
-        return [] if parent is None else self.branch_messages(parent, reasoning=True)
 
     @property
     def last_reply(self) -> str:
         """The branch's last finished reply (its answer), for copy and compare."""
-        for node in reversed(self.branches.path()):
-            if node.role is Role.ASSISTANT and node is not self._reply_node:
+        for node in reversed(self.chat_tree.path()):
+            if node.role is Role.ASSISTANT and node.id != self._streaming:
                 return split_reply(node.text).answer.strip()
         return ""
 
@@ -167,22 +154,63 @@ class ChatPane(Vertical):
         """Every message's text on screen, notices included."""
         return [m.text for m in self.transcript.query(ChatMessage)]
 
-    async def add_messages(self, messages: list[tuple[str, str]]) -> None:
-        """Show a transcript copied from another pane (a fork): a branch of its own."""
-        await self.load_tree(ChatTree.linear(messages))
+    async def follow(self, changes: Sequence[TreeChange]) -> None:
+        """The engine's tree changed: follow it, and draw what changed. A path that only
+        grew gets the new messages added; any other change draws the path again."""
+        tree = self.chat_tree
+        if all(
+            not c.reset and c.head == tree.head and all(m.id in tree for m in c.messages)
+            for c in changes
+        ):  # most frames: the text of the reply streaming, which its widget has already
+            for change in changes:
+                tree.apply(change)
+            for message in (m for c in changes for m in c.messages):
+                widget = self._shown.get(message.id)
+                if message.id != self._streaming and widget is not None:
+                    await widget.show_text(self._text(tree[message.id]))
+            return
+        before = [node.id for node in self.chat_tree.path()]
+        changed: set[int] = set()
+        reset = False
+        for change in changes:
+            self.chat_tree.apply(change)
+            reset = reset or change.reset
+            changed.update(message.id for message in change.messages)
+        after = [node.id for node in self.chat_tree.path()]
+        if reset or after[: len(before)] != before:
+            for message_id in after:  # turns the engine took are drawn from the tree now
+                node, pending = tree[message_id], self._pending
+                taken = node.role is Role.USER and message_id not in before
+                if taken and pending and pending[0].text == node.text:
+                    pending.pop(0)
+            await self.show_branch()
+            return
+        for message_id in before:
+            widget = self._shown.get(message_id)
+            if message_id in changed and message_id != self._streaming and widget is not None:
+                await widget.show_text(self._text(self.chat_tree[message_id]))
+        for message_id in after[len(before) :]:
+            await self._add(self.chat_tree[message_id])
 
-    async def load_tree(self, tree: ChatTree) -> None:
-        """Show a saved chat (every branch of it, the path it showed on screen)."""
-        self.branches = tree
-        self._notices = {}
-        await self.show_branch()
+    async def _add(self, node: TreeMessage) -> None:
+        """A new message at the end of the path shown: a pending turn's widget is adopted,
+        else one is mounted (before the turns still pending)."""
+        if node.role is Role.USER and self._pending and self._pending[0].text == node.text:
+            message = self._pending.pop(0)
+            message.message_id = node.id
+            self._shown[node.id] = message
+            return
+        widget = self._widget(node)
+        if self._pending:
+            await self.transcript.mount(widget, before=self._pending[0])
+        else:
+            await self.transcript.mount(widget)
 
     async def show_branch(self) -> None:
         """Draw the tree's path: the system prompt, then each message with the notices that
-        followed it, a saved reply's reasoning in its folded block."""
+        followed it, a saved reply's reasoning in its folded block; then turns still pending."""
         await self.transcript.remove_children()
         self._shown = {}
-        self._reply = None
         widgets: list[ChatMessage | ReasoningBlock] = []
 
         def notices_after(message_id: int | None) -> None:
@@ -192,7 +220,7 @@ class ChatPane(Vertical):
         if self.config.system.strip():
             widgets.append(self._system_notice())
         notices_after(None)
-        for node in self.branches.path():
+        for node in self.chat_tree.path():
             message = self._widget(node)
             if node.role is Role.ASSISTANT:
                 split = split_reply(node.text)
@@ -201,21 +229,33 @@ class ChatPane(Vertical):
                     widgets.append(message.thoughts)
             widgets.append(message)
             notices_after(node.id)
+        self._pending = [ChatMessage("user", m.text) for m in self._pending]
+        widgets.extend(self._pending)
         await self.transcript.mount_all(widgets)
         if self.selected is not None and self.selected in self._shown:
             self._shown[self.selected].add_class("-selected")
+            self._shown[self.selected].scroll_visible()
         else:
             self.selected = None
+        if self.editing is not None and self.editing not in self._shown:
+            self.editing = None
 
     def _system_notice(self) -> ChatMessage:
         return ChatMessage.for_notice(f"_{self.config.system.strip()}_")
 
-    def _widget(self, node: TreeMessage) -> ChatMessage:
+    def _text(self, node: TreeMessage) -> str:
+        """What a message's widget shows: a reply's answer (its reasoning has a block)."""
         text = split_reply(node.text).answer if node.role is Role.ASSISTANT else node.text
-        if node.role is Role.ASSISTANT and not text.strip() and node is not self._reply_node:
+        if node.role is Role.ASSISTANT and not text.strip() and node.id != self._streaming:
             text = "_(no reply)_"
+        return text
+
+    def _widget(self, node: TreeMessage) -> ChatMessage:
         message = ChatMessage(
-            node.role.value, text, message_id=node.id, siblings=self.branches.siblings(node.id)
+            node.role.value,
+            self._text(node),
+            message_id=node.id,
+            siblings=self.chat_tree.siblings(node.id),
         )
         self._shown[node.id] = message
         return message
@@ -225,7 +265,7 @@ class ChatPane(Vertical):
     def select(self, step: int) -> bool:
         """Move the selection ``step`` messages up (negative) or down the branch shown; from
         no selection, up starts at the last message. False past either end."""
-        ids = [node.id for node in self.branches.path()]
+        ids = [node.id for node in self.chat_tree.path()]
         if not ids:
             return False
         if self.selected is None:
@@ -258,43 +298,35 @@ class ChatPane(Vertical):
     def _target(self, role: Role | None = None) -> TreeMessage | None:
         """The selected message, else the branch's last one (of ``role``, when given)."""
         if self.selected is not None:
-            node = self.branches[self.selected]
+            node = self.chat_tree[self.selected]
             if role is None or node.role is role:
                 return node
             if role is Role.USER and node.parent is not None:
-                return self.branches[node.parent]  # a reply: the turn it answers
+                return self.chat_tree[node.parent]  # a reply: the turn it answers
             return None
         return next(
-            (n for n in reversed(self.branches.path()) if role is None or n.role is role), None
+            (n for n in reversed(self.chat_tree.path()) if role is None or n.role is role), None
         )
 
-    async def page(self, step: int) -> bool:
-        """Show the previous (step < 0) or next version of the selected message (else the
-        last reply), with the branch that goes on below it; False when there is none."""
+    def version(self, step: int) -> int | None:
+        """The previous (step < 0) or next version of the selected message (else of the last
+        reply), for the engine to show with the branch below it (it stays selected); None
+        when there is none, or a reply is streaming."""
         node = self._target(None if self.selected is not None else Role.ASSISTANT)
-        if node is None or self._reply is not None:
-            return False
-        sibling = self.branches.sibling(node.id, step)
-        if sibling is None:
-            return False
-        self.branches.show(sibling)
-        if self.selected is not None:
-            self.selected = sibling
-        await self.show_branch()
-        if self.selected is not None:
-            self._shown[self.selected].scroll_visible()
-        return True
+        if node is None or self._streaming is not None:
+            return None
+        sibling = self.chat_tree.sibling(node.id, step)
+        if sibling is not None and self.selected is not None:
+            self.selected = sibling  # marked when the branch through it is drawn
+        return sibling
 
-    async def show_message(self, message_id: int) -> bool:
-        """Show the branch through ``message_id``, selected and scrolled to (the tree
-        screen's choice, a search hit); False when the pane has no such message."""
-        try:
-            self.branches.show(message_id)
-        except KeyError:
+    def reveal(self, message_id: int) -> bool:
+        """Select ``message_id`` and scroll to it; False when it is not on the branch shown
+        (the engine is then asked to show it: it is marked when that branch is drawn)."""
+        if message_id not in self._shown:
+            self.selected = message_id if message_id in self.chat_tree else None
             return False
-        self.selected = message_id
-        await self.show_branch()
-        self._shown[message_id].scroll_visible()
+        self._mark(message_id)
         return True
 
     def reply_for_tokens(self) -> TreeMessage | None:
@@ -302,26 +334,16 @@ class ChatPane(Vertical):
         the branch shown), else the branch's last one (not one still streaming)."""
         node = self._target(None if self.selected is not None else Role.ASSISTANT)
         if node is not None and node.role is Role.USER:
-            path = self.branches.path()
+            path = self.chat_tree.path()
             index = path.index(node) + 1
             node = path[index] if index < len(path) else None
-        if node is None or node.role is not Role.ASSISTANT or node is self._reply_node:
+        if node is None or node.role is not Role.ASSISTANT or node.id == self._streaming:
             return None
         return node
 
-    async def branch_before(self, reply_id: int) -> list[tuple[str, str]]:
-        """Show the branch up to the turn a reply answers, for a new version of that reply to
-        follow; returns what the model reads before it (the turn included)."""
-        parent = self.branches[reply_id].parent
-        assert parent is not None
-        self.branches.cut_at(parent)
-        self.selected = None
-        await self.show_branch()
-        return self.branch_messages(parent, reasoning=True)
-
     def start_edit(self) -> bool:
         """Load the selected user message (else the last) into the input, to send a new
-        version of it; False when the branch has none."""
+        version of it (the app sends it to the engine as an edit); False when there is none."""
         node = self._target(Role.USER)
         if node is None:
             return False
@@ -358,9 +380,9 @@ class ChatPane(Vertical):
             replace(
                 self.transcript_for_export(reasoning=True),
                 messages=self.branch_messages(leaf.id, reasoning=True),
-                branched_from="the branch shown" if leaf.id == self.branches.head else "",
+                branched_from="the branch shown" if leaf.id == self.chat_tree.head else "",
             )
-            for leaf in self.branches.leaves()
+            for leaf in self.chat_tree.leaves()
         ]
 
     def reply_summary(self) -> ReplySummary:
@@ -396,67 +418,41 @@ class ChatPane(Vertical):
         reply.thoughts.stream(text)
 
     async def clear_transcript(self) -> None:
-        self.branches = ChatTree()
-        self.selected = self.editing = None
-        self._shown = {}
-        self._notices = {}
-        self._reply, self._reply_node = None, None
+        """Empty the pane at once, for a clear (the engine's empty tree follows)."""
+        self.chat_tree = ChatTree()
+        self.selected = self.editing = self._streaming = None
+        self._shown, self._pending, self._notices = {}, [], {}
         await self.transcript.remove_children()
 
-    async def _start_reply(self, *, replacing: bool) -> TreeMessage:
-        """A reply after the branch's last message; ``replacing`` (a regeneration), a new
-        version of the last reply, shown in its place."""
-        parent = self.branches.head
-        if replacing and parent is not None and self.branches[parent].role is Role.ASSISTANT:
-            parent = self.branches[parent].parent
-        node = self.branches.add(parent, Role.ASSISTANT)
-        node.model = self.config.model  # its tokens are this model's
-        self._reply_node = node
-        self._reply_answer = self._reply_reasoning = ""
-        if replacing:
-            await self.show_branch()
-            self._reply = self._shown[node.id]
-        else:
-            self._reply = self._widget(node)
-            await self.transcript.mount(self._reply)
-        return node
-
-    async def apply(self, delta: ChatDelta) -> TreeMessage | None:
+    async def apply(self, delta: ChatDelta) -> None:
         """Render one frame's worth of change (ignored while the pane is being removed or is
-        not composed yet: a frame may still be in flight for it). Returns the reply it
-        started, if any (the recorder saves it after the message it follows)."""
+        not composed yet: a frame may still be in flight for it)."""
         if not self.is_mounted or self._closing or not self.title_bar.is_attached:
-            return None
+            return
         self.generating = delta.generating
-        started = None
-        if delta.started or (delta.text and self._reply is None):
-            started = await self._start_reply(replacing=delta.replaces_last)
-        if delta.reasoning and self._reply is not None and self.config.show_reasoning:
-            await self._think(self._reply, delta.reasoning)
-        if delta.text and self._reply is not None:
-            if self._reply.thoughts is not None and delta.text.strip():
-                self._reply.thoughts.settle()  # the answer begins: fold the thoughts away
-            await self._reply.stream(delta.text)
-        self._reply_answer += delta.text
-        self._reply_reasoning += delta.reasoning
-        if self._reply_node is not None:
-            joined = ReasoningMarkers().join(self._reply_reasoning, self._reply_answer)
-            self.branches.set_text(self._reply_node.id, joined)
-            self._reply_node.tokens += delta.tokens
-        if delta.finished is not None and self._reply is not None:
-            reply, self._reply = self._reply, None
-            if self._reply_node is not None and delta.reply_text is not None:
-                self.branches.set_text(self._reply_node.id, delta.reply_text)
-                tokens = self._reply_node.tokens
-                del tokens[len(tokens) - delta.tokens_dropped :]  # a stop string's tokens
-            self._reply_node = None
+        if delta.started:
+            self._streaming = delta.message_id
+        if delta.tree_changes:
+            await self.follow(delta.tree_changes)
+        reply = self._shown.get(self._streaming) if self._streaming is not None else None
+        if delta.reasoning and reply is not None and self.config.show_reasoning:
+            await self._think(reply, delta.reasoning)
+        if delta.text and reply is not None:
+            if reply.thoughts is not None and delta.text.strip():
+                reply.thoughts.settle()  # the answer begins: fold the thoughts away
+            await reply.stream(delta.text)
+        if delta.finished is not None:
+            finished, self._streaming = self._streaming, None
             self.last_reply_tokens = delta.reply_tokens
             self.last_reply_rate = delta.tokens_per_second
             self.last_stop = delta.finished
             self.finished_replies += 1
-            if reply.thoughts is not None:
-                reply.thoughts.settle()
-            await reply.finish()
+            if reply is not None and finished is not None:
+                if reply.thoughts is not None:
+                    reply.thoughts.settle()
+                node = self.chat_tree.get(finished)
+                kept = node is not None and node.stop is not None  # else: a checkpoint
+                await reply.finish(split_reply(node.text).answer if kept and node else None)
         if delta.notice is not None:
             await self.add_notice(f"⚠ {notice_text(delta.notice, self.keys)}")
         title, now = self.title_bar, time.monotonic()
@@ -469,4 +465,3 @@ class ChatPane(Vertical):
             title.generating = delta.generating
             title.tokens_per_second = delta.tokens_per_second
             title.context_used = delta.context_used
-        return started

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from textual.containers import Horizontal
 from textual.dom import DOMNode
 
-from core.chat import ChatConfig
+from core.chat import ChatConfig, ChatTree
 from tui.bindings import KeyNames
 from tui.widgets.chat_pane import ChatPane
 
@@ -60,19 +60,20 @@ class PaneRow(Horizontal):
         config: ChatConfig,
         *,
         after: ChatPane | None = None,
-        messages: list[tuple[str, str]] | None = None,
+        tree: ChatTree | None = None,
         branched_from: str = "",
         model: PaneModel | None = None,
     ) -> ChatPane:
-        """Mount a new pane (after ``after``, else at the end) showing ``messages``; its model
-        may have a context of its own size (default: the row's)."""
+        """Mount a new pane (after ``after``, else at the end) showing ``tree`` (a copy of what
+        the engine is given: a fork's branch, a saved chat) until the engine's frames take
+        over; its model may have a context of its own size (default: the row's)."""
         self.opened += 1
         model = model or PaneModel("", self.context_size)
         pane = ChatPane(f"pane-{self.opened}", config, model.context_size, self.keys, model.label)
         pane.branched_from = branched_from
         await self.mount(pane, after=after)
-        if messages:
-            await pane.add_messages(messages)
+        if tree is not None:
+            await pane.follow([tree.whole()])
         return pane
 
     async def close(self, pane: ChatPane) -> None:

@@ -1,6 +1,5 @@
 """The app's status line: model, backend, panes generating, batch and speed, KV use (and the
-same for each other model the panes use); before the first decode step, "ready" and the KV's
-size."""
+same for each other model the panes use); before the first reply, "ready" and the KV's use."""
 
 from __future__ import annotations
 
@@ -24,16 +23,18 @@ class StatusBar(Static):
     def render(self) -> str:
         s = self.stats
         parts = [shown(name) for name in (self.model_name, self.backend) if name]
-        if s.decoded:
+        if s.decoded and (s.generating or s.batch_tokens):
             parts += [
                 f"generating {s.generating}",
                 f"batch {s.batch_tokens} tok",
                 f"{s.tokens_per_second:.1f} tok/s",
                 f"KV {s.kv_used}/{s.kv_total}",
             ]
-        else:  # no decode step yet: nothing measured, and no "KV 0/0" to puzzle over
+        else:  # nothing asked yet (a chat opened, its system prompt read): no "KV 0/0"
             parts.append("ready")
-            if self.context_size:
+            if s.decoded:
+                parts.append(f"KV {s.kv_used}/{s.kv_total}")
+            elif self.context_size:
                 parts.append(f"KV 0/{self.context_size}")
         line = " · ".join(parts)
         for name, o in self.others:
