@@ -30,7 +30,7 @@ from core.chat import (
     SavedState,
     TurnState,
 )
-from core.context_budget import KvShape, cgroup_room, check_context
+from core.executor.context_budget import KvShape, cgroup_room, check_context
 from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
 from tui.config import ConfigError, load_config
 from tui.session_recorder import SessionRecorder

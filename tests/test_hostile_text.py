@@ -17,7 +17,7 @@ from textual.driver import Driver
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
 from core.chat import ChatDelta, ChatEngine
-from core.printable import printable
+from core.text.printable import printable
 from tui.app import PanechatApp
 from tui.cli import create_app
 from tui.config import load_config

@@ -25,9 +25,9 @@ from textual.message import Message
 from core import ContextParams, LlamaWeights, PanechatError, resolve_model_path
 from core.bench.rpc import start_rpc_server
 from core.chat import DEFAULT, EngineProcess, ModelLoading, ModelSpec
-from core.device_placement import DevicePlacement
 from core.errors import ModelLoadCancelledError
-from core.progress_line import LOG_AFTER, ProgressLine
+from core.models.progress_line import LOG_AFTER, ProgressLine
+from core.native.device_placement import DevicePlacement
 from tui import cli
 from tui.default_model import DefaultModel
 from tui.messages import ModelLoadProgress

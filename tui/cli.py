@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from core import PanechatError
 from core.chat import ModelEngine
-from core.device_placement import add_placement_options, placement_from_args
-from core.model_path import EMBEDDED_MODEL_NAME
-from core.printable import printable
-from core.progress_line import ProgressLine
+from core.models.model_path import EMBEDDED_MODEL_NAME
+from core.models.progress_line import ProgressLine
+from core.native.device_placement import add_placement_options, placement_from_args
+from core.text.printable import printable
 from tui.command_line_models import with_models
 from tui.config import AppConfig, load_config
 from tui.default_model import DefaultModel
@@ -93,9 +93,9 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
-        from core.amx_trial import TrialRecords
-        from core.doctor import Build
-        from core.machine import distribution_version
+        from core.diagnostics.doctor import Build
+        from core.native.amx_trial import TrialRecords
+        from core.native.machine import distribution_version
 
         try:
             print(Build.collect().version_line(TrialRecords()))
@@ -106,7 +106,7 @@ class VersionAction(argparse.Action):
 
 def doctor_command(argv: list[str]) -> int:
     """``panechat doctor``: what panechat runs on, with the config's model and settings."""
-    from core.doctor import doctor_parser, run_doctor
+    from core.diagnostics.doctor import doctor_parser, run_doctor
 
     parser = doctor_parser("panechat doctor", layout_default=None)
     parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
@@ -331,7 +331,7 @@ def run(argv: list[str]) -> int:
     if argv[:1] == ["doctor"]:
         return doctor_command(argv[1:])
     if argv[:1] == ["rpc-server"]:
-        from core.rpc_server import main as rpc_server_main
+        from core.native.rpc_server import main as rpc_server_main
 
         return rpc_server_main(argv[1:], prog="panechat rpc-server")
     if argv[:1] == ["serve"]:

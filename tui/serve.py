@@ -77,7 +77,7 @@ def public_url(host: str, port: int) -> str:
 
 def exposure_warning(host: str, url: str) -> str | None:
     """The one-line warning for an address other machines can reach; None for loopback."""
-    from core.rpc import RpcEndpoint
+    from core.native.rpc import RpcEndpoint
 
     if RpcEndpoint(host, 1).is_loopback:
         return None

@@ -15,7 +15,7 @@ from typing import Protocol
 from core import PanechatError
 from core.chat import ChatConfig, ChatDelta, ChatSnapshot, TokenStat, TreeMessage
 from core.chat.token_stats import ReplyOdds
-from core.reasoning import ReasoningMarkers
+from core.text.reasoning import ReasoningMarkers
 from tui.session_store import SavedPane, SessionStore
 
 #: Saves a pane's KV cells to a path and returns its decode state (``ChatEngine.snapshot``).

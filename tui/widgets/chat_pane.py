@@ -12,7 +12,7 @@ from textual.message import Message
 
 from core import StopReason
 from core.chat import ChatConfig, ChatDelta, ChatTree, Role, TreeMessage
-from core.reasoning import ReasoningMarkers, split_reply
+from core.text.reasoning import ReasoningMarkers, split_reply
 from tui.bindings import KeyNames
 from tui.export import PaneTranscript
 from tui.notice_text import notice_text
