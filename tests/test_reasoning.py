@@ -25,9 +25,9 @@ from core import (
 from core.chat import ChatConfig, ChatEngine, OpenChat, SendTurn
 from core.text.reasoning import ReasoningMarkers, ReasoningSplitter, split_reply
 from tui.app import PanechatApp
-from tui.cli import create_app
 from tui.config import AppConfig, load_config
 from tui.export import pane_markdown
+from tui.launch import create_app
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.reasoning_block import ReasoningBlock
 

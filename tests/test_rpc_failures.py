@@ -40,9 +40,9 @@ from core.errors import ModelLoadError
 from core.native.device_placement import DevicePlacement
 from core.native.rpc import RpcEndpoint
 from core.text.reply_stream import StopReason
-from tui.cli import create_app
 from tui.config import load_config
 from tui.default_model import DefaultModel
+from tui.launch import create_app
 from tui.widgets.chat_pane import ChatPane
 
 GREEDY = SamplingParams(temperature=0.0)
