@@ -5,12 +5,6 @@ Modelled on LLamaSharp's ``BatchedExecutor``: the executor owns the model's cont
 ``infer()`` decodes all their queued tokens in one batch, and each samples its own next token.
 """
 
-from core.cancellation import CancellationToken
-from core.chat_template import ChatFormat, ChatMessage, ChatTemplate
-from core.context_budget import ContextTooLargeError
-from core.conversation import Conversation
-from core.conversation_state import ConversationState
-from core.decode_result import DecodeResult
 from core.errors import (
     AlreadyPromptedError,
     ConversationDisposedError,
@@ -28,16 +22,22 @@ from core.errors import (
     StateError,
     TemplateError,
 )
-from core.executor import BatchedExecutor, DecodeStats
-from core.jinja_template import JinjaTemplate
-from core.model_path import embedded_model_path, resolve_model_path
-from core.params import ContextParams
-from core.reply_stream import ReplyStream, StopReason
-from core.sampling import SamplingParams
-from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
-from core.template_choice import TEMPLATE_NAMES, model_template, template_for
-from core.weight_layout import LayoutChoice, WeightLayout
-from core.weights import LlamaWeights
+from core.executor.cancellation import CancellationToken
+from core.executor.context_budget import ContextTooLargeError
+from core.executor.conversation import Conversation
+from core.executor.conversation_state import ConversationState
+from core.executor.decode_result import DecodeResult
+from core.executor.executor import BatchedExecutor, DecodeStats
+from core.executor.params import ContextParams
+from core.executor.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
+from core.models.model_path import embedded_model_path, resolve_model_path
+from core.models.weights import LlamaWeights
+from core.native.weight_layout import LayoutChoice, WeightLayout
+from core.sampling.sampling import SamplingParams
+from core.templates.chat_template import ChatFormat, ChatMessage, ChatTemplate
+from core.templates.jinja_template import JinjaTemplate
+from core.templates.template_choice import TEMPLATE_NAMES, model_template, template_for
+from core.text.reply_stream import ReplyStream, StopReason
 
 __all__ = [
     "TEMPLATE_NAMES",

@@ -12,18 +12,18 @@ import argparse
 import sys
 import time
 
-from core.chat_template import ChatFormat, ChatMessage
-from core.device_placement import add_placement_options, placement_from_args
 from core.errors import PanechatError
-from core.executor import BatchedExecutor
-from core.model_path import resolve_model_path
-from core.params import ContextParams
-from core.progress_line import ProgressLine
-from core.reply_stream import ReplyStream
-from core.sampling import SamplingParams
-from core.template_choice import TEMPLATE_NAMES, model_template
-from core.weight_layout import add_layout_option
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.model_path import resolve_model_path
+from core.models.progress_line import ProgressLine
+from core.models.weights import LlamaWeights
+from core.native.device_placement import add_placement_options, placement_from_args
+from core.native.weight_layout import add_layout_option
+from core.sampling.sampling import SamplingParams
+from core.templates.chat_template import ChatFormat, ChatMessage
+from core.templates.template_choice import TEMPLATE_NAMES, model_template
+from core.text.reply_stream import ReplyStream
 
 DEFAULT_SYSTEM = "A helpful assistant answers each question in one or two short sentences."
 

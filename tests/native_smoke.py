@@ -13,7 +13,7 @@ from collections.abc import Generator, Sequence
 
 import pytest
 
-from core.amx_trial import killing_signal
+from core.native.amx_trial import killing_signal
 
 NATIVE_CRASH = pytest.StashKey[str]()
 

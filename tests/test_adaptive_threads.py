@@ -14,7 +14,8 @@ import llama_cpp
 import pytest
 
 from core import BatchedExecutor, ContextParams, InvalidParamsError, LlamaWeights, SamplingParams
-from core.adaptive_threads import (
+from core.bench.busy import competing_process
+from core.executor.adaptive_threads import (
     INTERVAL_SECONDS,
     TICKS_PER_SECOND,
     AdaptiveThreads,
@@ -22,9 +23,8 @@ from core.adaptive_threads import (
     ProcStatLoad,
     threads_left,
 )
-from core.bench.busy import competing_process
-from core.conversation import Conversation
-from core.machine import cores_available
+from core.executor.conversation import Conversation
+from core.native.machine import cores_available
 
 needs_linux_and_two_cores = pytest.mark.skipif(
     sys.platform != "linux" or cores_available() < 2, reason="needs Linux and 2 cores or more"

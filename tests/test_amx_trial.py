@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.amx_trial import (
+from core.native.amx_trial import (
     TrialOutcome,
     TrialRecords,
     TrialVerdict,
@@ -26,7 +26,7 @@ from core.amx_trial import (
     run_trial,
     verdict_for_this_machine,
 )
-from core.ggml_registry import registry
+from core.native.ggml_registry import registry
 
 DAY = date(2026, 12, 1)
 PASSES = [sys.executable, "-c", "print('ok')"]

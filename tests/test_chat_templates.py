@@ -37,7 +37,7 @@ from core import (
 from core.__main__ import main as demo_main
 from core.chat import ChatConfig, ChatEngine, NoticeKind, OpenChat, Restore, SendTurn
 from core.chat.session import common_prefix
-from core.template_capabilities import (
+from core.templates.template_capabilities import (
     Adaptation,
     ProbeStopped,
     TemplateCapabilities,

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from core import WeightLayout
-from core.doctor import Build, ModelFacts, format_build, format_model
-from core.ggml_registry import CpuFeature, Device, DeviceKind, registry
-from core.load_report import BufferUse, LoadReport
-from core.params import default_threads
-from core.weight_layout import choose_layout
+from core.diagnostics.doctor import Build, ModelFacts, format_build, format_model
+from core.executor.params import default_threads
+from core.models.load_report import BufferUse, LoadReport
+from core.native.ggml_registry import CpuFeature, Device, DeviceKind, registry
+from core.native.weight_layout import choose_layout
 
 
 def panechat(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -148,8 +148,8 @@ def test_report_lines_for_cpu_and_gpu_machines(
 
 
 def test_retry_amx_forgets_the_stored_verdict(tmp_path: Path) -> None:
-    from core.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
-    from core.doctor import run_doctor
+    from core.diagnostics.doctor import run_doctor
+    from core.native.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
 
     records = TrialRecords(tmp_path / "trials.json")
     records.put(machine_key(), TrialVerdict(TrialOutcome.CRASHED, "SIGILL", date(2026, 1, 2)))

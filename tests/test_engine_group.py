@@ -137,7 +137,8 @@ def test_a_model_that_does_not_fit_beside_the_others_says_which(
     start: Callable[[dict[str, ModelSpec]], Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = start({"big": ModelSpec("big", None, ContextParams(n_ctx=32768, n_seq_max=2))})
-    monkeypatch.setattr("core.executor.available_memory", lambda: 64 * 2**20)  # 64 MiB left
+    left = 64 * 2**20  # 64 MiB
+    monkeypatch.setattr("core.executor.executor.available_memory", lambda: left)
     run.group.submit(OpenChat("a", chat("a", "big")), SendTurn("a", QUESTION))
     run.until(lambda: bool(run.notices("a")))
     ((kind, text),) = run.notices("a")

@@ -29,9 +29,10 @@ from core.chat import (
     SavedState,
     TurnState,
 )
-from core.context_budget import KvShape, cgroup_room, check_context
-from tui.cli import StoreUnavailableError, create_app, open_store, store_for_run
+from core.executor.context_budget import KvShape, cgroup_room, check_context
+from tui.cli import StoreUnavailableError, open_store, store_for_run
 from tui.config import ConfigError, load_config
+from tui.launch import create_app
 from tui.session_recorder import SessionRecorder
 from tui.session_store import SessionStore
 

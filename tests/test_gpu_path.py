@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, SamplingParams, resolve_model_path
-from core.ggml_registry import DeviceKind, registry
-from core.weight_layout import WeightLayout
+from core.native.ggml_registry import DeviceKind, registry
+from core.native.weight_layout import WeightLayout
 
 PROMPT = "The capital of France is"
 GREEDY = SamplingParams(temperature=0.0)

@@ -18,11 +18,11 @@ from textual.driver import Driver
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
 from core.chat import ChatEngine
-from core.printable import printable
+from core.text.printable import printable
 from tui.app import PanechatApp
-from tui.cli import create_app
 from tui.config import load_config
 from tui.export import PaneTranscript, pane_markdown
+from tui.launch import create_app
 from tui.session_store import SessionStore
 from tui.terminal_driver import stand_in_terminal
 

@@ -25,10 +25,10 @@ from textual.message import Message
 from core import ContextParams, LlamaWeights, PanechatError, resolve_model_path
 from core.bench.rpc import start_rpc_server
 from core.chat import DEFAULT, EngineProcess, ModelLoading, ModelSpec
-from core.device_placement import DevicePlacement
 from core.errors import ModelLoadCancelledError
-from core.progress_line import LOG_AFTER, ProgressLine
-from tui import cli
+from core.models.progress_line import LOG_AFTER, ProgressLine
+from core.native.device_placement import DevicePlacement
+from tui import cli, launch
 from tui.default_model import DefaultModel
 from tui.messages import ModelLoadProgress
 from tui.widgets.chat_pane import ChatPane
@@ -197,8 +197,8 @@ system = "A helpful assistant answers briefly."
 
 def test_both_command_line_forms_name_the_models(two_models: tuple[Path, Path]) -> None:
     a, b = (str(p) for p in two_models)
-    positional = cli.build_parser().parse_args([a, b])
-    repeated = cli.build_parser().parse_args(["--model", a, "--model", b, "--panes", "3"])
+    positional = launch.build_parser().parse_args([a, b])
+    repeated = launch.build_parser().parse_args(["--model", a, "--model", b, "--panes", "3"])
     assert positional.models == [a, b] and positional.model == []
     assert repeated.model == [a, b] and repeated.models == [] and repeated.panes == 3
 
@@ -207,7 +207,7 @@ def test_one_model_keeps_the_configured_panes(
     two_models: tuple[Path, Path], small_config: Path
 ) -> None:
     a = str(two_models[0])
-    config = cli.prepare(cli.build_parser().parse_args(["--config", str(small_config), a]))
+    config = launch.prepare(launch.build_parser().parse_args(["--config", str(small_config), a]))
     assert config.model_path == a and config.model_alias == ""
     assert [p.name for p in config.panes] == ["One"] and config.panes[0].model == ""
 
@@ -226,13 +226,13 @@ async def test_two_models_open_alternating_panes_and_the_second_shows_its_load(
     two_models: tuple[Path, Path], small_config: Path
 ) -> None:
     a, b = (str(p) for p in two_models)
-    args = cli.build_parser().parse_args(["--config", str(small_config), "--panes", "3", a, b])
-    config = cli.prepare(args)
+    args = launch.build_parser().parse_args(["--config", str(small_config), "--panes", "3", a, b])
+    config = launch.prepare(args)
     fractions: list[float] = []
     default = DefaultModel.load(config, saved=False, progress=fractions.append)
     assert fractions[-1] == 1.0
     engine = default.engine()
-    app = cli.create_app(
+    app = launch.create_app(
         config,
         engine,
         model_name=default.name,
@@ -282,6 +282,6 @@ def done(pane: ChatPane) -> bool:
 
 
 def test_an_unknown_path_in_prepare_names_the_file(tmp_path: Path, small_config: Path) -> None:
-    args = cli.build_parser().parse_args(["--config", str(small_config), str(tmp_path / "x")])
+    args = launch.build_parser().parse_args(["--config", str(small_config), str(tmp_path / "x")])
     with pytest.raises(PanechatError, match="model file not found"):
-        cli.prepare(args)
+        launch.prepare(args)

@@ -1,5 +1,5 @@
 """Reasoning blocks: a reasoning model's thoughts kept apart from its answer as the reply
-streams (core.reasoning), in the engine's frames, and in the app (a folded block above the
+streams (core.text.reasoning), in the engine's frames, and in the app (a folded block above the
 answer, left out of exports unless asked, hidden by a pane setting)."""
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from core import (
     SamplingParams,
 )
 from core.chat import ChatConfig, ChatEngine, ChatTree, OpenChat, SendTurn
-from core.reasoning import ReasoningMarkers, ReasoningSplitter, split_reply
+from core.text.reasoning import ReasoningMarkers, ReasoningSplitter, split_reply
 from tui.app import PanechatApp
-from tui.cli import create_app
 from tui.config import AppConfig, load_config
 from tui.export import pane_markdown
+from tui.launch import create_app
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.reasoning_block import ReasoningBlock
 

@@ -14,11 +14,11 @@ import pytest
 
 from core import LlamaWeights, resolve_model_path
 from core.bench.rpc import free_port, rpc_servers
-from core.device_placement import DevicePlacement
+from core.diagnostics.rpc_compare import SAME
+from core.diagnostics.rpc_compare import main as compare_main
 from core.errors import InvalidParamsError
-from core.rpc import REINSTALL, RpcEndpoint, RpcError, rpc_supported
-from core.rpc_compare import SAME
-from core.rpc_compare import main as compare_main
+from core.native.device_placement import DevicePlacement
+from core.native.rpc import REINSTALL, RpcEndpoint, RpcError, rpc_supported
 from tui.cli import main as cli_main
 
 PROMPT = "The capital of France is"
@@ -60,7 +60,7 @@ def test_rpc_logits_are_this_cpus_with_the_plain_layout(tmp_path: Path) -> None:
     with rpc_servers(2) as endpoints:
         servers = ",".join(map(str, endpoints))
         compared = run(
-            *("-m", "core.rpc_compare", "--rpc", servers, "--tensor-split", "1,1"),
+            *("-m", "core.diagnostics.rpc_compare", "--rpc", servers, "--tensor-split", "1,1"),
             *("--tokens", "3", "--json", str(out)),
         )
     assert compared.returncode == 0, compared.stderr
@@ -81,7 +81,9 @@ def test_the_comparison_without_a_server_is_one_line(capsys: pytest.CaptureFixtu
 
 def test_the_doctor_lists_the_rpc_devices_with_their_memory() -> None:
     with rpc_servers(1) as endpoints:
-        result = run("-m", "core.doctor", "--rpc", str(endpoints[0]), "--weight-layout", "plain")
+        result = run(
+            "-m", "core.diagnostics.doctor", "--rpc", str(endpoints[0]), "--weight-layout", "plain"
+        )
     assert result.returncode == 0, result.stderr
     report = result.stdout
     assert f"RPC device    {endpoints[0]}" in report or str(endpoints[0]) in report
@@ -126,7 +128,7 @@ def test_a_config_rpc_server_is_checked_with_file_and_key(tmp_path: Path) -> Non
 def test_binding_beyond_loopback_warns_that_there_is_no_authentication() -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "core.rpc_server", "--host", "0.0.0.0", "--port", str(port)],
+        [sys.executable, "-m", "core.native.rpc_server", "--host", "0.0.0.0", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -142,8 +144,9 @@ def test_binding_beyond_loopback_warns_that_there_is_no_authentication() -> None
 
 
 def test_an_unknown_device_is_one_line() -> None:
+    server = ["-m", "core.native.rpc_server", "--port", str(free_port()), "--device", "GPU9"]
     result = subprocess.run(
-        [sys.executable, "-m", "core.rpc_server", "--port", str(free_port()), "--device", "GPU9"],
+        [sys.executable, *server],
         capture_output=True,
         text=True,
         timeout=60,

@@ -38,13 +38,13 @@ from core.chat import (
     StopChat,
     SwitchModel,
 )
-from core.device_placement import DevicePlacement
 from core.errors import ModelLoadError
-from core.reply_stream import StopReason
-from core.rpc import RpcEndpoint
-from tui.cli import create_app
+from core.native.device_placement import DevicePlacement
+from core.native.rpc import RpcEndpoint
+from core.text.reply_stream import StopReason
 from tui.config import load_config
 from tui.default_model import DefaultModel
+from tui.launch import create_app
 from tui.widgets.chat_pane import ChatPane
 
 GREEDY = SamplingParams(temperature=0.0)

@@ -19,8 +19,8 @@ import numpy.typing as npt
 import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights
-from core.candidates import CandidateArray, PenaltyHistory, top_k_ids, top_p_ids
-from core.sampling import Prefilter, SamplerChain, SamplingParams
+from core.sampling.candidates import CandidateArray, PenaltyHistory, top_k_ids, top_p_ids
+from core.sampling.sampling import Prefilter, SamplerChain, SamplingParams
 
 Row = npt.NDArray[np.float32]
 

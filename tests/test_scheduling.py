@@ -16,7 +16,7 @@ from core import (
     InvalidParamsError,
     SamplingParams,
 )
-from core.prefill_budget import PrefillBudget
+from core.executor.prefill_budget import PrefillBudget
 
 GREEDY = SamplingParams(temperature=0.0)
 Make = Callable[..., BatchedExecutor]

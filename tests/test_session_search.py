@@ -18,8 +18,9 @@ from textual.widgets import OptionList, Static
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
 from core.chat import ChatConfig, ChatEngine
-from tui.cli import create_app, main
+from tui.cli import main
 from tui.config import load_config
+from tui.launch import create_app
 from tui.open_session import OpenSession
 from tui.screens.search_screen import (
     EMPTY_HINT,

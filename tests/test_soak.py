@@ -15,7 +15,15 @@ HANG = 1200
 
 def test_recycled_chats_leak_no_memory_and_no_descriptors() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "core.soak", "--rounds", "2", "--tokens-per-chat", "150"],
+        [
+            sys.executable,
+            "-m",
+            "core.diagnostics.soak",
+            "--rounds",
+            "2",
+            "--tokens-per-chat",
+            "150",
+        ],
         capture_output=True,
         text=True,
         timeout=HANG,
@@ -29,7 +37,7 @@ def test_recycled_chats_leak_no_memory_and_no_descriptors() -> None:
 
 def test_a_soak_needs_a_round_after_the_warm_up() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "core.soak", "--rounds", "1"],
+        [sys.executable, "-m", "core.diagnostics.soak", "--rounds", "1"],
         capture_output=True,
         text=True,
         timeout=HANG,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from core.template_process import RENDER_SECONDS, TemplateProcess
-from core.template_worker import Outcome, RenderRequest
+from core.templates.template_process import RENDER_SECONDS, TemplateProcess
+from core.templates.template_worker import Outcome, RenderRequest
 
 ECHO = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
 FOR_EVER = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"

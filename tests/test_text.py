@@ -14,12 +14,12 @@ from core import (
     model_template,
     template_for,
 )
-from core.chat_template import GEMMA, TRANSCRIPT
-from core.detokenizer import IncrementalDetokenizer
-from core.gguf_header import GGML_BLOCKS, read_header
-from core.model_path import resolve_model_path
-from core.reply_stream import ReplyStream, StopReason
-from core.stop_strings import StopStringMatcher
+from core.models.gguf_header import GGML_BLOCKS, read_header
+from core.models.model_path import resolve_model_path
+from core.templates.chat_template import GEMMA, TRANSCRIPT
+from core.text.detokenizer import IncrementalDetokenizer
+from core.text.reply_stream import ReplyStream, StopReason
+from core.text.stop_strings import StopStringMatcher
 
 
 def feed_until_done(reply: ReplyStream, tokens: list[int]) -> None:

@@ -11,7 +11,7 @@ from test_chat_engine import Driver, chat, make_driver  # noqa: F401 - the fixtu
 
 from core.chat import BranchAtToken, OpenChat, SendTurn, TokenStat
 from core.chat.token_stats import Alternative, ReplyOdds
-from core.token_choice import ALTERNATIVES, POOL, token_choice
+from core.sampling.token_choice import ALTERNATIVES, POOL, token_choice
 
 
 def softmax_of_top(row: np.ndarray, n: int) -> dict[int, float]:

@@ -43,8 +43,8 @@ from core.chat import (
     TurnState,
 )
 from tui.app import PanechatApp
-from tui.cli import create_app
 from tui.config import AppConfig, load_config
+from tui.launch import create_app
 from tui.open_session import OpenSession
 from tui.screens.branch_screen import BranchScreen
 from tui.screens.compare_screen import CompareScreen

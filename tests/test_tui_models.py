@@ -16,9 +16,9 @@ from test_tui_app import wait_for
 from core import BatchedExecutor, LlamaWeights, model_template
 from core.chat import ChatEngine
 from tui.app import PanechatApp
-from tui.cli import create_app
 from tui.config import ConfigError, load_config
 from tui.export import pane_markdown
+from tui.launch import create_app
 from tui.session_store import SessionStore
 from tui.widgets.chat_pane import ChatPane
 

@@ -13,7 +13,7 @@ import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
 from core.chat import ChatEngine
-from core.thread_priority import lower_this_thread
+from core.executor.thread_priority import lower_this_thread
 from tui.gc_policy import OLDEST_EVERY, GcPolicy
 
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from core import InvalidParamsError, LlamaWeights, WeightLayout, native_log, resolve_model_path
-from core.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
+from core import InvalidParamsError, LlamaWeights, WeightLayout, resolve_model_path
 from core.bench.layout import layouts_to_measure
 from core.bench.throughput import open_baseline
-from core.ggml_registry import compacted, registry
-from core.load_report import LoadReport
-from core.params import ContextParams
-from core.weight_layout import LayoutChoice, choose_layout, resolve_layout
+from core.executor.params import ContextParams
+from core.models.load_report import LoadReport
+from core.native import native_log
+from core.native.amx_trial import TrialOutcome, TrialRecords, TrialVerdict, machine_key
+from core.native.ggml_registry import compacted, registry
+from core.native.weight_layout import LayoutChoice, choose_layout, resolve_layout
 
 AMX_BUILD = ("AMX", "CPU_REPACK")  # a build for an Intel CPU with AMX (-march=native)
 X86_BUILD = ("CPU_REPACK",)  # AVX2 / AVX-512 without AMX
@@ -167,7 +168,7 @@ def test_a_withheld_type_that_still_gets_weights_switches_all_repacking_off(
     offered = cpu_extra_buffer_types()
     if "CPU_REPACK" not in offered:
         pytest.skip("this llama.cpp build offers no CPU_REPACK")
-    monkeypatch.setattr("core.weights.withholding", lambda _choice: nullcontext())
+    monkeypatch.setattr("core.models.weights.withholding", lambda _choice: nullcontext())
     # Every layout the build offers is "withheld", so whichever llama.cpp fills (AMX before
     # CPU_REPACK on an AMX build) leaks; nothing is decoded, so AMX cannot crash here.
     pretend = LayoutChoice(R, (*offered, "OTHER"), offered, "a test")

@@ -47,7 +47,7 @@ from core.chat import (
     StopChat,
     SwitchModel,
 )
-from core.printable import printable
+from core.text.printable import printable
 from tui.bindings import APP_BINDINGS, KeyNames
 from tui.clipboard import copy_with_system_tool
 from tui.config import AppConfig, save_theme_choice

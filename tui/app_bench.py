@@ -38,8 +38,8 @@ from core.bench.throughput import (
     run_batched,
 )
 from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
-from tui.cli import create_app
 from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig
+from tui.launch import create_app
 from tui.terminal_driver import stand_in_terminal
 from tui.widgets.prompt_input import PromptInput
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.chat import ModelSpec
 from core.chat.config import ChatConfig
-from core.model_path import check_gguf
+from core.models.model_path import check_gguf
 from tui.config import AppConfig
 
 

@@ -18,10 +18,10 @@ from core import (
     SamplingParams,
     WeightLayout,
 )
-from core.atomic_file import replacing
 from core.chat import EMBEDDED, ModelSpec
 from core.chat.config import ChatConfig
-from core.device_placement import DevicePlacement
+from core.native.atomic_file import replacing
+from core.native.device_placement import DevicePlacement
 from tui.bindings import BINDING_IDS
 
 APP_NAME = "panechat"
@@ -41,7 +41,7 @@ _CONTEXT_KEYS = {
 }
 _MODEL_KEYS = {"path", "template", "n_gpu_layers", "weight_layout", "rpc", "tensor_split"}
 _UI_KEYS = {"decode_nice", "update_interval"}
-#: How much nicer than the UI thread decoding runs (core/thread_priority.py).
+#: How much nicer than the UI thread decoding runs (core/executor/thread_priority.py).
 DEFAULT_DECODE_NICE = 10
 #: Seconds between screen updates while 8 panes stream (tui/frame_buffer.py).
 DEFAULT_UPDATE_INTERVAL = 0.25

@@ -16,7 +16,7 @@ from core import (
     resolve_model_path,
 )
 from core.chat import ChatEngine, EngineProcess, ModelEngine
-from core.load_progress import ProgressObserver
+from core.models.load_progress import ProgressObserver
 from tui.config import AppConfig, setting_location
 
 

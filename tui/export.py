@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from core.printable import printable
-from core.reasoning import Split, split_reply
+from core.text.printable import printable
+from core.text.reasoning import Split, split_reply
 
 
 @dataclass(frozen=True, slots=True)

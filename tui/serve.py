@@ -77,7 +77,7 @@ def public_url(host: str, port: int) -> str:
 
 def exposure_warning(host: str, url: str) -> str | None:
     """The one-line warning for an address other machines can reach; None for loopback."""
-    from core.rpc import RpcEndpoint
+    from core.native.rpc import RpcEndpoint
 
     if RpcEndpoint(host, 1).is_loopback:
         return None
@@ -254,7 +254,7 @@ def serve_command(argv: list[str]) -> int:
 def _check_app_args(app_args: list[str]) -> None:
     """The options each tab's panechat gets, checked here: a wrong one fails now, in this
     terminal, instead of as a closed page in every browser tab."""
-    from tui.cli import build_parser, prepare, session_command_given
+    from tui.launch import build_parser, prepare, session_command_given
 
     app_parser = build_parser()
     app_parser.prog = PROG  # its errors name the command that was typed

@@ -51,12 +51,12 @@ from core.bench.throughput import (
     same_text_count,
 )
 from core.errors import PanechatError
-from core.executor import BatchedExecutor
-from core.model_path import resolve_model_path
-from core.params import ContextParams
-from core.rpc import REINSTALL, rpc_supported
-from core.weight_layout import WeightLayout, add_layout_option
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.model_path import resolve_model_path
+from core.models.weights import LlamaWeights
+from core.native.rpc import REINSTALL, rpc_supported
+from core.native.weight_layout import WeightLayout, add_layout_option
 
 SECTIONS = (
     "sampling",
@@ -272,9 +272,10 @@ def sampling_section(ctx: BenchContext) -> list[SamplingCost]:
         "\nPer token, one real logits row, medians of 3 alternating blocks of 300 draws. "
         "Whole-row chain: llama_sampler_sample on the live context, with the same samplers "
         "(every logit copied into a candidate array first). Pre-filter: how panechat finds "
-        "the candidates the chain can keep (core.candidates). Greedy was already an argmax. "
+        "the candidates the chain can keep (core.sampling.candidates). "
+        "Greedy was already an argmax. "
         "With odds: panechat's sampling plus each token's probability and five alternatives, "
-        "as a chat records them (core.token_choice)."
+        "as a chat records them (core.sampling.token_choice)."
     )
     ctx.results["sampling"] = results
     return results
@@ -310,7 +311,7 @@ def busy_section(ctx: BenchContext, concurrency: list[int]) -> list[BusyResult]:
     print(
         "\nBusy: a Python busy loop runs beside the executor, at the same priority. "
         "Adapting: the executor decodes with the cores other processes leave free "
-        "(core.adaptive_threads). Fixed at 1: what one free core gives, the ceiling while "
+        "(core.executor.adaptive_threads). Fixed at 1: what one free core gives, the ceiling while "
         "the competitor shares the other (llama.cpp's threads meet at a barrier after every "
         "operation, so a thread on a shared core holds up the rest). Medians of 2 rounds, idle "
         "and busy alternating; every conversation decodes the full length."

@@ -17,11 +17,11 @@ from core.chat.commands import (
 )
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
-from core.executor import BatchedExecutor
-from core.params import ContextParams
-from core.sampling import SamplingParams
-from core.template_choice import model_template
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
+from core.sampling.sampling import SamplingParams
+from core.templates.template_choice import model_template
 
 QUESTIONS = (
     "Tell me about the sea.",

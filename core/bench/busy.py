@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from core.bench.prompts import short_prompts
 from core.bench.throughput import PANE_DEFAULT, executor_params, open_executor, run_batched
 from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
-from core.chat_template import ChatTemplate
-from core.executor import BatchedExecutor
-from core.params import ContextParams
-from core.template_choice import model_template
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
+from core.templates.chat_template import ChatTemplate
+from core.templates.template_choice import model_template
 
 ROUNDS = 2
 #: The app's default ``[ui] decode_nice``: its decode thread runs this much nicer than the UI.

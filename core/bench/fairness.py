@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 from core.bench.prompts import long_text, short_prompts
 from core.bench.throughput import GREEDY, open_executor
-from core.params import ContextParams
-from core.weights import LlamaWeights
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 
 from core.bench.prompts import long_text, short_prompts
 from core.bench.throughput import GREEDY, executor_params, open_executor, run_batched
-from core.params import ContextParams
-from core.weight_layout import AMX_BUFFER_TYPE, LayoutChoice, WeightLayout
-from core.weights import LlamaWeights
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
+from core.native.weight_layout import AMX_BUFFER_TYPE, LayoutChoice, WeightLayout
 
 PREFILL_TOKENS = 512
 ROUNDS = 3

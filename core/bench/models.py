@@ -28,11 +28,11 @@ from core.chat import (
     SendTurn,
     StopChat,
 )
-from core.chat_template import TRANSCRIPT
-from core.executor import BatchedExecutor
-from core.params import ContextParams
-from core.sampling import SamplingParams
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
+from core.sampling.sampling import SamplingParams
+from core.templates.chat_template import TRANSCRIPT
 
 SLOW = "slow"
 

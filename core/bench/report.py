@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from core.machine import cores_available, cpu_name, distribution_version
+from core.native.machine import cores_available, cpu_name, distribution_version
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from core.errors import PanechatError
-from core.model_path import resolve_model_path
+from core.models.model_path import resolve_model_path
 
 
 def requantize(source: Path, target: Path) -> int:

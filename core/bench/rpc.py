@@ -18,12 +18,12 @@ from pathlib import Path
 
 from core.bench.prompts import short_prompts
 from core.bench.throughput import GREEDY, executor_params, open_executor, run_batched
-from core.device_placement import DevicePlacement
 from core.errors import PanechatError
-from core.params import ContextParams
-from core.rpc import RpcEndpoint
-from core.weight_layout import LayoutChoice
-from core.weights import LlamaWeights
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
+from core.native.device_placement import DevicePlacement
+from core.native.rpc import RpcEndpoint
+from core.native.weight_layout import LayoutChoice
 
 START_TIMEOUT = 30.0
 
@@ -51,7 +51,8 @@ def start_rpc_server(threads: int = 1) -> tuple[RpcEndpoint, subprocess.Popen[by
     """One ``panechat rpc-server`` process on a free loopback port, listening once this
     returns (the caller ends it)."""
     endpoint = RpcEndpoint("127.0.0.1", free_port())
-    command = ["-m", "core.rpc_server", "--port", str(endpoint.port), "--threads", str(threads)]
+    command = ["-m", "core.native.rpc_server", "--port", str(endpoint.port)]
+    command += ["--threads", str(threads)]
     process = subprocess.Popen(
         [sys.executable, *command],
         stdout=subprocess.DEVNULL,

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import llama_cpp
 
 from core.chat.token_stats import token_stat
-from core.executor import BatchedExecutor
-from core.params import ContextParams
-from core.sampling import Prefilter, SamplerChain, SamplingParams
-from core.token_choice import token_choice
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.weights import LlamaWeights
+from core.sampling.sampling import Prefilter, SamplerChain, SamplingParams
+from core.sampling.token_choice import token_choice
 
 #: The settings measured: the issue's table, and the other pre-filters.
 SETTINGS = {

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 
 from core.bench.prompts import long_text
 from core.bench.throughput import GREEDY, open_executor
-from core.conversation import Conversation
-from core.executor import BatchedExecutor
-from core.params import ContextParams
-from core.shared_prefix import PrefillInFlight, SharedPrefixes
-from core.weights import LlamaWeights
+from core.executor.conversation import Conversation
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.executor.shared_prefix import PrefillInFlight, SharedPrefixes
+from core.models.weights import LlamaWeights
 
 
 @dataclass(frozen=True, slots=True)

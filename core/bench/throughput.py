@@ -16,15 +16,15 @@ from typing import Any
 
 import llama_cpp
 
-from core import native_log
-from core.detokenizer import IncrementalDetokenizer
 from core.errors import PanechatError
-from core.executor import BatchedExecutor
-from core.load_report import LoadReport
-from core.params import ContextParams
-from core.sampling import SamplingParams
-from core.weight_layout import LayoutChoice, withholding
-from core.weights import LlamaWeights
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.load_report import LoadReport
+from core.models.weights import LlamaWeights
+from core.native import native_log
+from core.native.weight_layout import LayoutChoice, withholding
+from core.sampling.sampling import SamplingParams
+from core.text.detokenizer import IncrementalDetokenizer
 
 GREEDY = SamplingParams(temperature=0.0)
 #: What the app's panes sample with (config.toml's [pane_defaults]), seeded per conversation.

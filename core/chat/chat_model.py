@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.chat_template import ChatFormat
-from core.context_budget import ContextTooLargeError
-from core.device_placement import DevicePlacement
 from core.errors import ModelLoadError, PanechatError, one_line
-from core.executor import BatchedExecutor
-from core.load_progress import ProgressObserver
-from core.model_path import resolve_model_path
-from core.params import ContextParams
-from core.template_choice import AUTO, model_template
-from core.weight_layout import WeightLayout
-from core.weights import LlamaWeights
+from core.executor.context_budget import ContextTooLargeError
+from core.executor.executor import BatchedExecutor
+from core.executor.params import ContextParams
+from core.models.load_progress import ProgressObserver
+from core.models.model_path import resolve_model_path
+from core.models.weights import LlamaWeights
+from core.native.device_placement import DevicePlacement
+from core.native.weight_layout import WeightLayout
+from core.templates.chat_template import ChatFormat
+from core.templates.template_choice import AUTO, model_template
 
 #: The model every install has: the embedded Gemma 3 270M (``[models.embedded]`` needs no table).
 EMBEDDED = "embedded"

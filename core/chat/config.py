@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.sampling import SamplingParams
+from core.sampling.sampling import SamplingParams
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,14 +18,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import (
-    BatchedExecutor,
-    CancellationToken,
-    Conversation,
-    DecodeResult,
-    PanechatError,
-    StopReason,
-)
 from core.chat.commands import (
     BranchAtToken,
     ClearChat,
@@ -49,9 +41,15 @@ from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError, Queued
 from core.chat.state import ChatSnapshot, SavedState, exchanges
 from core.chat.token_stats import Alternative, TokenStat, piece_text, token_stat
 from core.chat.tree import ChatTree, Role, TreeMessage
-from core.chat_template import ChatFormat
-from core.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
-from core.thread_priority import lower_this_thread
+from core.errors import PanechatError
+from core.executor.cancellation import CancellationToken
+from core.executor.conversation import Conversation
+from core.executor.decode_result import DecodeResult
+from core.executor.executor import BatchedExecutor
+from core.executor.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
+from core.executor.thread_priority import lower_this_thread
+from core.templates.chat_template import ChatFormat
+from core.text.reply_stream import StopReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,9 +41,9 @@ from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
 from core.chat.tree import ChatTree
 from core.errors import ModelLoadError, PanechatError, one_line
-from core.load_progress import ProgressObserver
-from core.model_path import EMBEDDED_MODEL_NAME
-from core.thread_priority import lower_this_thread
+from core.executor.thread_priority import lower_this_thread
+from core.models.load_progress import ProgressObserver
+from core.models.model_path import EMBEDDED_MODEL_NAME
 
 #: The default model's name: the one the group is given loaded (``--model``, ``[model]``).
 DEFAULT = ""

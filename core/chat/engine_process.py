@@ -28,7 +28,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from core.amx_trial import killing_signal
 from core.chat.chat_model import ChatModel, ModelSpec
 from core.chat.commands import CloseChat, Command, ForkChat, OpenChat, StopChat, TakeOutChat
 from core.chat.engine import ChatEngine, TakenOut
@@ -36,9 +35,10 @@ from core.chat.frames import ChatDelta, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
 from core.errors import ModelLoadCancelledError, ModelLoadError, PanechatError, one_line
-from core.load_progress import ProgressObserver
-from core.reply_stream import StopReason
-from core.thread_priority import lower_this_thread
+from core.executor.thread_priority import lower_this_thread
+from core.models.load_progress import ProgressObserver
+from core.native.amx_trial import killing_signal
+from core.text.reply_stream import StopReason
 
 #: How long step() waits for the child's frame before it lets the group step other models.
 POLL = 0.005

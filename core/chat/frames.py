@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from core.chat.notices import Notice
 from core.chat.token_stats import TokenStat
 from core.chat.tree import TreeChange
-from core.reply_stream import StopReason
+from core.text.reply_stream import StopReason
 
 
 @dataclass(slots=True)

@@ -8,21 +8,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core import (
-    ChatMessage,
-    Conversation,
-    PanechatError,
-    ReplyStream,
-    StopReason,
-    TemplateError,
-)
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import Exchange, TurnState, exchanges
 from core.chat.token_stats import TokenStat, piece_text
 from core.chat.tree import ChatTree
-from core.chat_template import ChatFormat
-from core.reasoning import ReasoningSplitter, Split
+from core.errors import PanechatError, TemplateError
+from core.executor.conversation import Conversation
+from core.templates.chat_template import ChatFormat, ChatMessage
+from core.text.reasoning import ReasoningSplitter, Split
+from core.text.reply_stream import ReplyStream, StopReason
 
 #: Share of the context a shift frees at least, so chats do not shift on every turn.
 SHIFT_SHARE = 0.25

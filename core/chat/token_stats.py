@@ -1,6 +1,6 @@
 """A reply's tokens as the chat keeps them: each token's text, its probability and the
-likeliest other tokens (:class:`core.token_choice.TokenChoice`, with text), to show why a model
-said what it said and to branch at a token the model nearly chose."""
+likeliest other tokens (:class:`core.sampling.token_choice.TokenChoice`, with text), to show
+why a model said what it said and to branch at a token the model nearly chose."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from core.token_choice import TokenChoice
-from core.weights import LlamaWeights
+from core.models.weights import LlamaWeights
+from core.sampling.token_choice import TokenChoice
 
 
 @dataclass(frozen=True, slots=True)

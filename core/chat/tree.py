@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from core.chat.token_stats import TokenStat
-from core.reply_stream import StopReason
+from core.text.reply_stream import StopReason
 
 
 class Role(StrEnum):

@@ -12,8 +12,8 @@ from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
 from core.chat import ChatTree, Role, TreeMessage
-from core.printable import printable
-from core.reasoning import split_reply
+from core.text.printable import printable
+from core.text.reasoning import split_reply
 
 #: How much of a message its line in the tree shows.
 PREVIEW = 60

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Markdown, Static
 
 from core import StopReason
-from core.printable import printable
+from core.text.printable import printable
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from core.printable import printable
+from core.text.printable import printable
 from tui.session_search import SearchHit, fts_query
 from tui.session_store import SessionStore
 

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from core.printable import printable
+from core.text.printable import printable
 from tui.session_store import SessionStore
 
 

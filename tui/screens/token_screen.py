@@ -14,7 +14,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from core.chat import Alternative, TokenStat
-from core.printable import printable
+from core.text.printable import printable
 
 #: Shades by probability, the least likely first: (below this probability, style).
 SHADES = ((0.1, "on #6b1f1f"), (0.3, "on #6b4a1f"), (0.6, "on #4f4f1f"))

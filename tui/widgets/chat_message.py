@@ -11,7 +11,7 @@ from textual.reactive import Reactive
 from textual.widgets import Markdown
 
 from core.chat import Siblings
-from core.printable import printable
+from core.text.printable import printable
 from tui.widgets.reasoning_block import ReasoningBlock
 
 #: A Markdown link reference definition, ``[label]: url``, which can change earlier blocks.

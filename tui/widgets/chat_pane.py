@@ -13,7 +13,7 @@ from textual.message import Message
 
 from core import StopReason
 from core.chat import ChatConfig, ChatDelta, ChatTree, Role, TreeChange, TreeMessage
-from core.reasoning import split_reply
+from core.text.reasoning import split_reply
 from tui.bindings import KeyNames
 from tui.export import PaneTranscript
 from tui.notice_text import notice_text

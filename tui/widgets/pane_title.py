@@ -6,7 +6,7 @@ from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from core.printable import printable
+from core.text.printable import printable
 
 
 class PaneTitle(Static):

@@ -7,7 +7,7 @@ from textual.message import Message
 from textual.widgets import TextArea
 from textual.widgets.text_area import Edit, EditResult
 
-from core.printable import printable
+from core.text.printable import printable
 
 
 class PromptInput(TextArea):

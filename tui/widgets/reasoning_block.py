@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.widgets import Collapsible, Static
 
-from core.printable import printable
+from core.text.printable import printable
 
 
 class ReasoningBlock(Collapsible):
