@@ -110,7 +110,7 @@ async def test_no_escape_sequence_reaches_the_terminal(
             # What a model might stream (the embedded one has echoed ESC[2J), in two pieces.
             # Once the engine has opened the chat (its first frame: its tree), a reply streams.
             deadline = time.monotonic() + 60
-            while not any(pane.pane_id in f.deltas for f in app.frames_seen):
+            while not any(pane.pane_id in f.deltas for f in app.frames.seen):
                 assert time.monotonic() < deadline, "the engine did not open the chat"
                 await pilot.pause(0.05)
             chats = ChatTrees()

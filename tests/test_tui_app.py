@@ -132,7 +132,7 @@ async def test_two_panes_stream_in_one_shared_batch(make_app: Factory) -> None:
         await wait_for(pilot, lambda: finished(first)() and finished(second)())
         shared = [
             f
-            for f in app.frames_seen
+            for f in app.frames.seen
             if f.deltas.get(first.pane_id, None)
             and f.deltas[first.pane_id].text
             and f.deltas.get(second.pane_id, None)

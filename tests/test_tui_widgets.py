@@ -167,19 +167,19 @@ async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interv
 
         app.post_message(frame(0, 8, started=True))
         while (
-            not app.frame_buffer.last_update
+            not app.frames.buffer.last_update
         ):  # the first frame after a quiet spell is shown at once
             await pilot.pause(0.01)
         app.post_message(frame(1, 8))  # with 8 streaming: in 1/4 s
         await pilot.pause()
-        due = app.frame_buffer.due_at
+        due = app.frames.buffer.due_at
         assert due is not None and due > time.monotonic()
         last = frame(2, 0, ended=True)
         app.post_message(last)
-        while app.frames_seen[-1] is not last:
+        while app.frames.seen[-1] is not last:
             await asyncio.sleep(0.001)
         # Due now, not at the interval frame 1 set: nothing more is coming.
-        due = app.frame_buffer.due_at
+        due = app.frames.buffer.due_at
         assert due is None or due <= time.monotonic()
         await pilot.pause()
         assert all(p.finished_replies == 1 for p in panes)
@@ -203,13 +203,13 @@ async def test_screen_updates_follow_the_configured_interval(
             return FrameUpdate(deltas, FrameStats(frame=n, generating=streaming))
 
         app.post_message(frame(0, started=True))
-        while not app.frame_buffer.last_update:
+        while not app.frames.buffer.last_update:
             await pilot.pause(0.01)
         app.post_message(frame(1))
-        while app.frame_buffer.due_at is None:
+        while app.frames.buffer.due_at is None:
             await pilot.pause(0.01)
-        assert app.frame_buffer.due_at - app.frame_buffer.last_update == pytest.approx(expected)
-        assert app.frame_buffer.interval(1) == pytest.approx(interval / 8)  # one streaming pane
+        assert app.frames.buffer.due_at - app.frames.buffer.last_update == pytest.approx(expected)
+        assert app.frames.buffer.interval(1) == pytest.approx(interval / 8)  # one streaming pane
 
 
 def streamed(

@@ -98,6 +98,19 @@ class AppConfig:
             self.placement,
         )
 
+    def pane_at(self, index: int) -> ChatConfig:
+        """The settings of pane ``index``: the configured one, else the defaults, numbered."""
+        if index < len(self.panes):
+            return self.panes[index]
+        return replace(self.pane_defaults, name=f"Pane {index + 1}")
+
+    def opening_panes(self, count: int | None) -> list[ChatConfig]:
+        """The panes a start opens: ``count`` of them (None: the configured ones, else one)."""
+        base = list(self.panes) or [self.pane_defaults]
+        if count is None:
+            return base
+        return [base[i] if i < len(base) else self.pane_at(i) for i in range(count)]
+
     def named_models(self) -> dict[str, ModelSpec]:
         """The models besides the default one, loaded when a pane needs them."""
         return {n: s for n, s in self.models.items() if n != self.default_alias}
