@@ -101,6 +101,8 @@ async def test_title_figures_refresh_at_most_once_an_interval_while_streaming() 
         assert title.generating and title.tokens_per_second == 9  # a start shows at once
         await pane.apply(replace(chats.stream("p", " there"), tokens_per_second=20))
         assert title.tokens_per_second == 9  # within the interval: not redrawn
+        # The reply's widget draws the tree's text as it grows, each piece once.
+        assert [m.text for m in pane.query(".-assistant")] == ["Hi there"]  # type: ignore[attr-defined]
         await asyncio.sleep(QuickPane.TITLE_INTERVAL)
         await pane.apply(replace(chats.stream("p", "."), tokens_per_second=21))
         assert title.tokens_per_second == 21

@@ -13,7 +13,7 @@ from textual.message import Message
 
 from core import StopReason
 from core.chat import ChatConfig, ChatDelta, ChatTree, Role, TreeChange, TreeMessage
-from core.text.reasoning import split_reply
+from core.text.reasoning import Split, split_reply
 from tui.bindings import KeyNames
 from tui.export import PaneTranscript
 from tui.notice_text import notice_text
@@ -73,6 +73,7 @@ class ChatPane(Vertical):
         # Notices by the message they followed (None: before the first), drawn again with it.
         self._notices: dict[int | None, list[str]] = {}
         self._streaming: int | None = None  # the reply streaming into its widget, by id
+        self._streamed = Split()  # how much of it the widget (and its thoughts) show
         self.finished_replies = 0
         self.branched_from = ""  # "name after N turns" when this pane is a fork
         self.in_broadcast_set = False  # ctrl+b sends to the chosen panes when any is chosen
@@ -222,7 +223,7 @@ class ChatPane(Vertical):
         notices_after(None)
         for node in self.chat_tree.path():
             message = self._widget(node)
-            if node.role is Role.ASSISTANT:
+            if node.role is Role.ASSISTANT and node.id != self._streaming:
                 split = split_reply(node.text)
                 if split.reasoning and self.config.show_reasoning:
                     message.thoughts = ReasoningBlock(split.reasoning, settled=True)
@@ -251,9 +252,13 @@ class ChatPane(Vertical):
         return text
 
     def _widget(self, node: TreeMessage) -> ChatMessage:
+        """A message's widget; the reply streaming starts empty, and apply() fills it."""
+        streaming = node.id == self._streaming
+        if streaming:
+            self._streamed = Split()
         message = ChatMessage(
             node.role.value,
-            self._text(node),
+            "" if streaming else self._text(node),
             message_id=node.id,
             siblings=self.chat_tree.siblings(node.id),
         )
@@ -408,6 +413,25 @@ class ChatPane(Vertical):
         self.title_bar.chosen = self.in_broadcast_set
         return self.in_broadcast_set
 
+    async def _stream(self, reply: ChatMessage, split: Split) -> None:
+        """Draw what the tree's text of the reply streaming has gained since the last frame:
+        its thoughts into their block, its answer into its widget."""
+        shown = self._streamed
+        self._streamed = split
+        if not (
+            split.reasoning.startswith(shown.reasoning) and split.answer.startswith(shown.answer)
+        ):
+            await reply.show_text(split.answer)  # written over (rare): drawn again
+            return
+        thoughts = split.reasoning[len(shown.reasoning) :]
+        answer = split.answer[len(shown.answer) :]
+        if thoughts and self.config.show_reasoning:
+            await self._think(reply, thoughts)
+        if answer:
+            if reply.thoughts is not None and answer.strip():
+                reply.thoughts.settle()  # the answer begins: fold the thoughts away
+            await reply.stream(answer)
+
     async def _think(self, reply: ChatMessage, text: str) -> None:
         """Stream reasoning into the reply's block (mounted above it when the first comes)."""
         if reply.thoughts is None:
@@ -435,12 +459,9 @@ class ChatPane(Vertical):
         if delta.tree_changes:
             await self.follow(delta.tree_changes)
         reply = self._shown.get(self._streaming) if self._streaming is not None else None
-        if delta.reasoning and reply is not None and self.config.show_reasoning:
-            await self._think(reply, delta.reasoning)
-        if delta.text and reply is not None:
-            if reply.thoughts is not None and delta.text.strip():
-                reply.thoughts.settle()  # the answer begins: fold the thoughts away
-            await reply.stream(delta.text)
+        node = self.chat_tree.get(self._streaming)
+        if reply is not None and node is not None:
+            await self._stream(reply, split_reply(node.text))
         if delta.finished is not None:
             finished, self._streaming = self._streaming, None
             self.last_reply_tokens = delta.reply_tokens

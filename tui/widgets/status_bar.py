@@ -32,10 +32,9 @@ class StatusBar(Static):
             ]
         else:  # nothing asked yet (a chat opened, its system prompt read): no "KV 0/0"
             parts.append("ready")
-            if s.decoded:
-                parts.append(f"KV {s.kv_used}/{s.kv_total}")
-            elif self.context_size:
-                parts.append(f"KV 0/{self.context_size}")
+            total = s.kv_total or self.context_size
+            if total:
+                parts.append(f"KV {s.kv_used}/{total}")
         line = " · ".join(parts)
         for name, o in self.others:
             line += (
