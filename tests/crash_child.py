@@ -20,6 +20,7 @@ from core import (
     ContextParams,
     LlamaWeights,
     SamplingParams,
+    StopReason,
     model_template,
     resolve_model_path,
 )
@@ -36,8 +37,14 @@ class ReportingStore(SessionStore):
     """Says what it committed, so the test knows, whatever the timing, what the file must
     still hold after the kill."""
 
-    def update_message(self, message_id: int, text: str, tokens: str | None = None) -> None:
-        super().update_message(message_id, text, tokens)
+    def update_message(
+        self,
+        message_id: int,
+        text: str,
+        tokens: str | None = None,
+        stop: StopReason | None = None,
+    ) -> None:
+        super().update_message(message_id, text, tokens, stop)
         print("SAVED" if tokens is None else "FINAL", message_id, json.dumps(text), flush=True)
 
 

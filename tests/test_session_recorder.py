@@ -36,9 +36,15 @@ class CountingStore(SessionStore):
         self.writes += 1
         return super().add_message(pane_id, role, text, parent)
 
-    def update_message(self, message_id: int, text: str, tokens: str | None = None) -> None:
+    def update_message(
+        self,
+        message_id: int,
+        text: str,
+        tokens: str | None = None,
+        stop: StopReason | None = None,
+    ) -> None:
         self.writes += 1
-        super().update_message(message_id, text, tokens)
+        super().update_message(message_id, text, tokens, stop)
 
 
 def test_replies_come_from_frames_and_regenerations_are_kept_as_siblings(
@@ -68,6 +74,8 @@ def test_replies_come_from_frames_and_regenerations_are_kept_as_siblings(
     (saved,) = store.load(session)
     assert saved.messages == [("user", "Hello again"), ("assistant", "Hi again.")]
     assert len(saved.tree) == 5
+    # Why each reply ended comes back with it (schema 3).
+    assert [m.stop for m in saved.chat_tree()] == [None, ENDED, ENDED, None, ENDED]
     tree = saved.chat_tree()  # the whole tree comes back, on the branch shown
     assert tree.messages() == saved.messages and len(tree.leaves()) == 3
     store.close()

@@ -277,7 +277,7 @@ def test_a_schema_1_file_is_upgraded_and_searchable(tmp_path: Path) -> None:
     store = SessionStore(path)
     try:
         with closing(sqlite3.connect(path)) as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         hits = store.search("penguin")
         assert {h.message_id for h in hits} == {1, 3, 4, 6}
         assert {h.session_name for h in hits} == {"old one", "old two"}

@@ -130,7 +130,7 @@ class SessionRecorder:
         self._rows[pane_id] = saved.id
         self._models[pane_id] = saved.config.model
         self._message_rows[pane_id] = {m.id: m.id for m in saved.tree}
-        self._written.update({m.id: (m.text, None) for m in saved.tree})  # stops not kept
+        self._written.update({m.id: (m.text, m.stop_reason) for m in saved.tree})
         self._parents.update({m.id: m.parent for m in saved.tree})
         self._head_rows[pane_id] = saved.head
 
@@ -236,7 +236,7 @@ class SessionRecorder:
             if final and message.role is Role.ASSISTANT:
                 model = message.model if message.model is not None else self._models[pane_id]
                 odds = ReplyOdds(model, tuple(message.tokens)).to_json()
-                self.store.update_message(written, message.text, odds)
+                self.store.update_message(written, message.text, odds, message.stop)
             elif self._written[written][0] != message.text:
                 self.store.update_message(written, message.text)
             self._written[written] = (message.text, message.stop)

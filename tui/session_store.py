@@ -18,14 +18,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core import PanechatError, SamplingParams
+from core import PanechatError, SamplingParams, StopReason
 from core.chat import ChatConfig, ChatTree, Role, SavedState
 from core.chat.token_stats import ReplyOdds
 from tui.config import APP_NAME
 from tui.session_search import SearchHit, search_messages
 
 #: The schema this panechat writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -111,10 +111,17 @@ def _branches_and_search(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _stop_reasons(db: sqlite3.Connection) -> None:
+    """Version 3: a reply keeps why it ended (``stop``, a StopReason's value; NULL for a reply
+    saved before, or still streaming)."""
+    db.execute("ALTER TABLE messages ADD COLUMN stop TEXT")
+
+
 #: The upgrade from each version to the next.
 _UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_schema_1,
     1: _branches_and_search,
+    2: _stop_reasons,
 }
 
 
@@ -223,6 +230,15 @@ class StoredMessage:
     role: str
     text: str
     tokens: str | None = None  # a reply's token stats, as JSON (core.chat.token_stats)
+    stop: str | None = None  # why a reply ended (a StopReason's value; None: not known)
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """``stop`` as a StopReason (one this panechat does not know reads as None)."""
+        try:
+            return StopReason(self.stop) if self.stop is not None else None
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +274,7 @@ class SavedPane:
             odds = ReplyOdds.from_json(message.tokens)
             if odds is not None:
                 node.tokens, node.model = list(odds.tokens), odds.model
+            node.stop = message.stop_reason
         if self.head is not None and self.head in added:
             tree.show(self.head)
         return tree
@@ -364,12 +381,20 @@ class SessionStore:
             )
         return message_id
 
-    def update_message(self, message_id: int, text: str, tokens: str | None = None) -> None:
-        """A streaming reply's checkpoint, or its final text (with its tokens' odds)."""
+    def update_message(
+        self,
+        message_id: int,
+        text: str,
+        tokens: str | None = None,
+        stop: StopReason | None = None,
+    ) -> None:
+        """A streaming reply's checkpoint, or its final text (with its tokens' odds and why it
+        ended)."""
         with self._db:
             self._db.execute(
-                "UPDATE messages SET text = ?, tokens = COALESCE(?, tokens) WHERE id = ?",
-                (text, tokens, message_id),
+                "UPDATE messages SET text = ?, tokens = COALESCE(?, tokens), "
+                "stop = COALESCE(?, stop) WHERE id = ?",
+                (text, tokens, None if stop is None else stop.value, message_id),
             )
 
     def set_parent(self, message_id: int, parent: int | None) -> None:
@@ -407,7 +432,7 @@ class SessionStore:
         saved = []
         for pane_id, config, branched_from, state, head in panes:
             rows = self._db.execute(
-                "SELECT id, parent_id, role, text, tokens FROM messages WHERE pane_id = ? "
+                "SELECT id, parent_id, role, text, tokens, stop FROM messages WHERE pane_id = ? "
                 "ORDER BY id",
                 (pane_id,),
             ).fetchall()
