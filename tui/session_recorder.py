@@ -210,11 +210,10 @@ class SessionRecorder:
         final = message.role is Role.USER or message.stop is not None or bool(message.tokens)
         written = rows.get(message.id)
         wanted = rows.get(message.parent) if message.parent is not None else None
-        if written is not None and self._parents.get(written) != wanted:
-            parent = self._parent_row(pane_id, message.parent)
-            with self._writing(pane_id):
-                self.store.set_parent(written, parent)
-                self._parents[written] = parent
+        if written is not None and wanted is not None and self._parents.get(written) != wanted:
+            with self._writing(pane_id):  # a queued turn, moved below the reply before it
+                self.store.set_parent(written, wanted)
+                self._parents[written] = wanted
         if written is not None and self._written.get(written) == (message.text, message.stop):
             return
         if not final and written is not None:  # a reply streaming: a checkpoint is due?

@@ -355,7 +355,7 @@ class ChatEngine:
     def _apply_to(self, session: ChatSession, command: Command, delta: ChatDelta) -> None:
         match command:
             case SendTurn(text=text):
-                self._queue_turn(session, text)
+                self._queue_turn(session, text, session.tree.head)
             case StopChat():
                 session.turns.clear()
                 if session.reply is not None:
@@ -425,19 +425,14 @@ class ChatEngine:
         parent = session.tree[message_id].parent
         history = session.tree.messages(parent) if parent is not None else []
         if self._adopt(session, history, delta, decode=True):
-            self._queue_edit(session, parent, text, delta)
+            self._queue_turn(session, text, parent)
 
     @staticmethod
-    def _queue_turn(session: ChatSession, text: str) -> None:
-        """A turn sent goes in the tree at once, after the last message (a turn queued behind
-        a reply not started yet moves below that reply when it starts): nothing typed is
-        lost, whatever happens to the turn."""
-        message = session.tree.add(session.tree.head, Role.USER, text)
-        session.turns.append(QueuedTurn(text, message.id))
-
-    @staticmethod
-    def _queue_edit(session: ChatSession, parent: int | None, text: str, delta: ChatDelta) -> None:
-        """The new version of a user message goes in the tree at once, its turn in the queue."""
+    def _queue_turn(session: ChatSession, text: str, parent: int | None) -> None:
+        """A turn goes in the tree at once, after ``parent`` (a turn sent: the last message;
+        one queued behind a reply not started yet moves below that reply when it starts; an
+        edit: the message before the one edited), and in the queue: nothing typed is lost,
+        whatever happens to the turn."""
         message = session.tree.add(parent, Role.USER, text)
         session.turns.append(QueuedTurn(text, message.id))
 
@@ -591,7 +586,7 @@ class ChatEngine:
                 if restored is not None:
                     del self._waiting_opens[chat_id]
                     for text in self._early_turns.pop(chat_id, []):
-                        self._queue_turn(restored, text)
+                        self._queue_turn(restored, text, restored.tree.head)
                     self._sessions[chat_id] = restored
                     continue
             try:
@@ -612,7 +607,7 @@ class ChatEngine:
                     except PanechatError as e:  # a template that refuses the saved chat
                         self._delta(deltas, chat_id).notice = Notice(NoticeKind.FAILED, str(e))
                 for text in turns:
-                    self._queue_turn(session, text)
+                    self._queue_turn(session, text, session.tree.head)
                 self._sessions[chat_id] = session
 
     def _fork_ready(self, deltas: dict[str, ChatDelta]) -> None:
@@ -706,8 +701,6 @@ class ChatEngine:
         turn = session.turns.popleft()
         delta = self._delta(deltas, session.chat_id)
         asked = turn.message_id
-        if asked is None or asked not in session.tree:
-            asked = session.tree.add(session.tree.head, Role.USER, turn.text).id
         try:
             session.begin_reply(turn.text, self.executor.n_ctx_seq)
         except ContextFullError:
@@ -718,9 +711,9 @@ class ChatEngine:
             return
         reply = self._open_reply_message(session, delta, asked)
         tree = session.tree
-        after = [t.message_id for t in session.turns if t.message_id in tree]
-        if after and after[0] is not None and tree[after[0]].parent == asked:
-            tree.move(after[0], reply.id)  # the next turn follows this reply
+        following = session.turns[0].message_id if session.turns else None
+        if following is not None and tree[following].parent == asked:
+            tree.move(following, reply.id)  # the next turn follows this reply
             tree.show(reply.id)  # the path goes on to the last turn queued
         delta.started = True
         self._take_shift_notice(session, delta)

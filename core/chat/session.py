@@ -30,10 +30,10 @@ class ContextFullError(PanechatError):
 @dataclass(frozen=True, slots=True)
 class QueuedTurn:
     """A user turn waiting for its reply to start: its text, and its message in the chat's
-    tree when it is there already (an edit; else it is added after the head as it starts)."""
+    tree (put there when the turn was sent)."""
 
     text: str
-    message_id: int | None = None
+    message_id: int
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

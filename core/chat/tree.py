@@ -117,7 +117,7 @@ class ChatTree:
         self._changed[message_id] = None
         return message_id
 
-    def move(self, message_id: int, parent: int) -> None:
+    def move(self, message_id: int, parent: int | None) -> None:
         """Put ``message_id`` after ``parent`` instead (a turn queued behind a reply that has
         just started: it follows that reply); the path shown goes on through it."""
         message = self._messages[message_id]
@@ -248,9 +248,7 @@ class ChatTree:
                 self._attach(message.parent, message.role, message.text, message.id)
                 here, moved = self._messages[message.id], True
             elif here.parent != message.parent:
-                self._detach(here)
-                here.parent = message.parent
-                self._children.setdefault(message.parent, []).append(message.id)
+                self.move(here.id, message.parent)
                 moved = True
             here.text, here.tokens = message.text, list(message.tokens)
             here.model, here.stop = message.model, message.stop
