@@ -15,6 +15,20 @@ class ModelLoadError(PanechatError):
     """The model file is missing, unreadable, not a GGUF, or llama.cpp refused it."""
 
 
+class NamedModelError(ModelLoadError):
+    """A model the config names could not be loaded. Its message names the model (a pane's
+    notice); ``reason`` alone says why, for a caller whose user gave only one model, and
+    ``setting`` is the ``[context]`` key to blame when the context does not fit."""
+
+    def __init__(self, message: str, reason: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.setting = setting
+
+    def __reduce__(self) -> tuple[type[NamedModelError], tuple[str, str, str | None]]:
+        return (type(self), (str(self), self.reason, self.setting))  # across a process
+
+
 class ModelLoadCancelledError(ModelLoadError):
     """A load was stopped on purpose, from its progress observer (the app quit meanwhile)."""
 

@@ -4,7 +4,6 @@ that branch's transcript, and the highest position in the cache matches)."""
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from core.chat import (
     ChatTree,
     CloseChat,
     EditMessage,
-    EngineEvent,
     OpenChat,
     Regenerate,
     Restore,
@@ -32,7 +30,7 @@ from core.chat.session import ChatSession
 
 
 def tree_of(driver: Driver, chat_id: str = "c") -> ChatTree:
-    tree = driver.engine.tree(chat_id)
+    tree = driver.tree(chat_id)
     assert tree is not None
     return tree
 
@@ -40,7 +38,7 @@ def tree_of(driver: Driver, chat_id: str = "c") -> ChatTree:
 def talk(driver: Driver, chat_id: str, text: str) -> None:
     """Send a turn and wait for its reply."""
     before = driver.replies(chat_id)
-    driver.engine.submit(SendTurn(chat_id, text))
+    driver.submit(SendTurn(chat_id, text))
     driver.run_until(lambda: driver.replies(chat_id) == before + 1)
 
 
@@ -52,13 +50,13 @@ def holds_exactly(driver: Driver, session: ChatSession) -> None:
 
 
 def idle(driver: Driver, session: ChatSession) -> Callable[[], bool]:
-    return lambda: not driver.engine.busy and not session.conversation.requires_inference
+    return lambda: not driver.busy and not session.conversation.requires_inference
 
 
 @pytest.fixture
 def three_turns(make_driver: Callable[..., Driver]) -> tuple[Driver, ChatSession]:  # noqa: F811
     driver = make_driver()
-    driver.engine.submit(OpenChat("c", chat("c", max_tokens=12)))
+    driver.submit(OpenChat("c", chat("c", max_tokens=12)))
     for question in ("Name a colour.", "Name an animal.", "Name a city."):
         talk(driver, "c", question)
     session = driver.engine.session("c")
@@ -75,7 +73,7 @@ def test_editing_a_middle_message_keeps_the_prefix_and_the_old_branch(
     second_question = tree.path()[2]
     kept = session.state().turn_starts[1]  # where the second turn begins in the KV
     decoded = driver.engine.executor.stats.tokens_decoded
-    driver.engine.submit(EditMessage("c", second_question.id, "Name a tree."))
+    driver.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4)
 
     assert [e.user for e in session.exchanges] == ["Name a colour.", "Name a tree."]
@@ -98,12 +96,12 @@ def test_switching_branches_both_ways_restores_each_branch_in_the_kv(
     first_branch = tree_of(driver).messages()
     first_tokens = list(session.conversation.tokens)
     second_question = tree_of(driver).path()[2]
-    driver.engine.submit(EditMessage("c", second_question.id, "Name a tree."))
+    driver.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4)
     second_branch = tree_of(driver).messages()
     edited = tree_of(driver).path()[2]
 
-    driver.engine.submit(ShowMessage("c", second_question.id))  # back to the first branch
+    driver.submit(ShowMessage("c", second_question.id))  # back to the first branch
     driver.run_until(idle(driver, session))
     assert tree_of(driver).messages() == first_branch
     assert [e.user for e in session.exchanges] == [
@@ -115,7 +113,7 @@ def test_switching_branches_both_ways_restores_each_branch_in_the_kv(
     # The rendering of a finished reply ends its turn, which the live KV had not decoded yet.
     assert list(session.conversation.tokens[: len(first_tokens)]) == first_tokens
 
-    driver.engine.submit(ShowMessage("c", edited.id))  # and forward to the edited one
+    driver.submit(ShowMessage("c", edited.id))  # and forward to the edited one
     driver.run_until(idle(driver, session))
     assert tree_of(driver).messages() == second_branch
     assert [e.user for e in session.exchanges] == ["Name a colour.", "Name a tree."]
@@ -131,15 +129,15 @@ def test_a_branch_switch_while_a_reply_streams_waits_for_it_to_end(
 ) -> None:
     """A branch asked for while a reply streams is shown once it ends, never refused."""
     driver = make_driver()
-    driver.engine.submit(OpenChat("c", chat("c", max_tokens=40, stop=())))
+    driver.submit(OpenChat("c", chat("c", max_tokens=40, stop=())))
     talk(driver, "c", "Hello")
     hello, first_reply = tree_of(driver).path()
-    driver.engine.submit(EditMessage("c", hello.id, "Hi"))  # another branch
+    driver.submit(EditMessage("c", hello.id, "Hi"))  # another branch
     driver.run_until(lambda: driver.replies("c") == 2)
     driver.text.clear()
-    driver.engine.submit(SendTurn("c", "Write a long story about the sea."))
+    driver.submit(SendTurn("c", "Write a long story about the sea."))
     driver.run_until(lambda: len(driver.text.get("c", "")) > 10)
-    driver.engine.submit(ShowMessage("c", hello.id))  # back to the first, mid-stream
+    driver.submit(ShowMessage("c", hello.id))  # back to the first, mid-stream
     session = driver.engine.session("c")
     assert session is not None
 
@@ -147,7 +145,7 @@ def test_a_branch_switch_while_a_reply_streams_waits_for_it_to_end(
         return [e.user for e in session.exchanges] == ["Hello"]
 
     driver.run_until(lambda: driver.replies("c") == 3 and shown() and idle(driver, session)())
-    driver.engine.shutdown()  # read it whole: nothing runs beside the test now
+    driver.stop()  # read it whole: nothing runs beside the test now
     holds_exactly(driver, session)
     assert tree_of(driver).head == first_reply.id
     assert len(tree_of(driver)) == 6  # the story stays, on its branch
@@ -161,11 +159,11 @@ def test_regenerate_right_after_a_switch_waits_for_the_branch_to_be_read(
     loop stopped for every chat."""
     driver, session = three_turns
     second_question = tree_of(driver).path()[2]
-    driver.engine.submit(EditMessage("c", second_question.id, "Name a tree."))
+    driver.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4 and idle(driver, session)())
-    driver.engine.submit(ShowMessage("c", second_question.id), Regenerate("c"))
+    driver.submit(ShowMessage("c", second_question.id), Regenerate("c"))
     driver.run_until(lambda: driver.replies("c") == 5 and idle(driver, session)())
-    driver.engine.shutdown()
+    driver.stop()
     assert [e.user for e in session.exchanges] == [
         "Name a colour.",
         "Name an animal.",
@@ -181,12 +179,11 @@ def test_a_saved_state_of_another_branch_is_not_used(
     driver, _ = three_turns
     shown = tree_of(driver).messages()
     other = [*shown[:2], ("user", "Name a tree."), ("assistant", "An oak.")]
-    assert driver.engine.shutdown()
+    assert driver.stop()
     saved = driver.engine.snapshot("c", tmp_path / "c.state").state
     assert saved is not None
     executor = BatchedExecutor(driver.engine.executor.model, ContextParams(n_ctx=2048))
-    events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
-    engine = ChatEngine(executor, driver.engine.template, events.put)
+    engine = ChatEngine(executor, driver.engine.template)
     try:
         engine.submit(OpenChat("same", chat("same"), Restore(shown, saved)))
         engine.submit(OpenChat("other", chat("other"), Restore(other, saved)))
@@ -210,7 +207,7 @@ def test_commands_for_a_chat_that_is_not_open_are_answered(
     """A pane shows itself busy from the moment it sends: a turn to a chat that never opened
     must get an answer, or the pane would wait forever."""
     driver = make_driver()
-    driver.engine.submit(SendTurn("never", "Hello"))
+    driver.submit(SendTurn("never", "Hello"))
     driver.run_until(lambda: bool(driver.notices.get("never")))
     assert "not open" in driver.notices["never"][0]
 
@@ -231,16 +228,16 @@ def test_tokens_of_another_vocabulary_are_refused_and_the_chat_goes_on(
         tree.add(None, Role.USER, "Name a lake.")
         reply = tree.add(tree.head, Role.ASSISTANT, " lake.")
         reply.tokens = [alien, TokenStat(word, " river", 0.5, (Alternative(word, " river", 0.4),))]
-        driver.engine.submit(OpenChat("old", chat("old"), Restore(tree.messages(), None, tree)))
+        driver.submit(OpenChat("old", chat("old"), Restore(tree.messages(), None, tree)))
         driver.run_until(lambda: driver.engine.session("old") is not None)
         driver.run_until(idle(driver, driver.engine.session("old")))  # type: ignore[arg-type]
         before = list(driver.engine.session("old").conversation.tokens)  # type: ignore[union-attr]
         driver.notices.clear()
-        driver.engine.submit(BranchAtToken("old", reply.id, 1, word))
+        driver.submit(BranchAtToken("old", reply.id, 1, word))
         driver.run_until(lambda: bool(driver.notices.get("old")))
         assert "not this model's" in driver.notices["old"][0]
         after = driver.engine.session("old")
         assert after is not None and list(after.conversation.tokens) == before  # untouched
-        driver.engine.submit(CloseChat("old"))
+        driver.submit(CloseChat("old"))
         driver.run_until(lambda: driver.engine.session("old") is None)
     talk(driver, "c", "Name a river.")

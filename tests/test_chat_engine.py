@@ -14,7 +14,6 @@ from core import (
     BatchedExecutor,
     ContextParams,
     LlamaWeights,
-    PanechatError,
     PrefixSharing,
     SamplingParams,
     StopReason,
@@ -23,9 +22,12 @@ from core import (
 from core.chat import (
     ChatConfig,
     ChatEngine,
+    ChatEngineGroup,
+    ChatTree,
     EngineEvent,
     ForkChat,
     Frame,
+    GroupCommand,
     Notice,
     NoticeKind,
     OpenChat,
@@ -39,11 +41,14 @@ GREEDY = SamplingParams(temperature=0.0)
 
 
 class Driver:
-    """An engine with its events in a queue, and the text each chat has shown so far."""
+    """An engine run by the app's decode loop (a :class:`ChatEngineGroup`), its events in a
+    queue, and the text each chat has shown so far."""
 
-    def __init__(self, engine: ChatEngine, events: queue.SimpleQueue[EngineEvent]) -> None:
-        self.engine = engine
-        self.events = events
+    def __init__(self, engine: ChatEngine) -> None:
+        self.engine = engine  # to read between frames
+        self.events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
+        self.loop = ChatEngineGroup(engine, self.events.put)
+        self.loop.start()
         self.frames: list[Frame] = []
         self.text: dict[str, str] = {}
         self.finished: dict[str, list[StopReason]] = {}
@@ -70,23 +75,35 @@ class Driver:
     def replies(self, chat_id: str) -> int:
         return len(self.finished.get(chat_id, []))
 
+    def submit(self, *commands: GroupCommand) -> None:
+        self.loop.submit(*commands)
+
+    def tree(self, chat_id: str) -> ChatTree | None:
+        return self.loop.tree(chat_id)
+
+    @property
+    def busy(self) -> bool:
+        return self.loop.busy
+
+    def stop(self) -> bool:
+        """Stop the loop (then the engine may be read whole); whether it stopped."""
+        return self.loop.shutdown()
+
 
 @pytest.fixture
 def make_driver(weights: LlamaWeights) -> Iterator[Callable[..., Driver]]:
-    made: list[tuple[ChatEngine, BatchedExecutor]] = []
+    made: list[tuple[Driver, BatchedExecutor]] = []
 
     def make(**params: int) -> Driver:
         settings = {"n_ctx": 2048, "n_batch": 256, "n_seq_max": 4, **params}
         executor = BatchedExecutor(weights, ContextParams(**settings))  # type: ignore[arg-type]
-        events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
-        engine = ChatEngine(executor, model_template(weights), events.put)
-        engine.start()
-        made.append((engine, executor))
-        return Driver(engine, events)
+        driver = Driver(ChatEngine(executor, model_template(weights)))
+        made.append((driver, executor))
+        return driver
 
     yield make
-    for engine, executor in made:
-        engine.shutdown()
+    for driver, executor in made:
+        driver.stop()
         executor.close()
 
 
@@ -97,9 +114,9 @@ def chat(name: str, max_tokens: int = 24, stop: tuple[str, ...] = ("\n\n",)) -> 
 def test_several_chats_answer_together_in_one_batch(make_driver: Callable[..., Driver]) -> None:
     driver = make_driver()
     names = ("a", "b", "c")
-    driver.engine.submit(*(OpenChat(n, chat(n)) for n in names))
+    driver.submit(*(OpenChat(n, chat(n)) for n in names))
     questions = ("What is the capital of France?", "Name a fruit.", "What is two plus two?")
-    driver.engine.submit(*(SendTurn(n, q) for n, q in zip(names, questions, strict=True)))
+    driver.submit(*(SendTurn(n, q) for n, q in zip(names, questions, strict=True)))
     driver.run_until(lambda: all(driver.replies(n) == 1 for n in names))
     assert all(driver.text[n].strip() for n in names)
     assert max(f.stats.generating for f in driver.frames) == 3  # all three in one batch
@@ -108,10 +125,10 @@ def test_several_chats_answer_together_in_one_batch(make_driver: Callable[..., D
 
 def test_stop_ends_a_reply_as_cancelled(make_driver: Callable[..., Driver]) -> None:
     driver = make_driver()
-    driver.engine.submit(OpenChat("long", chat("long", max_tokens=400, stop=())))
-    driver.engine.submit(SendTurn("long", "Write a very long story about the sea."))
+    driver.submit(OpenChat("long", chat("long", max_tokens=400, stop=())))
+    driver.submit(SendTurn("long", "Write a very long story about the sea."))
     driver.run_until(lambda: len(driver.text.get("long", "")) > 20)
-    driver.engine.submit(StopChat("long"))
+    driver.submit(StopChat("long"))
     driver.run_until(lambda: driver.replies("long") == 1)
     assert driver.finished["long"] == [StopReason.CANCELLED]
 
@@ -122,10 +139,10 @@ def test_stop_and_send_together_end_one_reply_before_the_next(
     """A frame's delta tells of at most one reply ending, and only then of another starting:
     Esc then Enter in one go must not fold the two replies into one."""
     driver = make_driver()
-    driver.engine.submit(OpenChat("c", chat("c", max_tokens=400, stop=())))
-    driver.engine.submit(SendTurn("c", "Write a very long story about the sea."))
+    driver.submit(OpenChat("c", chat("c", max_tokens=400, stop=())))
+    driver.submit(SendTurn("c", "Write a very long story about the sea."))
     driver.run_until(lambda: len(driver.text.get("c", "")) > 20)
-    driver.engine.submit(StopChat("c"), SendTurn("c", "Now tell me about the sky."))
+    driver.submit(StopChat("c"), SendTurn("c", "Now tell me about the sky."))
     driver.run_until(lambda: driver.replies("c") == 2)
     deltas = [f.deltas["c"] for f in driver.frames if "c" in f.deltas]
     (stopped,) = [d for d in deltas if d.finished is StopReason.CANCELLED]
@@ -135,14 +152,14 @@ def test_stop_and_send_together_end_one_reply_before_the_next(
 
 def test_a_fork_continues_from_the_same_point(make_driver: Callable[..., Driver]) -> None:
     driver = make_driver()
-    driver.engine.submit(OpenChat("main", chat("main")))
-    driver.engine.submit(SendTurn("main", "What is the capital of France?"))
+    driver.submit(OpenChat("main", chat("main")))
+    driver.submit(SendTurn("main", "What is the capital of France?"))
     driver.run_until(lambda: driver.replies("main") == 1)
     decoded = driver.engine.executor.stats.tokens_decoded
-    driver.engine.submit(ForkChat("main", "branch", chat("branch")))
+    driver.submit(ForkChat("main", "branch", chat("branch")))
     driver.run_until(lambda: driver.engine.session("branch") is not None)
     assert driver.engine.executor.stats.tokens_decoded == decoded  # the fork decoded nothing
-    driver.engine.submit(SendTurn("branch", "And of Spain?"), SendTurn("main", "And of Italy?"))
+    driver.submit(SendTurn("branch", "And of Spain?"), SendTurn("main", "And of Italy?"))
     driver.run_until(lambda: driver.replies("branch") == 1 and driver.replies("main") == 2)
     main, branch = driver.engine.session("main"), driver.engine.session("branch")
     assert main is not None and branch is not None
@@ -154,14 +171,14 @@ def test_a_fork_continues_from_the_same_point(make_driver: Callable[..., Driver]
 def test_regenerate_replaces_the_last_reply(make_driver: Callable[..., Driver]) -> None:
     driver = make_driver()
     config = ChatConfig("r", "", SamplingParams(temperature=0.9, seed=3), 16, ("\n\n",))
-    driver.engine.submit(OpenChat("r", config))
-    driver.engine.submit(SendTurn("r", "Tell me a word."))
+    driver.submit(OpenChat("r", config))
+    driver.submit(SendTurn("r", "Tell me a word."))
     driver.run_until(lambda: driver.replies("r") == 1)
     session = driver.engine.session("r")
     assert session is not None
     base = session.state().reply_base  # where the reply starts in the KV
     prompt = session.conversation.tokens[:base]
-    driver.engine.submit(Regenerate("r"))
+    driver.submit(Regenerate("r"))
     driver.run_until(lambda: driver.replies("r") == 2)
     started = [d for f in driver.frames for k, d in f.deltas.items() if k == "r" and d.started]
     assert started[-1].replaces_last
@@ -174,15 +191,15 @@ def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(
     make_driver: Callable[..., Driver],
 ) -> None:
     driver = make_driver(n_ctx=256, n_batch=128, n_seq_max=2)
-    driver.engine.submit(OpenChat("s", chat("s", max_tokens=40, stop=())))
+    driver.submit(OpenChat("s", chat("s", max_tokens=40, stop=())))
     question = "tell me more about the sea, the sky and the mountains. " * 3
     turn = 0
     while not driver.notices.get("s") and turn < 20:
-        driver.engine.submit(SendTurn("s", f"Turn {turn}: {question}"))
+        driver.submit(SendTurn("s", f"Turn {turn}: {question}"))
         driver.run_until(lambda t=turn: driver.replies("s") == t + 1)  # type: ignore[misc]
         turn += 1
     assert any("oldest turn" in n for n in driver.notices.get("s", [])), driver.notices
-    driver.engine.submit(SendTurn("s", "One more question: what is the sea?"))
+    driver.submit(SendTurn("s", "One more question: what is the sea?"))
     driver.run_until(lambda: driver.replies("s") == turn + 1)  # it goes on after the shift
     session = driver.engine.session("s")
     assert session is not None and session.state().dropped_turns >= 1
@@ -204,14 +221,6 @@ def test_a_script_can_step_the_engine_in_its_own_thread(weights: LlamaWeights) -
         assert set(ended) == {"x", "y"}
         assert max(f.stats.generating for f in frames) == 2
         assert engine.step() is None  # nothing left to do
-        with pytest.raises(PanechatError, match="needs an emit callback"):
-            engine.start()
-
-
-def test_step_is_refused_while_the_engine_thread_runs(make_driver: Callable[..., Driver]) -> None:
-    driver = make_driver()
-    with pytest.raises(PanechatError, match="thread is not started"):
-        driver.engine.step()
 
 
 def run_steps(

@@ -354,7 +354,6 @@ def test_a_model_without_a_system_role_answers_every_default_persona(gemma2_mode
                 engine.submit(SendTurn(pane.name, "What is the capital of France?"))
             frames = run_steps(engine)
         finally:
-            engine.shutdown()
             executor.close()
     for pane in panes:
         assert not [f for f in frames if pane.name in f.deltas and f.deltas[pane.name].notice]
@@ -373,8 +372,7 @@ def engine_for(weights: LlamaWeights) -> Iterator[Callable[[str], ChatEngine]]:
         return engine
 
     yield make
-    for engine, executor in made:
-        engine.shutdown()
+    for _, executor in made:
         executor.close()
 
 

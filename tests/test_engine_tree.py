@@ -22,6 +22,7 @@ from core.chat import (
     BranchAtToken,
     ChatConfig,
     ChatEngine,
+    ChatEngineGroup,
     ChatTree,
     ClearChat,
     EditMessage,
@@ -227,7 +228,7 @@ def test_the_tree_is_read_from_another_thread_while_the_engine_runs(
 ) -> None:
     events: queue.SimpleQueue[EngineEvent] = queue.SimpleQueue()
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=1)) as executor:
-        engine = ChatEngine(executor, model_template(weights), events.put)
+        engine = ChatEngineGroup(ChatEngine(executor, model_template(weights)), events.put)
         engine.submit(OpenChat("c", CONFIG))
         engine.start()
         try:
@@ -239,7 +240,7 @@ def test_the_tree_is_read_from_another_thread_while_the_engine_runs(
                 delta = event.deltas.get("c")
                 if delta is None:
                     continue
-                tree = engine.tree("c")  # answered by the engine's thread, between frames
+                tree = engine.tree("c")  # answered by the loop's thread, between frames
                 assert tree is not None
                 texts.append(tree.path()[-1].text)
                 if delta.finished is not None:

@@ -96,8 +96,8 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
     make_driver: Callable[..., Driver],  # noqa: F811
 ) -> None:
     driver = make_driver()
-    driver.engine.submit(OpenChat("c", chat("c", max_tokens=12, stop=())))
-    driver.engine.submit(SendTurn("c", "Name three colours."))
+    driver.submit(OpenChat("c", chat("c", max_tokens=12, stop=())))
+    driver.submit(SendTurn("c", "Name three colours."))
     driver.run_until(lambda: driver.replies("c") == 1)
     (stats,) = reply_stats(driver, "c")
     assert len(stats) == 12  # max_tokens: every one sampled, none an end of turn
@@ -111,7 +111,7 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
     base = session.state().reply_base
     kept = list(session.conversation.tokens[base:])  # less any text the reply held back
     assert len(kept) >= 6 and [s.token for s in stats][: len(kept)] == kept
-    tree = driver.engine.tree("c")
+    tree = driver.tree("c")
     assert tree is not None and tree.head is not None
     reply = tree[tree.head]
     shown = reply.tokens  # the tree keeps them less a stop string's ("User:")
@@ -120,7 +120,7 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
 
     alternative = next(a for a in stats[2].alternatives if a.piece.strip().isalpha())
     prefix = [stats[0], stats[1], stats[2].replaced_by(alternative)]
-    driver.engine.submit(BranchAtToken("c", reply.id, 2, alternative.token))
+    driver.submit(BranchAtToken("c", reply.id, 2, alternative.token))
     driver.run_until(lambda: driver.replies("c") == 2)
     _, branch = reply_stats(driver, "c")
     assert branch[:3] == prefix  # the first frame hands the prefix back

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from core import BatchedExecutor, ContextParams, LlamaWeights, model_template
-from core.chat import ChatEngine
+from core.chat import ChatEngine, ChatEngineGroup
 from core.executor.thread_priority import lower_this_thread
 from tui.gc_policy import OLDEST_EVERY, GcPolicy
 
@@ -65,7 +65,7 @@ def test_llama_cpp_threads_inherit_the_decode_threads_priority(weights: LlamaWei
     """The OpenMP workers start at the first decode, from the decode thread, so they run at
     its priority too; the UI thread keeps its own."""
     executor = BatchedExecutor(weights, ContextParams(n_ctx=512, n_batch=64, n_threads=2))
-    loop = ChatEngine(executor, model_template(weights), lambda m: None, nice=5)
+    loop = ChatEngineGroup(ChatEngine(executor, model_template(weights)), lambda m: None, nice=5)
     base = nice_of(threading.get_native_id())
     before = set(os.listdir("/proc/self/task"))
     try:

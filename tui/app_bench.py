@@ -37,7 +37,15 @@ from core.bench.throughput import (
     open_executor,
     run_batched,
 )
-from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
+from core.chat import (
+    ChatConfig,
+    ChatEngine,
+    ChatEngineGroup,
+    EngineEvent,
+    Frame,
+    OpenChat,
+    SendTurn,
+)
 from tui.config import DEFAULT_UPDATE_INTERVAL, AppConfig
 from tui.launch import create_app
 from tui.terminal_driver import stand_in_terminal
@@ -143,7 +151,7 @@ def measure_engine(ctx: BenchContext, config: AppConfig, prompts: list[str]) -> 
             if remaining <= 0:
                 done.set()
 
-    loop = ChatEngine(executor, _template(ctx), emit)
+    loop = ChatEngineGroup(ChatEngine(executor, _template(ctx)), emit)  # the app's loop
     try:
         for i, pane in enumerate(config.panes):
             loop.submit(OpenChat(f"p{i}", pane))

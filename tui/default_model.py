@@ -1,21 +1,21 @@
-"""The model the app starts with (``--model``, ``[model]``): its weights in this process, or,
-when they are spread over RPC servers, in a child process of its own (an
-:class:`~core.chat.EngineProcess`), so that a server that goes away ends that process, not
-the app. Each run of the app (the sessions screen may reopen it on another session) gets a
-fresh engine: a new context on the same weights, or a new child."""
+"""The model the app starts with (``--model``, ``[model]``), loaded as every model is
+(:func:`core.chat.load_model`). Each run of the app (the sessions screen may reopen it on
+another session) gets a fresh engine: a new context on the same weights, or a new child
+process when the weights are on RPC servers."""
 
 from __future__ import annotations
 
-from core import (
-    BatchedExecutor,
-    ChatFormat,
-    ContextTooLargeError,
-    LlamaWeights,
-    PanechatError,
-    model_template,
-    resolve_model_path,
+from core import ModelLoadError
+from core.chat import (
+    ChatEngine,
+    ChatModel,
+    EngineProcess,
+    LoadedModel,
+    ModelEngine,
+    engine_of,
+    load_model,
 )
-from core.chat import ChatEngine, EngineProcess, ModelEngine
+from core.errors import NamedModelError
 from core.models.load_progress import ProgressObserver
 from tui.config import AppConfig, setting_location
 
@@ -24,26 +24,13 @@ class DefaultModel:
     """Loads the default model once (:meth:`load` raises PanechatError, one line) and makes
     an engine for each run of the app; :meth:`close` frees what it loaded."""
 
-    def __init__(
-        self,
-        config: AppConfig,
-        weights: LlamaWeights | None,
-        template: ChatFormat | None,
-        first: ModelEngine,
-        *,
-        saved: bool = True,
-    ) -> None:
+    def __init__(self, config: AppConfig, loaded: LoadedModel, *, saved: bool = True) -> None:
         self.config = config
         self._restart_hint = restart_hint(saved)  # should the default model's child die
-        self._weights = weights  # None: the model lives in a child process per run
-        self._template = template
-        self._first: ModelEngine | None = first  # made at load (to fail at start): run 1's
-        if isinstance(first, EngineProcess):
-            self.name, self.offloaded = first.display_name, first.offloaded
-        else:
-            assert weights is not None
-            self.name = weights.name
-            self.offloaded = weights.gpu_offload_supported() and config.n_gpu_layers != 0
+        self._loaded = loaded
+        self._first: ModelEngine | None = engine_of(loaded)  # run 1's, made with the load
+        self.name = loaded.display_name
+        self.offloaded = loaded.offloaded
 
     @classmethod
     def load(
@@ -51,28 +38,16 @@ class DefaultModel:
     ) -> DefaultModel:
         """``saved``: the run keeps a session (``--resume`` can bring its chats back);
         ``progress`` hears how the weights' load goes (a line on stderr, before the app)."""
-        if config.placement.rpc:
-            process = EngineProcess.start(
+        try:
+            loaded = load_model(
                 config.default_model_spec(),
                 nice=config.decode_nice,
-                restart_hint=restart_hint(saved),
                 progress=progress,
+                restart_hint=restart_hint(saved),
             )
-            return cls(config, None, None, process, saved=saved)
-        weights = LlamaWeights.load(
-            resolve_model_path(config.model_path),
-            config.n_gpu_layers,
-            config.weight_layout,
-            placement=config.placement,
-            progress=progress,
-        )
-        template = model_template(weights, config.template)
-        try:  # a context that does not fit fails here, at start
-            first = _context_engine(config, weights, template)
-        except PanechatError:
-            weights.close()
-            raise
-        return cls(config, weights, template, first, saved=saved)
+        except NamedModelError as e:
+            raise _for_the_user(config, e) from None
+        return cls(config, loaded, saved=saved)
 
     @property
     def backend(self) -> str:
@@ -85,37 +60,40 @@ class DefaultModel:
         return first if first is not None else self._new_engine()
 
     def _new_engine(self) -> ModelEngine:
-        if self._weights is None:
+        if isinstance(self._loaded, EngineProcess):  # the first run's child is gone
             spec = self.config.default_model_spec()
             return EngineProcess.start(
                 spec, nice=self.config.decode_nice, restart_hint=self._restart_hint
             )
-        assert self._template is not None
-        return _context_engine(self.config, self._weights, self._template)
+        try:
+            executor = self._loaded.new_context()
+        except NamedModelError as e:
+            raise _for_the_user(self.config, e) from None
+        return ChatEngine(executor, self._loaded.template)
 
     def release(self, engine: ModelEngine) -> None:
         """Free an engine's context (or child), once nothing decodes with it any more."""
         if isinstance(engine, EngineProcess):
             engine.close()
         elif isinstance(engine, ChatEngine):
-            engine.executor.close()
+            engine.executor.close()  # the first run's too: ChatModel.close() allows that
 
     def close(self) -> None:
         if self._first is not None:
             self.release(self._first)
             self._first = None
-        if self._weights is not None:
-            self._weights.close()
+        if isinstance(self._loaded, ChatModel):
+            self._loaded.close()
 
 
-def _context_engine(config: AppConfig, weights: LlamaWeights, template: ChatFormat) -> ChatEngine:
-    """A new context on the loaded weights; one that does not fit names its setting."""
-    try:
-        executor = BatchedExecutor(weights, config.context)
-    except ContextTooLargeError as e:
-        where = setting_location(config, "context", e.key)
-        raise PanechatError(f"{where}: [context] {e}" if where else str(e)) from None
-    return ChatEngine(executor, template)
+def _for_the_user(config: AppConfig, error: NamedModelError) -> ModelLoadError:
+    """The user named one model: say why it failed, and where a context that does not fit
+    is set (the config file and line)."""
+    if error.setting is not None:
+        where = setting_location(config, "context", error.setting)
+        if where:
+            return ModelLoadError(f"{where}: [context] {error.reason}")
+    return ModelLoadError(error.reason)
 
 
 def restart_hint(saved: bool) -> str:

@@ -22,7 +22,15 @@ from dataclasses import dataclass, replace
 
 from core.bench.prompts import short_prompts
 from core.bench.throughput import PANE_DEFAULT, executor_params, open_executor, run_batched
-from core.chat import ChatConfig, ChatEngine, EngineEvent, Frame, OpenChat, SendTurn
+from core.chat import (
+    ChatConfig,
+    ChatEngine,
+    ChatEngineGroup,
+    EngineEvent,
+    Frame,
+    OpenChat,
+    SendTurn,
+)
 from core.executor.executor import BatchedExecutor
 from core.executor.params import ContextParams
 from core.models.weights import LlamaWeights
@@ -190,7 +198,7 @@ def _engine_run(
         if remaining <= 0:
             finished.set()
 
-    engine = ChatEngine(executor, template, emit, nice=nice)
+    engine = ChatEngineGroup(ChatEngine(executor, template), emit, nice=nice)
     try:
         for i in range(chats):
             sampling = replace(PANE_DEFAULT, seed=i)

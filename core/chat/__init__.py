@@ -29,6 +29,7 @@ from core.chat.engine_group import DEFAULT, ChatEngineGroup, GroupCommand, Switc
 from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
 from core.chat.model_engine import ModelEngine
+from core.chat.model_loader import LoadedModel, engine_of, load_model
 from core.chat.model_loading import ModelLoading
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import ChatSession
@@ -61,6 +62,7 @@ __all__ = [
     "Frame",
     "FrameStats",
     "GroupCommand",
+    "LoadedModel",
     "ModelEngine",
     "ModelLoading",
     "ModelSpec",
@@ -81,4 +83,6 @@ __all__ = [
     "TreeChange",
     "TreeMessage",
     "TurnState",
+    "engine_of",
+    "load_model",
 ]

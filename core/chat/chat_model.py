@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.errors import ModelLoadError, PanechatError, one_line
+from core.errors import ModelLoadCancelledError, NamedModelError, PanechatError, one_line
 from core.executor.context_budget import ContextTooLargeError
 from core.executor.executor import BatchedExecutor
 from core.executor.params import ContextParams
@@ -60,6 +60,7 @@ class ChatModel:
         """Load ``spec``; ``beside`` names the models already loaded, so that one that does not
         fit next to them says so; ``progress`` is told how far the weights' load has got.
         Raises PanechatError (one line) on any failure."""
+        name = repr(spec.name)
         try:
             weights = LlamaWeights.load(
                 resolve_model_path(spec.path or None),
@@ -68,22 +69,40 @@ class ChatModel:
                 placement=spec.placement,
                 progress=progress,
             )
+        except ModelLoadCancelledError:
+            raise
         except PanechatError as e:
-            raise ModelLoadError(f"model {spec.name!r}: {e}") from None
+            raise NamedModelError(f"model {name}: {e}", str(e)) from None
         try:
             template = model_template(weights, spec.template)
             executor = BatchedExecutor(weights, spec.context)
         except ContextTooLargeError as e:
             weights.close()
             others = f" beside {', '.join(repr(n) for n in beside)}" if beside else ""
-            raise ModelLoadError(f"model {spec.name!r} does not fit{others}: {e}") from None
+            message = f"model {name} does not fit{others}: {e}"
+            raise NamedModelError(message, str(e), e.key) from None
         except PanechatError as e:
             weights.close()
-            raise ModelLoadError(f"model {spec.name!r}: {e}") from None
+            raise NamedModelError(f"model {name}: {e}", str(e)) from None
         except Exception as e:  # a template that breaks Jinja itself, say
             weights.close()
-            raise ModelLoadError(f"model {spec.name!r} could not be loaded: {one_line(e)}") from e
+            why = f"could not be loaded: {one_line(e)}"
+            raise NamedModelError(f"model {name} {why}", f"the model {why}") from e
         return cls(spec, weights, executor, template)
+
+    def new_context(self) -> BatchedExecutor:
+        """Another context on the same weights (a fresh KV cache; the caller closes it).
+        Raises NamedModelError, as :meth:`load`, should it not fit."""
+        try:
+            return BatchedExecutor(self.weights, self.spec.context)
+        except ContextTooLargeError as e:
+            message = f"model {self.spec.name!r} does not fit: {e}"
+            raise NamedModelError(message, str(e), e.key) from None
+
+    @property
+    def offloaded(self) -> bool:
+        """Its weights went to a GPU (what the title bar calls the backend)."""
+        return self.weights.gpu_offload_supported() and self.spec.n_gpu_layers != 0
 
     @property
     def display_name(self) -> str:
@@ -91,5 +110,6 @@ class ChatModel:
         return self.weights.name or self.spec.name
 
     def close(self) -> None:
+        """Free the context (a caller may have closed it already), then the weights."""
         self.executor.close()
         self.weights.close()

@@ -1,20 +1,16 @@
-"""The chat engine: one worker thread owns the executor and serves every chat with one
-batch per frame.
+"""The chat engine: the chats on one model, served with one batch per frame.
 
-Callers never touch llama.cpp: they submit commands through a queue, and the engine emits one
-:class:`Frame` per decode step with every chat's new text (the callback runs in the engine's
-thread: hand the frame on, e.g. to a queue or an event loop, and return). ``llama_decode``
-releases the GIL, so a UI in another thread stays responsive while it runs.
+Callers never touch llama.cpp: they submit commands (from any thread), and each
+:meth:`ChatEngine.step` applies them, decodes every chat's pending tokens in one batch and
+returns the :class:`Frame`: every chat's new text and what changed in its tree. A script steps
+it itself; the app runs it in :class:`~core.chat.engine_group.ChatEngineGroup`'s thread, the
+one decode loop (``llama_decode`` releases the GIL, so a UI thread stays responsive).
 """
 
 from __future__ import annotations
 
 import queue
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +31,7 @@ from core.chat.commands import (
     TakeOutChat,
 )
 from core.chat.config import ChatConfig
-from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame, FrameStats
+from core.chat.frames import ChatDelta, Frame, FrameStats
 from core.chat.notices import Notice, NoticeKind
 from core.chat.session import SHIFT_SHARE, ChatSession, ContextFullError, QueuedTurn
 from core.chat.state import ChatSnapshot, SavedState, exchanges
@@ -47,7 +43,6 @@ from core.executor.conversation import Conversation
 from core.executor.decode_result import DecodeResult
 from core.executor.executor import BatchedExecutor
 from core.executor.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
-from core.executor.thread_priority import lower_this_thread
 from core.templates.chat_template import ChatFormat
 from core.text.reply_stream import StopReason
 
@@ -60,14 +55,6 @@ class TakenOut:
     config: ChatConfig
     messages: list[tuple[str, str]]
     tree: ChatTree = field(default_factory=ChatTree)
-
-
-@dataclass(frozen=True, slots=True)
-class _ReadTree:
-    """A caller in another thread asks for a chat's tree, answered between two frames."""
-
-    chat_id: str
-    answer: Future[ChatTree | None]
 
 
 #: Commands a pane waits on an answer for (it shows itself busy until a frame comes).
@@ -83,23 +70,20 @@ _BRANCHING = (EditMessage, ShowMessage, BranchAtToken)
 
 
 class ChatEngine:
-    """Runs frames: take commands, start queued turns, one ``infer()``, sample, post."""
+    """Steps frames: take commands, start queued turns, one ``infer()``, sample, return what
+    changed. One thread steps it (the group's, or a script's); commands come from any."""
 
     def __init__(
         self,
         executor: BatchedExecutor,
         template: ChatFormat,
-        emit: Callable[[EngineEvent], object] | None = None,
         *,
-        nice: int = 0,
         model: str = "",
     ) -> None:
         self.executor = executor
         self.model = model  # the name its frames carry (ChatEngineGroup runs several)
-        self.nice = nice  # how far below the UI thread decoding runs (thread_priority.py)
         self.template = template
-        self._emit = emit
-        self._commands: queue.SimpleQueue[tuple[Command | _ReadTree, ...]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Command, ...]] = queue.SimpleQueue()
         self._sessions: dict[str, ChatSession] = {}
         self._waiting_forks: list[ForkChat] = []
         self._waiting_opens: dict[str, OpenChat] = {}  # chats waiting for a shared prefix
@@ -107,34 +91,29 @@ class ChatEngine:
         self._deferred: list[Command] = []  # applied at the start of the next frame
         self._taken: dict[str, TakenOut | None] = {}  # TakeOutChat's results, for taken_out()
         self._prefixes = SharedPrefixes(executor)
-        self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._cancel = CancellationToken()
-        self._running = False
         self._rate = 0.0
         self.frames = 0
         self.tokens_sampled = 0  # every chat's reply tokens since the loop started
 
     # -- the caller's side -----------------------------------------------------------------
 
-    def start(self) -> None:
-        """Run frames in the engine's own thread, emitting each (how the app runs it)."""
-        if self._emit is None:
-            raise PanechatError("start() needs an emit callback for the frames; or use step()")
-        self._running = True
-        self._thread.start()
-
     def step(self) -> Frame | None:
-        """Or run one frame in the calling thread and return it (None: nothing happened), for
-        scripts and tests that drive the engine themselves; never together with start()."""
-        if self._thread.is_alive():
-            raise PanechatError("step() drives an engine whose thread is not started")
-        self._running = True
-        return self._frame(block=False)
+        """Run one frame in the calling thread and return it (None: nothing happened)."""
+        return self._frame()
 
     @property
     def busy(self) -> bool:
-        """Something is left to do: a reply streaming, a turn queued, a chat opening."""
-        return self._busy()
+        """Something is left to do: a reply streaming, a turn queued, a chat opening (safe to
+        ask from another thread: a group's caller does)."""
+        return (
+            not self._commands.empty()
+            or bool(self._deferred)
+            or any(s.generating or s.turns for s in list(self._sessions.values()))
+            or bool(self.executor.batched_token_count)
+            or bool(self._waiting_forks)
+            or bool(self._waiting_opens)
+        )
 
     def submit(self, *commands: Command) -> None:
         """Queue commands; several given at once are applied in the same frame (a broadcast
@@ -165,50 +144,10 @@ class ChatEngine:
         the frame's chats keep their tokens and go on at the next frame. Any thread."""
         self._cancel.cancel()
 
-    def shutdown(self, timeout: float = 5.0) -> bool:
-        """Stop the engine's thread (its decode is cancelled at the next step) and wait up to
-        ``timeout`` seconds; returns whether it has stopped. Until it has, the executor must
-        not be closed: the thread may still be inside llama.cpp."""
-        if self._running:
-            self._cancel.cancel()
-            self._commands.put((Shutdown(),))
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    # -- worker thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            lower_this_thread(self.nice)  # before the first decode starts llama.cpp's threads
-            self.executor.warm_up()  # here: this thread does all the decoding
-            while self._running:
-                frame = self._frame(block=True)
-                if frame is not None:
-                    assert self._emit is not None
-                    self._emit(frame)
-        except Exception as e:  # keep the app alive and say what broke
-            assert self._emit is not None
-            self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
-        finally:
-            self._running = False
-
-    def _busy(self) -> bool:
-        return (
-            not self._commands.empty()
-            or bool(self._deferred)
-            or any(s.generating or s.turns for s in self._sessions.values())
-            or bool(self.executor.batched_token_count)
-            or bool(self._waiting_forks)
-            or bool(self._waiting_opens)
-        )
-
     def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot:
         """Save a chat's KV cells to ``path`` and return its decode state, ending a reply in
         flight (its text comes back, to be saved with the transcript; ``path`` None: only
-        that). Only after ``shutdown()``: the loop thread must no longer touch the executor."""
-        if self._thread.is_alive():
-            raise PanechatError("snapshot() needs the engine stopped first (shutdown())")
+        that). In the thread that steps the engine, or once nothing steps it any more."""
         session = self._sessions.get(chat_id)
         if session is None:
             return ChatSnapshot(None)
@@ -226,33 +165,15 @@ class ChatEngine:
             return ChatSnapshot(None, change)
         return ChatSnapshot(SavedState(session.state(), str(path), conv.token_count), change)
 
-    def tree(self, chat_id: str, timeout: float = 10.0) -> ChatTree | None:
+    def tree(self, chat_id: str) -> ChatTree | None:
         """A copy of a chat's tree (every message, every branch, which one is shown; a reply
-        streaming holds its text so far), or None for a chat not open. From any thread: while
-        the engine's thread runs, it answers between two frames (PanechatError after
-        ``timeout`` s, or when the engine has stopped)."""
-        if not self._thread.is_alive():
-            return self._tree_copy(chat_id)
-        answer: Future[ChatTree | None] = Future()
-        self._commands.put((_ReadTree(chat_id, answer),))
-        try:
-            return answer.result(timeout)
-        except FutureTimeout:
-            raise PanechatError(
-                "the engine did not answer: it has stopped, or a frame is taking too long"
-            ) from None
-
-    def _tree_copy(self, chat_id: str) -> ChatTree | None:
+        streaming holds its text so far), or None for a chat not open. Between two steps, in
+        the thread that steps the engine (:meth:`ChatEngineGroup.tree` asks that thread)."""
         session = self._sessions.get(chat_id)
         if session is None:
             return None
         session.show_reply_so_far()
         return session.tree.copy()
-
-    @property
-    def thread_id(self) -> int | None:
-        """The decode thread's native id while it runs (to watch or pin it), else None."""
-        return self._thread.native_id if self._thread.is_alive() else None
 
     def prefix_sharing(self) -> PrefixSharing:
         """How many chats shared a decoded system prompt, and how many decoded their own."""
@@ -289,35 +210,27 @@ class ChatEngine:
         """A chat's session (for tests and diagnostics; read it between frames)."""
         return self._sessions.get(chat_id)
 
-    def _drain(self, deltas: dict[str, ChatDelta], block: bool) -> None:
-        """Apply the queued commands; with ``block``, wait for some while there is nothing
-        else to do."""
+    def _drain(self, deltas: dict[str, ChatDelta]) -> None:
+        """Apply the commands deferred from the last frame, then those queued since."""
         deferred, self._deferred = self._deferred, []
         for command in deferred:
             self._apply(command, deltas)
-        block = block and not self._busy()
         while True:
             try:
-                commands = self._commands.get(block=block, timeout=0.5 if block else None)
+                commands = self._commands.get_nowait()
             except queue.Empty:
-                if block and self._running and not self._busy():
-                    self.executor.watch_cpu()
-                    continue
                 return
-            block = False
-            for request in commands:
-                self._apply(request, deltas)
+            for command in commands:
+                self._apply(command, deltas)
 
     def _delta(self, deltas: dict[str, ChatDelta], chat_id: str) -> ChatDelta:
         return deltas.setdefault(chat_id, ChatDelta())
 
-    def _apply(self, command: Command | _ReadTree, deltas: dict[str, ChatDelta]) -> None:
-        """Apply one command (in the engine's thread, at the start of a frame)."""
+    def _apply(self, command: Command, deltas: dict[str, ChatDelta]) -> None:
+        """Apply one command (in the stepping thread, at the start of a frame)."""
         match command:
-            case _ReadTree(chat_id=chat_id, answer=answer):
-                answer.set_result(self._tree_copy(chat_id))
             case Shutdown():
-                self._running = False
+                pass  # the loop that steps the engine stops (ChatEngineGroup)
             case ForkChat():
                 self._waiting_forks.append(command)
                 self._fork_ready(deltas)
@@ -630,12 +543,10 @@ class ChatEngine:
             except PanechatError as e:
                 delta.notice = Notice(NoticeKind.FAILED, f"could not branch: {e}")
 
-    def _frame(self, block: bool) -> Frame | None:
+    def _frame(self) -> Frame | None:
         """Commands in, turns started, one decode, every reply sampled: the frame's events."""
         deltas: dict[str, ChatDelta] = {}
-        self._drain(deltas, block)
-        if not self._running:
-            return None
+        self._drain(deltas)
         if self._waiting_opens:
             self._open_ready(deltas)
         if self._waiting_forks:

@@ -16,10 +16,12 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core.chat.chat_model import ChatModel, ModelSpec
+from core.chat.chat_model import ModelSpec
 from core.chat.commands import (
     ClearChat,
     CloseChat,
@@ -36,11 +38,12 @@ from core.chat.engine import ChatEngine
 from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame
 from core.chat.model_engine import ModelEngine
+from core.chat.model_loader import LoadedModel, engine_of, load_model
 from core.chat.model_loading import ModelLoading
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
 from core.chat.tree import ChatTree
-from core.errors import ModelLoadError, PanechatError, one_line
+from core.errors import NamedModelError, PanechatError, one_line
 from core.executor.thread_priority import lower_this_thread
 from core.models.load_progress import ProgressObserver
 from core.models.model_path import EMBEDDED_MODEL_NAME
@@ -63,10 +66,20 @@ class SwitchModel:
     transcript: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _ReadTree:
+    """A caller in another thread asks for a chat's tree, answered between two frames."""
+
+    chat_id: str
+    answer: Future[ChatTree | None]
+
+
 GroupCommand = Command | SwitchModel
+#: What the group's thread takes in: commands, and whether they came from :meth:`submit`.
+_Inbox = tuple[tuple[GroupCommand | _ReadTree, ...], bool]
 
 #: What a loader thread hands the group's thread: a model, or why it could not be loaded.
-Loaded = ChatModel | EngineProcess | PanechatError
+Loaded = LoadedModel | PanechatError
 
 
 class ChatEngineGroup:
@@ -92,8 +105,9 @@ class ChatEngineGroup:
         self.nice = nice
         self._emit = emit
         self._engines: dict[str, ModelEngine] = {DEFAULT: engine}
-        self._models: dict[str, ChatModel | EngineProcess] = {}  # loaded by the group
-        self._inbox: queue.SimpleQueue[tuple[GroupCommand, ...]] = queue.SimpleQueue()
+        self._models: dict[str, LoadedModel] = {}  # loaded by the group
+        self._inbox: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
+        self._unrouted = 0  # submitted commands not yet handed to an engine (under _lock)
         self._loaded: queue.SimpleQueue[tuple[str, Loaded]] = queue.SimpleQueue()
         self._waiting: dict[str, list[Command]] = {}  # for models being loaded
         self._switches: dict[str, SwitchModel] = {}  # chats to move once their model loads
@@ -119,7 +133,19 @@ class ChatEngineGroup:
                 engines = list(self._engines.values())
             for engine in engines:
                 engine.interrupt()  # a long prefill must not hold the command up
-        self._inbox.put(commands)
+        with self._lock:
+            self._unrouted += 1
+        self._inbox.put((commands, True))
+
+    @property
+    def busy(self) -> bool:
+        """Something is left to do: a command not applied yet, a reply streaming, a model
+        loading or a chat moving to another (a script waits for it to be False)."""
+        with self._lock:
+            if self._unrouted:
+                return True
+            engines = list(self._engines.values())
+        return any(e.busy for e in engines) or bool(self._waiting or self._moving or self._held)
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the thread (a decode in flight is cancelled) and wait up to ``timeout`` s;
@@ -129,10 +155,41 @@ class ChatEngineGroup:
                 engines = list(self._engines.values())
             for engine in engines:
                 engine.interrupt()
-            self._inbox.put((Shutdown(),))
+            self._inbox.put(((Shutdown(),), False))
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def tree(self, chat_id: str, timeout: float = 10.0) -> ChatTree | None:
+        """A copy of a chat's tree (as :meth:`ChatEngine.tree`), or None for a chat not open.
+        From any thread: while the group runs, its thread answers between two frames
+        (PanechatError after ``timeout`` s, when the group has stopped, or for a chat on a
+        model in a child process, whose tree a caller follows from the frames)."""
+        if not self._thread.is_alive():
+            return self._tree(chat_id)
+        answer: Future[ChatTree | None] = Future()
+        self._inbox.put(((_ReadTree(chat_id, answer),), False))
+        try:
+            return answer.result(timeout)
+        except FutureTimeout:
+            raise PanechatError(
+                "the engine did not answer: it has stopped, or a frame is taking too long"
+            ) from None
+
+    def _tree(self, chat_id: str) -> ChatTree | None:
+        engine = self._engines.get(self._chat_model.get(chat_id, DEFAULT))
+        if isinstance(engine, ChatEngine):
+            return engine.tree(chat_id)
+        if engine is None:
+            return None
+        raise PanechatError(
+            f"chat {chat_id!r} is on a model in a child process: follow its frames' tree changes"
+        )
+
+    @property
+    def thread_id(self) -> int | None:
+        """The decode thread's native id while it runs (to watch or pin it), else None."""
+        return self._thread.native_id if self._thread.is_alive() else None
 
     def snapshot(self, chat_id: str, path: Path | None) -> ChatSnapshot:
         """As :meth:`ChatEngine.snapshot`, on the chat's model (after :meth:`shutdown`)."""
@@ -209,7 +266,7 @@ class ChatEngineGroup:
     def _take_commands(self, block: bool) -> None:
         while self._running:
             try:
-                commands = self._inbox.get(block=block, timeout=0.25 if block else None)
+                commands, submitted = self._inbox.get(block=block, timeout=0.25 if block else None)
             except queue.Empty:
                 if block and not self._has_work() and self._loaded.empty():
                     for engine in self._engines.values():
@@ -219,12 +276,20 @@ class ChatEngineGroup:
             block = False
             for command in commands:
                 self._route(command)
+            if submitted:
+                with self._lock:
+                    self._unrouted -= 1
 
     def _key(self, model: str) -> str:
         return DEFAULT if model == self.default_name else model
 
-    def _route(self, command: GroupCommand) -> None:
+    def _route(self, command: GroupCommand | _ReadTree) -> None:
         match command:
+            case _ReadTree(chat_id=chat_id, answer=answer):
+                try:
+                    answer.set_result(self._tree(chat_id))
+                except PanechatError as e:
+                    answer.set_exception(e)
             case Shutdown():
                 self._running = False
             case SwitchModel():
@@ -244,10 +309,8 @@ class ChatEngineGroup:
                     self._to_model(closing, command)
             case _ if command.chat_id in self._moving:  # to wherever the chat ends up
                 self._held.setdefault(command.chat_id, []).append(command)
-            case _:
-                held = self._chat_model.get(command.chat_id)
-                if held is not None:
-                    self._to_model(held, command)
+            case _:  # a chat not open goes to the default model, which says so
+                self._to_model(self._chat_model.get(command.chat_id, DEFAULT), command)
 
     def _to_model(self, model: str, command: Command) -> None:
         engine = self._engines.get(model)
@@ -280,19 +343,17 @@ class ChatEngineGroup:
         else:
             try:
                 progress = self._progress(model, spec)
-                if spec.placement.rpc:  # a server that goes away must not take the app along
-                    result = EngineProcess.start(
-                        spec, model=model, nice=self.nice, beside=others, progress=progress
-                    )
-                else:
-                    result = ChatModel.load(spec, others, progress)
+                result = load_model(
+                    spec, model=model, nice=self.nice, beside=others, progress=progress
+                )
             except PanechatError as e:
                 result = e
             except Exception as e:  # any other failure is that model's, not the app's
-                result = ModelLoadError(f"model {model!r} could not be loaded: {one_line(e)}")
+                why = f"could not be loaded: {one_line(e)}"
+                result = NamedModelError(f"model {model!r} {why}", f"the model {why}")
             self._tell_loading(ModelLoading(model, _file_name(spec), 1.0, done=True))
         self._loaded.put((model, result))
-        self._inbox.put(())  # wake the group's thread
+        self._inbox.put(((), False))  # wake the group's thread
 
     def _progress(self, model: str, spec: ModelSpec) -> ProgressObserver:
         """What a load tells: each new whole percent, to ``on_loading``; it stops (the load
@@ -336,16 +397,13 @@ class ChatEngineGroup:
             if not self._running:
                 result.close()
                 continue
-            engine: ModelEngine = (
-                result
-                if isinstance(result, EngineProcess)
-                else ChatEngine(result.executor, result.template, model=name)
-            )
+            engine = engine_of(result, name)
             try:
                 engine.warm_up()  # here: this thread does all the decoding
             except Exception as e:
                 result.close()
-                self._loaded.put((name, ModelLoadError(f"model {name!r}: {one_line(e)}")))
+                why = one_line(e)
+                self._loaded.put((name, NamedModelError(f"model {name!r}: {why}", why)))
                 self._waiting[name] = waiting
                 self._switches.update({s.chat_id: s for s in switches})
                 continue

@@ -34,7 +34,13 @@ from core.chat.engine import ChatEngine, TakenOut
 from core.chat.frames import ChatDelta, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
-from core.errors import ModelLoadCancelledError, ModelLoadError, PanechatError, one_line
+from core.errors import (
+    ModelLoadCancelledError,
+    ModelLoadError,
+    NamedModelError,
+    PanechatError,
+    one_line,
+)
 from core.executor.thread_priority import lower_this_thread
 from core.models.load_progress import ProgressObserver
 from core.native.amx_trial import killing_signal
@@ -80,6 +86,7 @@ class _Loaded:
 @dataclass(frozen=True, slots=True)
 class _Failed:
     error: str
+    load_error: NamedModelError | None = None  # the load's own error, raised in the parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +194,8 @@ class EngineProcess:
             process.join(1.0)
             why = _ending(process.exitcode, log)
             log.unlink(missing_ok=True)
-            raise ModelLoadError(f"model {spec.name!r} could not be loaded: {why}") from None
+            text = f"model {spec.name!r} could not be loaded: {why}"
+            raise NamedModelError(text, f"the model could not be loaded: {why}") from None
         except BaseException:  # Ctrl+C or a cancelled load: take the child down too
             process.kill()
             process.join(1.0)
@@ -198,7 +206,7 @@ class EngineProcess:
         if isinstance(message, _Failed):
             process.join(5.0)
             log.unlink(missing_ok=True)
-            raise ModelLoadError(message.error)
+            raise message.load_error or ModelLoadError(message.error)
         assert isinstance(message, _Loaded)
         return cls(model, spec, message, process, requests, interrupts, log, restart_hint)
 
@@ -500,21 +508,26 @@ def _serve(
     try:
         progress = _progress_sender(requests) if reports_progress else None
         loaded = ChatModel.load(spec, beside, progress)
+    except NamedModelError as e:
+        requests.send(_Failed(str(e), e))
+        return
     except PanechatError as e:
         requests.send(_Failed(str(e)))
         return
     except Exception as e:
-        requests.send(_Failed(f"model {spec.name!r} could not be loaded: {one_line(e)}"))
+        why = f"could not be loaded: {one_line(e)}"
+        error = NamedModelError(f"model {spec.name!r} {why}", f"the model {why}")
+        requests.send(_Failed(str(error), error))
         return
     engine = ChatEngine(loaded.executor, loaded.template, model=model)
     try:
         engine.warm_up()
     except Exception as e:
-        requests.send(_Failed(f"model {spec.name!r}: {one_line(e)}"))
+        error = NamedModelError(f"model {spec.name!r}: {one_line(e)}", one_line(e))
+        requests.send(_Failed(str(error), error))
         return
     threading.Thread(target=_forward_interrupts, args=(interrupts, engine), daemon=True).start()
-    offloaded = loaded.weights.gpu_offload_supported() and spec.n_gpu_layers != 0
-    requests.send(_Loaded(loaded.display_name, offloaded))
+    requests.send(_Loaded(loaded.display_name, loaded.offloaded))
     try:
         _answer(requests, engine)
     except (EOFError, OSError):
