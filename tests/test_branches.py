@@ -185,8 +185,8 @@ def test_a_saved_state_of_another_branch_is_not_used(
     executor = BatchedExecutor(driver.engine.executor.model, ContextParams(n_ctx=2048))
     engine = ChatEngine(executor, driver.engine.template)
     try:
-        engine.submit(OpenChat("same", chat("same"), Restore(shown, saved)))
-        engine.submit(OpenChat("other", chat("other"), Restore(other, saved)))
+        engine.submit(OpenChat("same", chat("same"), Restore(ChatTree.linear(shown), saved)))
+        engine.submit(OpenChat("other", chat("other"), Restore(ChatTree.linear(other), saved)))
         notices = {}
         while engine.busy:
             frame = engine.step()
@@ -228,7 +228,7 @@ def test_tokens_of_another_vocabulary_are_refused_and_the_chat_goes_on(
         tree.add(None, Role.USER, "Name a lake.")
         reply = tree.add(tree.head, Role.ASSISTANT, " lake.")
         reply.tokens = [alien, TokenStat(word, " river", 0.5, (Alternative(word, " river", 0.4),))]
-        driver.submit(OpenChat("old", chat("old"), Restore(tree.messages(), None, tree)))
+        driver.submit(OpenChat("old", chat("old"), Restore(tree)))
         driver.run_until(lambda: driver.engine.session("old") is not None)
         driver.run_until(idle(driver, driver.engine.session("old")))  # type: ignore[arg-type]
         before = list(driver.engine.session("old").conversation.tokens)  # type: ignore[union-attr]

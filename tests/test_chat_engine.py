@@ -280,7 +280,7 @@ def test_quitting_mid_reply_hands_back_the_cut_reply_and_a_state_that_resumes(
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
         engine = ChatEngine(executor, model_template(weights))
         messages = [("user", question), ("assistant", cut.text)]
-        engine.submit(OpenChat("s", long_chat, Restore(messages, snap.state)))
+        engine.submit(OpenChat("s", long_chat, Restore(ChatTree.linear(messages), snap.state)))
         frames = run_steps(engine, lambda _: engine.session("s") is not None)
         assert not any(d.notice for f in frames for d in f.deltas.values())
         resumed = engine.session("s")

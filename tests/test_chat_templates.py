@@ -35,7 +35,7 @@ from core import (
     model_template,
 )
 from core.__main__ import main as demo_main
-from core.chat import ChatConfig, ChatEngine, NoticeKind, OpenChat, Restore, SendTurn
+from core.chat import ChatConfig, ChatEngine, ChatTree, NoticeKind, OpenChat, Restore, SendTurn
 from core.chat.session import common_prefix
 from core.templates.template_capabilities import (
     Adaptation,
@@ -471,7 +471,7 @@ def test_a_resumed_chat_is_read_into_the_same_tokens(
     reply = shown(frames, "a").strip()
     again = engine_for(GEMMA_MARKERS)
     messages = [("user", "What is the capital of France?"), ("assistant", reply)]
-    again.submit(OpenChat("a", config("a"), Restore(messages, None)))
+    again.submit(OpenChat("a", config("a"), Restore(ChatTree.linear(messages))))
     run_steps(again)
     resumed = again.session("a")
     assert resumed is not None

@@ -18,6 +18,7 @@ from core.chat import (
     ChatConfig,
     ChatEngine,
     ChatEngineGroup,
+    ChatTree,
     CloseChat,
     EngineEvent,
     Frame,
@@ -208,7 +209,7 @@ def test_a_chat_whose_model_never_loaded_moves_to_one_that_does(
     config = chat("a", "broken")
     run.group.submit(OpenChat("a", config), SendTurn("a", QUESTION))
     run.until(lambda: bool(run.notices("a")))
-    run.group.submit(SwitchModel("a", DEFAULT, config, [("user", QUESTION)]))
+    run.group.submit(SwitchModel("a", DEFAULT, config, ChatTree.linear([("user", QUESTION)])))
     run.until(lambda: run.group.model_of("a") == DEFAULT)
     run.group.submit(SendTurn("a", "And of Italy?"))
     run.until(lambda: run.replies("a") == 1)

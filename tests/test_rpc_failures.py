@@ -77,8 +77,14 @@ class Remote:
         return tree
 
     def reply_so_far(self, chat_id: str) -> str:
-        path = self.followed(chat_id).path()
-        return path[-1].text.strip() if path and path[-1].role is Role.ASSISTANT else ""
+        """The text of the chat's last reply on the path shown."""
+        replies = [m for m in self.followed(chat_id).path() if m.role is Role.ASSISTANT]
+        return replies[-1].text.strip() if replies else ""
+
+    def last_turn(self, chat_id: str) -> str:
+        """The text of the chat's last user message on the path shown."""
+        turns = [m for m in self.followed(chat_id).path() if m.role is Role.USER]
+        return turns[-1].text if turns else ""
 
     def failure(self, chat_id: str) -> ChatDelta | None:
         for frame in self.run.frames:
@@ -141,10 +147,14 @@ def test_a_server_killed_mid_reply_stops_that_reply_and_nothing_else(remote: Rem
 
     run.group.submit(SendTurn("far", "Are you there?"))
     run.until(lambda: _told_again(run))
+    # The turn sent to the stopped model is in the chat's tree all the same (a view keeps
+    # it, the session saves it), below the reply it followed, unanswered.
+    path = remote.followed("far").path()
+    assert [m.role for m in path[-2:]] == [Role.ASSISTANT, Role.USER]
+    assert remote.last_turn("far") == "Are you there?"
 
-    transcript = [("user", QUESTION), ("assistant", remote.reply_so_far("far"))]
-    config = remote.chat("far", "far", 12)
-    run.group.submit(SwitchModel("far", DEFAULT, config, transcript))
+    config = remote.chat("far", "far", 12)  # the tree as the pane shows it, the unanswered turn too
+    run.group.submit(SwitchModel("far", DEFAULT, config, remote.followed("far")))
     run.group.submit(SendTurn("far", "And then?"))
     run.until(lambda: run.replies("far") == 2)  # the cancelled reply, then this one
     last = remote.last("far")
@@ -170,8 +180,10 @@ def test_a_server_that_hangs_is_given_up_after_a_stop(
     remote.stream_far_then(signal.SIGSTOP)
     time.sleep(1.0)  # the reply stalls: the child waits on the silent server
     assert remote.failure("far") is None
-    run.group.submit(StopChat("far"))
+    # A stop, and a turn sent in the same step: the child never takes that step.
+    run.group.submit(StopChat("far"), SendTurn("far", "Still there?"))
     run.until(lambda: remote.failure("far") is not None, timeout=60)
+    assert remote.last_turn("far") == "Still there?"  # kept, though the child never saw it
     failed = remote.failure("far")
     assert failed is not None and failed.notice is not None
     assert "did not answer for 2 s" in failed.notice.text()
@@ -229,10 +241,14 @@ async def test_the_app_on_an_rpc_model_keeps_its_text_when_the_server_dies(
             for pane in (first, second):
                 # A run that keeps no session cannot be resumed: the notice does not say so.
                 assert ("panechat --resume" in told(pane)[0]) is saved and not pane.generating
-                assert QUESTION in pane.messages_text()  # on screen, whether or not the
-                # child took the turn before it died (then it is in the chat's tree too)
-            assert first.messages()[0] == ("user", QUESTION)
+                assert pane.messages()[0] == ("user", QUESTION)  # in the tree, taken or not
             assert first.messages()[-1][0] == "assistant" and first.messages()[-1][1]
+            # A turn typed after the child died goes in the chat's tree too, unanswered: the
+            # pane's tree (which the session saves) has it, not just a widget on screen.
+            await app.send_to(first, "Are you there?")
+            await wait_for(pilot, lambda: first.messages()[-1] == ("user", "Are you there?"))
+            assert first.messages_text().count("Are you there?") == 1  # drawn once
+            assert not first.generating
             assert app.is_running
     finally:
         server.kill()

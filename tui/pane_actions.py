@@ -76,9 +76,7 @@ class PaneActions:
             if saved.state_damaged:
                 notice = Notice(NoticeKind.STATE_NOT_USED, "its record is damaged")
                 await pane.add_notice(f"⚠ {notice_text(notice, self.app.keys)}")
-            self.app.source.submit(
-                OpenChat(pane.pane_id, pane_config, Restore(saved.messages, saved.state, tree))
-            )
+            self.app.source.submit(OpenChat(pane.pane_id, pane_config, Restore(tree, saved.state)))
             return pane
         if fork_of is None:
             pane = await row.open(pane_config, model=self.model_of(pane_config))
@@ -122,8 +120,8 @@ class PaneActions:
         if self.app.config.model_key(pane.config.model) == self.app.config.model_key(model):
             self.app.notify(f"{printable(pane.config.name)} already answers with that model")
             return
-        transcript = pane.messages(reasoning=True)  # for a pane whose own model never loaded
-        self.app.source.submit(SwitchModel(pane.pane_id, model, pane.config, transcript))
+        tree = pane.chat_tree.copy()  # for a pane whose own model never loaded
+        self.app.source.submit(SwitchModel(pane.pane_id, model, pane.config, tree))
 
     async def send_to(self, pane: ChatPane, text: str) -> None:
         if pane.editing is not None:

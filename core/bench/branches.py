@@ -17,6 +17,7 @@ from core.chat.commands import (
 )
 from core.chat.config import ChatConfig
 from core.chat.engine import ChatEngine
+from core.chat.tree import ChatTree
 from core.executor.executor import BatchedExecutor
 from core.executor.params import ContextParams
 from core.models.weights import LlamaWeights
@@ -101,7 +102,7 @@ def measure_branch_switch(
         _settle(engine)
         fork_seconds = time.perf_counter() - started
         started = time.perf_counter()  # a new chat on the branch (its system prompt shared)
-        engine.submit(OpenChat("fresh", config, Restore(first)))  # reads it whole
+        engine.submit(OpenChat("fresh", config, Restore(ChatTree.linear(first))))  # reads it whole
         _settle(engine)
         full_read_seconds = time.perf_counter() - started
         return BranchSwitch(

@@ -12,13 +12,12 @@ from core.chat.tree import ChatTree
 
 @dataclass(frozen=True, slots=True)
 class Restore:
-    """A saved pane: its transcript (the branch shown), the decode state written when it was
-    last closed, and its whole tree when known (its messages keep their ids; else the
-    transcript is the chat's one branch)."""
+    """A chat to open again: its tree (its messages keep their ids; the model reads the
+    branch shown, ``ChatTree.linear`` makes one from (role, text) pairs), and the decode
+    state written when it was last closed, if any (its KV cells: nothing is read again)."""
 
-    messages: list[tuple[str, str]]
+    tree: ChatTree
     state: SavedState | None = None
-    tree: ChatTree | None = None
 
 
 @dataclass(frozen=True, slots=True)

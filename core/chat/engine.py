@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.chat.commands import (
@@ -23,7 +23,6 @@ from core.chat.commands import (
     ForkChat,
     OpenChat,
     Regenerate,
-    Restore,
     SendTurn,
     ShowMessage,
     Shutdown,
@@ -49,12 +48,11 @@ from core.text.reply_stream import StopReason
 
 @dataclass(frozen=True, slots=True)
 class TakenOut:
-    """A chat :class:`TakeOutChat` closed: its settings, what its model had read, as (role,
-    text) messages to read it again elsewhere, and its tree."""
+    """A chat :class:`TakeOutChat` closed: its settings and its tree (another model reads
+    the branch shown again)."""
 
     config: ChatConfig
-    messages: list[tuple[str, str]]
-    tree: ChatTree = field(default_factory=ChatTree)
+    tree: ChatTree
 
 
 #: Commands a pane waits on an answer for (it shows itself busy until a frame comes).
@@ -194,12 +192,7 @@ class ChatEngine:
             return
         del self._sessions[chat_id]
         session.conversation.dispose()
-        messages = []
-        for exchange in session.exchanges:
-            messages.append(("user", exchange.user))
-            if exchange.reply.strip():
-                messages.append(("assistant", exchange.reply))
-        self._taken[chat_id] = TakenOut(session.config, messages, session.tree)
+        self._taken[chat_id] = TakenOut(session.config, session.tree)
 
     @property
     def chat_count(self) -> int:
@@ -482,12 +475,13 @@ class ChatEngine:
             delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it does not match the chat's tokens")
             return None
         held = [e.user for e in state.turns.exchanges]
-        shown = [e.user for e in exchanges(restore.messages)]
+        shown = [e.user for e in exchanges(restore.tree.messages())]
         if held and shown[-len(held) :] != held:  # cells of another branch than the one shown
             conv.dispose()
             delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it holds another branch")
             return None
-        session = ChatSession(command.chat_id, command.config, conv, self.template, _tree(restore))
+        tree = restore.tree.copy()
+        session = ChatSession(command.chat_id, command.config, conv, self.template, tree)
         session.restore_state(state.turns)
         return session
 
@@ -512,11 +506,11 @@ class ChatEngine:
             del self._waiting_opens[chat_id]
             turns = self._early_turns.pop(chat_id, [])
             if conv is not None:
-                tree = ChatTree() if command.restore is None else _tree(command.restore)
+                tree = ChatTree() if command.restore is None else command.restore.tree.copy()
                 session = ChatSession(chat_id, command.config, conv, self.template, tree)
-                if command.restore is not None and command.restore.messages:
+                if len(tree):
                     try:
-                        session.replay(command.restore.messages)
+                        session.replay(tree.messages())
                     except PanechatError as e:  # a template that refuses the saved chat
                         self._delta(deltas, chat_id).notice = Notice(NoticeKind.FAILED, str(e))
                 for text in turns:
@@ -691,8 +685,3 @@ class ChatEngine:
         victim.conversation.discard_pending()
         victim.turns.clear()
         delta.notice = Notice(NoticeKind.CONTEXT_FULL)
-
-
-def _tree(restore: Restore) -> ChatTree:
-    """A restored chat's tree: the one saved, else its transcript as its one branch."""
-    return restore.tree.copy() if restore.tree is not None else ChatTree.linear(restore.messages)

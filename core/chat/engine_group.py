@@ -58,12 +58,12 @@ DRAIN_WAIT = 2.0
 class SwitchModel:
     """Move a chat to another model: its history is read again there (the chat must be idle).
     A chat whose own model could not load has no history in any model: it is opened on the
-    new one with ``config`` and the ``transcript`` the caller shows."""
+    new one with ``config`` and the ``tree`` the caller shows."""
 
     chat_id: str
     model: str
     config: ChatConfig | None = None
-    transcript: list[tuple[str, str]] = field(default_factory=list)
+    tree: ChatTree = field(default_factory=ChatTree)
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +456,7 @@ class ChatEngineGroup:
             if command is None:
                 continue
             if taken is not None:
-                self._open_moved(command, taken.config, taken.messages, taken.tree)
+                self._open_moved(command, taken.config, taken.tree)
             elif engine.stopped is not None:  # its process ended first
                 self._open_afresh(command, engine)
             elif held := self._held.pop(chat_id, []):  # it was busy and stays: so do these
@@ -467,17 +467,15 @@ class ChatEngineGroup:
         the chat, which is opened on the target from what the caller shows."""
         if engine is not None:
             engine.submit(CloseChat(command.chat_id))
-        self._open_moved(command, command.config, command.transcript)
+        self._open_moved(command, command.config, command.tree)
 
     def _open_moved(
         self,
         command: SwitchModel,
         config: ChatConfig | None,
-        messages: list[tuple[str, str]],
-        tree: ChatTree | None = None,
+        tree: ChatTree,
     ) -> None:
-        """Open the chat on its new model: it reads ``messages`` again there, and keeps its
-        ``tree`` (not known: the messages are its one branch)."""
+        """Open the chat on its new model, which reads the branch of ``tree`` shown again."""
         if config is None:
             return
         chat_id, target = command.chat_id, self._key(command.model)
@@ -486,7 +484,7 @@ class ChatEngineGroup:
         delta = ChatDelta(notice=Notice(NoticeKind.MODEL_SWITCHED, name), model=command.model)
         self._emit(Frame({chat_id: delta}, model=target))
         moved = replace(config, model=command.model)
-        self._to_model(target, OpenChat(chat_id, moved, Restore(messages, None, tree)))
+        self._to_model(target, OpenChat(chat_id, moved, Restore(tree)))
         for later in self._held.pop(chat_id, []):
             self._to_model(target, later)
 

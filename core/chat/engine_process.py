@@ -29,11 +29,21 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from core.chat.chat_model import ChatModel, ModelSpec
-from core.chat.commands import CloseChat, Command, ForkChat, OpenChat, StopChat, TakeOutChat
+from core.chat.commands import (
+    CloseChat,
+    Command,
+    EditMessage,
+    ForkChat,
+    OpenChat,
+    SendTurn,
+    StopChat,
+    TakeOutChat,
+)
 from core.chat.engine import ChatEngine, TakenOut
 from core.chat.frames import ChatDelta, Frame
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import ChatSnapshot
+from core.chat.tree import ChatTree, Role
 from core.errors import (
     ModelLoadCancelledError,
     ModelLoadError,
@@ -140,6 +150,9 @@ class EngineProcess:
         self._taken: dict[str, TakenOut | None] = {}
         self._chats: set[str] = set()  # to tell, should the child die
         self._streaming: set[str] = set()  # chats with a reply in flight, as the frames said
+        # Each chat's tree as the frames told it, to keep a turn the child never took should
+        # it die (the turn goes in the tree, so the pane keeps it and the session saves it).
+        self._trees: dict[str, ChatTree] = {}
         self._stopped: str | None = None
         self._notices: dict[str, ChatDelta] = {}  # for chats of a child that is gone
         self._sent: tuple[Command, ...] = ()  # the commands of the step in flight
@@ -242,6 +255,7 @@ class EngineProcess:
                 case CloseChat(chat_id=chat_id):
                     self._chats.discard(chat_id)
                     self._streaming.discard(chat_id)
+                    self._trees.pop(chat_id, None)
             if self._stopped is not None:
                 self._answer_stopped(command)
             else:
@@ -369,9 +383,14 @@ class EngineProcess:
             self._taken[chat_id] = taken
             if taken is not None:
                 self._chats.discard(chat_id)
+                self._trees.pop(chat_id, None)
         frame = message.frame
         if frame is not None:
             for chat_id, delta in frame.deltas.items():
+                if delta.tree_changes:
+                    tree = self._trees.setdefault(chat_id, ChatTree())
+                    for change in delta.tree_changes:
+                        tree.apply(change)
                 if delta.started:
                     self._streaming.add(chat_id)
                 if delta.finished is not None:
@@ -383,18 +402,34 @@ class EngineProcess:
         self._stopped = f"model {self.spec.name or 'default'!r} stopped: {why}"
         if self._process.is_alive():  # hung: it has nothing left to give
             self._process.kill()
-        for command in (*self._sent, *self._queued):
-            if isinstance(command, TakeOutChat):  # a switch waits on it: not taken out
-                self._taken[command.chat_id] = None
+        lost, self._sent, self._queued = (*self._sent, *self._queued), (), []
         self._in_flight = self._child_busy = False
-        self._sent, self._queued = (), []
         notice = Notice(NoticeKind.MODEL_FAILED, self._stopped)
         for chat_id in sorted(self._chats):
             delta = ChatDelta(notice=notice)
             if chat_id in self._streaming:  # its text as far as the frames showed it stays
                 delta.finished = StopReason.CANCELLED
             self._notices[chat_id] = delta
+        for command in lost:
+            if isinstance(command, TakeOutChat):  # a switch waits on it: not taken out
+                self._taken[command.chat_id] = None
+            self._keep_turn(command)
         return self._stopped_frame()
+
+    def _keep_turn(self, command: Command) -> None:
+        """A turn the child never took (sent in the step it died in, or after): it goes in
+        the chat's tree all the same, unanswered, with the notice that says why."""
+        if not isinstance(command, SendTurn | EditMessage) or command.chat_id not in self._chats:
+            return
+        tree = self._trees.setdefault(command.chat_id, ChatTree())
+        if isinstance(command, SendTurn):
+            tree.add(tree.head, Role.USER, command.text)
+        elif command.message_id in tree:  # an edit: a new version beside the message
+            tree.add(tree[command.message_id].parent, Role.USER, command.text)
+        change = tree.take_change()
+        if change is not None:
+            delta = self._notices.setdefault(command.chat_id, ChatDelta())
+            delta.tree_changes.append(change)
 
     def _stopped_frame(self) -> Frame:
         """The notices queued for the chats of a child that is gone; a reply they end is
@@ -413,7 +448,10 @@ class EngineProcess:
         chat_id = getattr(command, "chat_id", "")
         if isinstance(command, TakeOutChat):
             self._taken[chat_id] = None
-        self._notices[chat_id] = ChatDelta(notice=Notice(NoticeKind.MODEL_FAILED, self._stopped))
+        self._notices.setdefault(chat_id, ChatDelta()).notice = Notice(
+            NoticeKind.MODEL_FAILED, self._stopped
+        )
+        self._keep_turn(command)
 
     def _why_ended(self) -> str:
         self._process.join(2.0)
