@@ -14,6 +14,7 @@ from core import BatchedExecutor, ContextParams
 from core.chat import (
     Alternative,
     BranchAtToken,
+    ChatContext,
     ChatEngine,
     ChatTree,
     CloseChat,
@@ -26,7 +27,6 @@ from core.chat import (
     ShowMessage,
     TokenStat,
 )
-from core.chat.session import ChatSession
 
 
 def tree_of(driver: Driver, chat_id: str = "c") -> ChatTree:
@@ -42,47 +42,54 @@ def talk(driver: Driver, chat_id: str, text: str) -> None:
     driver.run_until(lambda: driver.replies(chat_id) == before + 1)
 
 
-def holds_exactly(driver: Driver, session: ChatSession) -> None:
-    """The KV holds the rendering of the session's transcript, and nothing past it."""
-    conv = session.conversation
-    assert list(conv.tokens) == session.prompt_tokens(session.exchanges)
-    assert driver.engine.executor.seq_pos_max(conv.sequence_id) == conv.token_count - 1
+def context(driver: Driver, chat_id: str = "c") -> ChatContext:
+    held = driver.loop.context(chat_id)
+    assert held is not None
+    return held
 
 
-def idle(driver: Driver, session: ChatSession) -> Callable[[], bool]:
-    return lambda: not driver.busy and not session.conversation.requires_inference
+def held_users(driver: Driver, chat_id: str = "c") -> list[str]:
+    """The user turns the chat's KV holds."""
+    return context(driver, chat_id).users
+
+
+def holds_exactly(driver: Driver, chat_id: str = "c") -> None:
+    """The KV holds the rendering of the turns it holds, and nothing past it."""
+    assert context(driver, chat_id).in_step
+
+
+def idle(driver: Driver) -> Callable[[], bool]:
+    return lambda: not driver.busy
 
 
 @pytest.fixture
-def three_turns(make_driver: Callable[..., Driver]) -> tuple[Driver, ChatSession]:  # noqa: F811
+def three_turns(make_driver: Callable[..., Driver]) -> Driver:  # noqa: F811
     driver = make_driver()
     driver.submit(OpenChat("c", chat("c", max_tokens=12)))
     for question in ("Name a colour.", "Name an animal.", "Name a city."):
         talk(driver, "c", question)
-    session = driver.engine.session("c")
-    assert session is not None
-    return driver, session
+    return driver
 
 
 def test_editing_a_middle_message_keeps_the_prefix_and_the_old_branch(
-    three_turns: tuple[Driver, ChatSession],
+    three_turns: Driver,
 ) -> None:
-    driver, session = three_turns
+    driver = three_turns
     tree = tree_of(driver)
     original = tree.head
     second_question = tree.path()[2]
-    kept = session.state().turn_starts[1]  # where the second turn begins in the KV
+    kept = context(driver).turns[1].start  # where the second turn begins in the KV
     decoded = driver.engine.executor.stats.tokens_decoded
     driver.submit(EditMessage("c", second_question.id, "Name a tree."))
-    driver.run_until(lambda: driver.replies("c") == 4)
+    driver.run_until(lambda: driver.replies("c") == 4 and not driver.busy)
 
-    assert [e.user for e in session.exchanges] == ["Name a colour.", "Name a tree."]
-    conv = session.conversation
-    asked = session.prompt_tokens(session.exchanges[:1], "Name a tree.")
-    assert list(conv.tokens[: len(asked)]) == asked  # the edited turn's exact rendering
-    assert session.state().reply_base == len(asked)
+    held = context(driver)
+    assert held.users == ["Name a colour.", "Name a tree."]
+    # The edited turn's exact rendering, up to where its reply begins.
+    assert held.tokens[: held.reply_start] == held.rendered[: held.reply_start]
+    assert held.turns[1].start == kept  # the edited turn begins where the old one did
     # The first turn stayed in the KV: only the edited turn and its reply were decoded.
-    assert driver.engine.executor.stats.tokens_decoded - decoded < conv.token_count - kept + 2
+    assert driver.engine.executor.stats.tokens_decoded - decoded < len(held.tokens) - kept + 2
     tree = tree_of(driver)
     assert tree.path()[2].text == "Name a tree."
     assert tree.siblings(tree.path()[2].id).count == 2  # the old second turn is a sibling
@@ -90,11 +97,11 @@ def test_editing_a_middle_message_keeps_the_prefix_and_the_old_branch(
 
 
 def test_switching_branches_both_ways_restores_each_branch_in_the_kv(
-    three_turns: tuple[Driver, ChatSession],
+    three_turns: Driver,
 ) -> None:
-    driver, session = three_turns
+    driver = three_turns
     first_branch = tree_of(driver).messages()
-    first_tokens = list(session.conversation.tokens)
+    first_tokens = context(driver).tokens
     second_question = tree_of(driver).path()[2]
     driver.submit(EditMessage("c", second_question.id, "Name a tree."))
     driver.run_until(lambda: driver.replies("c") == 4)
@@ -102,25 +109,25 @@ def test_switching_branches_both_ways_restores_each_branch_in_the_kv(
     edited = tree_of(driver).path()[2]
 
     driver.submit(ShowMessage("c", second_question.id))  # back to the first branch
-    driver.run_until(idle(driver, session))
+    driver.run_until(idle(driver))
     assert tree_of(driver).messages() == first_branch
-    assert [e.user for e in session.exchanges] == [
+    assert held_users(driver) == [
         "Name a colour.",
         "Name an animal.",
         "Name a city.",
     ]
-    holds_exactly(driver, session)
+    holds_exactly(driver)
     # The rendering of a finished reply ends its turn, which the live KV had not decoded yet.
-    assert list(session.conversation.tokens[: len(first_tokens)]) == first_tokens
+    assert context(driver).tokens[: len(first_tokens)] == first_tokens
 
     driver.submit(ShowMessage("c", edited.id))  # and forward to the edited one
-    driver.run_until(idle(driver, session))
+    driver.run_until(idle(driver))
     assert tree_of(driver).messages() == second_branch
-    assert [e.user for e in session.exchanges] == ["Name a colour.", "Name a tree."]
-    holds_exactly(driver, session)
+    assert held_users(driver) == ["Name a colour.", "Name a tree."]
+    holds_exactly(driver)
 
     talk(driver, "c", "Name a river.")  # the chat goes on from the branch shown
-    assert [e.user for e in session.exchanges][-1] == "Name a river."
+    assert held_users(driver)[-1] == "Name a river."
     assert len(tree_of(driver).leaves()) == 2
 
 
@@ -138,33 +145,31 @@ def test_a_branch_switch_while_a_reply_streams_waits_for_it_to_end(
     driver.submit(SendTurn("c", "Write a long story about the sea."))
     driver.run_until(lambda: len(driver.text.get("c", "")) > 10)
     driver.submit(ShowMessage("c", hello.id))  # back to the first, mid-stream
-    session = driver.engine.session("c")
-    assert session is not None
 
     def shown() -> bool:
-        return [e.user for e in session.exchanges] == ["Hello"]
+        return held_users(driver) == ["Hello"]
 
-    driver.run_until(lambda: driver.replies("c") == 3 and shown() and idle(driver, session)())
+    driver.run_until(lambda: driver.replies("c") == 3 and shown() and idle(driver)())
     driver.stop()  # read it whole: nothing runs beside the test now
-    holds_exactly(driver, session)
+    holds_exactly(driver)
     assert tree_of(driver).head == first_reply.id
     assert len(tree_of(driver)) == 6  # the story stays, on its branch
     assert not driver.notices.get("c")
 
 
 def test_regenerate_right_after_a_switch_waits_for_the_branch_to_be_read(
-    three_turns: tuple[Driver, ChatSession],
+    three_turns: Driver,
 ) -> None:
     """Before: the rewind of a conversation with tokens still queued raised, and the decode
     loop stopped for every chat."""
-    driver, session = three_turns
+    driver = three_turns
     second_question = tree_of(driver).path()[2]
     driver.submit(EditMessage("c", second_question.id, "Name a tree."))
-    driver.run_until(lambda: driver.replies("c") == 4 and idle(driver, session)())
+    driver.run_until(lambda: driver.replies("c") == 4 and idle(driver)())
     driver.submit(ShowMessage("c", second_question.id), Regenerate("c"))
-    driver.run_until(lambda: driver.replies("c") == 5 and idle(driver, session)())
+    driver.run_until(lambda: driver.replies("c") == 5 and idle(driver)())
     driver.stop()
-    assert [e.user for e in session.exchanges] == [
+    assert held_users(driver) == [
         "Name a colour.",
         "Name an animal.",
         "Name a city.",
@@ -173,10 +178,8 @@ def test_regenerate_right_after_a_switch_waits_for_the_branch_to_be_read(
     assert not driver.notices.get("c")
 
 
-def test_a_saved_state_of_another_branch_is_not_used(
-    three_turns: tuple[Driver, ChatSession], tmp_path: Path
-) -> None:
-    driver, _ = three_turns
+def test_a_saved_state_of_another_branch_is_not_used(three_turns: Driver, tmp_path: Path) -> None:
+    driver = three_turns
     shown = tree_of(driver).messages()
     other = [*shown[:2], ("user", "Name a tree."), ("assistant", "An oak.")]
     assert driver.stop()
@@ -195,8 +198,8 @@ def test_a_saved_state_of_another_branch_is_not_used(
                     notices[chat_id] = delta.notice.text()
         assert "same" not in notices  # its own branch: the cells are used
         assert "another branch" in notices["other"]  # read again instead
-        restored = engine.session("other")
-        assert restored is not None and [e.user for e in restored.exchanges][-1] == "Name a tree."
+        restored = engine.context("other")
+        assert restored is not None and restored.users[-1] == "Name a tree."
     finally:
         executor.close()
 
@@ -213,12 +216,12 @@ def test_commands_for_a_chat_that_is_not_open_are_answered(
 
 
 def test_tokens_of_another_vocabulary_are_refused_and_the_chat_goes_on(
-    three_turns: tuple[Driver, ChatSession],
+    three_turns: Driver,
 ) -> None:
     """A reply another model wrote (a resumed chat, renamed models) keeps that model's token
     ids: branching there is checked token by token against this model's vocabulary."""
-    driver, session = three_turns
-    model = session.conversation.executor.model
+    driver = three_turns
+    model = driver.engine.executor.model
     word = model.tokenize(" river", parse_special=False)[0]
     out_of_range = TokenStat(10**9, "?", 0.5)
     # A token id this vocabulary has, but written as other text: another model's token.
@@ -229,15 +232,14 @@ def test_tokens_of_another_vocabulary_are_refused_and_the_chat_goes_on(
         reply = tree.add(tree.head, Role.ASSISTANT, " lake.")
         reply.tokens = [alien, TokenStat(word, " river", 0.5, (Alternative(word, " river", 0.4),))]
         driver.submit(OpenChat("old", chat("old"), Restore(tree)))
-        driver.run_until(lambda: driver.engine.session("old") is not None)
-        driver.run_until(idle(driver, driver.engine.session("old")))  # type: ignore[arg-type]
-        before = list(driver.engine.session("old").conversation.tokens)  # type: ignore[union-attr]
+        driver.run_until(lambda: driver.tree("old") is not None)
+        driver.run_until(idle(driver))
+        before = context(driver, "old").tokens
         driver.notices.clear()
         driver.submit(BranchAtToken("old", reply.id, 1, word))
         driver.run_until(lambda: bool(driver.notices.get("old")))
         assert "not this model's" in driver.notices["old"][0]
-        after = driver.engine.session("old")
-        assert after is not None and list(after.conversation.tokens) == before  # untouched
+        assert context(driver, "old").tokens == before  # untouched
         driver.submit(CloseChat("old"))
-        driver.run_until(lambda: driver.engine.session("old") is None)
+        driver.run_until(lambda: driver.tree("old") is None)
     talk(driver, "c", "Name a river.")

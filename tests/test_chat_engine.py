@@ -21,6 +21,7 @@ from core import (
 )
 from core.chat import (
     ChatConfig,
+    ChatContext,
     ChatEngine,
     ChatEngineGroup,
     ChatTree,
@@ -80,6 +81,9 @@ class Driver:
 
     def tree(self, chat_id: str) -> ChatTree | None:
         return self.loop.tree(chat_id)
+
+    def context(self, chat_id: str) -> ChatContext | None:
+        return self.loop.context(chat_id)
 
     @property
     def busy(self) -> bool:
@@ -157,15 +161,15 @@ def test_a_fork_continues_from_the_same_point(make_driver: Callable[..., Driver]
     driver.run_until(lambda: driver.replies("main") == 1)
     decoded = driver.engine.executor.stats.tokens_decoded
     driver.submit(ForkChat("main", "branch", chat("branch")))
-    driver.run_until(lambda: driver.engine.session("branch") is not None)
+    driver.run_until(lambda: driver.tree("branch") is not None)
     assert driver.engine.executor.stats.tokens_decoded == decoded  # the fork decoded nothing
     driver.submit(SendTurn("branch", "And of Spain?"), SendTurn("main", "And of Italy?"))
     driver.run_until(lambda: driver.replies("branch") == 1 and driver.replies("main") == 2)
-    main, branch = driver.engine.session("main"), driver.engine.session("branch")
+    main, branch = driver.context("main"), driver.context("branch")
     assert main is not None and branch is not None
-    first_turn = main.state().turn_starts[1]  # where main's second turn began
-    assert branch.conversation.tokens[:first_turn] == main.conversation.tokens[:first_turn]
-    assert branch.conversation.tokens != main.conversation.tokens  # they went apart after
+    first_turn = main.turns[1].start  # where main's second turn began
+    assert branch.tokens[:first_turn] == main.tokens[:first_turn]
+    assert branch.tokens != main.tokens  # they went apart after
 
 
 def test_regenerate_replaces_the_last_reply(make_driver: Callable[..., Driver]) -> None:
@@ -174,17 +178,17 @@ def test_regenerate_replaces_the_last_reply(make_driver: Callable[..., Driver]) 
     driver.submit(OpenChat("r", config))
     driver.submit(SendTurn("r", "Tell me a word."))
     driver.run_until(lambda: driver.replies("r") == 1)
-    session = driver.engine.session("r")
-    assert session is not None
-    base = session.state().reply_base  # where the reply starts in the KV
-    prompt = session.conversation.tokens[:base]
+    before = driver.context("r")
+    assert before is not None
+    base = before.reply_start  # where the reply starts in the KV
     driver.submit(Regenerate("r"))
     driver.run_until(lambda: driver.replies("r") == 2)
     started = [d for f in driver.frames for k, d in f.deltas.items() if k == "r" and d.started]
     assert started[-1].replaces_last
-    assert len(session.state().turn_starts) == 1  # still one turn
-    assert session.conversation.tokens[:base] == prompt  # only the reply was decoded again
-    assert base < session.conversation.token_count <= base + 16
+    after = driver.context("r")
+    assert after is not None and len(after.turns) == 1  # still one turn
+    assert after.tokens[:base] == before.tokens[:base]  # only the reply was decoded again
+    assert after.reply_start == base < len(after.tokens) <= base + 16
 
 
 def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(
@@ -201,9 +205,9 @@ def test_a_long_chat_shifts_its_oldest_turns_out_and_goes_on(
     assert any("oldest turn" in n for n in driver.notices.get("s", [])), driver.notices
     driver.submit(SendTurn("s", "One more question: what is the sea?"))
     driver.run_until(lambda: driver.replies("s") == turn + 1)  # it goes on after the shift
-    session = driver.engine.session("s")
-    assert session is not None and session.state().dropped_turns >= 1
-    assert session.conversation.token_count < 256
+    held = driver.context("s")
+    assert held is not None and held.dropped >= 1
+    assert len(held.tokens) < 256
     assert turn >= 3  # several whole turns fitted before the first shift
 
 
@@ -254,8 +258,8 @@ def test_stop_while_a_chat_opens_drops_the_turns_sent_to_it(weights: LlamaWeight
         notices = [f.deltas["b"].notice for f in frames if "b" in f.deltas]
         assert Notice(NoticeKind.OPENING) in notices  # the regenerate came too early
         assert not any(d.started for f in frames for d in f.deltas.values())
-        session = engine.session("b")
-        assert session is not None and not session.turns and not session.generating
+        held = engine.context("b")
+        assert held is not None and held.users == []  # the turn the stop dropped
         assert engine.prefix_sharing() == PrefixSharing(prefilled=1, shared=1)
 
 
@@ -275,16 +279,16 @@ def test_quitting_mid_reply_hands_back_the_cut_reply_and_a_state_that_resumes(
         (cut,) = snap.tree_change.messages  # the reply, ended: the frames had the rest
         assert cut.stop is StopReason.CANCELLED and cut.tokens
         assert cut.text.startswith(shown(frames, "s").strip())
-        session = engine.session("s")
-        assert session is not None and not session.generating
+        tree = engine.tree("s")
+        assert tree is not None and tree.path()[-1].stop is StopReason.CANCELLED
     with BatchedExecutor(weights, ContextParams(n_ctx=2048, n_seq_max=2)) as executor:
         engine = ChatEngine(executor, model_template(weights))
         messages = [("user", question), ("assistant", cut.text)]
         engine.submit(OpenChat("s", long_chat, Restore(ChatTree.linear(messages), snap.state)))
-        frames = run_steps(engine, lambda _: engine.session("s") is not None)
+        frames = run_steps(engine, lambda _: engine.tree("s") is not None)
         assert not any(d.notice for f in frames for d in f.deltas.values())
-        resumed = engine.session("s")
-        assert resumed is not None and resumed.conversation.token_count == snap.state.tokens
+        resumed = engine.context("s")
+        assert resumed is not None and len(resumed.tokens) == snap.state.tokens
         engine.submit(SendTurn("s", "And the sky?"))
         frames = run_steps(engine)
         assert shown(frames, "s").strip()

@@ -127,11 +127,9 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def no_chat_holds_cells_beyond_its_tokens(self) -> None:
         for chat in self.opened:
-            session = self.engine.session(chat)
-            if session is None or session.conversation.is_disposed:
-                continue
-            conv = session.conversation
-            assert self.executor.seq_pos_max(conv.sequence_id) == conv.token_count - 1
+            held = self.engine.context(chat)
+            if held is not None:
+                assert held.cells == len(held.tokens)
 
     def settles(self) -> None:
         """With nothing more sent, every reply ends (max_tokens bounds them all)."""

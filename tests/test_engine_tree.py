@@ -78,9 +78,9 @@ def kv_holds_the_shown_branch(engine: ChatEngine, weights: LlamaWeights) -> None
     messages = [ChatMessage("system", SYSTEM)]
     messages += [ChatMessage(m.role.value, m.text) for m in before]
     asked = model_template(weights).render(messages, True)
-    session = engine.session("c")
-    assert session is not None
-    held = weights.detokenize(list(session.conversation.tokens))
+    context = engine.context("c")
+    assert context is not None
+    held = weights.detokenize(list(context.tokens))
     held = held.removeprefix(weights.detokenize([weights.bos_token]))
     assert "".join(held.split()) == "".join((asked + last.text).split())
 

@@ -106,10 +106,10 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
             a.probability <= stat.probability for a in stat.alternatives
         )
         assert 0 < stat.probability <= 1
-    session = driver.engine.session("c")
-    assert session is not None
-    base = session.state().reply_base
-    kept = list(session.conversation.tokens[base:])  # less any text the reply held back
+    held = driver.context("c")
+    assert held is not None
+    base = held.reply_start
+    kept = list(held.tokens[base:])  # less any text the reply held back
     assert len(kept) >= 6 and [s.token for s in stats][: len(kept)] == kept
     tree = driver.tree("c")
     assert tree is not None and tree.head is not None
@@ -126,8 +126,9 @@ def test_every_reply_token_comes_with_its_odds_and_a_branch_goes_on_from_an_alte
     assert branch[:3] == prefix  # the first frame hands the prefix back
     # The chosen token comes with the odds it was chosen from, the model's token among them.
     assert branch[2].forced and stats[2].token in {a.token for a in branch[2].alternatives}
-    assert len(session.exchanges) == 1  # a new version of the same reply
-    assert list(session.conversation.tokens[base : base + 3]) == [s.token for s in prefix]
-    assert session.conversation.tokens[base + 2] != stats[2].token
+    held = driver.context("c")
+    assert held is not None and len(held.turns) == 1  # a new version of the same reply
+    assert list(held.tokens[base : base + 3]) == [s.token for s in prefix]
+    assert held.tokens[base + 2] != stats[2].token
     begun = "".join(s.piece for s in prefix).strip()
-    assert session.exchanges[0].reply.strip().startswith(begun)  # the reply goes on from it
+    assert held.turns[0].reply.strip().startswith(begun)  # the reply goes on from it

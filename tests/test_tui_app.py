@@ -31,6 +31,7 @@ from core import (
 from core.chat import (
     DEFAULT,
     ChatConfig,
+    ChatContext,
     ChatDelta,
     ChatEngine,
     ChatEngineGroup,
@@ -315,6 +316,24 @@ def loop_of(app: PanechatApp) -> ChatEngine:
     return engine
 
 
+def held(app: PanechatApp, pane_id: str) -> ChatContext | None:
+    """What a pane's chat holds in the KV, read between two frames (None: not open)."""
+    assert isinstance(app.source, ChatEngineGroup)
+    return app.source.context(pane_id)
+
+
+def idle(app: PanechatApp) -> bool:
+    """Nothing left to do: every command applied, no reply streaming."""
+    assert isinstance(app.source, ChatEngineGroup)
+    return not app.source.busy
+
+
+def tokens_held(app: PanechatApp, pane_id: str) -> tuple[int, ...]:
+    context = held(app, pane_id)
+    assert context is not None
+    return context.tokens
+
+
 async def test_fork_shares_the_history_without_decoding_it_again(make_app: Factory) -> None:
     app = make_app()
     async with app.run_test(size=(160, 40)) as pilot:
@@ -324,16 +343,14 @@ async def test_fork_shares_the_history_without_decoding_it_again(make_app: Facto
         loop = loop_of(app)
         executor = loop.executor
         decoded_before = executor.stats.tokens_decoded
-        source_tokens = loop.session(source.pane_id).conversation.token_count  # type: ignore[union-attr]
+        source_tokens = len(tokens_held(app, source.pane_id))
         source.input.focus()
         await pilot.press("ctrl+t")
         fork = app.panes[1]
         assert fork.config.name.endswith("⑂") and "after 1 turn" in fork.branched_from
-        await wait_for(pilot, lambda: loop.session(fork.pane_id) is not None)
-        session = loop.session(fork.pane_id)
-        assert session is not None
+        await wait_for(pilot, lambda: held(app, fork.pane_id) is not None)
         # The branch holds the whole history, and nothing was decoded to get it there.
-        assert session.conversation.token_count == source_tokens
+        assert len(tokens_held(app, fork.pane_id)) == source_tokens
         assert executor.stats.tokens_decoded == decoded_before
         assert executor.batched_token_count == 0
         assert [r for r, _ in fork.messages()] == ["user", "assistant"]
@@ -347,11 +364,9 @@ async def test_fork_shares_the_history_without_decoding_it_again(make_app: Facto
         await pilot.press("ctrl+t")
         grandchild = app.panes[2]
         assert "⑂" in grandchild.config.name and "after 2 turns" in grandchild.branched_from
-        await wait_for(pilot, lambda: loop.session(grandchild.pane_id) is not None)
+        await wait_for(pilot, lambda: held(app, grandchild.pane_id) is not None)
         decoded = executor.stats.tokens_decoded
-        child_session, fork_session = loop.session(grandchild.pane_id), loop.session(fork.pane_id)
-        assert child_session is not None and fork_session is not None
-        assert child_session.conversation.tokens == fork_session.conversation.tokens
+        assert tokens_held(app, grandchild.pane_id) == tokens_held(app, fork.pane_id)
         assert executor.stats.tokens_decoded == decoded
 
 
@@ -366,12 +381,12 @@ async def test_regenerate_with_a_fixed_seed_gives_the_same_reply_and_keeps_both(
         await app.send_to(pane, "Write a short poem about tea.")
         await wait_for(pilot, finished(pane))
         first, first_id = pane.last_reply, pane.chat_tree.head
-        tokens_after_first = loop_of(app).session(pane.pane_id).conversation.token_count  # type: ignore[union-attr]
+        tokens_after_first = len(tokens_held(app, pane.pane_id))
         pane.input.focus()
         await pilot.press("ctrl+r")
         await wait_for(pilot, finished(pane, 2))
         assert pane.last_reply == first  # same seed, same point: same reply
-        assert loop_of(app).session(pane.pane_id).conversation.token_count == tokens_after_first  # type: ignore[union-attr]
+        assert len(tokens_held(app, pane.pane_id)) == tokens_after_first
         second_id = pane.chat_tree.head
         assert second_id != first_id and len(replies(pane)) == 1  # one shown, two versions
         assert pane.chat_tree.siblings(second_id or 0).count == 2
@@ -421,24 +436,22 @@ async def test_editing_a_middle_message_keeps_the_old_branch_and_switches_back(
         await ask(pilot, app, pane, "Tell me about the ocean.")
         await ask(pilot, app, pane, "And the mountans?", 2)
         original = pane.messages()
-        session = loop_of(app).session(pane.pane_id)
-        assert session is not None
         await edit_turn(pilot, pane, 4, "Tell me about the ocean.", "Tell me about the sea.")
         await wait_for(pilot, finished(pane, 3))
         assert [t for r, t in pane.messages() if r == "user"] == ["Tell me about the sea."]
-        assert [e.user for e in session.exchanges] == ["Tell me about the sea."]
+        context = held(app, pane.pane_id)
+        assert context is not None and context.users == ["Tell me about the sea."]
         assert len(pane.chat_tree.leaves()) == 2
         assert "1/2" not in str(pane.query(".-user").first().border_title)
         assert "2/2" in str(pane.query(".-user").first().border_title)
 
         await pilot.press("alt+up", "alt+up", "alt+left")  # the first version, and its branch
         assert pane.messages() == original
-        await wait_for(pilot, lambda: not loop_of(app).busy)
-        assert [e.user for e in session.exchanges] == [
-            "Tell me about the ocean.",
-            "And the mountans?",
-        ]
-        assert list(session.conversation.tokens) == session.prompt_tokens(session.exchanges)
+        await wait_for(pilot, lambda: idle(app))
+        context = held(app, pane.pane_id)
+        assert context is not None
+        assert context.users == ["Tell me about the ocean.", "And the mountans?"]
+        assert context.in_step  # the KV holds exactly the rendering of the branch shown
         await ask(pilot, app, pane, "And the rivers?", 4)  # it goes on from the branch shown
         assert [t for r, t in pane.messages() if r == "user"][-1] == "And the rivers?"
         assert pane.last_reply.strip()
@@ -457,7 +470,7 @@ async def test_a_notice_stays_with_its_branch_when_the_branch_comes_back(
         await wait_for(pilot, finished(pane, 2))
         assert "⚠ a notice on the first branch" not in pane.messages_text()
         await pilot.press("alt+up", "alt+up", "alt+left")
-        await wait_for(pilot, lambda: not loop_of(app).busy)
+        await wait_for(pilot, lambda: idle(app))
         shown = pane.messages_text()
         assert "⚠ a notice on the first branch" in shown
         assert shown.index("⚠ a notice on the first branch") == len(shown) - 1  # after the reply
@@ -664,9 +677,9 @@ async def test_panes_with_one_system_prompt_decode_it_once(
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.pause()
         loop = loop_of(app)
-        await wait_for(pilot, lambda: all(loop.session(p.pane_id) for p in app.panes))
+        await wait_for(pilot, lambda: all(held(app, p.pane_id) for p in app.panes))
         assert loop.prefix_sharing() == PrefixSharing(prefilled=1, shared=2)
-        system_tokens = loop.session(app.panes[0].pane_id).conversation.token_count  # type: ignore[union-attr]
+        system_tokens = len(tokens_held(app, app.panes[0].pane_id))
         assert system_tokens > 5
         assert loop.executor.stats.tokens_decoded <= system_tokens + 16  # + the warm-up
         for pane, question in zip(app.panes, ("Ocean?", "Mountains?", "Rivers?"), strict=True):
@@ -685,19 +698,17 @@ async def test_a_long_chat_shifts_its_oldest_turns_out_and_keeps_going(
     app = make_app(config=small)
     async with app.run_test(size=(140, 40)) as pilot:
         (pane,) = app.panes
-        loop = loop_of(app)
-        await wait_for(pilot, lambda: loop.session(pane.pane_id) is not None)
-        session = loop.session(pane.pane_id)
-        assert session is not None
-        await wait_for(pilot, lambda: session.conversation.token_count > 0)
-        system = session.conversation.tokens  # the system prompt, decoded at open
+        await wait_for(pilot, lambda: bool(held(app, pane.pane_id)))
+        await wait_for(pilot, lambda: len(tokens_held(app, pane.pane_id)) > 0)
+        system = tokens_held(app, pane.pane_id)  # the system prompt, decoded at open
         turns = 14
         for i in range(turns):
             await app.send_to(pane, f"Question {i}: name one more thing about the sea, please.")
             await wait_for(pilot, finished(pane, i + 1))
-        assert session.dropped_turns > 0
-        assert session.conversation.token_count < 512
-        assert session.conversation.tokens[: len(system)] == system  # the system prompt stayed
+        context = held(app, pane.pane_id)
+        assert context is not None and context.dropped > 0
+        assert len(context.tokens) < 512
+        assert context.tokens[: len(system)] == system  # the system prompt stayed
         notices = [m.text for m in pane.query(".-notice")]  # type: ignore[attr-defined]
         assert any("oldest turn" in n for n in notices)
         assert len(replies(pane)) == turns  # every turn was answered, none was refused
@@ -735,7 +746,7 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
         assert first_messages() == [("user", "Tell me about the ocean.")]
         await wait_for(pilot, finished(first))
         said = first.last_reply
-        tokens = loop_of(app).session(first.pane_id).conversation.token_count  # type: ignore[union-attr]
+        tokens = len(tokens_held(app, first.pane_id))
         session_id = app.session_id
     executor.close()
     assert session_id is not None
@@ -752,10 +763,8 @@ async def test_a_session_survives_a_restart_without_decoding_its_history(
         await pilot.pause()
         first = app.panes[0]
         assert first.messages() == [("user", "Tell me about the ocean."), ("assistant", said)]
-        loop = loop_of(app)
-        await wait_for(pilot, lambda: loop.session(first.pane_id) is not None)
-        session = loop.session(first.pane_id)
-        assert session is not None and session.conversation.token_count == tokens
+        await wait_for(pilot, lambda: held(app, first.pane_id) is not None)
+        assert len(tokens_held(app, first.pane_id)) == tokens
         decoded = executor.stats.tokens_decoded  # warm-up and the other pane's system prompt
         await app.send_to(first, "And the mountains?")
         await wait_for(pilot, finished(first))
@@ -802,8 +811,8 @@ async def test_a_corrupt_saved_state_falls_back_with_a_notice_and_keeps_the_text
         assert pane.messages() == saved[0].messages  # nothing lost
         await app.send_to(pane, "And the mountains?")
         await wait_for(pilot, finished(pane))
-        session = loop_of(app).session(pane.pane_id)
-        assert session is not None and len(session.turn_starts) == 2  # history re-read, by turn
+        context = held(app, pane.pane_id)
+        assert context is not None and len(context.turns) == 2  # history re-read, by turn
     executor.close()
 
 

@@ -77,13 +77,13 @@ def measure_branch_switch(
         for question in QUESTIONS:
             engine.submit(SendTurn("c", question))
             _settle(engine)
-        session = engine.session("c")
-        assert session is not None
         tree = engine.tree("c")
         assert tree is not None
         first = tree.messages()
         edited = tree.path()[2 * edited_turn]  # a user message: its turn is edited
-        shared = session.state().turn_starts[edited_turn]
+        held = engine.context("c")
+        assert held is not None
+        shared = held.turns[edited_turn].start
         engine.submit(EditMessage("c", edited.id, "And the valleys?"))
         _settle(engine)
         engine.submit(SendTurn("c", "And the hills?"))
@@ -95,7 +95,9 @@ def measure_branch_switch(
         _settle(engine)
         switch_seconds = time.perf_counter() - started
         decoded = executor.stats.tokens_decoded - before
-        branch_tokens = session.conversation.token_count
+        shown = engine.context("c")
+        assert shown is not None
+        branch_tokens = len(shown.tokens)
 
         started = time.perf_counter()
         engine.submit(ForkChat("c", "kept", config))

@@ -7,6 +7,7 @@ text, finished replies with their :class:`core.StopReason`, notices, and figures
 imports Textual; the app (``tui``) is one view of it, a script another.
 """
 
+from core.chat.chat_context import ChatContext, HeldTurn
 from core.chat.chat_model import EMBEDDED, ChatModel, ModelSpec
 from core.chat.commands import (
     BranchAtToken,
@@ -43,6 +44,7 @@ __all__ = [
     "Alternative",
     "BranchAtToken",
     "ChatConfig",
+    "ChatContext",
     "ChatDelta",
     "ChatEngine",
     "ChatEngineGroup",
@@ -62,6 +64,7 @@ __all__ = [
     "Frame",
     "FrameStats",
     "GroupCommand",
+    "HeldTurn",
     "LoadedModel",
     "ModelEngine",
     "ModelLoading",

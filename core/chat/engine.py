@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.chat.chat_context import ChatContext
 from core.chat.commands import (
     BranchAtToken,
     ClearChat,
@@ -173,6 +174,11 @@ class ChatEngine:
         session.show_reply_so_far()
         return session.tree.copy()
 
+    def context(self, chat_id: str) -> ChatContext | None:
+        """What a chat's KV holds (None: a chat not open); as :meth:`tree`, between steps."""
+        session = self._sessions.get(chat_id)
+        return session.context() if session is not None else None
+
     def prefix_sharing(self) -> PrefixSharing:
         """How many chats shared a decoded system prompt, and how many decoded their own."""
         return self._prefixes.sharing()
@@ -198,10 +204,6 @@ class ChatEngine:
     def chat_count(self) -> int:
         """Chats open or opening (a group frees a model that has none)."""
         return len(self._sessions) + len(self._waiting_opens) + len(self._waiting_forks)
-
-    def session(self, chat_id: str) -> ChatSession | None:
-        """A chat's session (for tests and diagnostics; read it between frames)."""
-        return self._sessions.get(chat_id)
 
     def _drain(self, deltas: dict[str, ChatDelta]) -> None:
         """Apply the commands deferred from the last frame, then those queued since."""

@@ -20,7 +20,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
+from core.chat.chat_context import ChatContext
 from core.chat.chat_model import ModelSpec
 from core.chat.commands import (
     ClearChat,
@@ -48,6 +50,8 @@ from core.executor.thread_priority import lower_this_thread
 from core.models.load_progress import ProgressObserver
 from core.models.model_path import EMBEDDED_MODEL_NAME
 
+T = TypeVar("T")
+
 #: The default model's name: the one the group is given loaded (``--model``, ``[model]``).
 DEFAULT = ""
 #: Seconds, at shutdown, for a model in a child process to hand in the frame in flight.
@@ -67,16 +71,31 @@ class SwitchModel:
 
 
 @dataclass(frozen=True, slots=True)
-class _ReadTree:
-    """A caller in another thread asks for a chat's tree, answered between two frames."""
+class _ReadChat(Generic[T]):
+    """A caller in another thread reads a chat (its tree, its KV) between two frames."""
 
     chat_id: str
-    answer: Future[ChatTree | None]
+    read: Callable[[ChatEngine], T | None]
+    answer: Future[T | None]
+
+    def run(self, engine: ModelEngine | None) -> None:
+        """In the group's thread: read the chat's engine, or say why it cannot be read."""
+        if engine is None:
+            self.answer.set_result(None)
+        elif isinstance(engine, ChatEngine):
+            self.answer.set_result(self.read(engine))
+        else:
+            self.answer.set_exception(
+                PanechatError(
+                    f"chat {self.chat_id!r} is on a model in a child process: "
+                    "follow its frames' tree changes"
+                )
+            )
 
 
 GroupCommand = Command | SwitchModel
 #: What the group's thread takes in: commands, and whether they came from :meth:`submit`.
-_Inbox = tuple[tuple[GroupCommand | _ReadTree, ...], bool]
+_Inbox = tuple[tuple[GroupCommand | _ReadChat[Any], ...], bool]
 
 #: What a loader thread hands the group's thread: a model, or why it could not be loaded.
 Loaded = LoadedModel | PanechatError
@@ -165,26 +184,26 @@ class ChatEngineGroup:
         From any thread: while the group runs, its thread answers between two frames
         (PanechatError after ``timeout`` s, when the group has stopped, or for a chat on a
         model in a child process, whose tree a caller follows from the frames)."""
+        return self._read(chat_id, lambda engine: engine.tree(chat_id), timeout)
+
+    def context(self, chat_id: str, timeout: float = 10.0) -> ChatContext | None:
+        """What a chat's KV holds (as :meth:`ChatEngine.context`), read as :meth:`tree` is."""
+        return self._read(chat_id, lambda engine: engine.context(chat_id), timeout)
+
+    def _read(
+        self, chat_id: str, read: Callable[[ChatEngine], T | None], timeout: float
+    ) -> T | None:
+        request = _ReadChat(chat_id, read, Future())
         if not self._thread.is_alive():
-            return self._tree(chat_id)
-        answer: Future[ChatTree | None] = Future()
-        self._inbox.put(((_ReadTree(chat_id, answer),), False))
+            request.run(self._engines.get(self._chat_model.get(chat_id, DEFAULT)))
+            return request.answer.result()
+        self._inbox.put(((request,), False))
         try:
-            return answer.result(timeout)
+            return request.answer.result(timeout)
         except FutureTimeout:
             raise PanechatError(
                 "the engine did not answer: it has stopped, or a frame is taking too long"
             ) from None
-
-    def _tree(self, chat_id: str) -> ChatTree | None:
-        engine = self._engines.get(self._chat_model.get(chat_id, DEFAULT))
-        if isinstance(engine, ChatEngine):
-            return engine.tree(chat_id)
-        if engine is None:
-            return None
-        raise PanechatError(
-            f"chat {chat_id!r} is on a model in a child process: follow its frames' tree changes"
-        )
 
     @property
     def thread_id(self) -> int | None:
@@ -283,13 +302,10 @@ class ChatEngineGroup:
     def _key(self, model: str) -> str:
         return DEFAULT if model == self.default_name else model
 
-    def _route(self, command: GroupCommand | _ReadTree) -> None:
+    def _route(self, command: GroupCommand | _ReadChat[Any]) -> None:
         match command:
-            case _ReadTree(chat_id=chat_id, answer=answer):
-                try:
-                    answer.set_result(self._tree(chat_id))
-                except PanechatError as e:
-                    answer.set_exception(e)
+            case _ReadChat(chat_id=chat_id):
+                command.run(self._engines.get(self._chat_model.get(chat_id, DEFAULT)))
             case Shutdown():
                 self._running = False
             case SwitchModel():

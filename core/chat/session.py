@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from core.chat.chat_context import ChatContext, HeldTurn
 from core.chat.config import ChatConfig
 from core.chat.notices import Notice, NoticeKind
 from core.chat.state import Exchange, TurnState, exchanges
@@ -217,6 +218,23 @@ class ChatSession:
             turn_starts=tuple(self.turn_starts),
             exchanges=tuple(self.exchanges),
             dropped_turns=self.dropped_turns,
+        )
+
+    def context(self) -> ChatContext:
+        """What the KV holds now (see :class:`ChatContext`)."""
+        conv = self.conversation
+        try:
+            rendered = tuple(self.prompt_tokens(self.exchanges))
+        except PanechatError:
+            rendered = ()
+        held = zip(self.exchanges, self.turn_starts, strict=True)
+        return ChatContext(
+            tuple(HeldTurn(e.user, e.reply, start) for e, start in held),
+            tuple(conv.tokens),
+            rendered,
+            conv.executor.seq_pos_max(conv.sequence_id) + 1,
+            self.reply_base,
+            self.dropped_turns,
         )
 
     def restore_state(self, state: TurnState) -> None:
