@@ -127,6 +127,20 @@ def test_several_chats_answer_together_in_one_batch(make_driver: Callable[..., D
     assert all(driver.finished[n] == [StopReason.STOP_STRING] for n in names)  # "\n\n"
 
 
+def test_a_subscriber_gets_every_frame_the_view_gets(make_driver: Callable[..., Driver]) -> None:
+    """What records the chats subscribes to the decode loop itself: it sees each frame the
+    view sees, the same, in the same order."""
+    driver = make_driver()
+    seen: list[EngineEvent] = []
+    driver.loop.subscribe(seen.append)
+    driver.submit(OpenChat("a", chat("a")), SendTurn("a", "Name a fruit."))
+    driver.run_until(lambda: driver.replies("a") == 1)
+    assert driver.stop()
+    while not driver.events.empty():
+        driver.frames.append(driver.events.get())  # type: ignore[arg-type]
+    assert seen == driver.frames and len(seen) > 2
+
+
 def test_stop_ends_a_reply_as_cancelled(make_driver: Callable[..., Driver]) -> None:
     driver = make_driver()
     driver.submit(OpenChat("long", chat("long", max_tokens=400, stop=())))

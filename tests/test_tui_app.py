@@ -961,9 +961,10 @@ async def test_a_huge_paste_gets_a_notice_and_the_other_pane_keeps_streaming(
 async def test_quitting_saves_what_the_screen_had_not_shown_yet(
     make_app: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
-    """A frame the engine posted just before quit still reaches the transcript, whether the
+    """A frame the engine emitted just before quit still reaches the transcript, whether the
     app had buffered it for the next screen update or not handled its message at all, so the
-    saved text matches the saved KV cells."""
+    saved text matches the saved KV cells: the session's writer has it from the decode loop
+    (it is subscribed), not from the screen."""
     store = SessionStore(tmp_path / "sessions.db")
     app = make_app(store=store)
     async with app.run_test(size=(140, 40)) as pilot:
@@ -982,14 +983,18 @@ async def test_quitting_saves_what_the_screen_had_not_shown_yet(
             started=True,
             finished=StopReason.END_OF_GENERATION,
         )
-        if when == "buffered":
+        def emit() -> None:  # as the decode loop does: to the view, then each subscriber
             app.receive(Frame({pane.pane_id: late}))
+            app.recorder.receive(Frame({pane.pane_id: late}))
+
+        if when == "buffered":
+            emit()
         else:  # the frame the engine emits while quitting waits for it (no message runs)
             engine = app.source
             stop = engine.shutdown
 
             def emit_then_stop(timeout: float = 5.0) -> bool:
-                app.receive(Frame({pane.pane_id: late}))
+                emit()
                 return stop(timeout)
 
             monkeypatch.setattr(engine, "shutdown", emit_then_stop)

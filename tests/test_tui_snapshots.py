@@ -6,6 +6,7 @@ Update after a deliberate layout change with ``pytest --snapshot-update``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ import pytest
 from chat_trees import ChatTrees
 
 from core import ContextParams
-from core.chat import Alternative, ChatSnapshot, FrameStats, GroupCommand, ShowMessage, TokenStat
+from core.chat import (
+    Alternative,
+    ChatSnapshot,
+    EngineEvent,
+    FrameStats,
+    GroupCommand,
+    ShowMessage,
+    TokenStat,
+)
 from tui.app import PanechatApp
 from tui.config import load_config
 from tui.messages import FrameUpdate
@@ -39,6 +48,9 @@ class ScriptedSource:
         return ChatSnapshot(None)
 
     def close(self) -> None:
+        pass
+
+    def subscribe(self, listener: Callable[[EngineEvent], object]) -> None:
         pass
 
 

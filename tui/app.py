@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -35,14 +35,16 @@ from tui.messages import (
     EngineFailed,
     FrameUpdate,
     ModelLoadProgress,
+    SaveFailed,
 )
 from tui.open_session import OpenSession
 from tui.palette import palette_commands
 from tui.pane_actions import PaneActions
 from tui.screens.help_screen import HelpScreen
 from tui.session_actions import SessionActions
-from tui.session_recorder import NullRecorder, Recorder, SessionRecorder
+from tui.session_recorder import NullRecorder
 from tui.session_store import SavedPane, SessionStore
+from tui.session_writer import SessionWriter
 from tui.themes import load_themes
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.fitting_footer import FittingFooter
@@ -64,6 +66,7 @@ class DecodeSource(Protocol):
     def shutdown(self, timeout: float = 5.0) -> bool: ...
     def snapshot(self, pane_id: str, path: Path | None) -> ChatSnapshot: ...
     def close(self) -> None: ...
+    def subscribe(self, listener: Callable[[EngineEvent], object]) -> None: ...
 
 
 class PanechatApp(App[OpenSession | None]):
@@ -103,13 +106,14 @@ class PanechatApp(App[OpenSession | None]):
                 self.session_id = store.create_session()
             except (sqlite3.Error, OSError) as e:
                 self.save_failures.append(f"this session is not saved: {e}")
-        self.recorder: Recorder = (
-            SessionRecorder(store, self.session_id, self._save_failed)
+        self.recorder: SessionWriter | NullRecorder = (
+            SessionWriter(store.path, self.session_id, self._save_failed)
             if store is not None and self.session_id is not None
             else NullRecorder()
         )
         self.config = config
         self.source = source
+        source.subscribe(self.recorder.receive)  # it records the frames itself
         self.model_name = model_name
         self.backend = backend
         self.initial_panes = config.opening_panes(panes)
@@ -149,8 +153,12 @@ class PanechatApp(App[OpenSession | None]):
         )
 
     def _save_failed(self, message: str) -> None:
+        """What could not be saved (in the recorder's thread): told now, and after quit."""
         self.save_failures.append(message)
-        self.notify(message, severity="error", timeout=15)
+        self.post_message(SaveFailed(message))
+
+    def on_save_failed(self, event: SaveFailed) -> None:
+        self.notify(event.message, severity="error", timeout=15)
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -369,9 +377,7 @@ class PanechatApp(App[OpenSession | None]):
     async def on_unmount(self) -> None:
         self._on_termination(False)
         stopped = self.source.shutdown(timeout=0.0 if self.hurry else SHUTDOWN_WAIT)
-        for pane_id, delta in self.frames.unapplied():  # the saved chats must have them
-            self.recorder.frame(pane_id, delta)
-        self.recorder.save_states(self.source.snapshot)
+        self.recorder.save_states(self.source.snapshot)  # once it has every frame written
         if stopped:
             self.source.close()  # the models it loaded (the default one is the caller's)
         self.gc_policy.restore()

@@ -1,6 +1,6 @@
-"""The engine's frames on their way to the panes: kept until handled (for quit), folded
-between screen updates (FrameBuffer), then applied to every pane in one update, and handed to
-the session recorder."""
+"""The engine's frames on their way to the panes: folded between screen updates
+(FrameBuffer), then applied to every pane in one update. (The session recorder subscribes to
+the decode loop itself.)"""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ from typing import TYPE_CHECKING
 
 from textual.timer import Timer
 
-from core.chat import ChatDelta, EngineEvent, Frame, FrameStats
+from core.chat import EngineEvent, FrameStats
 from tui.frame_buffer import MIN_TIMER_DELAY, FrameBuffer
-from tui.frame_inbox import FrameInbox
 from tui.messages import FrameUpdate, message_for
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from tui.app import PanechatApp
 
 
@@ -27,20 +24,16 @@ class FrameDispatch:
     def __init__(self, app: PanechatApp, update_interval: float) -> None:
         self.app = app
         self.buffer = FrameBuffer(update_interval)
-        self.inbox = FrameInbox()
         self.seen: list[FrameUpdate] = []  # the last few, for tests and the bench
         self.model_stats: dict[str, FrameStats] = {}  # each model's last figures ("": default)
         self._flush_timer: Timer | None = None
 
     def receive(self, event: EngineEvent) -> None:
-        """The engine's callback, in the engine's thread: keep the frame until it is handled
-        (see FrameInbox) and wake the app with it (``post_message`` is thread-safe)."""
-        if isinstance(event, Frame):
-            self.inbox.put(event)
+        """The engine's callback, in the engine's thread: wake the app with the event
+        (``post_message`` is thread-safe)."""
         self.app.post_message(message_for(event))
 
     def update(self, event: FrameUpdate) -> None:
-        self.inbox.take()
         self.seen = [*self.seen[-63:], event]
         # Each model's frames carry its own figures; the buffer paces updates by the panes
         # generating on every model.
@@ -85,9 +78,7 @@ class FrameDispatch:
                         label = self.app.pane_actions.model_label(model)
                         size = self.app.config.context_size(model)
                         pane.answer_with(model, label, size)
-                        self.app.recorder.pane_changed(pane_id, pane.config)
                     await pane.apply(delta)
-                    self.app.recorder.frame(pane_id, delta)
             if stats is not None and self.app.status_bar.is_attached:  # not once shutting down
                 self.show_stats()
         if self.app.status_bar.is_attached:
@@ -111,13 +102,3 @@ class FrameDispatch:
     def drop(self, pane_id: str) -> None:
         """A pane cleared or closed: its buffered frames are not drawn."""
         self.buffer.drop(pane_id)
-
-    def unapplied(self) -> Iterator[tuple[str, ChatDelta]]:
-        """At quit: what the screen had not shown yet, which still belongs in the saved
-        chat: the buffered deltas, then the frames posted but not handled, in order."""
-        pending, _ = self.buffer.take(time.monotonic())
-        for pane_id, deltas in pending.items():
-            for delta in deltas:
-                yield pane_id, delta
-        for frame in self.inbox.drain():
-            yield from frame.deltas.items()

@@ -34,6 +34,14 @@ class ModelLoadProgress(Message):
         self.loading = loading
 
 
+class SaveFailed(Message):
+    """Something could not be saved (told from the recorder's thread)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+
 class DecodeStopped(Message):
     """After a quit: the decode thread has stopped, the panes can be saved."""
 

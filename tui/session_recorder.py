@@ -9,11 +9,21 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from core import PanechatError, StopReason
-from core.chat import ChatConfig, ChatDelta, ChatSnapshot, Role, TreeChange, TreeMessage
+from core.chat import (
+    ChatConfig,
+    ChatDelta,
+    ChatSnapshot,
+    EngineEvent,
+    Frame,
+    Role,
+    TreeChange,
+    TreeMessage,
+)
 from core.chat.token_stats import ReplyOdds
 from tui.session_store import SavedPane, SessionStore
 
@@ -26,10 +36,11 @@ Snapshot = Callable[[str, Path | None], ChatSnapshot]
 
 
 class Recorder(Protocol):
+    """What records a session: the panes the app opens and closes, and the engine's frames."""
+
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None: ...
     def pane_restored(self, pane_id: str, saved: SavedPane) -> None: ...
-    def pane_changed(self, pane_id: str, config: ChatConfig) -> None: ...
-    def frame(self, pane_id: str, delta: ChatDelta) -> None: ...
+    def record(self, frame: Frame) -> None: ...
     def message_at(self, row: int) -> tuple[str, int] | None: ...
     def pane_closed(self, pane_id: str) -> None: ...
     def save_states(self, snapshot: Snapshot) -> None: ...
@@ -44,10 +55,10 @@ class NullRecorder:
     def pane_restored(self, pane_id: str, saved: SavedPane) -> None:
         pass
 
-    def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
+    def record(self, frame: Frame) -> None:
         pass
 
-    def frame(self, pane_id: str, delta: ChatDelta) -> None:
+    def receive(self, event: EngineEvent) -> None:
         pass
 
     def message_at(self, row: int) -> tuple[str, int] | None:
@@ -89,7 +100,7 @@ class SessionRecorder:
         self._written: dict[int, tuple[str, StopReason | None]] = {}  # row -> as written
         self._parents: dict[int, int | None] = {}  # row -> the row it follows
         self._head_rows: dict[str, int | None] = {}  # pane -> the last row of its branch
-        self._models: dict[str, str] = {}  # pane -> the model it answers with ("" default)
+        self._configs: dict[str, ChatConfig] = {}  # pane -> its settings (its model)
         self._checkpoint_at: dict[int, float] = {}  # row of a reply streaming -> last write
         self._unsaved: dict[str, tuple[int, str]] = {}  # pane -> its reply's row, newer text
 
@@ -112,7 +123,7 @@ class SessionRecorder:
 
     def pane_opened(self, pane_id: str, config: ChatConfig, branched_from: str) -> None:
         self._unwritten[pane_id] = (config, branched_from)
-        self._models[pane_id] = config.model
+        self._configs[pane_id] = config
         self._row(pane_id)
 
     def _row(self, pane_id: str) -> int | None:
@@ -128,15 +139,18 @@ class SessionRecorder:
     def pane_restored(self, pane_id: str, saved: SavedPane) -> None:
         """A saved pane reopened: its tree keeps the stored messages' ids."""
         self._rows[pane_id] = saved.id
-        self._models[pane_id] = saved.config.model
+        self._configs[pane_id] = saved.config
         self._message_rows[pane_id] = {m.id: m.id for m in saved.tree}
         self._written.update({m.id: (m.text, m.stop_reason) for m in saved.tree})
         self._parents.update({m.id: m.parent for m in saved.tree})
         self._head_rows[pane_id] = saved.head
 
-    def pane_changed(self, pane_id: str, config: ChatConfig) -> None:
-        """The pane's settings changed (it answers with another model): resume uses these."""
-        self._models[pane_id] = config.model
+    def _model_changed(self, pane_id: str, model: str) -> None:
+        """The chat answers with another model now: resume uses it."""
+        config = self._configs.get(pane_id)
+        if config is None or config.model == model:
+            return
+        config = self._configs[pane_id] = replace(config, model=model)
         row = self._row(pane_id)
         if row is not None:
             with self._writing(pane_id):
@@ -163,9 +177,16 @@ class SessionRecorder:
                     return pane_id, message_id
         return None
 
+    def record(self, frame: Frame) -> None:
+        """A frame of the engine: what it changed in each pane's chat."""
+        for pane_id, delta in frame.deltas.items():
+            self.frame(pane_id, delta)
+
     def frame(self, pane_id: str, delta: ChatDelta) -> None:
         """What a frame changed in the pane's chat; a reply that ended without its final
         message (its model's process died) is kept as far as it came."""
+        if delta.model is not None:
+            self._model_changed(pane_id, delta.model)
         for change in delta.tree_changes:
             self._follow(pane_id, change)
         if delta.finished is not None:
@@ -233,7 +254,7 @@ class SessionRecorder:
                 self._written[written] = (message.text, None)
                 self._checkpoint_at[written] = self.clock()
             if final and message.role is Role.ASSISTANT:
-                model = message.model if message.model is not None else self._models[pane_id]
+                model = message.model if message.model is not None else self._configs[pane_id].model
                 odds = ReplyOdds(model, tuple(message.tokens)).to_json()
                 self.store.update_message(written, message.text, odds, message.stop)
             elif self._written[written][0] != message.text:
@@ -242,6 +263,7 @@ class SessionRecorder:
 
     def pane_closed(self, pane_id: str) -> None:
         self._unwritten.pop(pane_id, None)
+        self._configs.pop(pane_id, None)
         row = self._rows.pop(pane_id, None)
         if row is not None:
             with self._writing():

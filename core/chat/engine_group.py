@@ -123,6 +123,7 @@ class ChatEngineGroup:
         self.default_name = default_name  # another name of the default model ("embedded")
         self.nice = nice
         self._emit = emit
+        self._subscribers: tuple[Callable[[EngineEvent], object], ...] = ()
         self._engines: dict[str, ModelEngine] = {DEFAULT: engine}
         self._models: dict[str, LoadedModel] = {}  # loaded by the group
         self._inbox: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
@@ -144,6 +145,16 @@ class ChatEngineGroup:
     def start(self) -> None:
         self._running = True
         self._thread.start()
+
+    def subscribe(self, listener: Callable[[EngineEvent], object]) -> None:
+        """Hand every event to ``listener`` too, after ``emit`` (in the group's thread: hand
+        it on and return). What records the chats (a session store) subscribes itself."""
+        self._subscribers = (*self._subscribers, listener)
+
+    def _publish(self, event: EngineEvent) -> None:
+        self._emit(event)
+        for listener in self._subscribers:
+            listener(event)
 
     def submit(self, *commands: GroupCommand) -> None:
         """Queue commands (applied together, in order, at the group's next turn)."""
@@ -258,15 +269,15 @@ class ChatEngineGroup:
                 if engine is not None:
                     frame = engine.step()
                     if frame is not None:
-                        self._emit(frame)
+                        self._publish(frame)
                     self._moved(engine)
                 self._free_unused()
             for engine in list(self._engines.values()):  # a child's last frame, for the record
                 last = engine.drain(DRAIN_WAIT)
                 if last is not None:
-                    self._emit(last)
+                    self._publish(last)
         except Exception as e:  # keep the app alive and say what broke
-            self._emit(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
+            self._publish(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
         finally:
             self._running = False
 
@@ -438,7 +449,7 @@ class ChatEngineGroup:
         self._notify(chat_id, notice)
 
     def _notify(self, chat_id: str, notice: Notice) -> None:
-        self._emit(Frame({chat_id: ChatDelta(notice=notice)}))
+        self._publish(Frame({chat_id: ChatDelta(notice=notice)}))
 
     def _switch(self, command: SwitchModel) -> None:
         """Move a chat: its engine closes it in turn with its other commands (or says it is
@@ -498,7 +509,7 @@ class ChatEngineGroup:
         self._chat_model[chat_id] = target
         name = command.model or "the default model"
         delta = ChatDelta(notice=Notice(NoticeKind.MODEL_SWITCHED, name), model=command.model)
-        self._emit(Frame({chat_id: delta}, model=target))
+        self._publish(Frame({chat_id: delta}, model=target))
         moved = replace(config, model=command.model)
         self._to_model(target, OpenChat(chat_id, moved, Restore(tree)))
         for later in self._held.pop(chat_id, []):
