@@ -165,6 +165,28 @@ def test_a_server_killed_mid_reply_stops_that_reply_and_nothing_else(remote: Rem
     assert NoticeKind.MODEL_SWITCHED in [kind for kind, _ in run.notices("far")]
 
 
+def test_a_chat_moved_onto_an_rpc_model_keeps_its_history_when_the_server_dies(
+    remote: Remote,
+) -> None:
+    """The parent follows a moved chat's tree from the tree it was moved with: its turns on
+    the new model follow that history, and a turn the dead child never took goes below
+    them (before: the first frame's change named a message the copy lacked, and the decode
+    loop stopped for every chat)."""
+    run = remote.run
+    run.group.submit(SendTurn("near", "What is the capital of France?"))
+    run.until(lambda: run.replies("near") == 1)
+    run.group.submit(SwitchModel("near", "far"))
+    run.until(lambda: run.group.model_of("near") == "far")
+    run.group.submit(SendTurn("near", "And of Italy?"))
+    run.until(lambda: run.replies("near") == 2)
+    remote.server.send_signal(signal.SIGKILL)
+    run.group.submit(SendTurn("near", "Are you there?"))
+    run.until(lambda: remote.failure("near") is not None)
+    users = [m.text for m in remote.followed("near").path() if m.role is Role.USER]
+    assert users == ["What is the capital of France?", "And of Italy?", "Are you there?"]
+    # (an EngineFailure, the loop stopping, fails run.until: every event must be a frame)
+
+
 def _told_again(run: Run) -> bool:
     """A turn sent to the stopped model's chat got a MODEL_FAILED notice of its own."""
     return [kind for kind, _ in run.notices("far")].count(NoticeKind.MODEL_FAILED) >= 2

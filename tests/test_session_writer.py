@@ -30,6 +30,7 @@ def test_frames_are_written_in_its_own_thread_and_quitting_waits_for_them(
         return ChatSnapshot(None)
 
     writer = SessionWriter(store.path, session)
+    writer.start()
     writer.pane_opened("p", ChatConfig("A"), "")
     writer.receive(frame("p", chats.user("p", "Hello")))
     writer.receive(frame("p", chats.reply("p", "Hi")))
@@ -51,8 +52,19 @@ def test_a_store_it_cannot_open_is_said_once_and_the_session_goes_on(tmp_path: P
     folder = tmp_path / "not-a-file.db"
     folder.mkdir()  # SQLite cannot open a folder
     writer = SessionWriter(folder, 1, told.append)
+    writer.start()
     writer.pane_opened("p", ChatConfig("A"), "")
     writer.receive(frame("p", ChatTrees().user("p", "Hello")))
     assert writer.message_at(1) is None
     writer.save_states(lambda pane_id, path: ChatSnapshot(None))
     assert len(told) == 1 and "not saved" in told[0]
+
+
+def test_a_writer_that_never_started_answers_at_once_and_opens_nothing(tmp_path: Path) -> None:
+    """An app that never ran (its start failed) has nothing to write and no thread to wait
+    for: a search asks, a quit saves, neither waits."""
+    writer = SessionWriter(tmp_path / "never.db", 1)
+    writer.pane_opened("p", ChatConfig("A"), "")
+    assert writer.message_at(1) is None
+    writer.save_states(lambda pane_id, path: ChatSnapshot(None))
+    assert not (tmp_path / "never.db").exists()

@@ -961,10 +961,11 @@ async def test_a_huge_paste_gets_a_notice_and_the_other_pane_keeps_streaming(
 async def test_quitting_saves_what_the_screen_had_not_shown_yet(
     make_app: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
-    """A frame the engine emitted just before quit still reaches the transcript, whether the
-    app had buffered it for the next screen update or not handled its message at all, so the
-    saved text matches the saved KV cells: the session's writer has it from the decode loop
-    (it is subscribed), not from the screen."""
+    """A frame the engine emitted just before quit (or while it stops) still reaches the
+    transcript though the screen never showed it, so the saved text matches the saved KV
+    cells: the session's writer has it from the decode loop, not from the screen, and quitting
+    waits for it. That the writer is subscribed to the loop, a test that finds a turn in the
+    store while the app runs checks: test_a_session_survives_a_restart_without_decoding_its_…"""
     store = SessionStore(tmp_path / "sessions.db")
     app = make_app(store=store)
     async with app.run_test(size=(140, 40)) as pilot:
@@ -983,6 +984,7 @@ async def test_quitting_saves_what_the_screen_had_not_shown_yet(
             started=True,
             finished=StopReason.END_OF_GENERATION,
         )
+
         def emit() -> None:  # as the decode loop does: to the view, then each subscriber
             app.receive(Frame({pane.pane_id: late}))
             app.recorder.receive(Frame({pane.pane_id: late}))

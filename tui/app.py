@@ -173,6 +173,8 @@ class PanechatApp(App[OpenSession | None]):
 
     async def on_mount(self) -> None:
         self._on_termination(True)
+        failures = list(self.save_failures)  # before the writer starts (it tells its own)
+        self.recorder.start()
         if self.config.keys:
             self.set_keymap(self.config.keys)
         self.theme = self.config.theme
@@ -186,7 +188,7 @@ class PanechatApp(App[OpenSession | None]):
         self.panes[0].input.focus()
         if self.restore and self.reveal is not None:
             await self.session_actions.reveal(revealing, self.reveal)
-        for failure in self.save_failures:  # before the first pane opened
+        for failure in failures:  # before the first pane opened
             self.notify(failure, severity="error", timeout=15)
         self.gc_policy.apply()
 

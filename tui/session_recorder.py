@@ -61,6 +61,9 @@ class NullRecorder:
     def receive(self, event: EngineEvent) -> None:
         pass
 
+    def start(self) -> None:
+        pass
+
     def message_at(self, row: int) -> tuple[str, int] | None:
         return None
 
@@ -264,6 +267,7 @@ class SessionRecorder:
     def pane_closed(self, pane_id: str) -> None:
         self._unwritten.pop(pane_id, None)
         self._configs.pop(pane_id, None)
+        self._save_unsaved(pane_id)  # its record keeps all the text it showed
         row = self._rows.pop(pane_id, None)
         if row is not None:
             with self._writing():

@@ -281,7 +281,8 @@ class SavedPane:
 
 
 class SessionStore:
-    """One SQLite file; used from the UI thread only. Each write is its own transaction."""
+    """One SQLite file, one connection: the UI thread has one, the session's writer thread
+    another (WAL: they never block each other for long). Each write is its own transaction."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,11 @@ ASK_WAIT = 10.0
 
 
 class SessionWriter:
-    """Records one session in its own thread, in the order things happened: the panes the
-    app opens and closes, and every frame of the decode loop (:meth:`receive` is the loop's
-    subscription, called in its thread). A store that cannot be opened there records
-    nothing, and ``on_error`` says so (as a write that fails does; any thread)."""
+    """Records one session in its own thread (from :meth:`start`), in the order things
+    happened: the panes the app opens and closes, and every frame of the decode loop
+    (:meth:`receive` is the loop's subscription, called in its thread). A store that cannot
+    be opened there records nothing, and ``on_error`` says so (as a write that fails does;
+    from that thread)."""
 
     def __init__(
         self, path: Path, session_id: int, on_error: Callable[[str], None] = lambda m: None
@@ -38,6 +39,9 @@ class SessionWriter:
         self._on_error = on_error
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="panechat-save", daemon=True)
+
+    def start(self) -> None:
+        """Open the store and write what comes (an app that never runs starts no thread)."""
         self._thread.start()
 
     def receive(self, event: EngineEvent) -> None:
@@ -56,16 +60,27 @@ class SessionWriter:
 
     def message_at(self, row: int) -> tuple[str, int] | None:
         """As :meth:`SessionRecorder.message_at`, once what is queued is written."""
+        if not self._thread.is_alive():
+            return None
         answer: Future[tuple[str, int] | None] = Future()
-        self._tasks.put(lambda recorder: answer.set_result(recorder.message_at(row)))
+
+        def ask(recorder: Recorder) -> None:
+            try:
+                answer.set_result(recorder.message_at(row))
+            except Exception as e:
+                answer.set_exception(e)
+
+        self._tasks.put(ask)
         try:
             return answer.result(ASK_WAIT)
-        except TimeoutError:
+        except Exception:  # not answered in time, or the store failed: no pane to show
             return None
 
     def save_states(self, snapshot: Snapshot) -> None:
         """On quit: write what is queued, then every pane's decode state; returns once all is
         written (the writer's thread ends)."""
+        if not self._thread.is_alive():
+            return  # never started (the app did not run), or already done
         self._tasks.put(lambda recorder: recorder.save_states(snapshot))
         self._tasks.put(None)
         self._thread.join()

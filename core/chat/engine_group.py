@@ -83,7 +83,10 @@ class _ReadChat(Generic[T]):
         if engine is None:
             self.answer.set_result(None)
         elif isinstance(engine, ChatEngine):
-            self.answer.set_result(self.read(engine))
+            try:
+                self.answer.set_result(self.read(engine))
+            except Exception as e:  # the caller hears it; the loop goes on
+                self.answer.set_exception(e)
         else:
             self.answer.set_exception(
                 PanechatError(
@@ -136,6 +139,7 @@ class ChatEngineGroup:
         self._failed: dict[str, str] = {}  # models that could not be loaded: why
         self._chat_model: dict[str, str] = {}  # which model each chat is on
         self._turn = 0  # round robin over the engines with work
+        self._warming = False  # a loaded model is being warmed up, its chats not handed on
         self._lock = threading.Lock()  # guards _engines for submit()'s interrupts
         self._thread = threading.Thread(target=self._run, name="panechat-decode", daemon=True)
         self._running = False
@@ -171,8 +175,10 @@ class ChatEngineGroup:
     def busy(self) -> bool:
         """Something is left to do: a command not applied yet, a reply streaming, a model
         loading or a chat moving to another (a script waits for it to be False)."""
+        if self._thread.ident is not None and not self._thread.is_alive():
+            return False  # the loop has ended: nothing will be done any more
         with self._lock:
-            if self._unrouted:
+            if self._unrouted or self._warming:
                 return True
             engines = list(self._engines.values())
         return any(e.busy for e in engines) or bool(self._waiting or self._moving or self._held)
@@ -280,6 +286,18 @@ class ChatEngineGroup:
             self._publish(EngineFailure(f"the decode loop stopped: {type(e).__name__}: {e}"))
         finally:
             self._running = False
+            self._refuse_reads()
+
+    def _refuse_reads(self) -> None:
+        """Once the loop has ended, a read still queued is answered: it will not be read."""
+        while True:
+            try:
+                items, _ = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            for item in items:
+                if isinstance(item, _ReadChat):
+                    item.answer.set_exception(PanechatError("the decode loop has stopped"))
 
     def _has_work(self) -> bool:
         return any(e.busy for e in self._engines.values()) or not self._loaded.empty()
@@ -405,41 +423,50 @@ class ChatEngineGroup:
 
     def _take_loaded(self) -> None:
         while not self._loaded.empty():
-            name, result = self._loaded.get()
-            waiting = self._waiting.pop(name, [])
-            switches = [c for c in self._switches.values() if self._key(c.model) == name]
-            for switch in switches:
-                del self._switches[switch.chat_id]
-            if isinstance(result, PanechatError):
-                self._failed[name] = str(result)
-                for switch in switches:  # the chat stays where it is
-                    self._notify(switch.chat_id, Notice(NoticeKind.MODEL_FAILED, str(result)))
-                told: set[str] = set()
-                for command in waiting:  # once for each chat, whatever it had sent
-                    chat_id = getattr(command, "chat_id", "")
-                    if chat_id not in told:
-                        told.add(chat_id)
-                        self._tell(command, Notice(NoticeKind.MODEL_FAILED, str(result)))
-                continue
-            if not self._running:
-                result.close()
-                continue
-            engine = engine_of(result, name)
-            try:
-                engine.warm_up()  # here: this thread does all the decoding
-            except Exception as e:
-                result.close()
-                why = one_line(e)
-                self._loaded.put((name, NamedModelError(f"model {name!r}: {why}", why)))
-                self._waiting[name] = waiting
-                self._switches.update({s.chat_id: s for s in switches})
-                continue
-            self._models[name] = result
             with self._lock:
-                self._engines[name] = engine
-            engine.submit(*waiting)
-            for switch in switches:
-                self._switch(switch)
+                self._warming = True  # busy until its chats are handed to it
+            try:
+                self._take_one_loaded(*self._loaded.get())
+            finally:
+                with self._lock:
+                    self._warming = False
+
+    def _take_one_loaded(self, name: str, result: Loaded) -> None:
+        """A model a loader thread has loaded (or could not): its chats go to it."""
+        waiting = self._waiting.pop(name, [])
+        switches = [c for c in self._switches.values() if self._key(c.model) == name]
+        for switch in switches:
+            del self._switches[switch.chat_id]
+        if isinstance(result, PanechatError):
+            self._failed[name] = str(result)
+            for switch in switches:  # the chat stays where it is
+                self._notify(switch.chat_id, Notice(NoticeKind.MODEL_FAILED, str(result)))
+            told: set[str] = set()
+            for command in waiting:  # once for each chat, whatever it had sent
+                chat_id = getattr(command, "chat_id", "")
+                if chat_id not in told:
+                    told.add(chat_id)
+                    self._tell(command, Notice(NoticeKind.MODEL_FAILED, str(result)))
+            return
+        if not self._running:
+            result.close()
+            return
+        engine = engine_of(result, name)
+        try:
+            engine.warm_up()  # here: this thread does all the decoding
+        except Exception as e:
+            result.close()
+            why = one_line(e)
+            self._loaded.put((name, NamedModelError(f"model {name!r}: {why}", why)))
+            self._waiting[name] = waiting
+            self._switches.update({s.chat_id: s for s in switches})
+            return
+        self._models[name] = result
+        with self._lock:
+            self._engines[name] = engine
+        engine.submit(*waiting)
+        for switch in switches:
+            self._switch(switch)
 
     def _tell(self, command: Command, notice: Notice) -> None:
         """A notice for the chat a command was for (a model it cannot reach, say)."""

@@ -250,8 +250,14 @@ class EngineProcess:
     def submit(self, *commands: Command) -> None:
         for command in commands:
             match command:
-                case OpenChat(chat_id=chat_id) | ForkChat(chat_id=chat_id):
+                case OpenChat(chat_id=chat_id, restore=restore):
                     self._chats.add(chat_id)
+                    self._trees[chat_id] = _follower(restore.tree if restore else None)
+                case ForkChat(source_id=source, chat_id=chat_id):
+                    self._chats.add(chat_id)
+                    branch = self._trees.get(source)
+                    along = ChatTree.along(branch.path()) if branch is not None else None
+                    self._trees[chat_id] = _follower(along)
                 case CloseChat(chat_id=chat_id):
                     self._chats.discard(chat_id)
                     self._streaming.discard(chat_id)
@@ -387,10 +393,7 @@ class EngineProcess:
         frame = message.frame
         if frame is not None:
             for chat_id, delta in frame.deltas.items():
-                if delta.tree_changes:
-                    tree = self._trees.setdefault(chat_id, ChatTree())
-                    for change in delta.tree_changes:
-                        tree.apply(change)
+                self._follow(chat_id, delta)
                 if delta.started:
                     self._streaming.add(chat_id)
                 if delta.finished is not None:
@@ -416,12 +419,28 @@ class EngineProcess:
             self._keep_turn(command)
         return self._stopped_frame()
 
+    def _follow(self, chat_id: str, delta: ChatDelta) -> None:
+        """Keep the chat's tree as the frames tell it. A change this copy cannot follow (a
+        bug) drops the copy, not the model: only a kept turn would need it."""
+        for change in delta.tree_changes:
+            tree = self._trees.get(chat_id)
+            if tree is None:
+                if not change.reset:
+                    continue
+                tree = self._trees[chat_id] = ChatTree()
+            try:
+                tree.apply(change)
+            except KeyError:
+                del self._trees[chat_id]
+
     def _keep_turn(self, command: Command) -> None:
         """A turn the child never took (sent in the step it died in, or after): it goes in
         the chat's tree all the same, unanswered, with the notice that says why."""
         if not isinstance(command, SendTurn | EditMessage) or command.chat_id not in self._chats:
             return
-        tree = self._trees.setdefault(command.chat_id, ChatTree())
+        tree = self._trees.get(command.chat_id)
+        if tree is None:  # not followed (see _follow): a reset here would empty the view's
+            return
         if isinstance(command, SendTurn):
             tree.add(tree.head, Role.USER, command.text)
         elif command.message_id in tree:  # an edit: a new version beside the message
@@ -463,6 +482,14 @@ class EngineProcess:
         if self.model == "":  # the default model is not loaded again while the app runs
             return f"{check}{self._restart_hint}"
         return f"{check}switch this chat to another model and back"
+
+
+def _follower(tree: ChatTree | None) -> ChatTree:
+    """The parent's copy of a chat's tree as the child starts it (a restored or forked
+    chat's messages, else none), with nothing left to hand out: the frames say what changes."""
+    follower = tree.copy() if tree is not None else ChatTree()
+    follower.take_change()
+    return follower
 
 
 def _ending(exitcode: int | None, log: Path) -> str:
@@ -561,7 +588,8 @@ def _serve(
     try:
         engine.warm_up()
     except Exception as e:
-        error = NamedModelError(f"model {spec.name!r}: {one_line(e)}", one_line(e))
+        why = f"could not warm up: {one_line(e)}"
+        error = NamedModelError(f"model {spec.name!r} {why}", f"the model {why}")
         requests.send(_Failed(str(error), error))
         return
     threading.Thread(target=_forward_interrupts, args=(interrupts, engine), daemon=True).start()
