@@ -15,6 +15,7 @@ from core.bench.fairness import measure_fairness
 from core.bench.models import measure_models
 from core.bench.sampling_cost import measure_sampling_cost
 from core.bench.shared_prefix import measure_shared_prefix
+from core.bench.synthetic_model import LLAMA_1B
 from tui.app_bench import app_section
 from tui.cli import main as cli_main
 
@@ -175,3 +176,29 @@ def test_branches_section_decodes_only_what_the_branch_does_not_share(
     assert r.switch_tokens_decoded <= r.branch_tokens - r.shared_tokens + 1
     assert r.fork_cells == r.branch_tokens - r.shared_tokens
     assert r.switch_seconds > 0 and r.full_read_seconds > 0
+
+
+def test_roofline_section_decodes_a_synthetic_model_against_the_bandwidth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tiny synthetic Llama (random Q4_0 weights, written here with gguf) loads and decodes
+    at N=1 and N=8; the section prints each target's verdict beside its figure."""
+    out = tmp_path / "bench.json"
+    argv = ["--sections", "roofline", "--synthetic", "tiny", "--concurrency", "1,8"]
+    assert main([*argv, "--tokens", "4", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["roofline"]
+    assert [row["conversations"] for row in result["rows"]] == [1, 8]
+    assert all(row["tokens"] == 4 * row["conversations"] for row in result["rows"])
+    assert all(row["decode_tokens_per_second"] > 0 for row in result["rows"])
+    assert result["bandwidth"] > 1e8 and result["roofline_steps"] > 0
+    assert result["file_bytes"] >= result["bytes_per_step"] > 0
+    assert result["llama_single"] > 0  # llama.cpp's own single-sequence rate, beside it
+    printed = capsys.readouterr().out
+    assert "of the roofline:" in printed and "the sequential rate (N=1's):" in printed
+    assert "llama-cpp-python's own Llama (high-level API, same llama.cpp)" in printed
+
+
+def test_a_synthetic_model_has_its_shapes_size() -> None:
+    """Llama 3.2 1B's shape: 1.24 B parameters (tied embeddings), ~0.70 GB in Q4_0."""
+    assert round(LLAMA_1B.parameters() / 1e9, 2) == 1.24
+    assert 0.69e9 < LLAMA_1B.weight_bytes() < 0.70e9

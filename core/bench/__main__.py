@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,17 @@ from core.bench.layout import PREFILL_TOKENS, ROUNDS, LayoutResult, measure_layo
 from core.bench.models import ModelsResult, measure_models
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
+from core.bench.roofline import (
+    BATCH_SPEEDUP_TARGET,
+    BATCH_TARGET_SIZE,
+    ROOFLINE_TARGET,
+    RooflineResult,
+    measure_roofline,
+)
 from core.bench.rpc import RpcResult, measure_rpc
 from core.bench.sampling_cost import SamplingCost, measure_sampling_cost
 from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
+from core.bench.synthetic_model import SHAPES, ModelShape
 from core.bench.throughput import (
     GREEDY,
     PANE_DEFAULT,
@@ -68,8 +77,13 @@ SECTIONS = (
     "layout",
     "models",
     "rpc",
+    "roofline",
     "app",
 )
+#: Batch sizes the roofline section decodes on a synthetic model (of those asked for; 1 always).
+ROOFLINE_CONCURRENCY = (1, 8, 16)
+#: Reply tokens per chat there (a 1B model decodes ~10 steps a second on 2 cores).
+ROOFLINE_TOKENS = 32
 #: The conversation counts the busy section measures (of those asked for).
 BUSY_CONCURRENCY = (8, 16)
 #: Reply tokens per chat in the busy section's decode-loop rows: beside a busy process with a
@@ -113,6 +127,12 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
         help=f"which sections to run (default: {','.join(SECTIONS)})",
     )
     parser.add_argument(
+        "--synthetic",
+        default="1b",
+        metavar="SHAPE,...",
+        help=f"the roofline section's synthetic models (of {', '.join(SHAPES)}; default: 1b)",
+    )
+    parser.add_argument(
         "--json",
         default="panechat-bench.json",
         metavar="PATH",
@@ -127,6 +147,9 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
         parser.error("--concurrency needs positive integers")
     if args.tokens < 1:
         parser.error("--tokens must be at least 1")
+    args.synthetic = [s.strip() for s in args.synthetic.split(",") if s.strip()]
+    if not set(args.synthetic) <= set(SHAPES):
+        parser.error(f"--synthetic takes shapes of {', '.join(SHAPES)}, e.g. 1b,3b")
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -450,6 +473,75 @@ def models_section(ctx: BenchContext) -> ModelsResult:
     return r
 
 
+def roofline_section(
+    ctx: BenchContext, concurrency: list[int], shape: ModelShape
+) -> RooflineResult:
+    sizes = sorted({1, *(n for n in concurrency if n in ROOFLINE_CONCURRENCY)})
+    tokens = min(ctx.tokens, ROOFLINE_TOKENS)
+    print(
+        f"\n## A model of the size people run: {shape.name} (synthetic, random Q4_0 weights), "
+        "against the memory roofline\n"
+    )
+    r = measure_roofline(shape, ctx.params, sizes, tokens)
+    roof = r.roofline_steps
+    rows = []
+    for row in r.rows:
+        speedup = r.speedup(row)
+        rows.append(
+            [
+                str(row.conversations),
+                f"{row.decode_tokens_per_second:.1f}",
+                f"{row.steps_per_second:.2f}",
+                f"{roof:.2f}",
+                pct(row.steps_per_second / roof),
+                f"{speedup:.2f}x" if speedup is not None else "-",
+                ms(row.ttft_median),
+            ]
+        )
+    print(
+        table(
+            (
+                "N",
+                "decode tok/s",
+                "steps/s",
+                "roofline steps/s",
+                "of the roofline",
+                "x N=1",
+                "TTFT (prefill)",
+            ),
+            rows,
+        )
+    )
+    single, batch = r.row(1), r.row(BATCH_TARGET_SIZE)
+    print(
+        f"\n{r.bytes_per_step / 1e9:.3f} GB read per decode step ({r.file_bytes / 1e9:.3f} GB "
+        f"file, {r.shape.parameters() / 1e9:.2f} B parameters); memory read "
+        f"{r.bandwidth / 1e9:.1f} GB/s with {r.threads} threads (numpy sums of a 1 GiB buffer, "
+        f"best of 3, measured in this run). Roofline: bandwidth ÷ bytes per step. "
+        f"{tokens} tokens per chat, all decoded (end of generation ignored); decode tok/s "
+        "counts the tokens after each chat's first, over the time after it."
+    )
+    if single is not None:
+        share = single.steps_per_second / roof
+        verdict = "met" if share >= ROOFLINE_TARGET else "not met"
+        print(f"Target N=1 ≥ {pct(ROOFLINE_TARGET)} of the roofline: {pct(share)}, {verdict}.")
+        own = single.decode_tokens_per_second / r.llama_single if r.llama_single else None
+        print(
+            f"llama-cpp-python's own Llama (high-level API, same llama.cpp), one sequence on "
+            f"the same file: {r.llama_single:.1f} tok/s, {pct(r.llama_single / roof)} of the "
+            f"roofline; the executor's N=1 is {pct(own)} of it."
+        )
+    if batch is not None:
+        speedup = r.speedup(batch) or 0.0
+        verdict = "met" if speedup >= BATCH_SPEEDUP_TARGET else "not met"
+        print(
+            f"Target N={BATCH_TARGET_SIZE} ≥ {BATCH_SPEEDUP_TARGET:.0f}x the sequential rate "
+            f"(N=1's): {speedup:.2f}x, {verdict}."
+        )
+    ctx.results.setdefault("roofline", []).append(r)
+    return r
+
+
 def branches_section(ctx: BenchContext) -> list[BranchSwitch]:
     print("\n## Switching an eight-turn chat back from a branch that edited one of its turns\n")
     results = measure_branch_switches(ctx.weights, ctx.params)
@@ -628,6 +720,9 @@ def main(
             in_own_thread(lambda: layout_section(ctx))
         if "rpc" in args.sections:
             in_own_thread(lambda: rpc_section(ctx))
+        if "roofline" in args.sections:
+            for name in args.synthetic:
+                in_own_thread(partial(roofline_section, ctx, args.concurrency, SHAPES[name]))
         if "models" in args.sections:
             models_section(ctx)  # the group runs its own decode thread
         if "app" in args.sections:
