@@ -477,7 +477,9 @@ async def test_the_app_shows_a_hit_of_its_own_session_and_reopens_on_another(
             await pilot.pause()
             assert isinstance(app.screen, SearchScreen)
             await pilot.press(*"madri", "enter")  # in this session: shown where it is
-            await pilot.pause()
+            deadline = time.monotonic() + 60  # its branch is shown once the engine's frame comes
+            while app.panes[1].selected != madrid and time.monotonic() < deadline:
+                await pilot.pause(0.05)
             assert app.is_running and app.panes[1].selected == madrid
             assert app.panes[1].messages()[-1] == ("assistant", "Madrid.")
             await pilot.press("ctrl+f")

@@ -391,11 +391,11 @@ async def test_regenerate_with_a_fixed_seed_gives_the_same_reply_and_keeps_both(
         assert second_id != first_id and len(replies(pane)) == 1  # one shown, two versions
         assert pane.chat_tree.siblings(second_id or 0).count == 2
         assert "2/2" in str(pane.query(".-assistant").last().border_title)
-        await pilot.press("alt+left")
-        assert pane.chat_tree.head == first_id
+        await pilot.press("alt+left")  # shown once the engine's frame says so
+        await wait_for(pilot, lambda: pane.chat_tree.head == first_id)
         assert "1/2" in str(pane.query(".-assistant").last().border_title)
         await pilot.press("alt+right")
-        assert pane.chat_tree.head == second_id
+        await wait_for(pilot, lambda: pane.chat_tree.head == second_id)
 
 
 async def test_regenerate_without_a_reply_says_what_to_do(make_app: Factory) -> None:
@@ -446,7 +446,7 @@ async def test_editing_a_middle_message_keeps_the_old_branch_and_switches_back(
         assert "2/2" in str(pane.query(".-user").first().border_title)
 
         await pilot.press("alt+up", "alt+up", "alt+left")  # the first version, and its branch
-        assert pane.messages() == original
+        await wait_for(pilot, lambda: pane.messages() == original)
         await wait_for(pilot, lambda: idle(app))
         context = held(app, pane.pane_id)
         assert context is not None
@@ -948,7 +948,7 @@ async def test_a_huge_paste_gets_a_notice_and_the_other_pane_keeps_streaming(
         while second.generating or not shown_at:
             shown_at.append((loop.time(), len(replies(second)[0])))
             await pilot.pause(0.05)
-            assert shown_at[-1][0] - shown_at[0][0] < 60
+            assert shown_at[-1][0] - shown_at[0][0] < 120  # not for ever (a busy machine)
         notices = [m.text for m in first.query(".-notice")]  # type: ignore[attr-defined]
         assert any("context full" in n for n in notices), notices
         assert first.messages()[0] == ("user", paste.strip())  # kept, not lost
