@@ -25,6 +25,25 @@ class NamedModelError(ModelLoadError):
         self.reason = reason
         self.setting = setting
 
+    @classmethod
+    def said(cls, model: str, reason: str) -> NamedModelError:
+        """A failure with its own words: "model 'x': <reason>"."""
+        return cls(f"model {model!r}: {reason}", reason)
+
+    @classmethod
+    def could_not(cls, model: str, what: str, why: str) -> NamedModelError:
+        """A failure no check foresaw: "model 'x' could not <what>: <why>"."""
+        words = f"could not {what}: {why}"
+        return cls(f"model {model!r} {words}", f"the model {words}")
+
+    @classmethod
+    def does_not_fit(
+        cls, model: str, reason: str, setting: str, beside: tuple[str, ...] = ()
+    ) -> NamedModelError:
+        """Its context does not fit (beside the models named in ``beside``)."""
+        others = f" beside {', '.join(repr(n) for n in beside)}" if beside else ""
+        return cls(f"model {model!r} does not fit{others}: {reason}", reason, setting)
+
     def __reduce__(self) -> tuple[type[NamedModelError], tuple[str, str, str | None]]:
         return (type(self), (str(self), self.reason, self.setting))  # across a process
 

@@ -60,7 +60,7 @@ class ChatModel:
         """Load ``spec``; ``beside`` names the models already loaded, so that one that does not
         fit next to them says so; ``progress`` is told how far the weights' load has got.
         Raises PanechatError (one line) on any failure."""
-        name = repr(spec.name)
+        name = spec.name
         try:
             weights = LlamaWeights.load(
                 resolve_model_path(spec.path or None),
@@ -72,22 +72,19 @@ class ChatModel:
         except ModelLoadCancelledError:
             raise
         except PanechatError as e:
-            raise NamedModelError(f"model {name}: {e}", str(e)) from None
+            raise NamedModelError.said(name, str(e)) from None
         try:
             template = model_template(weights, spec.template)
             executor = BatchedExecutor(weights, spec.context)
         except ContextTooLargeError as e:
             weights.close()
-            others = f" beside {', '.join(repr(n) for n in beside)}" if beside else ""
-            message = f"model {name} does not fit{others}: {e}"
-            raise NamedModelError(message, str(e), e.key) from None
+            raise NamedModelError.does_not_fit(name, str(e), e.key, beside) from None
         except PanechatError as e:
             weights.close()
-            raise NamedModelError(f"model {name}: {e}", str(e)) from None
+            raise NamedModelError.said(name, str(e)) from None
         except Exception as e:  # a template that breaks Jinja itself, say
             weights.close()
-            why = f"could not be loaded: {one_line(e)}"
-            raise NamedModelError(f"model {name} {why}", f"the model {why}") from e
+            raise NamedModelError.could_not(name, "be loaded", one_line(e)) from e
         return cls(spec, weights, executor, template)
 
     def new_context(self) -> BatchedExecutor:
@@ -96,8 +93,7 @@ class ChatModel:
         try:
             return BatchedExecutor(self.weights, self.spec.context)
         except ContextTooLargeError as e:
-            message = f"model {self.spec.name!r} does not fit: {e}"
-            raise NamedModelError(message, str(e), e.key) from None
+            raise NamedModelError.does_not_fit(self.spec.name, str(e), e.key) from None
 
     @property
     def offloaded(self) -> bool:

@@ -394,8 +394,7 @@ class ChatEngineGroup:
             except PanechatError as e:
                 result = e
             except Exception as e:  # any other failure is that model's, not the app's
-                why = f"could not be loaded: {one_line(e)}"
-                result = NamedModelError(f"model {model!r} {why}", f"the model {why}")
+                result = NamedModelError.could_not(model, "be loaded", one_line(e))
             self._tell_loading(ModelLoading(model, _file_name(spec), 1.0, done=True))
         self._loaded.put((model, result))
         self._inbox.put(((), False))  # wake the group's thread
@@ -456,8 +455,7 @@ class ChatEngineGroup:
             engine.warm_up()  # here: this thread does all the decoding
         except Exception as e:
             result.close()
-            why = one_line(e)
-            self._loaded.put((name, NamedModelError(f"model {name!r}: {why}", why)))
+            self._loaded.put((name, NamedModelError.said(name, one_line(e))))
             self._waiting[name] = waiting
             self._switches.update({s.chat_id: s for s in switches})
             return

@@ -207,8 +207,7 @@ class EngineProcess:
             process.join(1.0)
             why = _ending(process.exitcode, log)
             log.unlink(missing_ok=True)
-            text = f"model {spec.name!r} could not be loaded: {why}"
-            raise NamedModelError(text, f"the model could not be loaded: {why}") from None
+            raise NamedModelError.could_not(spec.name, "be loaded", why) from None
         except BaseException:  # Ctrl+C or a cancelled load: take the child down too
             process.kill()
             process.join(1.0)
@@ -580,16 +579,14 @@ def _serve(
         requests.send(_Failed(str(e)))
         return
     except Exception as e:
-        why = f"could not be loaded: {one_line(e)}"
-        error = NamedModelError(f"model {spec.name!r} {why}", f"the model {why}")
+        error = NamedModelError.could_not(spec.name, "be loaded", one_line(e))
         requests.send(_Failed(str(error), error))
         return
     engine = ChatEngine(loaded.executor, loaded.template, model=model)
     try:
         engine.warm_up()
     except Exception as e:
-        why = f"could not warm up: {one_line(e)}"
-        error = NamedModelError(f"model {spec.name!r} {why}", f"the model {why}")
+        error = NamedModelError.could_not(spec.name, "warm up", one_line(e))
         requests.send(_Failed(str(error), error))
         return
     threading.Thread(target=_forward_interrupts, args=(interrupts, engine), daemon=True).start()
