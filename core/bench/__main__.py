@@ -32,14 +32,23 @@ from core.bench.busy import (
     measure_busy,
     measure_busy_engine,
 )
+from core.bench.decode_workload import context_size
 from core.bench.fairness import FairnessResult, measure_fairness
 from core.bench.layout import PREFILL_TOKENS, ROUNDS, LayoutResult, measure_layouts
+from core.bench.llama_batched_bench import (
+    LlamaComparison,
+    LlamaToolMissing,
+    Workload,
+    compare,
+    find_tool,
+)
 from core.bench.models import ModelsResult, measure_models
 from core.bench.prompts import short_prompts
 from core.bench.report import machine, ms, pct, table, write_json
 from core.bench.roofline import (
     BATCH_SPEEDUP_TARGET,
     BATCH_TARGET_SIZE,
+    PROMPT_TOKENS,
     ROOFLINE_TARGET,
     RooflineResult,
     measure_roofline,
@@ -47,7 +56,7 @@ from core.bench.roofline import (
 from core.bench.rpc import RpcResult, measure_rpc
 from core.bench.sampling_cost import SamplingCost, measure_sampling_cost
 from core.bench.shared_prefix import PrefixResult, measure_shared_prefix
-from core.bench.synthetic_model import SHAPES, ModelShape
+from core.bench.synthetic_model import SHAPES, ModelShape, SyntheticModels
 from core.bench.throughput import (
     GREEDY,
     PANE_DEFAULT,
@@ -78,12 +87,19 @@ SECTIONS = (
     "models",
     "rpc",
     "roofline",
+    "llama",
     "app",
 )
 #: Batch sizes the roofline section decodes on a synthetic model (of those asked for; 1 always).
 ROOFLINE_CONCURRENCY = (1, 8, 16)
 #: Reply tokens per chat there (a 1B model decodes ~10 steps a second on 2 cores).
 ROOFLINE_TOKENS = 32
+#: Batch sizes compared with llama-batched-bench (issue #27), and the target for each ratio.
+LLAMA_CONCURRENCY = "1,8,16,32,64"
+LLAMA_TARGET = 0.98
+#: Prompt tokens per chat there (batched-bench's -npp), and the long prompts of its S_PP rows.
+LLAMA_PROMPT_TOKENS = 16
+LLAMA_PREFILL = "512,4096"
 #: The conversation counts the busy section measures (of those asked for).
 BUSY_CONCURRENCY = (8, 16)
 #: Reply tokens per chat in the busy section's decode-loop rows: beside a busy process with a
@@ -100,6 +116,7 @@ class BenchContext:
     params: ContextParams
     tokens: int
     results: dict[str, Any] = field(default_factory=dict)
+    synthetic: SyntheticModels = field(default_factory=SyntheticModels)
 
 
 #: A section measures, prints its table, and returns what goes into the JSON document.
@@ -133,6 +150,27 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
         help=f"the roofline section's synthetic models (of {', '.join(SHAPES)}; default: 1b)",
     )
     parser.add_argument(
+        "--llama-bin",
+        metavar="PATH",
+        help="llama-batched-bench, or the folder it is in, for the llama section "
+        "(default: on PATH; docs/BENCHMARKS.md shows how to build it)",
+    )
+    parser.add_argument(
+        "--llama-concurrency",
+        default=LLAMA_CONCURRENCY,
+        metavar="N,N,...",
+        help=f"the llama section's batch sizes (default: {LLAMA_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--prefill",
+        default=LLAMA_PREFILL,
+        metavar="TOKENS,...",
+        help=f"the llama section's long prompts, for S_PP (default: {LLAMA_PREFILL}; '' for none)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="the llama section's pairs of runs per row (3)"
+    )
+    parser.add_argument(
         "--json",
         default="panechat-bench.json",
         metavar="PATH",
@@ -145,6 +183,19 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
         parser.error("--concurrency takes comma-separated integers, e.g. 1,2,4,8")
     if not args.concurrency or min(args.concurrency) < 1:
         parser.error("--concurrency needs positive integers")
+    try:
+        args.llama_concurrency = [int(n) for n in args.llama_concurrency.split(",") if n.strip()]
+        args.prefill = [int(n) for n in args.prefill.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--llama-concurrency and --prefill take comma-separated integers")
+    if not args.llama_concurrency or min(args.llama_concurrency) < 1:
+        parser.error("--llama-concurrency needs positive integers")
+    if max(args.llama_concurrency) > 256:
+        parser.error("--llama-concurrency: at most 256 chats (llama.cpp's sequence limit)")
+    if any(n < 1 for n in args.prefill):
+        parser.error("--prefill needs positive token counts")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.tokens < 1:
         parser.error("--tokens must be at least 1")
     args.synthetic = [s.strip() for s in args.synthetic.split(",") if s.strip()]
@@ -482,7 +533,7 @@ def roofline_section(
         f"\n## A model of the size people run: {shape.name} (synthetic, random Q4_0 weights), "
         "against the memory roofline\n"
     )
-    r = measure_roofline(shape, ctx.params, sizes, tokens)
+    r = measure_roofline(ctx.synthetic.path(shape), shape, ctx.params, sizes, tokens)
     roof = r.roofline_steps
     rows = []
     for row in r.rows:
@@ -495,7 +546,7 @@ def roofline_section(
                 f"{roof:.2f}",
                 pct(row.steps_per_second / roof),
                 f"{speedup:.2f}x" if speedup is not None else "-",
-                ms(row.ttft_median),
+                ms(row.prefill_seconds),
             ]
         )
     print(
@@ -507,7 +558,7 @@ def roofline_section(
                 "roofline steps/s",
                 "of the roofline",
                 "x N=1",
-                "TTFT (prefill)",
+                "prefill",
             ),
             rows,
         )
@@ -518,8 +569,9 @@ def roofline_section(
         f"file, {r.shape.parameters() / 1e9:.2f} B parameters); memory read "
         f"{r.bandwidth / 1e9:.1f} GB/s with {r.threads} threads (numpy sums of a 1 GiB buffer, "
         f"best of 3, measured in this run). Roofline: bandwidth ÷ bytes per step. "
-        f"{tokens} tokens per chat, all decoded (end of generation ignored); decode tok/s "
-        "counts the tokens after each chat's first, over the time after it."
+        f"llama-batched-bench's workload: {PROMPT_TOKENS} random prompt tokens per chat, then "
+        f"{tokens} generated, all decoded (end of generation ignored); decode tok/s counts "
+        "the generated tokens over the steps after every prompt is in (its S_TG)."
     )
     if single is not None:
         share = single.steps_per_second / roof
@@ -540,6 +592,128 @@ def roofline_section(
         )
     ctx.results.setdefault("roofline", []).append(r)
     return r
+
+
+def llama_section(
+    ctx: BenchContext, args: argparse.Namespace
+) -> list[LlamaComparison] | dict[str, str]:
+    """The executor against llama-batched-bench on the same batches and libraries, on the
+    bench's model and each ``--synthetic`` shape: S_TG and S at each batch size, S_PP of one
+    long prompt."""
+    print("\n## The executor against llama.cpp's own llama-batched-bench\n")
+    try:
+        tool = find_tool(args.llama_bin)
+    except LlamaToolMissing as e:
+        print(f"Skipped: {e}.")
+        ctx.results["llama"] = skipped = {"skipped": str(e)}
+        return skipped
+    models = [(ctx.weights.name, ctx.model_path, ctx.tokens)]
+    for name in args.synthetic:
+        shape = SHAPES[name]
+        path = str(ctx.synthetic.path(shape))
+        models.append((shape.name, path, min(ctx.tokens, ROOFLINE_TOKENS)))
+    results: list[LlamaComparison] = []
+    for name, path, tokens in models:
+        try:
+            results += _compare_with_llama(ctx, args, tool, name, path, tokens)
+        except PanechatError as e:
+            print(f"### {name}: {e}\n")
+    ctx.results["llama"] = [
+        {"comparison": r, "ratios": [c.ratios() for c in r.sizes]} for r in results
+    ]
+    return results
+
+
+def _compare_with_llama(
+    ctx: BenchContext, args: argparse.Namespace, tool: Path, name: str, path: str, tokens: int
+) -> list[LlamaComparison]:
+    """One model's tables: generation at each batch size, then each long prompt."""
+    sizes = tuple(sorted(set(args.llama_concurrency)))
+    threads = ctx.params.threads
+    n_ctx = context_size(list(sizes), LLAMA_PROMPT_TOKENS, tokens)
+    generation = Workload(sizes, LLAMA_PROMPT_TOKENS, tokens, n_ctx, threads)
+    r = compare(tool, path, generation, args.rounds, args.weight_layout, _progress(name))
+    results = [r]
+    print(f"### {name}: -npp {LLAMA_PROMPT_TOKENS} -ntg {tokens} -c {n_ctx}\n")
+    rows = [
+        [
+            str(c.conversations),
+            f"{c.executor_median(lambda t: t.decode_rate):.1f}",
+            f"{c.llama_median(lambda t: t.decode_rate):.1f}",
+            pct(c.decode_ratio),
+            " to ".join(pct(x) for x in c.decode_ratio_range),
+            f"{c.executor_median(lambda t: t.overall_rate):.1f}",
+            f"{c.llama_median(lambda t: t.overall_rate):.1f}",
+            pct(c.overall_ratio),
+            pct(c.outside_decode_share),
+        ]
+        for c in r.sizes
+    ]
+    headers = (
+        "N",
+        "S_TG ours",
+        "S_TG llama.cpp",
+        "ratio",
+        "pairs' range",
+        "S ours",
+        "S llama.cpp",
+        "ratio",
+        "ours outside llama_decode",
+    )
+    print(table(headers, rows))
+    prefill_rows = []
+    for prompt in args.prefill:
+        workload = Workload((1,), prompt, 1, context_size([1], prompt, 1), threads)
+        p = compare(tool, path, workload, args.rounds, args.weight_layout, _progress(name))
+        results.append(p)
+        (c,) = p.sizes
+        prefill_rows.append(
+            [
+                str(prompt),
+                f"{c.executor_median(lambda t: t.prefill_rate):.1f}",
+                f"{c.llama_median(lambda t: t.prefill_rate):.1f}",
+                pct(c.prefill_ratio),
+            ]
+        )
+    if prefill_rows:
+        print()
+        print(table(("prompt", "S_PP ours", "S_PP llama.cpp", "ratio"), prefill_rows))
+    low = [
+        f"N={c.conversations} {label}"
+        for c in r.sizes
+        for label, ratio in (("S_TG", c.decode_ratio), ("S", c.overall_ratio))
+        if ratio < LLAMA_TARGET
+    ]
+    verdict = "met" if not low else f"not met ({', '.join(low)})"
+    libraries = r.libraries or "their own libraries (a static build: the builds differ)"
+    print(
+        f"\nTarget: every ratio ≥ {pct(LLAMA_TARGET)} of llama-batched-bench: {verdict}. "
+        f"Medians of {r.rounds} pairs of runs per row, back to back, the first side "
+        "alternating (the ratio is the median of the pairs' ratios); both sides on "
+        f"{libraries}, {threads} threads, weight layout {r.executor_layout or '?'} on ours."
+    )
+    single, batch = r.size(1), r.size(BATCH_TARGET_SIZE)
+    if single is not None and batch is not None:
+        ours, theirs = batch.speedup_over(single)
+        print(
+            f"S_TG at N={BATCH_TARGET_SIZE} over N=1: {ours:.2f}x ours, {theirs:.2f}x "
+            "llama-batched-bench's own (medians): what batching gains on this machine."
+        )
+    print(
+        "Ours outside llama_decode: the share of the generation time the executor spends on "
+        "its own work (sampling each chat, filling the batch); inside llama_decode both sides "
+        "run the same code on the same batches. Unlike the ratios, it does not move with the "
+        "machine's noise."
+    )
+    print()
+    return results
+
+
+def _progress(name: str) -> Callable[[str], None]:
+    def say(step: str) -> None:
+        print(f"  {name}: {step}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def branches_section(ctx: BenchContext) -> list[BranchSwitch]:
@@ -723,6 +897,8 @@ def main(
         if "roofline" in args.sections:
             for name in args.synthetic:
                 in_own_thread(partial(roofline_section, ctx, args.concurrency, SHAPES[name]))
+        if "llama" in args.sections:
+            llama_section(ctx, args)  # both sides run in child processes
         if "models" in args.sections:
             models_section(ctx)  # the group runs its own decode thread
         if "app" in args.sections:
@@ -734,6 +910,7 @@ def main(
         return 130
     finally:
         weights.close()
+        ctx.synthetic.close()
     document = {
         "model": {"name": model_name, "path": ctx.model_path},
         "machine": info,

@@ -8,20 +8,14 @@ N=1 at ≥ 80% of the roofline, N=8 at ≥ 5x the sequential rate (N=1's)."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.bench.decode_workload import measure_workload
 from core.bench.memory_bandwidth import read_bandwidth
 from core.bench.prompts import short_prompts
-from core.bench.synthetic_model import ModelShape, write_synthetic_model
-from core.bench.throughput import (
-    executor_params,
-    open_baseline,
-    open_executor,
-    run_baseline,
-    run_batched,
-)
+from core.bench.synthetic_model import ModelShape
+from core.bench.throughput import open_baseline, run_baseline
 from core.executor.params import ContextParams
 from core.models.weights import LlamaWeights
 
@@ -29,17 +23,19 @@ from core.models.weights import LlamaWeights
 ROOFLINE_TARGET = 0.80
 BATCH_SPEEDUP_TARGET = 5.0
 BATCH_TARGET_SIZE = 8
+#: Prompt tokens per chat: llama-batched-bench's ``-npp 16``.
+PROMPT_TOKENS = 16
 
 
 @dataclass(frozen=True, slots=True)
 class RooflineRow:
-    """One batch size: generated tokens per second after each chat's first token (decode
-    steps only, the prompts' prefill left out), and the time to the first tokens."""
+    """One batch size: generated tokens per second once every prompt is in (decode steps
+    only: llama-batched-bench's S_TG, on its workload), and how long the prompts took."""
 
     conversations: int
-    tokens: int
+    tokens: int  # generated, all chats together
     decode_tokens_per_second: float
-    ttft_median: float
+    prefill_seconds: float
 
     @property
     def steps_per_second(self) -> float:
@@ -73,44 +69,41 @@ class RooflineResult:
 
 
 def measure_roofline(
+    path: Path,
     shape: ModelShape,
     base: ContextParams,
     concurrency: list[int],
     tokens: int,
-    folder: Path | None = None,
 ) -> RooflineResult:
-    """Write a synthetic model of ``shape`` (into ``folder``, else a temporary one), measure
-    the memory's read bandwidth with the decode's thread count, then decode ``tokens`` per
-    chat at each batch size in ``concurrency``."""
-    with tempfile.TemporaryDirectory(prefix="panechat-synthetic-") as scratch:
-        path = write_synthetic_model(Path(folder or scratch) / "synthetic.gguf", shape)
-        threads = base.threads
-        bandwidth = read_bandwidth(threads)
-        rows = []
-        with LlamaWeights.load(path) as weights:
-            llm = open_baseline(str(path), base, weights.layout)
-            try:
-                alone = run_baseline(llm, short_prompts(1), tokens)
-            finally:
-                llm.close()
-            decode_seconds = alone.seconds - alone.ttft_median
-            llama_single = (alone.tokens - 1) / decode_seconds if alone.tokens > 1 else 0.0
-            for n in concurrency:
-                executor = open_executor(weights, executor_params(base, n, tokens))
-                try:
-                    run = run_batched(executor, short_prompts(n), tokens, full_length=True)
-                finally:
-                    executor.close()
-                decode_seconds = run.seconds - run.ttft_median
-                decoded = run.tokens - n  # each chat's first token came with the prefill
-                rate = decoded / decode_seconds if decode_seconds > 0 and decoded > 0 else 0.0
-                rows.append(RooflineRow(n, run.tokens, rate, run.ttft_median))
-        return RooflineResult(
-            shape,
-            path.stat().st_size,
-            shape.weight_bytes(),
-            bandwidth,
-            threads,
-            tuple(rows),
-            llama_single,
+    """On the synthetic model of ``shape`` at ``path``: measure the memory's read bandwidth
+    with the decode's thread count, then llama-batched-bench's workload (16 prompt tokens,
+    ``tokens`` generated per chat) at each batch size in ``concurrency``."""
+    threads = base.threads
+    bandwidth = read_bandwidth(threads)
+    with LlamaWeights.load(path) as weights:
+        llm = open_baseline(str(path), base, weights.layout)
+        try:
+            alone = run_baseline(llm, short_prompts(1), tokens)
+        finally:
+            llm.close()
+        decode_seconds = alone.seconds - alone.ttft_median
+        llama_single = (alone.tokens - 1) / decode_seconds if alone.tokens > 1 else 0.0
+        timings = measure_workload(weights, base, concurrency, PROMPT_TOKENS, tokens)
+    rows = tuple(
+        RooflineRow(
+            t.conversations,
+            t.conversations * t.generated_tokens,
+            t.decode_rate,
+            t.prefill_seconds,
         )
+        for t in timings
+    )
+    return RooflineResult(
+        shape,
+        path.stat().st_size,
+        shape.weight_bytes(),
+        bandwidth,
+        threads,
+        rows,
+        llama_single,
+    )

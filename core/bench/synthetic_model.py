@@ -10,6 +10,7 @@ chat with. Needs the ``gguf`` package (``pip install -e ".[test]"``).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +146,26 @@ def _vocabulary(size: int) -> tuple[list[str], list[int]]:
     tokens += [f"▁t{i}" for i in range(filler)]
     kinds += [normal] * filler
     return tokens, kinds
+
+
+class SyntheticModels:
+    """The synthetic files of one bench run, each written once into a scratch folder that
+    :meth:`close` removes (a 1B file takes a while to write and 0.7 GB of disk)."""
+
+    def __init__(self) -> None:
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._written: dict[str, Path] = {}
+
+    def path(self, shape: ModelShape) -> Path:
+        if shape.name not in self._written:
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="panechat-synthetic-")
+            target = Path(self._scratch.name) / f"{shape.name.replace(' ', '-')}.gguf"
+            self._written[shape.name] = write_synthetic_model(target, shape)
+        return self._written[shape.name]
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+        self._written.clear()
