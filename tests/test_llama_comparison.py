@@ -129,6 +129,7 @@ def test_comparison_alternates_sides_and_runs_the_executor_on_the_tools_librarie
         "round 2/2, N=2: executor",
     ]
     argv = calls(tool)[1]
+
     def flag(name: str) -> str:
         return argv[argv.index(name) + 1]
 
