@@ -21,7 +21,8 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from core.executor.executor import BatchedExecutor
 from core.executor.params import ContextParams
@@ -45,6 +46,16 @@ class WorkloadTiming:
     #: is the executor's own work per step (sampling, filling the batch), which no other
     #: process's noise can hide.
     generate_decode_seconds: float | None = None
+
+    @classmethod
+    def from_json(cls, line: dict[str, Any]) -> WorkloadTiming:
+        """A timing back from one of :func:`main`'s JSON lines."""
+        return cls(**{f.name: line[f.name] for f in fields(cls)})
+
+    @classmethod
+    def from_batched_bench(cls, line: dict[str, Any]) -> WorkloadTiming:
+        """A timing from one of ``llama-batched-bench --output-format jsonl``'s lines."""
+        return cls(line["pl"], line["pp"], line["tg"], line["t_pp"], line["t_tg"])
 
     @property
     def outside_decode_share(self) -> float | None:

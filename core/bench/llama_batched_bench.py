@@ -187,17 +187,7 @@ def run_llama(tool: Path, model: str, workload: Workload) -> list[WorkloadTiming
         "--output-format",
         "jsonl",
     ]
-    lines = _run(command, os.environ.copy())
-    return [
-        WorkloadTiming(
-            int(line["pl"]),
-            int(line["pp"]),
-            int(line["tg"]),
-            float(line["t_pp"]),
-            float(line["t_tg"]),
-        )
-        for line in lines
-    ]
+    return [WorkloadTiming.from_batched_bench(line) for line in _run(command, os.environ.copy())]
 
 
 def run_executor(
@@ -228,17 +218,7 @@ def run_executor(
     if libraries is not None:
         env["LLAMA_CPP_LIB_PATH"] = str(libraries)
     lines = _run(command, env)
-    timings = [
-        WorkloadTiming(
-            int(line["conversations"]),
-            int(line["prompt_tokens"]),
-            int(line["generated_tokens"]),
-            float(line["prefill_seconds"]),
-            float(line["generate_seconds"]),
-            float(line["generate_decode_seconds"]),
-        )
-        for line in lines
-    ]
+    timings = [WorkloadTiming.from_json(line) for line in lines]
     return timings, str(lines[0]["layout"]) if lines else ""
 
 
