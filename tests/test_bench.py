@@ -12,10 +12,13 @@ from core.bench.__main__ import BenchContext, layout_section, main, one_core_cei
 from core.bench.branches import measure_branch_switch
 from core.bench.busy import measure_busy, measure_busy_engine
 from core.bench.fairness import measure_fairness
-from core.bench.models import measure_models
+from core.bench.models import SLOW, FrameRecorder, measure_models
 from core.bench.sampling_cost import measure_sampling_cost
 from core.bench.shared_prefix import measure_shared_prefix
 from core.bench.synthetic_model import LLAMA_1B
+from core.chat import DEFAULT, ChatDelta, Frame
+from core.chat.frames import FrameStats
+from core.text.reply_stream import StopReason
 from tui.app_bench import app_section
 from tui.cli import main as cli_main
 
@@ -202,3 +205,27 @@ def test_a_synthetic_model_has_its_shapes_size() -> None:
     """Llama 3.2 1B's shape: 1.24 B parameters (tied embeddings), ~0.70 GB in Q4_0."""
     assert round(LLAMA_1B.parameters() / 1e9, 2) == 1.24
     assert 0.69e9 < LLAMA_1B.weight_bytes() < 0.70e9
+
+
+def test_frames_between_counts_only_gaps_whose_both_ends_are_known() -> None:
+    """The models section's scheduling check, on frame sequences where the old count was
+    wrong: a phase that opens with the fast model's frame (the slow model's frame numbers
+    run on from an earlier phase: counting from 0 gave 10, the flaky failure), and the wait
+    after a reply ends, which is the benchmark's own (it sends the next turn)."""
+
+    def fast(number: int, *, ends: bool = False) -> Frame:
+        delta = ChatDelta(text="x", finished=StopReason.MAX_TOKENS if ends else None)
+        return Frame({"fast": delta}, FrameStats(frame=number), DEFAULT)
+
+    def slow(number: int) -> Frame:
+        return Frame({"slow 0": ChatDelta(text="y")}, FrameStats(frame=number), SLOW)
+
+    recorder = FrameRecorder()
+    recorder.frames = [(0.0, f) for f in (fast(5), slow(10), fast(6), slow(11), fast(7))]
+    assert recorder.most_frames_between(DEFAULT, SLOW) == 1
+    ended = (slow(3), fast(5, ends=True), slow(4), slow(5), slow(6), fast(6), slow(7), fast(7))
+    recorder.frames = [(0.0, f) for f in ended]
+    assert recorder.most_frames_between(DEFAULT, SLOW) == 1
+    starved = (slow(3), fast(5), slow(4), slow(5), fast(6))  # a real scheduling gap
+    recorder.frames = [(0.0, f) for f in starved]
+    assert recorder.most_frames_between(DEFAULT, SLOW) == 2

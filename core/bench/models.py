@@ -59,7 +59,7 @@ class ModelsResult:
         return self.fast_gap_together_max <= self.bound
 
 
-class _Recorder:
+class FrameRecorder:
     """Frames with the time they came, by model and chat."""
 
     def __init__(self) -> None:
@@ -102,17 +102,31 @@ class _Recorder:
     def most_frames_between(self, model: str, other: str) -> int:
         """The most frames ``other`` decoded between two consecutive frames of ``model``, from
         the frame numbers each engine's frames carry (so frames that showed nothing and were
-        not handed out still count)."""
-        other_at, most = 0, 0
-        previous: tuple[int, int] | None = None  # model's last frame number, other's then
+        not handed out still count).
+
+        A gap is counted only where both ends are known: until the first of ``other``'s
+        frames in this collection, where ``other`` stands is not known (its frame numbers run
+        on from earlier phases: counting from 0 once gave "10 frames between" after a phase
+        in which the slow model ran alone). And a frame that ends one of ``model``'s replies
+        leaves it with nothing to decode until :meth:`collect` sends the turn again: that
+        wait is the benchmark's, not the scheduler's, so the gap after it is not counted."""
+        other_at: int | None = None
+        most = 0
+        previous: tuple[int, int | None] | None = None  # model's last frame, other's then
         for _, frame in self.frames:
             if frame.model == other:
                 other_at = frame.stats.frame
             elif frame.model == model:
                 number = frame.stats.frame
-                if previous is not None and number == previous[0] + 1 and other_at:
+                if (
+                    previous is not None
+                    and number == previous[0] + 1
+                    and previous[1] is not None
+                    and other_at is not None
+                ):
                     most = max(most, other_at - previous[1])
-                previous = (number, other_at)
+                ended = any(d.finished is not None for d in frame.deltas.values())
+                previous = None if ended else (number, other_at)
         return most
 
 
@@ -127,7 +141,7 @@ def measure_models(
     fast_params = replace(base, n_ctx=2048, n_seq_max=2)
     slow_params = replace(base, n_ctx=4096, n_seq_max=slow_chats)
     executor = BatchedExecutor(weights, fast_params)
-    recorder = _Recorder()
+    recorder = FrameRecorder()
     template = replace(TRANSCRIPT, stop_strings=())  # replies run to max_tokens
     group = ChatEngineGroup(
         ChatEngine(executor, template),
