@@ -24,13 +24,12 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from core.bench.throughput import GREEDY
+from core.errors import PanechatError
 from core.executor.executor import BatchedExecutor
 from core.executor.params import ContextParams
 from core.models.weights import LlamaWeights
 from core.native.weight_layout import WeightLayout, add_layout_option
-from core.sampling.sampling import SamplingParams
-
-GREEDY = SamplingParams(temperature=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,17 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.sizes.split(",")]
     layout: WeightLayout = args.weight_layout
-    with LlamaWeights.load(args.model, layout=layout) as weights:
-        timings = measure_workload(
-            weights,
-            ContextParams(n_threads=args.threads),
-            sizes,
-            args.pp,
-            args.tg,
-            args.n_ctx or None,
-        )
-        for timing in timings:
-            print(json.dumps({**asdict(timing), "layout": str(weights.layout.effective)}))
+    try:
+        with LlamaWeights.load(args.model, layout=layout) as weights:
+            timings = measure_workload(
+                weights,
+                ContextParams(n_threads=args.threads),
+                sizes,
+                args.pp,
+                args.tg,
+                args.n_ctx or None,
+            )
+            effective = str(weights.layout.effective)
+    except PanechatError as e:  # the parent prints the last line it wrote
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    for timing in timings:
+        print(json.dumps({**asdict(timing), "layout": effective}))
     return 0
 
 

@@ -455,7 +455,7 @@ class ChatEngineGroup:
             engine.warm_up()  # here: this thread does all the decoding
         except Exception as e:
             result.close()
-            self._loaded.put((name, NamedModelError.said(name, one_line(e))))
+            self._loaded.put((name, NamedModelError.could_not(name, "warm up", one_line(e))))
             self._waiting[name] = waiting
             self._switches.update({s.chat_id: s for s in switches})
             return
