@@ -33,7 +33,11 @@ PASSES = [sys.executable, "-c", "print('ok')"]
 
 
 def dies_of(name: str) -> list[str]:
-    return [sys.executable, "-c", f"import os, signal; os.kill(os.getpid(), signal.{name})"]
+    """A child killed by signal ``name``. Its default action is restored first: a shell runs
+    a background job with SIGINT ignored, and the child would inherit that and exit 0."""
+    restore = "" if name == "SIGKILL" else f"signal.signal(signal.{name}, signal.SIG_DFL); "
+    kill = f"os.kill(os.getpid(), signal.{name})"
+    return [sys.executable, "-c", f"import os, signal; {restore}{kill}"]
 
 
 def test_the_real_probe_decodes_with_and_without_amx() -> None:
