@@ -127,6 +127,23 @@ def test_several_chats_answer_together_in_one_batch(make_driver: Callable[..., D
     assert all(driver.finished[n] == [StopReason.STOP_STRING] for n in names)  # "\n\n"
 
 
+def test_a_reply_says_how_many_prompt_tokens_it_started_from(
+    make_driver: Callable[..., Driver],
+) -> None:
+    """The frame a reply starts in gives its prompt's length (the API's usage counts):
+    where the reply begins in the KV, the whole conversation before it on a later turn."""
+    driver = make_driver()
+    driver.submit(OpenChat("a", chat("a")), SendTurn("a", "Name a fruit."))
+    driver.run_until(lambda: driver.replies("a") == 1)
+    driver.submit(SendTurn("a", "Name another one."))
+    driver.run_until(lambda: driver.replies("a") == 2)
+    starts = [f.deltas["a"].prompt_tokens for f in driver.frames if "a" in f.deltas]
+    starts = [n for n in starts if n]
+    context = driver.context("a")
+    assert context is not None and len(starts) == 2
+    assert 10 < starts[0] < starts[1] == context.reply_start
+
+
 def test_a_subscriber_gets_every_frame_the_view_gets(make_driver: Callable[..., Driver]) -> None:
     """What records the chats subscribes to the decode loop itself: it sees each frame the
     view sees, the same, in the same order."""

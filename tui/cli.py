@@ -184,6 +184,10 @@ def run(argv: list[str]) -> int:
         from core.native.rpc_server import main as rpc_server_main
 
         return rpc_server_main(argv[1:], prog="panechat rpc-server")
+    if argv[:1] == ["api"]:
+        from api.cli import api_command
+
+        return api_command(argv[1:])
     if argv[:1] == ["serve"]:
         from tui.serve import serve_command
 

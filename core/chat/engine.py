@@ -616,6 +616,7 @@ class ChatEngine:
         except PanechatError as e:
             delta.notice = Notice(NoticeKind.FAILED, str(e))
             return
+        delta.prompt_tokens = session.reply_base
         reply = self._open_reply_message(session, delta, asked)
         tree = session.tree
         following = session.turns[0].message_id if session.turns else None

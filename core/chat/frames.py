@@ -23,6 +23,7 @@ class ChatDelta:
     replaces_last: bool = False  # ...as another version of the last reply (regenerate)
     finished: StopReason | None = None  # why the reply ended, if it ended this frame
     reply_tokens: int = 0  # the finished reply's length in tokens
+    prompt_tokens: int = 0  # the tokens the reply started from (set in the frame it starts)
     notice: Notice | None = None  # something to tell the user (context full, error)
     tokens: list[TokenStat] = field(default_factory=list)  # the reply's new tokens, with odds
     model: str | None = None  # the chat now answers with this model (a switch)
@@ -42,6 +43,7 @@ class ChatDelta:
         self.tokens += later.tokens
         self.finished = later.finished
         self.reply_tokens = later.reply_tokens
+        self.prompt_tokens = later.prompt_tokens or self.prompt_tokens
         self.notice = later.notice or self.notice
         self.model = later.model if later.model is not None else self.model
         self.tokens_per_second = later.tokens_per_second

@@ -1,0 +1,143 @@
+"""``panechat api``: the config's models served over OpenAI's chat-completions API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from api.chat_runs import ChatRuns
+from api.served_models import ServedModels
+from api.server import RUNS, ServerSettings, build_app
+from core import PanechatError
+from core.chat import ChatEngineGroup
+from core.models.progress_line import ProgressLine
+
+#: Requests that may wait for a slot, per slot, before the server answers 503.
+QUEUE_PER_SLOT = 4
+
+
+def api_parser(prog: str = "panechat api") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the config's models over OpenAI's chat-completions API; "
+        "concurrent requests decode in one batch.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (8080)")
+    parser.add_argument("--config", metavar="PATH", help="extra config.toml, read last")
+    parser.add_argument("--model", metavar="PATH", help="GGUF model file (default: [model])")
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="requests must send 'Authorization: Bearer KEY' (required off loopback)",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="requests decoded at once (default: n_seq_max of [context])",
+    )
+    parser.add_argument(
+        "--queue",
+        type=int,
+        metavar="N",
+        help=f"requests that may wait for a slot before a 503 ({QUEUE_PER_SLOT} per slot)",
+    )
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (as ``panechat serve`` and RPC decide)."""
+    from core.native.rpc import RpcEndpoint
+
+    return RpcEndpoint(host, 1).is_loopback
+
+
+def api_command(argv: list[str]) -> int:
+    from tui.command_line_models import with_models
+    from tui.config import load_config
+    from tui.default_model import DefaultModel
+    from tui.serve import check_bindable
+
+    args = api_parser().parse_args(argv)
+    if not is_loopback(args.host) and not args.api_key:
+        print(
+            f"panechat api: error: {args.host} is reachable from other machines — "
+            "give --api-key KEY (or listen on 127.0.0.1)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        check_bindable(args.host, args.port)  # a port in use: one line, before the model loads
+        config = load_config(args.config)
+        config = with_models(config, [args.model] if args.model else [], None)
+        parallel = args.parallel or config.context.n_seq_max
+        if not 1 <= parallel <= config.context.n_seq_max:
+            raise PanechatError(
+                f"--parallel must be between 1 and {config.context.n_seq_max} "
+                "(n_seq_max in [context])"
+            )
+        if args.queue is not None and args.queue < 0:
+            raise PanechatError("--queue must be 0 or more")
+        name = Path(config.model_path).name if config.model_path else "the embedded model"
+        with ProgressLine(f"loading {name}") as progress:
+            default = DefaultModel.load(config, saved=False, progress=progress)
+    except PanechatError as e:
+        print(f"panechat api: error: {e}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(
+            f"panechat api: warning: listening on {args.host}, reachable from other machines; "
+            "requests need the API key",
+            file=sys.stderr,
+        )
+    models = ServedModels(
+        config.default_alias or Path(config.model_path or "default").stem,
+        tuple(config.named_models()),
+    )
+    engine = default.engine()
+    group = ChatEngineGroup(
+        engine, lambda _event: None, specs=config.named_models(), default_name=config.default_alias
+    )
+    settings = ServerSettings(
+        defaults=config.pane_defaults, max_tokens=config.context.n_ctx, api_key=args.api_key
+    )
+
+    async def start(app: web.Application) -> None:
+        import asyncio
+
+        app[RUNS] = ChatRuns(
+            group,
+            models,
+            asyncio.get_running_loop(),
+            parallel=parallel,
+            queue_limit=args.queue if args.queue is not None else QUEUE_PER_SLOT * parallel,
+        )
+        group.start()
+
+    app = build_app(settings, start)
+    try:
+        web.run_app(
+            app,
+            host=args.host,
+            port=args.port,
+            print=lambda _text: print(
+                f"panechat api: serving {', '.join(models.names)} on "
+                f"http://{args.host}:{args.port}/v1 (Ctrl+C stops)",
+                file=sys.stderr,
+            ),
+        )
+    except OSError as e:
+        print(
+            f"panechat api: error: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr
+        )
+        return 2
+    finally:
+        if group.shutdown():
+            default.release(engine)
+            default.close()
+    print("panechat api: stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,307 @@
+"""``panechat api`` from the outside: the server as its own process on loopback, on the
+embedded model through the real llama.cpp, driven by the official ``openai`` client and by
+plain HTTP: chat, stream, logprobs, concurrent requests in one batch, an abort mid-stream,
+the errors a client gets, the API key and a full queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "embedded"
+NEAR_TIE = 0.5  # nats: how close the token a batched run chose must be to the solo run's
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+    def client(self, key: str = "none") -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=120)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        request = urllib.request.Request(f"{self.url}{path}", body, headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, dict(response.headers), json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), json.loads(e.read())
+
+    def open_chats(self) -> int:
+        return int(self.get("/health")["chats"])
+
+
+def start_server(*args: str) -> Iterator[Server]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui", "api", "--port", str(port), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    server = Server(f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            server.get("/health")
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    f"panechat api did not start: {process.communicate()[1]}"
+                ) from None
+            time.sleep(0.2)
+    try:
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    yield from start_server()
+
+
+@pytest.fixture(scope="module")
+def strict_server() -> Iterator[Server]:
+    """One slot, no queue, and a key."""
+    yield from start_server("--parallel", "1", "--queue", "0", "--api-key", "sesame")
+
+
+def ask(client: openai.OpenAI, text: str, **options: Any) -> Any:
+    options.setdefault("temperature", 0)
+    options.setdefault("max_tokens", 24)
+    return client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": text}], **options
+    )
+
+
+def test_models_and_health(server: Server) -> None:
+    assert [m.id for m in server.client().models.list()] == [MODEL]
+    assert server.get("/health") == {"status": "ok", "chats": 0}
+
+
+def test_a_chat_is_answered_and_its_stream_says_the_same(server: Server) -> None:
+    client = server.client()
+    whole = ask(client, "What is the capital of France?")
+    choice = whole.choices[0]
+    assert "Paris" in choice.message.content
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    assert whole.usage.prompt_tokens > 5 and whole.usage.completion_tokens > 0
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    chunks = list(
+        ask(
+            client,
+            "What is the capital of France?",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and finishes.count("stop") == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+def test_max_tokens_ends_a_reply_with_length(server: Server) -> None:
+    reply = ask(server.client(), "Write a long story about a dragon.", max_tokens=5, stop=[])
+    assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 5
+
+
+def test_earlier_turns_and_a_system_prompt_are_read(server: Server) -> None:
+    reply = server.client().chat.completions.create(
+        model=MODEL,
+        temperature=0,
+        max_tokens=20,
+        messages=[
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": "My name is Zorblax."},
+            {"role": "assistant", "content": "Hello Zorblax."},
+            {"role": "user", "content": "What is my name?"},
+        ],
+    )
+    assert "Zorblax" in (reply.choices[0].message.content or "")
+    assert reply.usage is not None and reply.usage.prompt_tokens > 25  # all of it was read
+
+
+def test_logprobs_are_the_tokens_odds(server: Server) -> None:
+    reply = ask(server.client(), "What is the capital of France?", logprobs=True, top_logprobs=3)
+    content = reply.choices[0].logprobs.content
+    assert content and "".join(t.token for t in content).strip().startswith(
+        reply.choices[0].message.content[:10]
+    )
+    for token in content:
+        assert token.logprob <= 0 and len(token.top_logprobs) == 3
+        odds = [t.logprob for t in token.top_logprobs]
+        assert odds == sorted(odds, reverse=True)
+        assert token.top_logprobs[0].token == token.token  # greedy: the likeliest was chosen
+        assert token.bytes == list(token.token.encode())
+
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "What is 2 + 2?",
+    "Say hello in Spanish.",
+    "What is the largest planet?",
+    "Name a fruit.",
+    "What do bees make?",
+    "What colour is the sky?",
+]
+
+
+def test_concurrent_requests_each_get_their_own_reply(server: Server) -> None:
+    """8 requests at once decode in one batch; each reply is the one its request gets alone,
+    or first differs at a near-tie of the solo run (batched kernels round differently)."""
+    client = server.client()
+    solo = [ask(client, p, logprobs=True, top_logprobs=5) for p in PROMPTS]
+    together: list[Any] = [None] * len(PROMPTS)
+    overlap = threading.Barrier(len(PROMPTS))
+
+    windows: list[tuple[float, float]] = []
+
+    def run(i: int) -> None:
+        overlap.wait()
+        began = time.monotonic()
+        together[i] = ask(client, PROMPTS[i], logprobs=True, top_logprobs=5)
+        windows.append((began, time.monotonic()))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert max(b for b, _ in windows) < min(e for _, e in windows)  # all were open at once
+    for alone, batched in zip(solo, together, strict=True):
+        a = alone.choices[0].logprobs.content
+        b = batched.choices[0].logprobs.content
+        first = next(
+            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x.token != y.token), None
+        )
+        if first is None:
+            assert alone.choices[0].message.content == batched.choices[0].message.content
+            continue
+        odds = {t.token: t.logprob for t in a[first].top_logprobs}
+        assert b[first].token in odds, f"{b[first].token!r} was not a near choice: a crossed reply?"
+        assert a[first].logprob - odds[b[first].token] < NEAR_TIE
+
+
+def test_a_client_that_goes_away_mid_stream_frees_its_chat(server: Server) -> None:
+    stream = ask(
+        server.client(),
+        "Write a long story.",
+        stream=True,
+        max_tokens=2000,
+        stop=[],
+        temperature=0.8,
+    )
+    for i, _chunk in enumerate(stream):
+        if i == 3:
+            break
+    assert server.open_chats() == 1
+    stream.close()
+    deadline = time.monotonic() + 10
+    while server.open_chats() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.open_chats() == 0
+    assert (
+        "Paris" in ask(server.client(), "What is the capital of France?").choices[0].message.content
+    )
+
+
+def test_errors_are_openai_shaped_and_the_server_keeps_serving(server: Server) -> None:
+    client = server.client()
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    assert unknown.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        ask(client, "apple river stone " * 4000)
+    assert too_long.value.code == "context_length_exceeded"
+    status, _, body = server.post("/v1/chat/completions", b"{not json")
+    assert status == 400 and body["error"]["message"] == "the request body is not valid JSON"
+    status, _, body = server.post("/v1/chat/completions", b"x" * (5 * 1024 * 1024))
+    assert status == 413 and "bytes" in body["error"]["message"]
+    status, _, body = server.post("/v1/nothing", b"{}")
+    assert status == 404 and body["error"]["type"] == "not_found_error"
+    assert server.open_chats() == 0
+    assert "Paris" in ask(client, "What is the capital of France?").choices[0].message.content
+
+
+def test_a_key_is_required_when_given(strict_server: Server) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        ask(strict_server.client("wrong"), "Hi")
+    assert ask(strict_server.client("sesame"), "Hi").choices[0].message.content
+    assert strict_server.get("/health")["status"] == "ok"  # no key: health is not under /v1
+
+
+def test_a_full_server_says_503_with_retry_after(strict_server: Server) -> None:
+    stream = ask(
+        strict_server.client("sesame"),
+        "Write a long story.",
+        stream=True,
+        max_tokens=2000,
+        stop=[],
+        temperature=0.8,
+    )
+    next(iter(stream))
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    auth = {"Authorization": "Bearer sesame"}
+    status, headers, answer = strict_server.post("/v1/chat/completions", body, auth)
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert "busy" in answer["error"]["message"]
+    stream.close()
+    deadline = time.monotonic() + 10
+    while strict_server.get("/health")["chats"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, _, answer = strict_server.post("/v1/chat/completions", body, auth)
+    assert status == 200 and answer["choices"][0]["message"]["content"] is not None
+
+
+def test_listening_off_loopback_needs_a_key() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tui", "api", "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "give --api-key" in done.stderr and "Traceback" not in done.stderr
