@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.chat_runs import ChatRuns
+from api.prompt_cache import PromptCache
 from api.served_models import ServedModels
 from api.server import RUNS, ServerSettings, build_app
 from core import PanechatError
@@ -39,6 +40,13 @@ def api_parser(prog: str = "panechat api") -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="requests decoded at once (default: n_seq_max of [context])",
+    )
+    parser.add_argument(
+        "--cache-tokens",
+        type=int,
+        metavar="N",
+        help="tokens of finished chats kept for their next turn (default: half the context; "
+        "0: none)",
     )
     parser.add_argument(
         "--queue",
@@ -82,6 +90,9 @@ def api_command(argv: list[str]) -> int:
             )
         if args.queue is not None and args.queue < 0:
             raise PanechatError("--queue must be 0 or more")
+        cache_tokens = config.context.n_ctx // 2 if args.cache_tokens is None else args.cache_tokens
+        if cache_tokens < 0:
+            raise PanechatError("--cache-tokens must be 0 or more")
         name = Path(config.model_path).name if config.model_path else "the embedded model"
         with ProgressLine(f"loading {name}") as progress:
             default = DefaultModel.load(config, saved=False, progress=progress)
@@ -115,6 +126,8 @@ def api_command(argv: list[str]) -> int:
             asyncio.get_running_loop(),
             parallel=parallel,
             queue_limit=args.queue if args.queue is not None else QUEUE_PER_SLOT * parallel,
+            sequences=config.context.n_seq_max,
+            cache=PromptCache(cache_tokens),
         )
         group.start()
 

@@ -22,6 +22,8 @@ from api.errors import ApiError, ErrorType, bad_request
 from core.chat.config import ChatConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Says whether a request was answered from its conversation's kept chat ("hit") or not.
+CACHE_HEADER = "X-Panechat-Prompt-Cache"
 RUNS = web.AppKey("runs", ChatRuns)
 
 
@@ -73,7 +75,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def health(request: web.Request) -> web.Response:
     runs = request.app[RUNS]
-    return web.json_response({"status": "ok", "chats": runs.open_chats})
+    return web.json_response({"status": "ok", "chats": runs.open_chats, "kept": len(runs.cache)})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -101,15 +103,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     async with runs.chat(chat) as run:
         deltas = run.deltas()
         first = await anext(deltas)  # a refusal (the prompt does not fit) is still a 400 here
+        cache = {CACHE_HEADER: "hit" if run.cached else "miss"}
         if not chat.stream:
             completion.add(first)
             async for delta in deltas:
                 if request.transport is None or request.transport.is_closing():
                     return web.Response(status=499)  # nobody to answer: the chat is closed
                 completion.add(delta)
-            return web.json_response(completion.whole())
+            run.answered(completion.text, completion.prompt_tokens + completion.completion_tokens)
+            return web.json_response(completion.whole(), headers=cache)
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **cache}
         )
         await response.prepare(request)
         try:
@@ -122,6 +126,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             if chat.include_usage:
                 await _send(response, completion.usage_chunk())
             await response.write(b"data: [DONE]\n\n")
+            run.answered(completion.text, completion.prompt_tokens + completion.completion_tokens)
         except ApiError as e:  # after the headers: said in the stream, as OpenAI does
             await _send(response, e.body())
         except ConnectionError:  # the client went away: its chat is closed on the way out

@@ -160,9 +160,13 @@ class ChatEngineGroup:
         for listener in self._subscribers:
             listener(event)
 
-    def submit(self, *commands: GroupCommand) -> None:
-        """Queue commands (applied together, in order, at the group's next turn)."""
-        if any(isinstance(c, StopChat | ClearChat | CloseChat | SwitchModel) for c in commands):
+    def submit(self, *commands: GroupCommand, interrupt: bool = True) -> None:
+        """Queue commands (applied together, in order, at the group's next turn). A stop,
+        clear, close or switch cancels the decode in flight so that it applies at once; its
+        chats decode that step again. ``interrupt=False`` lets the step finish: for closing a
+        chat that is idle (a server's finished request), where nothing needs to be quick."""
+        stops = (StopChat, ClearChat, CloseChat, SwitchModel)
+        if interrupt and any(isinstance(c, stops) for c in commands):
             with self._lock:
                 engines = list(self._engines.values())
             for engine in engines:
