@@ -170,6 +170,7 @@ def _sampling(body: Mapping[str, Any], base: SamplingParams) -> SamplingParams:
             min_p=_number(body, "min_p", base.min_p, 0.0, 1.0),
             frequency_penalty=_number(body, "frequency_penalty", base.frequency_penalty, -2, 2),
             presence_penalty=_number(body, "presence_penalty", base.presence_penalty, -2, 2),
+            repeat_penalty=_number(body, "repeat_penalty", base.repeat_penalty, 0.01, 10.0),
             seed=base.seed if seed is None else seed % SEED_RANGE,
         )
     except InvalidParamsError as e:

@@ -62,6 +62,7 @@ def test_sampling_not_given_is_the_configs_and_given_is_the_requests() -> None:
     assert sampling.seed == 3  # any integer seed, reduced to llama.cpp's 32 bits
     assert asked.config.max_tokens == 12 and asked.config.stop == ("END",)
     assert read(max_completion_tokens=5, max_tokens=9).config.max_tokens == 5
+    assert read(repeat_penalty=1.3).config.sampling.repeat_penalty == 1.3  # llama.cpp's extension
     assert read(stop=[]).config.stop == ()
 
 
@@ -105,6 +106,7 @@ def test_streaming_usage_and_logprobs_flags() -> None:
         ({"temperature": "hot"}, "temperature", "must be a number"),
         ({"top_p": 0}, None, "top_p must be in (0, 1]"),
         ({"top_k": -1}, "top_k", "at least 0"),
+        ({"repeat_penalty": 0}, "repeat_penalty", "between 0.01 and 10"),
         ({"max_tokens": 0}, "max_tokens", "at least 1"),
         ({"seed": 1.5}, "seed", "integer"),
         ({"n": 2}, "n", "only n = 1"),

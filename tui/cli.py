@@ -193,10 +193,13 @@ def run(argv: list[str]) -> int:
 
         return serve_command(argv[1:])
     if argv[:1] == ["bench"]:
+        from api.api_bench import api_section
         from core.bench.__main__ import main as bench_main
         from tui.app_bench import app_section
 
-        return bench_main(argv[1:], prog="panechat bench", app_section=app_section)
+        return bench_main(
+            argv[1:], prog="panechat bench", app_section=app_section, api_section=api_section
+        )
     args = build_parser().parse_args(argv)
     logging.getLogger("panechat").addHandler(logging.NullHandler())
     _show_amx_trial()

@@ -89,6 +89,7 @@ SECTIONS = (
     "roofline",
     "llama",
     "app",
+    "api",
 )
 #: Batch sizes the roofline section decodes on a synthetic model (of those asked for; 1 always).
 ROOFLINE_CONCURRENCY = (1, 8, 16)
@@ -857,8 +858,10 @@ def main(
     argv: list[str] | None = None,
     prog: str = "python -m core.bench",
     app_section: Section | None = None,
+    api_section: Section | None = None,
 ) -> int:
-    """Run the chosen sections; ``app_section`` is the app's own (``tui.app_bench``)."""
+    """Run the chosen sections; ``app_section`` is the app's own (``tui.app_bench``),
+    ``api_section`` the server's (``api.api_bench``)."""
     args = parse_args(argv, prog)
     try:
         model_path = resolve_model_path(args.model)
@@ -906,6 +909,11 @@ def main(
                 print("\n## Through the app: run `panechat bench` for it (core does not load tui)")
             else:
                 app_section(ctx)
+        if "api" in args.sections:
+            if api_section is None:
+                print("\n## panechat api: run `panechat bench` for it (core does not load api)")
+            else:
+                api_section(ctx)
     except KeyboardInterrupt:
         return 130
     finally:
