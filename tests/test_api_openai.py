@@ -369,3 +369,67 @@ def test_kept_chats_make_way_for_new_requests(server: Server) -> None:
     for thread in threads:
         thread.join(120)
     assert len(replies) == 8 and all(r.choices[0].message.content for r in replies)
+
+
+def rss_kib(process: subprocess.Popen[str]) -> int:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_32_streaming_clients_each_get_their_own_reply_and_memory_stays_flat(
+    server: Server,
+) -> None:
+    """A bounded load: 32 clients streaming at once, three rounds (8 decode together, the
+    rest wait for a slot). Each reply is what its request gets alone, up to a near-tie; no
+    request is lost; the server's memory does not grow from round to round."""
+    client = server.client()
+    prompts = [f"Tell me about the number {i}." for i in range(32)]
+    solo = [ask(client, p, logprobs=True, top_logprobs=5, max_tokens=16) for p in prompts]
+
+    def one_round() -> list[Any]:
+        replies: list[Any] = [None] * len(prompts)
+
+        def run(i: int) -> None:
+            chunks = list(
+                ask(client, prompts[i], stream=True, logprobs=True, top_logprobs=5, max_tokens=16)
+            )
+            replies[i] = chunks
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        return replies
+
+    sizes = []
+    for _ in range(3):
+        for alone, chunks in zip(solo, one_round(), strict=True):
+            assert chunks is not None, "a request was lost"
+            streamed = [
+                token
+                for c in chunks
+                if c.choices and c.choices[0].logprobs
+                for token in c.choices[0].logprobs.content
+            ]
+            reference = alone.choices[0].logprobs.content
+            first = next(
+                (
+                    i
+                    for i, (a, b) in enumerate(zip(reference, streamed, strict=False))
+                    if a.token != b.token
+                ),
+                None,
+            )
+            if first is None:
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                assert text == alone.choices[0].message.content
+                continue
+            odds = {t.token: t.logprob for t in reference[first].top_logprobs}
+            assert streamed[first].token in odds, "not a near choice: a crossed reply?"
+            assert reference[first].logprob - odds[streamed[first].token] < NEAR_TIE
+        sizes.append(rss_kib(server.process))
+    assert server.open_chats() == 0
+    assert sizes[2] - sizes[0] < 32 * 1024, f"the server grew by {sizes[2] - sizes[0]} KiB"
