@@ -214,6 +214,12 @@ def text_tokens(ctx: BenchContext, text: str) -> int:
     return len(ctx.weights.tokenize(text, parse_special=False))
 
 
+def warm_up(url: str, model: str) -> None:
+    """One request before the measured ones, on a prompt none of them shares: a server that
+    reuses its last prompt's tokens (llama_cpp.server does) gets no head start from it."""
+    asyncio.run(load(url, model, ["Say hello."], 8))
+
+
 def measure_load(ctx: BenchContext, server: str, url: str, model: str, clients: int) -> LoadResult:
     seconds, seen = asyncio.run(load(url, model, bench_prompts(clients), ctx.tokens))
     tokens = sum(text_tokens(ctx, s.text) for s in seen)
@@ -366,7 +372,7 @@ def api_section(ctx: BenchContext) -> dict[str, Any]:
         port = free_port()
         with server_process(our_command(ctx, port, config), port) as url:
             model = Path(ctx.model_path).stem
-            measure_load(ctx, "warm-up", url, model, 1)
+            warm_up(url, model)
             for clients in CLIENTS:
                 results.append(measure_load(ctx, "panechat api", url, model, clients))
             pairs = []  # the server and the loop alone at 8 clients, alternating
@@ -381,7 +387,7 @@ def api_section(ctx: BenchContext) -> dict[str, Any]:
         with server_process(peer_command(ctx, port), port) as url:
             for clients in CLIENTS:
                 if not peer:
-                    measure_load(ctx, "warm-up", url, ctx.model_path, 1)
+                    warm_up(url, ctx.model_path)
                 peer.append(measure_load(ctx, "llama_cpp.server", url, ctx.model_path, clients))
     else:
         print(

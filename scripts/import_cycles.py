@@ -1,7 +1,7 @@
 """Import cycles among panechat's modules: ``python scripts/import_cycles.py [PACKAGE ...]``.
 
-Builds the graph of the imports each module may run, over the packages named (default: ``core``
-and ``tui``), and prints every cycle: for each import between modules that import each other,
+Builds the graph of the imports each module may run, over the packages named (default: ``core``,
+``tui`` and ``api``), and prints every cycle: for each import between modules that import each other,
 the shortest loop through it. Imports inside functions count (deferring an import hides a
 cycle, it does not remove one); those under ``if TYPE_CHECKING:`` do not, as they never run. A
 package's ``__init__`` counts as the package, and importing ``a.b`` is not counted as importing
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "tui")
+PACKAGES = ("core", "tui", "api")
 
 
 def _modules(root: Path, packages: Iterable[str]) -> dict[str, Path]:
