@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.chat.endpoint_spec import EndpointSpec
+from core.errors import PanechatError
 from tui.config import ConfigError, load_config, save_theme_choice
 from tui.themes import ThemeError, load_theme, load_themes
 
@@ -188,3 +190,45 @@ def test_weight_layout_is_read_and_checked(tmp_path: Path) -> None:
     for bad in ('"fast"', "1", '"AUTO"'):
         with pytest.raises(ConfigError, match=r"line 2: weight_layout: must be one of 'auto'"):
             load_config(write(tmp_path, f"[model]\nweight_layout = {bad}\n"))
+
+
+def test_a_named_model_may_be_served_by_an_endpoint(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            '[models.shared]\nendpoint = "http://10.0.0.2:8080/v1/"\n'
+            'endpoint_model = "qwen"\napi_key_env = "SHARED_KEY"\n',
+        )
+    )
+    endpoint = config.models["shared"].endpoint
+    assert endpoint is not None and (endpoint.base, endpoint.model) == (
+        "http://10.0.0.2:8080/v1",
+        "qwen",
+    )
+    assert endpoint.api_key_env == "SHARED_KEY" and config.models["shared"].path is None
+    plain = load_config(write(tmp_path, '[models.here]\nendpoint = "http://h/v1"\n'))
+    assert plain.models["here"].endpoint == EndpointSpec("http://h/v1", "here")
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('endpoint = "ftp://h/v1"', "endpoint: endpoint 'ftp://h/v1' must start with http://"),
+        ('endpoint = "http://h/v1"\npath = "x.gguf"', "a path or an endpoint, not both"),
+        ('endpoint_model = "qwen"', "endpoint_model: needs an endpoint"),
+        ("endpoint = 3", "endpoint: must be a string"),
+    ],
+)
+def test_a_bad_endpoint_is_refused_with_its_line(tmp_path: Path, table: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=r"line \d+: ") as refused:
+        load_config(write(tmp_path, f"[models.shared]\n{table}\n"))
+    assert says in str(refused.value)
+
+
+def test_an_endpoints_key_comes_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = EndpointSpec("http://h/v1", "m", "PANECHAT_TEST_KEY")
+    monkeypatch.delenv("PANECHAT_TEST_KEY", raising=False)
+    with pytest.raises(PanechatError, match=r"\$PANECHAT_TEST_KEY, which is not set"):
+        spec.headers()
+    monkeypatch.setenv("PANECHAT_TEST_KEY", "k")
+    assert spec.headers()["Authorization"] == "Bearer k"

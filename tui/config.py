@@ -20,6 +20,7 @@ from core import (
 )
 from core.chat import EMBEDDED, ModelSpec
 from core.chat.config import ChatConfig
+from core.chat.endpoint_spec import EndpointSpec
 from core.native.atomic_file import replacing
 from core.native.device_placement import DevicePlacement
 from tui.bindings import BINDING_IDS
@@ -46,9 +47,12 @@ DEFAULT_DECODE_NICE = 10
 #: Seconds between screen updates while 8 panes stream (tui/frame_buffer.py).
 DEFAULT_UPDATE_INTERVAL = 0.25
 UPDATE_INTERVAL_RANGE = (0.05, 2.0)
+#: A [models.NAME] served by an OpenAI-compatible endpoint: its URL, its name there, and the
+#: environment variable that holds its key.
+_ENDPOINT_KEYS = {"endpoint", "endpoint_model", "api_key_env"}
 _TOP_KEYS = {"theme", "model", "models", "context", "ui", "pane_defaults", "panes", "keys"}
 #: What a [models.NAME] table may set: the model's own keys, and context keys for its executor.
-_NAMED_MODEL_KEYS = (_MODEL_KEYS | _CONTEXT_KEYS) - {"max_frame_stretch"}
+_NAMED_MODEL_KEYS = (_MODEL_KEYS | _CONTEXT_KEYS | _ENDPOINT_KEYS) - {"max_frame_stretch"}
 
 
 class ConfigError(PanechatError):
@@ -391,7 +395,29 @@ def _model_spec(
     except PanechatError as e:
         key = "tensor_split" if "tensor_split" in str(e) else "rpc"
         raise fail(section, key, str(e)) from e
-    return ModelSpec(name, path or None, context, template, n_gpu_layers, weight_layout, placement)
+    endpoint = _endpoint(name, table, fail, section)
+    return ModelSpec(
+        name, path or None, context, template, n_gpu_layers, weight_layout, placement, endpoint
+    )
+
+
+def _endpoint(name: str, table: dict[str, Any], fail: Any, section: str) -> EndpointSpec | None:
+    """``endpoint`` (with ``endpoint_model``, ``api_key_env``): the model is served there."""
+    url = table.get("endpoint")
+    if url is None:
+        for key in ("endpoint_model", "api_key_env"):
+            if key in table:
+                raise fail(section, key, "needs an endpoint = \"http://host:port/v1\" beside it")
+        return None
+    if "path" in table:
+        raise fail(section, "endpoint", "a model has a path or an endpoint, not both")
+    for key in ("endpoint", "endpoint_model", "api_key_env"):
+        if not isinstance(table.get(key, ""), str):
+            raise fail(section, key, "must be a string")
+    try:
+        return EndpointSpec(url, table.get("endpoint_model", name), table.get("api_key_env", ""))
+    except PanechatError as e:
+        raise fail(section, "endpoint", str(e)) from e
 
 
 def _pane(raw: dict[str, Any], fail: Any, section: str, index: int) -> ChatConfig:

@@ -10,7 +10,6 @@ from core.chat import (
     ChatEngine,
     ChatModel,
     EngineProcess,
-    LoadedModel,
     ModelEngine,
     engine_of,
     load_model,
@@ -24,7 +23,9 @@ class DefaultModel:
     """Loads the default model once (:meth:`load` raises PanechatError, one line) and makes
     an engine for each run of the app; :meth:`close` frees what it loaded."""
 
-    def __init__(self, config: AppConfig, loaded: LoadedModel, *, saved: bool = True) -> None:
+    def __init__(
+        self, config: AppConfig, loaded: ChatModel | EngineProcess, *, saved: bool = True
+    ) -> None:
         self.config = config
         self._restart_hint = restart_hint(saved)  # should the default model's child die
         self._loaded = loaded
@@ -47,6 +48,8 @@ class DefaultModel:
             )
         except NamedModelError as e:
             raise _for_the_user(config, e) from None
+        if not isinstance(loaded, ChatModel | EngineProcess):  # [model] names no endpoint
+            raise ModelLoadError("the default model must be a GGUF file, not an endpoint")
         return cls(config, loaded, saved=saved)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.chat.endpoint_spec import EndpointSpec
 from core.errors import ModelLoadCancelledError, NamedModelError, PanechatError, one_line
 from core.executor.context_budget import ContextTooLargeError
 from core.executor.executor import BatchedExecutor
@@ -32,6 +33,7 @@ class ModelSpec:
     n_gpu_layers: int = -1
     weight_layout: WeightLayout = WeightLayout.AUTO
     placement: DevicePlacement = field(default_factory=DevicePlacement)  # RPC servers
+    endpoint: EndpointSpec | None = None  # served elsewhere: nothing is loaded here
 
 
 class ChatModel:

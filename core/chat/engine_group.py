@@ -36,6 +36,7 @@ from core.chat.commands import (
     TakeOutChat,
 )
 from core.chat.config import ChatConfig
+from core.chat.endpoint_engine import EndpointEngine
 from core.chat.engine import ChatEngine
 from core.chat.engine_process import EngineProcess
 from core.chat.frames import ChatDelta, EngineEvent, EngineFailure, Frame
@@ -75,14 +76,14 @@ class _ReadChat(Generic[T]):
     """A caller in another thread reads a chat (its tree, its KV) between two frames."""
 
     chat_id: str
-    read: Callable[[ChatEngine], T | None]
+    read: Callable[[ChatEngine | EndpointEngine], T | None]
     answer: Future[T | None]
 
     def run(self, engine: ModelEngine | None) -> None:
         """In the group's thread: read the chat's engine, or say why it cannot be read."""
         if engine is None:
             self.answer.set_result(None)
-        elif isinstance(engine, ChatEngine):
+        elif isinstance(engine, ChatEngine | EndpointEngine):
             try:
                 self.answer.set_result(self.read(engine))
             except Exception as e:  # the caller hears it; the loop goes on
@@ -212,7 +213,7 @@ class ChatEngineGroup:
         return self._read(chat_id, lambda engine: engine.context(chat_id), timeout)
 
     def _read(
-        self, chat_id: str, read: Callable[[ChatEngine], T | None], timeout: float
+        self, chat_id: str, read: Callable[[ChatEngine | EndpointEngine], T | None], timeout: float
     ) -> T | None:
         request = _ReadChat(chat_id, read, Future())
         if not self._thread.is_alive():
@@ -561,4 +562,6 @@ class ChatEngineGroup:
 
 def _file_name(spec: ModelSpec) -> str:
     """The GGUF a spec loads, as a user knows it: its file's name."""
+    if spec.endpoint is not None:
+        return spec.endpoint.base
     return Path(spec.path).name if spec.path else EMBEDDED_MODEL_NAME
