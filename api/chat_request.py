@@ -3,21 +3,26 @@ engine opens for it (system prompt, earlier turns, the turn to answer) and how i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-from api.errors import ApiError, bad_request
+from api.errors import bad_request
+from api.parameters import (
+    flag,
+    integer,
+    json_object,
+    model_name,
+    refuse_unsupported,
+    sampling_params,
+    stop_strings,
+    tokens_limit,
+)
 from core.chat.config import ChatConfig
-from core.errors import InvalidParamsError
-from core.sampling.sampling import SamplingParams
 from core.sampling.token_choice import ALTERNATIVES
 
 #: Roles a request's messages may have; "developer" is OpenAI's newer name for "system".
 SYSTEM_ROLES = ("system", "developer")
 TURN_ROLES = ("user", "assistant")
-SEED_RANGE = 2**32
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,32 +48,22 @@ def read_chat_request(
     names the parameter at fault. Sampling not given comes from ``defaults`` (the config's
     ``[pane_defaults]``); so do the stop strings when ``stop`` is absent. ``max_tokens``: the
     cap when the request gives none (the model's context)."""
-    if not isinstance(body, Mapping):
-        raise bad_request("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required: one of " + ", ".join(models), "model")
-    if model not in models:
-        raise ApiError(
-            400,
-            f"unknown model {model!r}: this server has " + ", ".join(models),
-            "model",
-            "model_not_found",
-        )
-    system, history, turn = _messages(body.get("messages"))
-    _refuse_unsupported(body)
-    limit = _tokens_limit(body, max_tokens)
-    sampling = _sampling(body, defaults.sampling)
-    stop = _stop(body.get("stop"), defaults.stop)
-    logprobs = _flag(body, "logprobs")
-    top = _integer(body, "top_logprobs", 0, 0, ALTERNATIVES)
+    fields = json_object(body)
+    model = model_name(fields, models)
+    system, history, turn = _messages(fields.get("messages"))
+    refuse_unsupported(fields)
+    limit = tokens_limit(fields, max_tokens)
+    sampler = sampling_params(fields, defaults.sampling)
+    stop = stop_strings(fields.get("stop"), defaults.stop)
+    logprobs = flag(fields, "logprobs")
+    top = integer(fields, "top_logprobs", 0, 0, ALTERNATIVES)
     if top and not logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
-    options = body.get("stream_options")
+    options = fields.get("stream_options")
     if options is not None and not isinstance(options, Mapping):
         raise bad_request("stream_options must be an object", "stream_options")
     config = replace(
-        defaults, system=system, sampling=sampling, max_tokens=limit, stop=stop, model=model
+        defaults, system=system, sampling=sampler, max_tokens=limit, stop=stop, model=model
     )
     return ChatRequest(
         model=model,
@@ -76,7 +71,7 @@ def read_chat_request(
         history=history,
         turn=turn,
         config=config,
-        stream=_flag(body, "stream"),
+        stream=flag(fields, "stream"),
         include_usage=bool(options and options.get("include_usage") is True),
         logprobs=logprobs,
         top_logprobs=top,
@@ -132,88 +127,3 @@ def _content(value: object, param: str) -> str:
     if value is None:
         return ""
     raise bad_request(f"{param} must be a string or a list of text parts", param)
-
-
-def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    """Parameters that would change the answer and that this server cannot honour: said,
-    rather than ignored."""
-    if body.get("n", 1) != 1:
-        raise bad_request("only n = 1 is supported: send one request per choice", "n")
-    if body.get("tools"):
-        raise bad_request("tools are not supported by this server", "tools")
-    if body.get("logit_bias"):
-        raise bad_request("logit_bias is not supported by this server", "logit_bias")
-    response_format = body.get("response_format")
-    if response_format is not None and (
-        not isinstance(response_format, Mapping) or response_format.get("type") != "text"
-    ):
-        raise bad_request("only response_format {'type': 'text'} is supported", "response_format")
-
-
-def _tokens_limit(body: Mapping[str, Any], default: int) -> int:
-    names = [n for n in ("max_completion_tokens", "max_tokens") if body.get(n) is not None]
-    if not names:
-        return default
-    return _integer(body, names[0], default, 1, None)
-
-
-def _sampling(body: Mapping[str, Any], base: SamplingParams) -> SamplingParams:
-    seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise bad_request("seed must be an integer", "seed")
-    try:
-        return replace(
-            base,
-            temperature=_number(body, "temperature", base.temperature, 0.0, 2.0),
-            top_p=_number(body, "top_p", base.top_p, 0.0, 1.0),
-            top_k=_integer(body, "top_k", base.top_k, 0, None),
-            min_p=_number(body, "min_p", base.min_p, 0.0, 1.0),
-            frequency_penalty=_number(body, "frequency_penalty", base.frequency_penalty, -2, 2),
-            presence_penalty=_number(body, "presence_penalty", base.presence_penalty, -2, 2),
-            repeat_penalty=_number(body, "repeat_penalty", base.repeat_penalty, 0.01, 10.0),
-            seed=base.seed if seed is None else seed % SEED_RANGE,
-        )
-    except InvalidParamsError as e:
-        raise bad_request(str(e)) from None
-
-
-def _stop(value: object, default: tuple[str, ...]) -> tuple[str, ...]:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return (value,) if value else ()
-    if isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value):
-        return tuple(s for s in value if s)
-    raise bad_request("stop must be a string or a list of up to 4 strings", "stop")
-
-
-def _flag(body: Mapping[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad_request(f"{name} must be true or false", name)
-    return value
-
-
-def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise bad_request(f"{name} must be a number", name)
-    if not low <= value <= high:
-        raise bad_request(f"{name} must be between {low:g} and {high:g}", name)
-    return float(value)
-
-
-def _integer(body: Mapping[str, Any], name: str, default: int, low: int, high: int | None) -> int:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"{name} must be an integer", name)
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise bad_request(f"{name} must be {bounds}", name)
-    return value

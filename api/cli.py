@@ -13,8 +13,9 @@ from api.prompt_cache import PromptCache
 from api.served_models import ServedModels
 from api.server import RUNS, ServerSettings, build_app
 from core import PanechatError
-from core.chat import ChatEngineGroup
+from core.chat import ChatConfig, ChatEngineGroup
 from core.models.progress_line import ProgressLine
+from core.sampling.sampling import SamplingParams
 
 #: Requests that may wait for a slot, per slot, before the server answers 503.
 QUEUE_PER_SLOT = 4
@@ -114,7 +115,9 @@ def api_command(argv: list[str]) -> int:
         engine, lambda _event: None, specs=config.named_models(), default_name=config.default_alias
     )
     settings = ServerSettings(
-        defaults=config.pane_defaults, max_tokens=config.context.n_ctx, api_key=args.api_key
+        defaults=ChatConfig("api", sampling=SamplingParams()),
+        max_tokens=config.context.n_ctx,
+        api_key=args.api_key,
     )
 
     async def start(app: web.Application) -> None:

@@ -67,10 +67,13 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stop: StopReason | None = None
+    #: A chat's reply does not open with the blank a template leaves before it (as the app
+    #: shows it); a raw prompt's continuation keeps it.
+    trims_start: bool = True
 
     def add(self, delta: ChatDelta) -> None:
-        # A reply does not open with the blank a template leaves before it (as the app shows).
-        self.text = self.text + delta.text if self.text else delta.text.lstrip()
+        starts = not self.text and self.trims_start
+        self.text += delta.text.lstrip() if starts else delta.text
         self.reasoning += delta.reasoning
         self.tokens += delta.tokens
         self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens
@@ -139,6 +142,10 @@ class Completion:
         if self.request.include_usage:
             chunk["usage"] = None
         return chunk
+
+    def opening(self) -> list[dict[str, Any]]:
+        """The stream's first chunk: the reply's role, as OpenAI sends it."""
+        return [self.chunk({"role": "assistant", "content": ""})]
 
     def chunks_for(self, delta: ChatDelta) -> list[dict[str, Any]]:
         """The chunks one frame's delta makes: new reasoning, new text (with its tokens'

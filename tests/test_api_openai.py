@@ -18,6 +18,8 @@ import openai
 import pytest
 from api_server import ROOT, Server, free_port, start_server
 
+from core import BatchedExecutor, ContextParams, LlamaWeights, SamplingParams
+
 MODEL = "embedded"
 NEAR_TIE = 0.5  # nats: how close the token a batched run chose must be to the solo run's
 
@@ -362,3 +364,42 @@ def test_32_streaming_clients_each_get_their_own_reply_and_memory_stays_flat(
         sizes.append(rss_kib(server.process))
     assert server.open_chats() == 0
     assert sizes[2] - sizes[0] < 32 * 1024, f"the server grew by {sizes[2] - sizes[0]} KiB"
+
+
+def test_a_raw_prompt_is_continued_as_the_model_continues_it(
+    server: Server, weights: LlamaWeights
+) -> None:
+    """``/v1/completions`` decodes the prompt as it is (no chat format) and continues it: the
+    same tokens the executor samples greedily for that prompt, the first blank kept."""
+    prompt = "The capital of France is"
+    reply = server.client().completions.create(
+        model=MODEL, prompt=prompt, max_tokens=8, temperature=0, logprobs=3
+    )
+    executor = BatchedExecutor(weights, ContextParams(n_ctx=512, n_seq_max=1))
+    try:
+        conv = executor.create(SamplingParams(temperature=0.0))
+        tokens = weights.tokenize_prompt(prompt)
+        conv.prompt(tokens)
+        sampled: list[int] = []
+        for _ in range(8):
+            executor.infer_sync()
+            sampled.append(conv.sample())
+            conv.prompt(sampled[-1:])
+    finally:
+        executor.close()
+    pieces = [weights.token_piece(t).decode("utf-8", "replace") for t in sampled]
+    choice = reply.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.tokens == pieces
+    assert choice.text == "".join(pieces) and choice.text.startswith(" ")
+    assert choice.finish_reason == "length" and reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (len(tokens), 8)
+    top = choice.logprobs.top_logprobs or []
+    assert len(top) == 8 and all(len(t) == 3 for t in top)
+    streamed = server.client().completions.create(
+        model=MODEL, prompt=prompt, max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == choice.text
+    with pytest.raises(openai.BadRequestError, match="echo is not supported"):
+        server.client().completions.create(model=MODEL, prompt=prompt, echo=True)
+    status, _, body = server.post("/v1/completions", json.dumps({"model": MODEL}).encode())
+    assert status == 400 and body["error"]["param"] == "prompt"

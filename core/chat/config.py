@@ -18,3 +18,4 @@ class ChatConfig:
     stop: tuple[str, ...] = ()  # strings that end a reply (the embedded base model: "\n\n")
     model: str = ""  # which model answers ("" the default; see ChatEngineGroup)
     show_reasoning: bool = True  # a view shows a reasoning model's thoughts (the engine ignores it)
+    raw_prompt: bool = False  # no chat format: the one turn is the whole prompt (a completion)

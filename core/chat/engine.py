@@ -44,6 +44,7 @@ from core.executor.decode_result import DecodeResult
 from core.executor.executor import BatchedExecutor
 from core.executor.shared_prefix import PrefillInFlight, PrefixSharing, SharedPrefixes
 from core.templates.chat_template import ChatFormat
+from core.templates.raw_prompt import RAW_PROMPT
 from core.text.reply_stream import StopReason
 
 
@@ -451,10 +452,14 @@ class ChatEngine:
             delta.text += tail.answer
             delta.reasoning += tail.reasoning
 
+    def _format(self, config: ChatConfig) -> ChatFormat:
+        """How a chat's turns become its prompt: the model's format, or none (a completion)."""
+        return RAW_PROMPT if config.raw_prompt else self.template
+
     def _open_conversation(self, config: ChatConfig, *, wait: bool = True) -> Conversation:
         """A conversation for a chat: with a system prompt, one that shares its decoded
         tokens with other chats that have the same one (may raise PrefillInFlight)."""
-        prefix = self.template.system_prefix(config.system)
+        prefix = self._format(config).system_prefix(config.system)
         if prefix is None:
             return self.executor.create(config.sampling)
         tokens = self.executor.model.tokenize_prompt(prefix)
@@ -483,7 +488,8 @@ class ChatEngine:
             delta.notice = Notice(NoticeKind.STATE_NOT_USED, "it holds another branch")
             return None
         tree = restore.tree.copy()
-        session = ChatSession(command.chat_id, command.config, conv, self.template, tree)
+        template = self._format(command.config)
+        session = ChatSession(command.chat_id, command.config, conv, template, tree)
         session.restore_state(state.turns)
         return session
 
@@ -509,7 +515,8 @@ class ChatEngine:
             turns = self._early_turns.pop(chat_id, [])
             if conv is not None:
                 tree = ChatTree() if command.restore is None else command.restore.tree.copy()
-                session = ChatSession(chat_id, command.config, conv, self.template, tree)
+                template = self._format(command.config)
+                session = ChatSession(chat_id, command.config, conv, template, tree)
                 if len(tree):
                     try:
                         session.replay(tree.messages())

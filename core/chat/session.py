@@ -158,6 +158,7 @@ class ChatSession:
             self.conversation.executor.model,
             self.template.with_stops(self.config.stop),
             self.config.max_tokens,
+            trims_lead=not self.config.raw_prompt,
         )
         if prompt is None:
             last = self.exchanges[-1]

@@ -35,6 +35,9 @@ class ReplyStream:
     weights: LlamaWeights
     stop_strings: Iterable[str] = ()
     max_tokens: int = 512
+    #: A reply's leading whitespace is not part of its answer; a raw prompt's continuation
+    #: keeps it (" Paris" after "The capital of France is").
+    trims_lead: bool = True
     text: str = ""
     token_count: int = 0
     stop_reason: StopReason | None = None
@@ -63,7 +66,7 @@ class ReplyStream:
         raw = self._detok.feed(token)
         self._raw_len += len(raw)
         self._raw_len_after.append(self._raw_len)
-        if not self.text and not self._stops.pending:
+        if self.trims_lead and not self.text and not self._stops.pending:
             # Leading whitespace is not part of the answer, and must not trip a "\n\n" stop.
             stripped = raw.lstrip()
             self._lead += raw[: len(raw) - len(stripped)]
