@@ -11,6 +11,7 @@ time is part of what both servers are measured with)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -204,8 +205,17 @@ async def load(
         return time.perf_counter() - started, list(seen)
 
 
+#: Numbers each load's prompts: no prompt is sent twice, so a server that keeps the
+#: prompts it has seen (llama-server's slots, llama_cpp.server's last prompt) starts cold.
+_LOADS = itertools.count(int(time.time()))  # and no two runs of the bench either
+
+
 def bench_prompts(clients: int) -> list[str]:
-    return [f"Write a long story. {p}" for p in short_prompts(clients)]
+    run = next(_LOADS)
+    return [
+        f"Story {run}.{i + 1}. Write a long story. {p}"
+        for i, p in enumerate(short_prompts(clients))
+    ]
 
 
 def text_tokens(ctx: BenchContext, text: str) -> int:
@@ -444,3 +454,48 @@ def api_section(ctx: BenchContext) -> dict[str, Any]:
     }
     ctx.results["api"] = document
     return document
+
+
+def load_main(argv: list[str] | None = None) -> int:
+    """``python -m api.api_bench --url URL --model NAME``: the section's clients against any
+    OpenAI-compatible server already running (llama-server, say), counted the same way."""
+    import argparse
+
+    from core.models.model_path import resolve_model_path
+    from core.models.weights import LlamaWeights
+
+    parser = argparse.ArgumentParser(prog="python -m api.api_bench", description=load_main.__doc__)
+    parser.add_argument(
+        "--url", required=True, help="the API's base, e.g. http://127.0.0.1:8080/v1"
+    )
+    parser.add_argument("--model", required=True, help="the model's name there")
+    parser.add_argument("--gguf", help="the GGUF whose tokenizer counts tokens (default: embedded)")
+    parser.add_argument("--clients", default="1,8,32", help="concurrent clients (1,8,32)")
+    parser.add_argument("--tokens", type=int, default=64, help="reply tokens at most (64)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, medians (3)")
+    args = parser.parse_args(argv)
+    weights = LlamaWeights.load(resolve_model_path(args.gguf))
+    try:
+        rows = []
+        for clients in (int(c) for c in args.clients.split(",")):
+            warm_up(args.url, args.model)
+            runs = []
+            for _ in range(args.rounds):
+                seconds, seen = asyncio.run(
+                    load(args.url, args.model, bench_prompts(clients), args.tokens)
+                )
+                tokens = sum(len(weights.tokenize(s.text, parse_special=False)) for s in seen)
+                runs.append((tokens / seconds, statistics.median(s.first_token for s in seen)))
+            rate = statistics.median(r for r, _ in runs)
+            first = statistics.median(f for _, f in runs)
+            rows.append(
+                [str(clients), f"{rate:.1f}", ms(first), ", ".join(f"{r:.1f}" for r, _ in runs)]
+            )
+        print(table(("clients", "tok/s", "TTFT p50", "runs"), rows))
+    finally:
+        weights.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(load_main())
