@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +17,9 @@ from api.server import RUNS, ServerSettings, build_app
 from core import PanechatError
 from core.chat import ChatConfig, ChatEngineGroup
 from core.models.progress_line import ProgressLine
+
+if TYPE_CHECKING:
+    from tui.config import AppConfig
 from core.sampling.sampling import SamplingParams
 
 #: Requests that may wait for a slot, per slot, before the server answers 503.
@@ -50,6 +55,14 @@ def api_parser(prog: str = "panechat api") -> argparse.ArgumentParser:
         "0: none)",
     )
     parser.add_argument(
+        "--frame-stretch",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="how much a new prompt may slow the replies streaming ([context] "
+        "max_frame_stretch; default 0: new prompts fill whole batches, as llama-server's do)",
+    )
+    parser.add_argument(
         "--queue",
         type=int,
         metavar="N",
@@ -63,6 +76,20 @@ def is_loopback(host: str) -> bool:
     from core.native.rpc import RpcEndpoint
 
     return RpcEndpoint(host, 1).is_loopback
+
+
+def with_frame_stretch(config: AppConfig, stretch: float) -> AppConfig:
+    """``config`` with every model's ``max_frame_stretch`` set: a server's clients wait for
+    their first token, and a small cap makes prompts arriving together trickle into the batch
+    a few tokens a frame (the app keeps it, for smooth panes)."""
+    if stretch != 0 and stretch <= 1:
+        raise PanechatError("--frame-stretch must be 0 (no cap) or more than 1")
+    models = {
+        name: replace(spec, context=replace(spec.context, max_frame_stretch=stretch))
+        for name, spec in config.models.items()
+    }
+    context = replace(config.context, max_frame_stretch=stretch)
+    return replace(config, context=context, models=models)
 
 
 def api_command(argv: list[str]) -> int:
@@ -83,6 +110,7 @@ def api_command(argv: list[str]) -> int:
         check_bindable(args.host, args.port)  # a port in use: one line, before the model loads
         config = load_config(args.config)
         config = with_models(config, [args.model] if args.model else [], None)
+        config = with_frame_stretch(config, args.frame_stretch)
         parallel = args.parallel or config.context.n_seq_max
         if not 1 <= parallel <= config.context.n_seq_max:
             raise PanechatError(
