@@ -271,7 +271,7 @@ def shared_format(ctx: BenchContext) -> str | None:
     )
 
 
-def our_command(ctx: BenchContext, port: int, config: Path) -> list[str]:
+def our_command(port: int, config: Path) -> list[str]:
     return [sys.executable, "-m", "tui", "api", "--port", str(port), "--config", str(config)]
 
 
@@ -380,7 +380,7 @@ def api_section(ctx: BenchContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="panechat-api-bench-") as folder:
         config = server_config(ctx, Path(folder))
         port = free_port()
-        with server_process(our_command(ctx, port, config), port) as url:
+        with server_process(our_command(port, config), port) as url:
             model = Path(ctx.model_path).stem
             warm_up(url, model)
             for clients in CLIENTS:

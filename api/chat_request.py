@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from api.errors import bad_request
 from api.parameters import (
     flag,
+    include_usage,
     integer,
     json_object,
     model_name,
@@ -45,9 +46,9 @@ def read_chat_request(
     body: object, defaults: ChatConfig, models: Sequence[str], max_tokens: int
 ) -> ChatRequest:
     """``body`` (parsed JSON) as a :class:`ChatRequest`, or an :class:`ApiError` (400) that
-    names the parameter at fault. Sampling not given comes from ``defaults`` (the config's
-    ``[pane_defaults]``); so do the stop strings when ``stop`` is absent. ``max_tokens``: the
-    cap when the request gives none (the model's context)."""
+    names the parameter at fault. Sampling not given comes from ``defaults`` (llama.cpp's own
+    sampler, see ``ServerSettings``); so do the stop strings when ``stop`` is absent.
+    ``max_tokens``: the cap when the request gives none (the model's context)."""
     fields = json_object(body)
     model = model_name(fields, models)
     system, history, turn = _messages(fields.get("messages"))
@@ -59,9 +60,6 @@ def read_chat_request(
     top = integer(fields, "top_logprobs", 0, 0, ALTERNATIVES)
     if top and not logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
-    options = fields.get("stream_options")
-    if options is not None and not isinstance(options, Mapping):
-        raise bad_request("stream_options must be an object", "stream_options")
     config = replace(
         defaults, system=system, sampling=sampler, max_tokens=limit, stop=stop, model=model
     )
@@ -72,7 +70,7 @@ def read_chat_request(
         turn=turn,
         config=config,
         stream=flag(fields, "stream"),
-        include_usage=bool(options and options.get("include_usage") is True),
+        include_usage=include_usage(fields),
         logprobs=logprobs,
         top_logprobs=top,
     )

@@ -25,6 +25,8 @@ from core.text.reply_stream import StopReason
 
 #: Notices that leave the reply going: the request is answered all the same.
 HARMLESS = (NoticeKind.TURNS_DROPPED, NoticeKind.STATE_NOT_USED, NoticeKind.OPENING)
+#: Notices that end a reply that had begun: the request failed, it was not answered.
+FAILURES = (NoticeKind.FAILED, NoticeKind.MODEL_FAILED)
 #: Seconds a client told the server is full is asked to wait before it tries again.
 RETRY_AFTER = 1
 
@@ -42,6 +44,7 @@ class ChatRun:
         self.answer: str | None = None  # the reply as its client got it, once it ended
         self.branched_from: str | None = None  # the kept chat to close once the branch is made
         self.tokens = 0  # prompt and reply tokens, once it ended
+        self.refused = False  # the engine refused it before a reply began: nothing decodes
 
     def answered(self, text: str, tokens: int) -> None:
         """The handler gave the client the whole reply: the chat may be kept."""
@@ -53,9 +56,7 @@ class ChatRun:
         while True:
             event = await self.inbox.get()
             if isinstance(event, EngineFailure):
-                raise ApiError(
-                    500, f"the engine stopped: {event.error}", kind=ErrorType.SERVER_BUSY
-                )
+                raise stopped(event)
             self.started = self.started or event.started
             notice = event.notice
             self.shifted = self.shifted or (
@@ -63,10 +64,22 @@ class ChatRun:
             )
             self.ended = event.finished
             if notice is not None and notice.kind not in HARMLESS and not self.started:
+                self.refused = True
                 raise refusal(notice)
+            if notice is not None and notice.kind in FAILURES and event.finished is not None:
+                raise ApiError(502, notice.text(), kind=ErrorType.SERVER)  # cut short
             yield event
             if event.finished is not None:
                 return
+
+
+def stopped(failure: EngineFailure) -> ApiError:
+    """What every request gets once the decode loop has stopped: the server cannot answer."""
+    return ApiError(
+        503,
+        f"the decode loop stopped ({failure.error}): restart panechat api",
+        kind=ErrorType.SERVER,
+    )
 
 
 def refusal(notice: Notice) -> ApiError:
@@ -79,7 +92,7 @@ def refusal(notice: Notice) -> ApiError:
             "context_length_exceeded",
         )
     if notice.kind is NoticeKind.MODEL_FAILED:
-        return ApiError(503, notice.text(), "model", kind=ErrorType.SERVER_BUSY)
+        return ApiError(503, notice.text(), "model", kind=ErrorType.SERVER)
     return ApiError(400, notice.text())
 
 
@@ -108,6 +121,7 @@ class ChatRuns:
         self._loop = loop
         self._slots = asyncio.Semaphore(parallel)
         self._waiting = 0
+        self.failure: EngineFailure | None = None  # the decode loop stopped: why
         self._runs: dict[str, ChatRun] = {}
         self._ids = itertools.count(1)
         group.subscribe(self.receive)
@@ -133,9 +147,15 @@ class ChatRuns:
                         run.branched_from = None
                 elif delta.notice is not None and self.cache.drop(chat_id):
                     self._close(chat_id, finished=True)  # its turns were shifted out
-        else:  # the loop stopped: every open request hears why
+        else:  # the loop stopped: every open request hears why, and every later one
+            self.failure = event
             for run in self._runs.values():
                 run.inbox.put_nowait(event)
+
+    def _sequences_open(self) -> int:
+        """Chats holding a sequence: requests', kept ones, and kept ones being branched."""
+        branching = sum(1 for run in self._runs.values() if run.branched_from is not None)
+        return len(self._runs) + len(self.cache) + branching
 
     def _close(self, chat_id: str, *, finished: bool) -> None:
         """Close a chat; one that is idle lets the decode in flight finish."""
@@ -146,11 +166,13 @@ class ChatRuns:
         """Open the request's chat (after waiting for a slot), and on the way out keep it
         for the conversation's next turn (it ended and its client got it all) or close it
         (an error, the client went away)."""
+        if self.failure is not None:
+            raise stopped(self.failure)
         if self._slots.locked() and self._waiting >= self.queue_limit:
             raise ApiError(
                 503,
                 "the server is busy: every slot is taken and the queue is full; try again",
-                kind=ErrorType.SERVER_BUSY,
+                kind=ErrorType.SERVER,
                 retry_after=RETRY_AFTER,
             )
         self._waiting += 1
@@ -162,7 +184,7 @@ class ChatRuns:
         chat_id = f"api-{next(self._ids)}"
         config = replace(request.config, name=chat_id, model=model)
         kept = self.cache.take(model, config.system, comparable(request.history))
-        while len(self._runs) + 1 + len(self.cache) + (kept is not None) > self.sequences:
+        while self._sequences_open() + 1 + (kept is not None) > self.sequences:
             oldest = self.cache.oldest()
             if oldest is None:
                 break
@@ -194,7 +216,8 @@ class ChatRuns:
             StopReason.MAX_TOKENS,
         )
         if run.answer is None or run.shifted or not whole or not self.cache.max_tokens:
-            self._close(run.chat_id, finished=run.ended is not None)
+            # A reply or prompt still decoding is cut at once; an idle chat waits its turn.
+            self._close(run.chat_id, finished=run.ended is not None or run.refused)
             return
         messages = (*request.history, ("user", request.turn), ("assistant", run.answer))
         kept = KeptChat(run.chat_id, model, request.config.system, comparable(messages), run.tokens)

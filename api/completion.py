@@ -67,13 +67,11 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stop: StopReason | None = None
-    #: A chat's reply does not open with the blank a template leaves before it (as the app
-    #: shows it); a raw prompt's continuation keeps it.
-    trims_start: bool = True
 
     def add(self, delta: ChatDelta) -> None:
-        starts = not self.text and self.trims_start
-        self.text += delta.text.lstrip() if starts else delta.text
+        """A frame's text (a chat reply's leading blank is the engine's to drop: it does, as
+        the app shows replies; a raw prompt's continuation keeps it)."""
+        self.text += delta.text
         self.reasoning += delta.reasoning
         self.tokens += delta.tokens
         self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens

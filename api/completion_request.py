@@ -10,6 +10,7 @@ from api.chat_request import ChatRequest
 from api.errors import bad_request
 from api.parameters import (
     flag,
+    include_usage,
     integer,
     json_object,
     model_name,
@@ -46,7 +47,6 @@ def read_completion_request(
         raise bad_request("only best_of = 1 is supported", "best_of")
     logprobs = fields.get("logprobs")
     top = 0 if logprobs is None else integer(fields, "logprobs", 0, 0, ALTERNATIVES)
-    options = fields.get("stream_options")
     config = replace(
         defaults,
         system="",
@@ -63,7 +63,7 @@ def read_completion_request(
         turn=prompt,
         config=config,
         stream=flag(fields, "stream"),
-        include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        include_usage=include_usage(fields),
         logprobs=logprobs is not None,
         top_logprobs=top,
     )

@@ -12,7 +12,7 @@ class ErrorType(StrEnum):
 
     INVALID_REQUEST = "invalid_request_error"
     AUTHENTICATION = "authentication_error"
-    SERVER_BUSY = "server_error"
+    SERVER = "server_error"  # the server cannot answer now: full, or its loop stopped
     NOT_FOUND = "not_found_error"
 
 

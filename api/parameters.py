@@ -75,8 +75,16 @@ def sampling_params(body: Mapping[str, Any], base: SamplingParams) -> SamplingPa
             repeat_penalty=number(body, "repeat_penalty", base.repeat_penalty, 0.01, 10.0),
             seed=base.seed if seed is None else seed % SEED_RANGE,
         )
-    except InvalidParamsError as e:
-        raise bad_request(str(e)) from None
+    except InvalidParamsError as e:  # "top_p must be in (0, 1]": the first word names it
+        raise bad_request(str(e), str(e).split()[0]) from None
+
+
+def include_usage(body: Mapping[str, Any]) -> bool:
+    """``stream_options.include_usage``: a last chunk with the counts."""
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise bad_request("stream_options must be an object", "stream_options")
+    return bool(options and options.get("include_usage") is True)
 
 
 def stop_strings(value: object, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -82,6 +82,8 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def health(request: web.Request) -> web.Response:
     runs = request.app[RUNS]
+    if runs.failure is not None:
+        return web.json_response({"status": "error", "error": runs.failure.error}, status=503)
     return web.json_response({"status": "ok", "chats": runs.open_chats, "kept": len(runs.cache)})
 
 
@@ -129,7 +131,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     runs, settings = request.app[RUNS], request.app[SETTINGS]
     body = await body_of(request)
     chat = read_completion_request(body, settings.defaults, runs.models.names)
-    return await respond(request, chat, TextCompletion(Completion(chat, trims_start=False)), None)
+    return await respond(request, chat, TextCompletion(Completion(chat)), None)
 
 
 async def respond(

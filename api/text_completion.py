@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from api.completion import Completion, logprob
@@ -43,7 +43,6 @@ class TextCompletion:
 
     reply: Completion
     offset: int = 0  # characters of logprobs already sent
-    kind: str = field(default="text_completion", init=False)
 
     def _choice(self, text: str, tokens: list[TokenStat], finish: str | None) -> dict[str, Any]:
         request = self.reply.request
@@ -56,7 +55,7 @@ class TextCompletion:
     def _head(self) -> dict[str, Any]:
         return {
             "id": self.reply.id.replace("chatcmpl-", "cmpl-"),
-            "object": self.kind,
+            "object": "text_completion",
             "created": self.reply.created,
             "model": self.reply.request.model,
         }

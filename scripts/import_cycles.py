@@ -1,11 +1,11 @@
 """Import cycles among panechat's modules: ``python scripts/import_cycles.py [PACKAGE ...]``.
 
-Builds the graph of the imports each module may run, over the packages named (default: ``core``,
-``tui`` and ``api``), and prints every cycle: for each import between modules that import each other,
-the shortest loop through it. Imports inside functions count (deferring an import hides a
-cycle, it does not remove one); those under ``if TYPE_CHECKING:`` do not, as they never run. A
-package's ``__init__`` counts as the package, and importing ``a.b`` is not counted as importing
-``a``. Exits 1 if there is a cycle, 0 if none.
+Builds the graph of the imports each module may run, over the packages named (default:
+``core``, ``tui`` and ``api``), and prints every cycle: for each import between modules that
+import each other, the shortest loop through it. Imports inside functions count (deferring an
+import hides a cycle, it does not remove one); those under ``if TYPE_CHECKING:`` do not, as
+they never run. A package's ``__init__`` counts as the package, and importing ``a.b`` is not
+counted as importing ``a``. Exits 1 if there is a cycle, 0 if none.
 """
 
 from __future__ import annotations

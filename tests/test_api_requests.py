@@ -104,7 +104,7 @@ def test_streaming_usage_and_logprobs_flags() -> None:
         ),
         ({"temperature": 3}, "temperature", "between 0 and 2"),
         ({"temperature": "hot"}, "temperature", "must be a number"),
-        ({"top_p": 0}, None, "top_p must be in (0, 1]"),
+        ({"top_p": 0}, "top_p", "top_p must be in (0, 1]"),
         ({"top_k": -1}, "top_k", "at least 0"),
         ({"repeat_penalty": 0}, "repeat_penalty", "between 0.01 and 10"),
         ({"max_tokens": 0}, "max_tokens", "at least 1"),

@@ -6,13 +6,14 @@ engine and in a pane of the app."""
 from __future__ import annotations
 
 import queue
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_server import Server, free_port, start_server
+from api_server import Server, start_server
 from test_tui_app import wait_for
 
 from core import BatchedExecutor, LlamaWeights, SamplingParams, model_template
@@ -159,7 +160,9 @@ def test_stopping_a_reply_cancels_its_request(
 def test_an_endpoint_that_does_not_answer_is_one_line_and_the_local_model_goes_on(
     make_loop: Callable[[str], Loop],
 ) -> None:
-    loop = make_loop(f"http://127.0.0.1:{free_port()}/v1")
+    deaf = socket.socket()  # a port held, and not listened on: connections are refused
+    deaf.bind(("127.0.0.1", 0))
+    loop = make_loop(f"http://127.0.0.1:{deaf.getsockname()[1]}/v1")
     local = ChatConfig("l", "", SamplingParams(temperature=0.0), 8, ())
     loop.group.submit(OpenChat("r", remote_chat()), SendTurn("r", QUESTION))
     loop.group.submit(OpenChat("l", local), SendTurn("l", QUESTION))
@@ -171,6 +174,7 @@ def test_an_endpoint_that_does_not_answer_is_one_line_and_the_local_model_goes_o
     notice = next(d.notice for d in loop.deltas("r") if d.notice)
     assert notice is not None and notice.kind is NoticeKind.MODEL_FAILED
     assert "is the server running?" in notice.text() and "\n" not in notice.text()
+    deaf.close()
 
 
 @pytest.fixture
@@ -263,10 +267,52 @@ def test_regenerate_edit_and_branches_on_an_endpoint(
     loop.group.submit(EditMessage("r", user.id, "What is the capital of Spain?"))
     loop.until(lambda: sum(1 for d in loop.deltas("r") if d.finished) == 3)
     loop.group.submit(ShowMessage("r", first.id))
-    loop.until(
-        lambda: any(f.deltas.get("r") and not f.deltas["r"].finished for f in loop.frames[-1:])
-    )
-    for delta in loop.deltas("r"):
-        for change in delta.tree_changes:
-            shown.apply(change)
-    assert [m.id for m in shown.path()] == [user.id, first.id]
+    deadline = time.monotonic() + 10
+    read = loop.group.tree("r")
+    while read is not None and read.head != first.id and time.monotonic() < deadline:
+        time.sleep(0.05)
+        read = loop.group.tree("r")
+    assert read is not None and [m.id for m in read.path()] == [user.id, first.id]
+    edited = read.children(None)  # the first turn's new version is its sibling, at the root
+    assert [m.text for m in edited] == [QUESTION, "What is the capital of Spain?"]
+    assert [m.role for m in read.path(read.leaf_below(edited[1].id))] == [
+        Role.USER,
+        Role.ASSISTANT,
+    ]
+
+
+def test_turns_sent_while_a_reply_streams_are_kept_and_answered_in_turn(
+    server: Server, make_loop: Callable[[str], Loop]
+) -> None:
+    """A turn sent mid-reply is in the tree at once and answered after it; a reply's end
+    and the next one's start never share a frame (a view would mix them up)."""
+    loop = make_loop(f"{server.url}/v1")
+    loop.group.submit(OpenChat("r", remote_chat(12)), SendTurn("r", QUESTION))
+    loop.group.submit(SendTurn("r", "And of Italy?"), SendTurn("r", "And of Spain?"))
+    loop.until(lambda: sum(1 for d in loop.deltas("r") if d.finished) == 3)
+    assert not any(d.started and d.finished for d in loop.deltas("r"))
+    read = loop.group.tree("r")
+    assert read is not None
+    assert [m.text for m in read.path() if m.role is Role.USER] == [
+        QUESTION,
+        "And of Italy?",
+        "And of Spain?",
+    ]
+    assert [m.role for m in read.path()] == [Role.USER, Role.ASSISTANT] * 3
+
+
+def test_a_fork_and_its_first_turn_in_one_submit(
+    server: Server, make_loop: Callable[[str], Loop]
+) -> None:
+    """As the API's prompt cache branches a kept chat: the fork is made at once (its source
+    idle), so the turn sent with it is answered on the copied branch."""
+    from core.chat import ForkChat
+
+    loop = make_loop(f"{server.url}/v1")
+    loop.group.submit(OpenChat("a", remote_chat()), SendTurn("a", QUESTION))
+    loop.until(lambda: any(d.finished for d in loop.deltas("a")))
+    loop.group.submit(ForkChat("a", "b", remote_chat()), SendTurn("b", "And of Italy?"))
+    loop.until(lambda: any(d.finished for d in loop.deltas("b")))
+    assert not any(d.notice for d in loop.deltas("b"))
+    read = loop.group.tree("b")
+    assert read is not None and [m.text for m in read.path()][0::2] == [QUESTION, "And of Italy?"]

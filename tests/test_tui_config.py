@@ -214,7 +214,8 @@ def test_a_named_model_may_be_served_by_an_endpoint(tmp_path: Path) -> None:
     ("table", "says"),
     [
         ('endpoint = "ftp://h/v1"', "endpoint: endpoint 'ftp://h/v1' must start with http://"),
-        ('endpoint = "http://h/v1"\npath = "x.gguf"', "a path or an endpoint, not both"),
+        ('endpoint = "http://h/v1"\npath = "x.gguf"', "path: does not apply to a model served by"),
+        ('endpoint = "http://h/v1"\nn_ctx = 512', "n_ctx: does not apply to a model served by"),
         ('endpoint_model = "qwen"', "endpoint_model: needs an endpoint"),
         ("endpoint = 3", "endpoint: must be a string"),
     ],

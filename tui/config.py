@@ -405,13 +405,12 @@ def _endpoint(name: str, table: dict[str, Any], fail: Any, section: str) -> Endp
     """``endpoint`` (with ``endpoint_model``, ``api_key_env``): the model is served there."""
     url = table.get("endpoint")
     if url is None:
-        for key in ("endpoint_model", "api_key_env"):
-            if key in table:
-                raise fail(section, key, "needs an endpoint = \"http://host:port/v1\" beside it")
+        for key in sorted(_ENDPOINT_KEYS & table.keys()):
+            raise fail(section, key, 'needs an endpoint = "http://host:port/v1" beside it')
         return None
-    if "path" in table:
-        raise fail(section, "endpoint", "a model has a path or an endpoint, not both")
-    for key in ("endpoint", "endpoint_model", "api_key_env"):
+    for key in sorted(table.keys() - _ENDPOINT_KEYS):  # nothing is loaded here
+        raise fail(section, key, "does not apply to a model served by an endpoint")
+    for key in sorted(_ENDPOINT_KEYS):
         if not isinstance(table.get(key, ""), str):
             raise fail(section, key, "must be a string")
     try:

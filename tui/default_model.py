@@ -48,8 +48,7 @@ class DefaultModel:
             )
         except NamedModelError as e:
             raise _for_the_user(config, e) from None
-        if not isinstance(loaded, ChatModel | EngineProcess):  # [model] names no endpoint
-            raise ModelLoadError("the default model must be a GGUF file, not an endpoint")
+        assert isinstance(loaded, ChatModel | EngineProcess), "[model] takes no endpoint"
         return cls(config, loaded, saved=saved)
 
     @property

@@ -52,7 +52,7 @@ from core.text.reasoning import split_reply
 from core.text.reply_stream import StopReason
 
 #: Seconds a step waits for a stream's next piece before it lets the group step others.
-POLL = 0.02
+POLL = 0.005  # as a model in a child process waits for its frame
 #: Seconds to reach the endpoint when the model is loaded (its /models).
 CONNECT_TIMEOUT = 10.0
 FINISH_REASONS = {"length": StopReason.MAX_TOKENS}
@@ -86,7 +86,7 @@ class _Chat:
     reasoning: str = ""
     pieces: int = 0  # stream events with text: the reply's tokens, about
     started_at: float = 0.0
-    turns: list[str] = field(default_factory=list)  # sent while a reply streams
+    turns: list[int] = field(default_factory=list)  # user messages sent while a reply streamed
     request: Future[None] | None = None
 
     def text(self) -> str:
@@ -130,7 +130,9 @@ class EndpointEngine:
         self._queued: list[Command] = []
         self._events: queue.SimpleQueue[_Piece | _Ended] = queue.SimpleQueue()
         self._taken: dict[str, TakenOut | None] = {}
-        self._forks: list[ForkChat] = []
+        self._forks: list[ForkChat] = []  # waiting for their source's reply to end
+        self._early: dict[str, list[str]] = {}  # turns sent to a fork not made yet
+        self._deferred: list[Command] = []  # branch moves waiting for the reply to end
         self.tokens_sampled = 0
         self.frames = 0
         self._loop = asyncio.new_event_loop()
@@ -147,8 +149,9 @@ class EndpointEngine:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queued or self._forks) or any(
-            c.reply is not None for c in self._chats.values()
+        chats = list(self._chats.values())  # read from other threads too
+        return bool(self._queued or self._forks or self._deferred) or any(
+            c.reply is not None or c.turns for c in chats
         )
 
     @property
@@ -199,21 +202,25 @@ class EndpointEngine:
     def step(self) -> Frame | None:
         deltas: dict[str, ChatDelta] = {}
         commands, self._queued = self._queued, []
-        for command in commands:
+        deferred, self._deferred = self._deferred, []
+        for command in (*deferred, *commands):
             self._apply(command, deltas)
         self._fork_ready(deltas)
         streaming = any(c.reply is not None for c in self._chats.values())
         wait = POLL if streaming and not deltas else 0.0
         self._take_events(deltas, wait)
         for chat_id, chat in self._chats.items():
-            if chat.reply is None and chat.turns:
-                self._start(chat_id, chat, chat.turns.pop(0), None, deltas)
+            ended = chat_id in deltas and deltas[chat_id].finished is not None
+            if chat.reply is None and chat.turns and not ended:  # one reply ends per frame
+                user = chat.turns.pop(0)
+                if user in chat.tree:
+                    self._open_reply(chat_id, chat, user, self._delta(deltas, chat_id))
             change = chat.tree.take_change(chat.reply)
             if change is not None:
                 self._delta(deltas, chat_id).tree_changes.append(change)
             if chat.reply is not None or chat_id in deltas:
                 delta = self._delta(deltas, chat_id)
-                delta.generating = chat.reply is not None
+                delta.generating = chat.reply is not None or bool(chat.turns)
                 delta.tokens_per_second = chat.rate
         if not deltas:
             return None
@@ -228,6 +235,8 @@ class EndpointEngine:
                 chat.request.cancel()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -244,19 +253,22 @@ class EndpointEngine:
             return
         if isinstance(command, ForkChat):
             self._forks.append(command)
+            self._fork_ready(deltas)  # at once when its source is idle, as a local fork
             return
         chat = self._chats.get(command.chat_id)
         delta = self._delta(deltas, command.chat_id)
         if chat is None:
-            if not isinstance(command, CloseChat | StopChat | ClearChat):
+            if any(f.chat_id == command.chat_id for f in self._forks):  # its source streams
+                if isinstance(command, SendTurn):
+                    self._early.setdefault(command.chat_id, []).append(command.text)
+                else:
+                    self._deferred.append(command)
+            elif not isinstance(command, CloseChat | StopChat | ClearChat):
                 delta.notice = Notice(NoticeKind.NOT_OPEN)
             return
         match command:
             case SendTurn(text=text):
-                if chat.reply is not None:
-                    chat.turns.append(text)
-                else:
-                    self._start(command.chat_id, chat, text, None, deltas)
+                self._send(command.chat_id, chat, text, delta)
             case StopChat():
                 chat.turns.clear()
                 if chat.reply is not None:
@@ -277,13 +289,17 @@ class EndpointEngine:
                     return
                 self._taken[command.chat_id] = TakenOut(chat.config, chat.tree.copy())
                 del self._chats[command.chat_id]
-            case _ if chat.reply is not None:
-                delta.notice = Notice(NoticeKind.BUSY, _action(command))
+            case EditMessage() | ShowMessage() if chat.reply is not None or chat.turns:
+                self._deferred.append(command)  # the view shows it already: once idle
+            case Regenerate() if chat.reply is not None:
+                delta.notice = Notice(NoticeKind.BUSY, "regenerating")
             case Regenerate():
                 self._regenerate(command.chat_id, chat, deltas)
             case EditMessage(message_id=message_id, text=text):
                 if message_id in chat.tree and chat.tree[message_id].role is Role.USER:
-                    self._start(command.chat_id, chat, text, chat.tree[message_id].parent, deltas)
+                    parent = chat.tree[message_id].parent  # None: the chat's first turn
+                    user = chat.tree.add(parent, Role.USER, text)
+                    self._open_reply(command.chat_id, chat, user.id, delta)
             case ShowMessage(message_id=message_id):
                 if message_id in chat.tree:
                     chat.tree.show(message_id)
@@ -294,17 +310,31 @@ class EndpointEngine:
                     "its tokens are not known here",
                 )
 
+    def _send(self, chat_id: str, chat: _Chat, text: str, delta: ChatDelta) -> None:
+        """A user turn after the branch's last message: in the tree at once, answered now,
+        or once the reply in flight (or one ending in this frame) is done."""
+        user = chat.tree.add(chat.tree.head, Role.USER, text)
+        if chat.reply is not None or chat.turns or delta.finished is not None:
+            chat.turns.append(user.id)
+        else:
+            self._open_reply(chat_id, chat, user.id, delta)
+
     def _fork_ready(self, deltas: dict[str, ChatDelta]) -> None:
-        """Forks whose source is idle: a copy of its branch shown, with its own settings."""
+        """Forks whose source is idle: a copy of its branch shown, with its own settings, and
+        the turns sent to it meanwhile."""
         waiting, self._forks = self._forks, []
         for fork in waiting:
             source = self._chats.get(fork.source_id)
             if source is None:
                 self._delta(deltas, fork.chat_id).notice = Notice(NoticeKind.BRANCH_SOURCE_CLOSED)
-            elif source.reply is not None:
+                self._early.pop(fork.chat_id, None)
+            elif source.reply is not None or source.turns:
                 self._forks.append(fork)
             else:
-                self._chats[fork.chat_id] = _Chat(fork.config, ChatTree.along(source.tree.path()))
+                chat = _Chat(fork.config, ChatTree.along(source.tree.path()))
+                self._chats[fork.chat_id] = chat
+                for text in self._early.pop(fork.chat_id, []):
+                    self._send(fork.chat_id, chat, text, self._delta(deltas, fork.chat_id))
 
     def _regenerate(self, chat_id: str, chat: _Chat, deltas: dict[str, ChatDelta]) -> None:
         """Another version of the last reply: a new sibling after the same user turn."""
@@ -316,22 +346,15 @@ class EndpointEngine:
         delta.replaces_last = True
         self._open_reply(chat_id, chat, path[-1].parent, delta)
 
-    def _start(
-        self,
-        chat_id: str,
-        chat: _Chat,
-        text: str,
-        parent: int | None,
-        deltas: dict[str, ChatDelta],
-    ) -> None:
-        """A user turn after ``parent`` (None: the branch's last message), and its reply."""
-        after = chat.tree.head if parent is None and chat.tree.head is not None else parent
-        user = chat.tree.add(after, Role.USER, text)
-        self._open_reply(chat_id, chat, user.id, self._delta(deltas, chat_id))
-
     def _open_reply(self, chat_id: str, chat: _Chat, user: int, delta: ChatDelta) -> None:
+        """The reply to user message ``user`` begins; a turn queued after that message now
+        follows the reply (as in :class:`~core.chat.engine.ChatEngine`)."""
         reply = chat.tree.add(user, Role.ASSISTANT)
         reply.model = self._model
+        following = chat.turns[0] if chat.turns else None
+        if following is not None and chat.tree[following].parent == user:
+            chat.tree.move(following, reply.id)
+            chat.tree.show(reply.id)  # the path goes on to the last turn queued
         chat.reply, chat.answer, chat.reasoning, chat.pieces = reply.id, "", "", 0
         chat.started_at = time.monotonic()
         delta.started, delta.message_id = True, reply.id
@@ -390,6 +413,8 @@ class EndpointEngine:
                         if not line.startswith("data:") or line == "data: [DONE]":
                             continue
                         event = json.loads(line[5:])
+                        if not isinstance(event, dict):
+                            continue
                         if "error" in event:
                             error = _error_text(json.dumps(event))
                             break
@@ -404,7 +429,7 @@ class EndpointEngine:
                             stop = FINISH_REASONS.get(choice["finish_reason"], stop)
         except asyncio.CancelledError:
             return  # stopped here: the step that stopped it has ended the reply
-        except (aiohttp.ClientError, OSError, ValueError, PanechatError) as e:
+        except Exception as e:  # whatever the endpoint sent: the reply ends, with why
             error = one_line(e) or type(e).__name__
         self._events.put(
             _Ended(chat_id, reply, StopReason.CANCELLED if error else stop, tokens, error)
@@ -451,15 +476,6 @@ class EndpointEngine:
         delta.message_id = reply
         delta.finished = stop
         delta.reply_tokens = chat.pieces if tokens < 0 else tokens
-
-
-def _action(command: Command) -> str:
-    """What a busy chat refused, in a notice's words."""
-    return {
-        Regenerate: "regenerating",
-        EditMessage: "editing",
-        ShowMessage: "switching branches",
-    }.get(type(command), "that")
 
 
 def _error_text(body: str) -> str:
