@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -73,10 +74,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    url: str  # the API's base, with /v1
+    process: subprocess.Popen[str]
+
+
 @contextmanager
-def server_process(command: Sequence[str], port: int) -> Iterator[str]:
-    """A server started as its own process, once it answers ``/v1/models``; its base URL.
-    Its log goes to a file (a pipe nobody reads would fill and stop it)."""
+def server_process(name: str, command: Sequence[str], port: int) -> Iterator[RunningServer]:
+    """A server started as its own process, once it answers ``/v1/models``; stopped after.
+    Its log goes to a file (a pipe nobody reads would fill and stop it); a server that does
+    not start raises RuntimeError with the log's last line."""
     url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
@@ -88,15 +96,17 @@ def server_process(command: Sequence[str], port: int) -> Iterator[str]:
                 try:
                     with urllib.request.urlopen(f"{url}/models", timeout=5):
                         break
+                except urllib.error.HTTPError:  # it answers (a key it wants, say): it is up
+                    break
                 except OSError:
                     if process.poll() is not None or time.monotonic() > deadline:
                         process.kill()
                         process.wait()
                         log.seek(0)
                         last = log.read().strip().splitlines()[-1:] or ["no output"]
-                        raise RuntimeError(f"{command[2]} did not start: {last[0]}") from None
+                        raise RuntimeError(f"{name} did not start: {last[0]}") from None
                     time.sleep(0.2)
-            yield url
+            yield RunningServer(url, process)
         finally:
             process.terminate()
             try:
@@ -380,7 +390,8 @@ def api_section(ctx: BenchContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="panechat-api-bench-") as folder:
         config = server_config(ctx, Path(folder))
         port = free_port()
-        with server_process(our_command(port, config), port) as url:
+        with server_process("panechat api", our_command(port, config), port) as running:
+            url = running.url
             model = Path(ctx.model_path).stem
             warm_up(url, model)
             for clients in CLIENTS:
@@ -394,7 +405,8 @@ def api_section(ctx: BenchContext) -> dict[str, Any]:
     peer: list[LoadResult] = []
     if peer_available():
         port = free_port()
-        with server_process(peer_command(ctx, port), port) as url:
+        with server_process("llama_cpp.server", peer_command(ctx, port), port) as running:
+            url = running.url
             for clients in CLIENTS:
                 if not peer:
                     warm_up(url, ctx.model_path)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from typing import Any
 
 import openai
 
-from api.api_bench import free_port
+from api.api_bench import free_port, server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,34 +46,8 @@ class Server:
 
 
 def start_server(*args: str) -> Iterator[Server]:
+    """``panechat api`` with ``args``, run by this interpreter, for as long as it is used."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tui", "api", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            server.get("/health")
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    f"panechat api did not start: {process.communicate()[1]}"
-                ) from None
-            time.sleep(0.2)
-    try:
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    command = [sys.executable, "-m", "tui", "api", "--port", str(port), *args]
+    with server_process("panechat api", command, port) as running:
+        yield Server(running.url.removesuffix("/v1"), running.process)

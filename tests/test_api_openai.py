@@ -108,6 +108,23 @@ def test_logprobs_are_the_tokens_odds(server: Server) -> None:
         assert token.bytes == list(token.token.encode())
 
 
+def first_apart(reference: list[Any], other: list[Any]) -> int | None:
+    """Where two greedy runs' tokens first differ (None: nowhere). Where they do, ``other``'s
+    token must be a near-tie of ``reference``'s choice (its log-probability within
+    :data:`NEAR_TIE`): llama.cpp's batched kernels round differently from single-sequence
+    ones; a crossed reply would differ by far more."""
+    first = next(
+        (i for i, (a, b) in enumerate(zip(reference, other, strict=False)) if a.token != b.token),
+        None,
+    )
+    if first is not None:
+        odds = {t.token: t.logprob for t in reference[first].top_logprobs}
+        token = other[first].token
+        assert token in odds, f"{token!r} was not a near choice: a crossed reply?"
+        assert reference[first].logprob - odds[token] < NEAR_TIE
+    return first
+
+
 PROMPTS = [
     "What is the capital of France?",
     "Name three colours.",
@@ -143,17 +160,7 @@ def test_concurrent_requests_each_get_their_own_reply(server: Server) -> None:
         thread.join(120)
     assert max(b for b, _ in windows) < min(e for _, e in windows)  # all were open at once
     for alone, batched in zip(solo, together, strict=True):
-        a = alone.choices[0].logprobs.content
-        b = batched.choices[0].logprobs.content
-        first = next(
-            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x.token != y.token), None
-        )
-        if first is None:
-            assert alone.choices[0].message.content == batched.choices[0].message.content
-            continue
-        odds = {t.token: t.logprob for t in a[first].top_logprobs}
-        assert b[first].token in odds, f"{b[first].token!r} was not a near choice: a crossed reply?"
-        assert a[first].logprob - odds[b[first].token] < NEAR_TIE
+        same_or_near_tie(alone, batched)
 
 
 def test_a_client_that_goes_away_mid_stream_frees_its_chat(server: Server) -> None:
@@ -251,15 +258,8 @@ def converse(server: Server, messages: list[dict[str, str]]) -> tuple[str, Any]:
 def same_or_near_tie(a: Any, b: Any) -> None:
     """Two greedy replies to one request: equal, or first apart where the first run's
     runner-up was within a near-tie (prompts decoded in other batches round differently)."""
-    x, y = a.choices[0].logprobs.content, b.choices[0].logprobs.content
-    first = next(
-        (i for i, (s, t) in enumerate(zip(x, y, strict=False)) if s.token != t.token), None
-    )
-    if first is None:
+    if first_apart(a.choices[0].logprobs.content, b.choices[0].logprobs.content) is None:
         assert a.choices[0].message.content == b.choices[0].message.content
-        return
-    odds = {t.token: t.logprob for t in x[first].top_logprobs}
-    assert y[first].token in odds and x[first].logprob - odds[y[first].token] < NEAR_TIE
 
 
 def test_a_conversations_next_turn_is_answered_from_its_kept_chat(server: Server) -> None:
@@ -346,22 +346,9 @@ def test_32_streaming_clients_each_get_their_own_reply_and_memory_stays_flat(
                 if c.choices and c.choices[0].logprobs
                 for token in c.choices[0].logprobs.content
             ]
-            reference = alone.choices[0].logprobs.content
-            first = next(
-                (
-                    i
-                    for i, (a, b) in enumerate(zip(reference, streamed, strict=False))
-                    if a.token != b.token
-                ),
-                None,
-            )
-            if first is None:
+            if first_apart(alone.choices[0].logprobs.content, streamed) is None:
                 text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
                 assert text == alone.choices[0].message.content
-                continue
-            odds = {t.token: t.logprob for t in reference[first].top_logprobs}
-            assert streamed[first].token in odds, "not a near choice: a crossed reply?"
-            assert reference[first].logprob - odds[streamed[first].token] < NEAR_TIE
         sizes.append(rss_kib(server.process))
     assert server.open_chats() == 0
     assert sizes[2] - sizes[0] < 32 * 1024, f"the server grew by {sizes[2] - sizes[0]} KiB"
