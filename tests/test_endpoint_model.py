@@ -239,7 +239,11 @@ async def test_a_pane_answers_through_an_endpoint_beside_a_local_pane(
         )
         assert there.last_reply == direct(server, QUESTION, 24).strip()
         assert "Paris" in there.last_reply and here.last_reply
-        assert "remote" in str(there.title_bar.render())
+        title = str(there.title_bar.render())
+        assert "remote" in title and "ctx" not in title  # no context is known here
+        assert "ctx" in str(here.title_bar.render())
+        status = str(app.status_bar.render())
+        assert "│ remote · generating 0" in status and "KV 0/0" not in status
 
 
 def test_regenerate_edit_and_branches_on_an_endpoint(

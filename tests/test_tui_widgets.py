@@ -154,7 +154,10 @@ async def test_streamed_panes_show_what_a_full_relayout_shows() -> None:
 
 
 async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interval() -> None:
-    app = PanechatApp(four_pane_config(), ScriptedSource(), persist_theme=False)
+    # A long interval (2 s with 8 panes streaming), so that a busy machine's slow steps
+    # cannot let frame 1's update fall due before it is checked.
+    config = replace(four_pane_config(), update_interval=2.0)
+    app = PanechatApp(config, ScriptedSource(), persist_theme=False)
     async with app.run_test(size=(120, 30)) as pilot:
         panes = app.panes
         chats = ChatTrees()
@@ -172,7 +175,7 @@ async def test_the_end_of_the_last_reply_is_shown_without_waiting_for_the_interv
             not app.frames.buffer.last_update
         ):  # the first frame after a quiet spell is shown at once
             await pilot.pause(0.01)
-        app.post_message(frame(1, 8))  # with 8 streaming: in 1/4 s
+        app.post_message(frame(1, 8))  # with 8 streaming: in 2 s
         await pilot.pause()
         due = app.frames.buffer.due_at
         assert due is not None and due > time.monotonic()

@@ -120,8 +120,10 @@ class AppConfig:
         return {n: s for n, s in self.models.items() if n != self.default_alias}
 
     def context_size(self, model: str) -> int:
-        """The n_ctx of the model a pane names."""
+        """The n_ctx of the model a pane names (0: an endpoint's, not known here)."""
         spec = self.named_models().get(self.model_key(model))
+        if spec is not None and spec.endpoint is not None:
+            return 0
         return spec.context.n_ctx if spec is not None else self.context.n_ctx
 
 

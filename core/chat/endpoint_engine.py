@@ -89,14 +89,19 @@ class _Chat:
     turns: list[int] = field(default_factory=list)  # user messages sent while a reply streamed
     request: Future[None] | None = None
 
+    last_rate: float = 0.0  # the last reply's, once it ended
+
     def text(self) -> str:
         """The reply's text as a tree keeps it: its reasoning between markers, then its answer."""
         return f"<think>{self.reasoning}</think>{self.answer}" if self.reasoning else self.answer
 
     @property
     def rate(self) -> float:
+        """Pieces a second of the reply streaming (the stream's events: tokens, about)."""
+        if self.reply is None:
+            return self.last_rate
         elapsed = time.monotonic() - self.started_at
-        return self.pieces / elapsed if self.reply is not None and elapsed > 0 else 0.0
+        return self.pieces / elapsed if elapsed > 0 else 0.0
 
 
 def check_endpoint(spec: EndpointSpec, name: str) -> None:
@@ -225,8 +230,10 @@ class EndpointEngine:
         if not deltas:
             return None
         self.frames += 1
-        generating = sum(1 for c in self._chats.values() if c.reply is not None)
-        return Frame(deltas, FrameStats(frame=self.frames, generating=generating), self._model)
+        replying = [c for c in self._chats.values() if c.reply is not None]
+        rate = sum(c.rate for c in replying)
+        stats = FrameStats(frame=self.frames, generating=len(replying), tokens_per_second=rate)
+        return Frame(deltas, stats, self._model)
 
     def close(self) -> None:
         """Cancel every request and end the streams' thread."""
@@ -466,6 +473,7 @@ class EndpointEngine:
 
     def _end(self, chat: _Chat, delta: ChatDelta, stop: StopReason, tokens: int = -1) -> None:
         """End the chat's reply: its text kept, why it ended; its request cancelled."""
+        chat.last_rate = chat.rate
         reply, chat.reply = chat.reply, None
         if chat.request is not None:
             chat.request.cancel()

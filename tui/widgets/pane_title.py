@@ -25,9 +25,11 @@ class PaneTitle(Static):
         name, origin = shown(self.pane_name), shown(self.origin)
         origin = f" [dim]⑂ {origin}[/dim]" if origin else ""
         model = f" · [i]{shown(self.model)}[/i]" if self.model else ""
+        # A model served by an endpoint has no context known here: no "ctx 0/0".
+        context = f"ctx {self.context_used}/{self.context_size} · " if self.context_size else ""
         return (
             f"{marker}[b]{name}[/b]{model}{origin} · {self.tokens_per_second:.0f} tok/s · "
-            f"ctx {self.context_used}/{self.context_size} · [dim]{shown(self.sampler)}[/dim]"
+            f"{context}[dim]{shown(self.sampler)}[/dim]"
         )
 
 

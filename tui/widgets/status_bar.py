@@ -39,8 +39,9 @@ class StatusBar(Static):
         for name, o in self.others:
             line += (
                 f" │ {shown(name)} · generating {o.generating} · {o.tokens_per_second:.1f} tok/s"
-                f" · KV {o.kv_used}/{o.kv_total}"
             )
+            if o.kv_total:  # an endpoint's model has no KV here
+                line += f" · KV {o.kv_used}/{o.kv_total}"
         for text in self.models_loading:
             line += f" │ {shown(text)}"
         return line
