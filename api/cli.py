@@ -95,7 +95,7 @@ def with_frame_stretch(config: AppConfig, stretch: float) -> AppConfig:
 def api_command(argv: list[str]) -> int:
     from tui.command_line_models import with_models
     from tui.config import load_config
-    from tui.default_model import DefaultModel
+    from tui.default_model import DefaultModel, default_model_file
     from tui.serve import check_bindable
 
     args = api_parser().parse_args(argv)
@@ -122,8 +122,7 @@ def api_command(argv: list[str]) -> int:
         cache_tokens = config.context.n_ctx // 2 if args.cache_tokens is None else args.cache_tokens
         if cache_tokens < 0:
             raise PanechatError("--cache-tokens must be 0 or more")
-        name = Path(config.model_path).name if config.model_path else "the embedded model"
-        with ProgressLine(f"loading {name}") as progress:
+        with ProgressLine(f"loading {default_model_file(config)}") as progress:
             default = DefaultModel.load(config, saved=False, progress=progress)
     except PanechatError as e:
         print(f"panechat api: error: {e}", file=sys.stderr)

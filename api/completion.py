@@ -28,26 +28,30 @@ def logprob(probability: float) -> float:
     return math.log(probability) if probability > 0 else -9999.0
 
 
+def likeliest(stat: TokenStat, top: int) -> list[tuple[str, float]]:
+    """The ``top`` likeliest tokens at a reply token's place, the chosen one among them when
+    it is one of them: (text, log-probability), likeliest first."""
+    ranked = sorted(
+        [(stat.piece, stat.probability)] + [(a.piece, a.probability) for a in stat.alternatives],
+        key=lambda pair: pair[1],
+        reverse=True,
+    )
+    return [(piece, logprob(p)) for piece, p in ranked[:top]]
+
+
 def token_logprobs(tokens: list[TokenStat], top: int) -> list[dict[str, Any]]:
     """``logprobs.content`` for ``tokens``: each token's log-probability (the model's own, at
-    temperature 1) and, with ``top``, the likeliest tokens at that place (the chosen one among
-    them when it is one of them)."""
+    temperature 1) and, with ``top``, the likeliest tokens at that place."""
     content: list[dict[str, Any]] = []
     for stat in tokens:
-        ranked = sorted(
-            [(stat.token, stat.piece, stat.probability)]
-            + [(a.token, a.piece, a.probability) for a in stat.alternatives],
-            key=lambda t: t[2],
-            reverse=True,
-        )
         content.append(
             {
                 "token": stat.piece,
                 "logprob": logprob(stat.probability),
                 "bytes": list(stat.piece.encode("utf-8")),
                 "top_logprobs": [
-                    {"token": piece, "logprob": logprob(p), "bytes": list(piece.encode("utf-8"))}
-                    for _, piece, p in ranked[:top]
+                    {"token": piece, "logprob": odds, "bytes": list(piece.encode("utf-8"))}
+                    for piece, odds in likeliest(stat, top)
                 ],
             }
         )
@@ -83,11 +87,16 @@ class Completion:
     def finish_reason(self) -> str | None:
         return FINISH_REASONS[self.stop] if self.stop is not None else None
 
+    @property
+    def total_tokens(self) -> int:
+        """What the chat's KV holds once the reply has ended, about: prompt and reply."""
+        return self.prompt_tokens + self.completion_tokens
+
     def usage(self) -> dict[str, int]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self.total_tokens,
         }
 
     def _logprobs(self, tokens: list[TokenStat]) -> dict[str, Any] | None:

@@ -151,7 +151,7 @@ async def respond(
                     return web.Response(status=499)  # nobody to answer: the chat is closed
                 reply.add(delta)
             if kept is not None:
-                run.answered(kept.text, kept.prompt_tokens + kept.completion_tokens)
+                run.answered(kept.text, kept.total_tokens)
             return web.json_response(reply.whole(), headers=cache)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **cache}
@@ -167,7 +167,7 @@ async def respond(
                 await _send(response, reply.usage_chunk())
             await response.write(b"data: [DONE]\n\n")
             if kept is not None:
-                run.answered(kept.text, kept.prompt_tokens + kept.completion_tokens)
+                run.answered(kept.text, kept.total_tokens)
         except ApiError as e:  # after the headers: said in the stream, as OpenAI does
             await _send(response, e.body())
         except ConnectionError:  # the client went away: its chat is closed on the way out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from api.completion import Completion, logprob
+from api.completion import Completion, likeliest, logprob
 from core.chat.frames import ChatDelta
 from core.chat.token_stats import TokenStat
 
@@ -21,17 +21,7 @@ def legacy_logprobs(tokens: list[TokenStat], top: int, offset: int) -> dict[str,
     return {
         "tokens": [stat.piece for stat in tokens],
         "token_logprobs": [logprob(stat.probability) for stat in tokens],
-        "top_logprobs": [
-            dict(
-                sorted(
-                    [(stat.piece, logprob(stat.probability))]
-                    + [(a.piece, logprob(a.probability)) for a in stat.alternatives],
-                    key=lambda pair: pair[1],
-                    reverse=True,
-                )[:top]
-            )
-            for stat in tokens
-        ],
+        "top_logprobs": [dict(likeliest(stat, top)) for stat in tokens],
         "text_offset": offsets,
     }
 

@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 from core import PanechatError
-from core.models.model_path import EMBEDDED_MODEL_NAME
 from core.models.progress_line import ProgressLine
 from core.native.device_placement import placement_from_args
 from core.text.printable import printable
-from tui.config import AppConfig, load_config
-from tui.default_model import DefaultModel
+from tui.config import load_config
+from tui.default_model import DefaultModel, default_model_file
 from tui.launch import build_parser, create_app, prepare, session_command_given
 from tui.open_session import OpenSession
 from tui.session_search import fts_query
@@ -63,11 +62,6 @@ def _show_amx_trial() -> None:
     if _trial_notice not in trial_logger.handlers:
         trial_logger.addHandler(_trial_notice)
         trial_logger.setLevel(logging.INFO)
-
-
-def default_model_file(config: AppConfig) -> str:
-    """The default model's file name, as the line that shows its load names it."""
-    return Path(config.model_path).name if config.model_path else EMBEDDED_MODEL_NAME
 
 
 def session_command(args: argparse.Namespace, store: SessionStore) -> int | None:

@@ -5,6 +5,8 @@ process when the weights are on RPC servers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from core import ModelLoadError
 from core.chat import (
     ChatEngine,
@@ -16,6 +18,7 @@ from core.chat import (
 )
 from core.errors import NamedModelError
 from core.models.load_progress import ProgressObserver
+from core.models.model_path import EMBEDDED_MODEL_NAME
 from tui.config import AppConfig, setting_location
 
 
@@ -103,3 +106,8 @@ def restart_hint(saved: bool) -> str:
     if saved:
         return "restart with `panechat --resume` to go on with these chats"
     return "restart panechat to go on (this run is not saved, so these chats end here)"
+
+
+def default_model_file(config: AppConfig) -> str:
+    """The default model's file name, as the line that shows its load names it."""
+    return Path(config.model_path).name if config.model_path else EMBEDDED_MODEL_NAME

@@ -115,7 +115,7 @@ def check_endpoint(spec: EndpointSpec, name: str) -> None:
         raise NamedModelError.could_not(
             name, "be reached", f"{spec.base} answered {e.code} {e.reason}"
         ) from None
-    except (urllib.error.URLError, OSError) as e:
+    except OSError as e:  # URLError (refused, no such host) or a timeout
         reason = getattr(e, "reason", e)
         raise NamedModelError.could_not(
             name, "be reached", f"{spec.base}: {reason} — is the server running?"
